@@ -1,0 +1,76 @@
+"""The one async interface every carrier client implements, and the shapes it returns.
+
+Shapes are normalised: bytes, timezone-aware UTC datetimes, and a line status of
+``scheduled`` (ordered, not active), ``active`` or ``ended``. Carrier-specific units and
+formats stay inside each client.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, Protocol
+
+from pydantic import BaseModel
+
+LineStatus = Literal["scheduled", "active", "ended"]
+ResetRule = Literal["rolling", "utc_midnight", "local_midnight"]
+
+
+class CarrierProduct(BaseModel):
+    """One pass in a carrier's catalogue, in the carrier's own product id."""
+
+    carrier_product_id: str
+    name: str
+    allowance_bytes: int
+    validity_seconds: int
+    reset: ResetRule = "rolling"
+    reset_utc_offset_minutes: int = 0
+    throttle_kbps: int
+    price_cents: int
+
+
+class CarrierLine(BaseModel):
+    """One package (pass instance) on an ICCID, as the carrier sees it."""
+
+    line_id: str
+    iccid: str
+    carrier_product_id: str
+    reference: str | None
+    status: LineStatus
+    ordered_at: datetime
+    activated_at: datetime | None = None
+    ends_at: datetime | None = None
+    ended_at: datetime | None = None
+    allowance_bytes: int
+    used_bytes: int = 0
+
+
+class LineUsage(BaseModel):
+    """Usage of one line at one moment, as the carrier reports it."""
+
+    line_id: str
+    used_bytes: int
+    allowance_bytes: int
+    observed_at: datetime
+
+
+class Carrier(Protocol):
+    """What the product needs from a carrier. Implementations raise only ``CarrierError``s."""
+
+    name: str
+
+    async def list_products(self) -> list[CarrierProduct]: ...
+
+    async def order(self, iccid: str, carrier_product_id: str, reference: str) -> CarrierLine: ...
+
+    async def activate(self, line_id: str) -> CarrierLine: ...
+
+    async def deactivate(self, line_id: str) -> CarrierLine: ...
+
+    async def get_line(self, line_id: str) -> CarrierLine: ...
+
+    async def find_lines(self, iccid: str) -> list[CarrierLine]: ...
+
+    async def usage(self, line_id: str) -> LineUsage: ...
+
+    async def aclose(self) -> None: ...

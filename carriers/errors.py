@@ -1,0 +1,44 @@
+"""The carrier error tree. Every carrier client raises only these.
+
+    CarrierError
+    ├── CarrierRejected        the carrier said no for a business reason (bad ICCID,
+    │                          unknown product, out of stock, not allowed in this state);
+    │                          retrying the same request cannot help — never retried.
+    ├── CarrierUnavailable     the carrier could not answer (connection refused, 5xx,
+    │                          429); the request did not take effect — retried with
+    │                          backoff, honouring ``retry_after`` when the carrier sent one.
+    └── CarrierOutcomeUnknown  the request left but no answer came back (timeout after
+                               sending, connection dropped mid-response); it may have
+                               taken effect — look at the carrier's state before retrying.
+"""
+
+from __future__ import annotations
+
+
+class CarrierError(Exception):
+    """Base of every carrier failure."""
+
+    def __init__(self, carrier: str, message: str) -> None:
+        super().__init__(f"{carrier}: {message}")
+        self.carrier = carrier
+        self.message = message
+
+
+class CarrierRejected(CarrierError):
+    """A business rejection; ``code`` is the carrier's own error code or HTTP status."""
+
+    def __init__(self, carrier: str, message: str, code: str = "") -> None:
+        super().__init__(carrier, message)
+        self.code = code
+
+
+class CarrierUnavailable(CarrierError):
+    """The carrier did not take the request; safe to retry after ``retry_after`` seconds."""
+
+    def __init__(self, carrier: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(carrier, message)
+        self.retry_after = retry_after
+
+
+class CarrierOutcomeUnknown(CarrierError):
+    """The request may have taken effect; look before retrying."""

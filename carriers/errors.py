@@ -1,15 +1,15 @@
 """The carrier error tree. Every carrier client raises only these.
 
-    CarrierError
-    ├── CarrierRejected        the carrier said no for a business reason (bad ICCID,
-    │                          unknown product, out of stock, not allowed in this state);
-    │                          retrying the same request cannot help — never retried.
-    ├── CarrierUnavailable     the carrier could not answer (connection refused, 5xx,
-    │                          429); the request did not take effect — retried with
-    │                          backoff, honouring ``retry_after`` when the carrier sent one.
-    └── CarrierOutcomeUnknown  the request left but no answer came back (timeout after
-                               sending, connection dropped mid-response); it may have
-                               taken effect — look at the carrier's state before retrying.
+CarrierError
+├── CarrierRejected        the carrier said no for a business reason (bad ICCID,
+│                          unknown product, out of stock, not allowed in this state);
+│                          retrying the same request cannot help — never retried.
+├── CarrierUnavailable     the carrier could not answer (connection refused, 5xx,
+│                          429); the request did not take effect — retried with
+│                          backoff, honouring ``retry_after`` when the carrier sent one.
+└── CarrierOutcomeUnknown  the request left but no answer came back (timeout after
+                           sending, connection dropped mid-response); it may have
+                           taken effect — look at the carrier's state before retrying.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Activities: carrier calls, database writes. Each method does one thing and returns."""

@@ -1,0 +1,156 @@
+"""Carrier activities: order, activate, deactivate and read usage of Balance Lines.
+
+Each method translates a payload into one carrier operation. Known carrier rejections
+become non-retryable ``ApplicationError``s; transient failures propagate for Temporal to
+retry with backoff. Nothing here loops or sleeps: an activation the carrier has not yet
+confirmed fails with ``ActivationPending`` and Temporal's retry policy polls for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from carriers.base import Carrier, CarrierLine
+from carriers.errors import (
+    CarrierError,
+    CarrierOutcomeUnknown,
+    CarrierRejected,
+    CarrierUnavailable,
+)
+from models.payloads import Line, LineCommand, LineState, OrderLineInput, UsageReport
+
+ACTIVATION_PENDING = "ActivationPending"
+LINE_ENDED = "LineEnded"
+NON_RETRYABLE = ["CarrierRejected", LINE_ENDED, "UnknownCarrier"]
+
+
+def carrier_failure(error: CarrierError) -> ApplicationError:
+    """Map the carrier error tree onto Temporal's retry semantics."""
+    if isinstance(error, CarrierRejected):
+        return ApplicationError(str(error), error.code, type="CarrierRejected", non_retryable=True)
+    if isinstance(error, CarrierUnavailable):
+        delay = timedelta(seconds=error.retry_after) if error.retry_after else None
+        return ApplicationError(str(error), type="CarrierUnavailable", next_retry_delay=delay)
+    if isinstance(error, CarrierOutcomeUnknown):
+        return ApplicationError(str(error), type="CarrierOutcomeUnknown")
+    return ApplicationError(str(error), type="CarrierError")
+
+
+def _merge(line: Line, found: CarrierLine) -> Line:
+    """Our line updated with what the carrier says of it."""
+    state = {
+        "scheduled": LineState.scheduled,
+        "active": LineState.active,
+        "ended": LineState.expired if found.activated_at else LineState.failed,
+    }[found.status]
+    return line.model_copy(
+        update={
+            "line_id": found.line_id,
+            "state": state,
+            "ordered_at": found.ordered_at,
+            "activated_at": found.activated_at,
+            "ends_at": found.ends_at,
+            "ended_at": found.ended_at,
+            "allowance_bytes": found.allowance_bytes,
+            "used_bytes": max(line.used_bytes, found.used_bytes),
+        }
+    )
+
+
+class CarrierActivities:
+    """Activities against the carriers; one long-lived client per carrier, injected."""
+
+    def __init__(self, carriers: Mapping[str, Carrier]) -> None:
+        self._carriers = carriers
+
+    def _carrier(self, name: str) -> Carrier:
+        try:
+            return self._carriers[name]
+        except KeyError:
+            raise ApplicationError(
+                f"no client for carrier {name!r}", type="UnknownCarrier", non_retryable=True
+            ) from None
+
+    @activity.defn(name="order_line")
+    async def order_line(self, req: OrderLineInput) -> Line:
+        """Buy line ``seq`` — unless the carrier already has one with our reference.
+
+        Carriers have no idempotency keys, so this looks before it buys: an earlier
+        attempt whose response was lost has left a package carrying our reference.
+        """
+        carrier = self._carrier(req.carrier)
+        line = Line(
+            seq=req.seq,
+            reference=req.reference,
+            product_id=req.product.id,
+            carrier_product_id=req.product.carrier_product_id,
+            allowance_bytes=req.product.allowance_bytes,
+            validity_seconds=req.product.validity_seconds,
+        )
+        try:
+            mine = [
+                found
+                for found in await carrier.find_lines(req.iccid)
+                if found.reference == req.reference
+            ]
+            if mine:
+                if len(mine) > 1:
+                    activity.logger.error(
+                        "carrier holds %d packages for reference %s", len(mine), req.reference
+                    )
+                activity.logger.info("adopting %s for %s", mine[0].line_id, req.reference)
+                return _merge(line, mine[0])
+            placed = await carrier.order(req.iccid, req.product.carrier_product_id, req.reference)
+        except CarrierError as error:
+            raise carrier_failure(error) from error
+        return _merge(line, placed)
+
+    @activity.defn(name="activate_line")
+    async def activate_line(self, cmd: LineCommand) -> Line:
+        """Ask the carrier to activate the line; succeed only once it confirms ACTIVE."""
+        carrier = self._carrier(cmd.carrier)
+        assert cmd.line.line_id is not None
+        try:
+            found = await carrier.activate(cmd.line.line_id)
+        except CarrierError as error:
+            raise carrier_failure(error) from error
+        if found.status == "scheduled":
+            raise ApplicationError(
+                f"line {cmd.line.seq} not yet active at {cmd.carrier}", type=ACTIVATION_PENDING
+            )
+        if found.status == "ended":
+            raise ApplicationError(
+                f"line {cmd.line.seq} ended at {cmd.carrier} before it could be activated",
+                type=LINE_ENDED,
+                non_retryable=True,
+            )
+        return _merge(cmd.line, found)
+
+    @activity.defn(name="deactivate_line")
+    async def deactivate_line(self, cmd: LineCommand) -> Line:
+        """End the line at the carrier (idempotent); the result carries the carrier's end."""
+        carrier = self._carrier(cmd.carrier)
+        assert cmd.line.line_id is not None
+        try:
+            found = await carrier.deactivate(cmd.line.line_id)
+        except CarrierError as error:
+            raise carrier_failure(error) from error
+        ended = _merge(cmd.line, found)
+        return ended.model_copy(update={"state": cmd.end_state or LineState.cancelled})
+
+    @activity.defn(name="line_usage")
+    async def line_usage(self, cmd: LineCommand) -> UsageReport:
+        """Read the line's used bytes at the carrier."""
+        carrier = self._carrier(cmd.carrier)
+        assert cmd.line.line_id is not None
+        try:
+            usage = await carrier.usage(cmd.line.line_id)
+        except CarrierError as error:
+            raise carrier_failure(error) from error
+        return UsageReport(
+            seq=cmd.line.seq, used_bytes=usage.used_bytes, observed_at=usage.observed_at
+        )

@@ -1,0 +1,1 @@
+"""SQLModel tables and the pydantic payloads that cross Temporal."""

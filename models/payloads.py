@@ -1,0 +1,253 @@
+"""The pydantic payloads that cross Temporal: workflow state, messages, activity in/out.
+
+Every field added later needs a default, so histories of running workflows still decode.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+
+# How many ended lines the workflow keeps in its state (the "archived" part of the stack).
+ARCHIVE_DEPTH = 5
+
+
+class LineState(StrEnum):
+    """Where one Balance Line is in its life."""
+
+    scheduled = "scheduled"
+    active = "active"
+    expired = "expired"
+    exhausted = "exhausted"
+    cancelled = "cancelled"
+    failed = "failed"
+
+
+class BalanceStatus(StrEnum):
+    """The ``BalanceState`` search attribute: what an operator filters on."""
+
+    Active = "Active"
+    Rotating = "Rotating"
+    Throttled = "Throttled"
+    Paused = "Paused"
+    Failing = "Failing"
+    Cancelled = "Cancelled"
+    Completed = "Completed"
+
+
+CLOSED_STATUSES = frozenset({BalanceStatus.Cancelled, BalanceStatus.Completed})
+
+
+class ProductSpec(BaseModel):
+    """A carrier product as the workflow needs it (resolved from the Product table)."""
+
+    id: str
+    carrier: str
+    carrier_product_id: str
+    allowance_bytes: int = Field(gt=0)
+    validity_seconds: int = Field(gt=0)
+    reset: str = "rolling"
+    price_cents: int = Field(default=0, ge=0)
+
+
+class Policy(BaseModel):
+    """How a balance rotates. ``None`` means the default derived from the product."""
+
+    model_config = {"extra": "forbid"}
+
+    lead_seconds: float | None = Field(default=None, gt=0, le=7 * 86400)
+    margin_seconds: float | None = Field(default=None, gt=0, le=86400)
+    preorder_fraction: float = Field(default=0.80, gt=0, le=1)
+    switch_fraction: float = Field(default=0.95, gt=0, le=1)
+    max_lines_per_day: int | None = Field(default=None, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Policy:
+        if self.preorder_fraction > self.switch_fraction:
+            raise ValueError("preorder_fraction must not exceed switch_fraction")
+        if (
+            self.lead_seconds is not None
+            and self.margin_seconds is not None
+            and self.margin_seconds >= self.lead_seconds
+        ):
+            raise ValueError("margin_seconds must be smaller than lead_seconds")
+        return self
+
+    def lead(self, validity_seconds: int) -> float:
+        """Seconds before a line's end at which the next one is ordered."""
+        if self.lead_seconds is not None:
+            return self.lead_seconds
+        return min(1800.0, validity_seconds / 4)
+
+    def margin(self, validity_seconds: int) -> float:
+        """Seconds before a line's end at which the switch starts (covers activation)."""
+        if self.margin_seconds is not None:
+            return self.margin_seconds
+        return min(60.0, validity_seconds / 10)
+
+
+class Line(BaseModel):
+    """One Balance Line: a carrier package with a time window."""
+
+    seq: int
+    reference: str
+    product_id: str
+    carrier_product_id: str
+    allowance_bytes: int
+    validity_seconds: int
+    state: LineState = LineState.scheduled
+    line_id: str | None = None
+    ordered_at: datetime | None = None
+    activated_at: datetime | None = None
+    ends_at: datetime | None = None
+    ended_at: datetime | None = None
+    used_bytes: int = 0
+    usage_observed_at: datetime | None = None
+    # The observation before the last one: two points give the traffic rate.
+    prev_used_bytes: int = 0
+    prev_observed_at: datetime | None = None
+
+
+class EventRecord(BaseModel):
+    """One ledger event; ``key`` makes writing it idempotent across activity retries."""
+
+    key: str
+    balance_id: str
+    seq: int | None = None
+    kind: str
+    actor: str
+    at: datetime
+    detail: dict[str, Any] = {}
+
+
+class BalanceState(BaseModel):
+    """The whole state of one BalanceWorkflow, carried through continue-as-new."""
+
+    balance_id: str
+    iccid: str
+    carrier: str
+    product: ProductSpec
+    policy: Policy = Policy()
+    lines_total: int | None = None
+    next_product: ProductSpec | None = None
+    status: BalanceStatus = BalanceStatus.Active
+    active: Line | None = None
+    scheduled: Line | None = None
+    archived: list[Line] = []
+    last_seq: int = 0
+    paused: bool = False
+    cancel_requested: bool = False
+    rotate_requested: bool = False
+    capped: bool = False
+    failing_reason: str | None = None
+    day: date | None = None
+    lines_today: int = 0
+    rotations: int = 0
+    early_rotations: int = 0
+    event_counter: int = 0
+    usage_check_at: datetime | None = None
+    # Events from message handlers, written with the next store call.
+    pending_events: list[EventRecord] = []
+
+
+class ActionRequest(BaseModel):
+    """Payload of the operator signals pause / resume / cancel / rotate_now."""
+
+    actor: str = "operator"
+    reason: str = ""
+
+
+class UsageReport(BaseModel):
+    """Payload of the ``usage_reported`` signal and result of the usage activity."""
+
+    seq: int
+    used_bytes: int = Field(ge=0)
+    observed_at: datetime
+
+
+class ChangeProduct(BaseModel):
+    """Payload of the ``change_product`` update: the new product, resolved by the caller."""
+
+    product: ProductSpec
+    actor: str = "operator"
+
+
+class BalanceStatusView(BaseModel):
+    """Result of the ``status`` query: the stack of lines and what happens next."""
+
+    balance_id: str
+    iccid: str
+    carrier: str
+    status: BalanceStatus
+    product_id: str
+    next_product_id: str | None
+    lines_total: int | None
+    active: Line | None
+    scheduled: Line | None
+    archived: list[Line]
+    usage_fraction: float | None
+    order_at: datetime | None
+    switch_at: datetime | None
+    usage_check_at: datetime | None
+    paused: bool
+    capped: bool
+    failing_reason: str | None
+    rotations: int
+    early_rotations: int
+    lines_today: int
+
+
+# --- activity payloads -------------------------------------------------------------
+
+
+class OrderLineInput(BaseModel):
+    """Order line ``seq`` for a balance; the reference makes the order findable."""
+
+    balance_id: str
+    iccid: str
+    carrier: str
+    seq: int
+    product: ProductSpec
+
+    @property
+    def reference(self) -> str:
+        return f"{self.balance_id}:{self.seq}"
+
+
+class LineCommand(BaseModel):
+    """Act on one line at its carrier; ``end_state`` says why a deactivation happens."""
+
+    carrier: str
+    iccid: str
+    line: Line
+    end_state: LineState | None = None
+
+
+class BalanceRecord(BaseModel):
+    """The balance row as the workflow last saw it."""
+
+    balance_id: str
+    status: BalanceStatus
+    product_id: str
+    next_product_id: str | None = None
+    line_seq: int | None = None
+    line_ends_at: datetime | None = None
+    rotations: int = 0
+    paused: bool = False
+    capped: bool = False
+    failing_reason: str | None = None
+    closed: bool = False
+
+
+class RecordChanges(BaseModel):
+    """Everything one workflow step changed, written in one transaction."""
+
+    balance_id: str
+    iccid: str
+    carrier: str
+    balance: BalanceRecord | None = None
+    lines: list[Line] = []
+    events: list[EventRecord] = []

@@ -1,0 +1,135 @@
+"""SQLModel tables: eSIMs, products, balances, their lines, and the append-only ledger.
+
+All times are stored in UTC and come back timezone-aware on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlmodel import JSON, Column, Field, SQLModel, UniqueConstraint
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A DateTime that refuses naive values and always returns aware UTC ones."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+class Esim(SQLModel, table=True):
+    """A profile on a device, identified by its ICCID; belongs to one carrier."""
+
+    iccid: str = Field(primary_key=True, max_length=20)
+    carrier: str = Field(index=True, max_length=32)
+    eid: str | None = Field(default=None, max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+
+
+class Product(SQLModel, table=True):
+    """A carrier's data pass, synced from the carrier's catalogue; id is ``{carrier}-{id}``."""
+
+    id: str = Field(primary_key=True, max_length=96)
+    carrier: str = Field(index=True, max_length=32)
+    carrier_product_id: str = Field(max_length=64)
+    name: str = Field(max_length=200)
+    allowance_bytes: int = Field(sa_column=Column(sa.BigInteger(), nullable=False))
+    validity_seconds: int
+    reset: str = Field(default="rolling", max_length=32)
+    reset_utc_offset_minutes: int = 0
+    throttle_kbps: int
+    price_cents: int
+    synced_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+
+
+class Balance(SQLModel, table=True):
+    """One eSIM + one Product over a term; mirrors its workflow ``balance-{iccid}``.
+
+    ``open_iccid`` equals ``iccid`` while the balance is open and is NULL once closed;
+    its unique constraint is what makes "at most one open balance per eSIM" hold.
+    """
+
+    id: str = Field(primary_key=True, max_length=40)
+    iccid: str = Field(foreign_key="esim.iccid", index=True, max_length=20)
+    open_iccid: str | None = Field(default=None, unique=True, max_length=20)
+    carrier: str = Field(index=True, max_length=32)
+    product_id: str = Field(max_length=96)
+    next_product_id: str | None = Field(default=None, max_length=96)
+    lines_total: int | None = None
+    policy: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    state: str = Field(default="Active", index=True, max_length=16)
+    workflow_id: str = Field(max_length=64)
+    line_seq: int | None = None
+    line_ends_at: datetime | None = _ts()
+    rotations: int = 0
+    paused: bool = False
+    capped: bool = False
+    failing_reason: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    closed_at: datetime | None = _ts()
+
+
+class BalanceLine(SQLModel, table=True):
+    """One activation of the product at the carrier: a package with a time window."""
+
+    __tablename__ = "balance_line"
+    __table_args__ = (UniqueConstraint("balance_id", "seq", name="uq_balance_line_seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    balance_id: str = Field(foreign_key="balance.id", index=True, max_length=40)
+    seq: int
+    iccid: str = Field(index=True, max_length=20)
+    carrier: str = Field(max_length=32)
+    carrier_line_id: str | None = Field(default=None, index=True, max_length=64)
+    reference: str = Field(max_length=64)
+    product_id: str = Field(max_length=96)
+    state: str = Field(index=True, max_length=16)
+    allowance_bytes: int = Field(sa_column=Column(sa.BigInteger(), nullable=False))
+    used_bytes: int = Field(default=0, sa_column=Column(sa.BigInteger(), nullable=False))
+    ordered_at: datetime | None = _ts()
+    activated_at: datetime | None = _ts()
+    ends_at: datetime | None = _ts(index=True)
+    ended_at: datetime | None = _ts()
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+
+
+class LineEvent(SQLModel, table=True):
+    """Append-only ledger: who did what to which balance/line, and when.
+
+    ``key`` is chosen by the workflow deterministically, so a retried write is a no-op.
+    """
+
+    __tablename__ = "line_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, max_length=160)
+    balance_id: str = Field(index=True, max_length=40)
+    seq: int | None = None
+    kind: str = Field(index=True, max_length=32)
+    actor: str = Field(max_length=64)
+    at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -1,0 +1,317 @@
+"""A protocol-independent carrier simulation engine.
+
+It keeps what a carrier keeps (inventory, catalogue, packages, a ledger and each ICCID's
+service timeline) and moves it through time with :meth:`CarrierEngine.advance`, which
+replays, per ICCID and in time order, every event since the previous call: activations
+falling due, expiries, and the exact moments usage crosses 50/80/100 % of an allowance
+(computed from the ICCID's traffic rate). Each change is stamped with the exact time it
+happened, not the time ``advance`` ran, so a front end may call it whenever it likes;
+every operation advances first.
+
+Carrier semantics chosen here (none of them is public):
+- Traffic of an ICCID is consumed by its most recently activated ACTIVE package that has
+  allowance left. When every ACTIVE package is used up the ICCID is throttled; throttled
+  traffic is not counted, so ``used_bytes`` never exceeds the allowance.
+- Windows roll: an ACTIVE package lasts ``validity_seconds`` from its activation.
+- Activation is asynchronous; its latency is drawn from a seeded RNG.
+- Alerts (usage thresholds, terminations) go to a pluggable sink, once each.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from typing import Any
+
+from simulators.records import (
+    COMPRESSED_BELOW_SECONDS,
+    Alert,
+    Interval,
+    Journal,
+    LedgerAction,
+    LedgerEntry,
+    Package,
+    Product,
+)
+from simulators.sim import SimCard
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+AlertSink = Callable[[Alert], None]
+
+DEFAULT_ACTIVATION_LATENCY = (2.0, 90.0)
+# Compressed products activate in 1-5 % of their validity: a 30 s pass takes 0.3-1.5 s.
+COMPRESSED_LATENCY_FRACTION = (0.01, 0.05)
+SNAPSHOT_VERSION = 1
+
+
+class SimulationError(Exception):
+    """Base of the engine's business errors; front ends map them to their protocol."""
+
+
+class UnknownSim(SimulationError):
+    """The ICCID is not in the carrier's inventory."""
+
+
+class UnknownProduct(SimulationError):
+    """No such product in the catalogue."""
+
+
+class UnknownPackage(SimulationError):
+    """No such package."""
+
+
+class WrongState(SimulationError):
+    """The package cannot do that in its current status."""
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class CarrierEngine:
+    """The simulated carrier's state and clock. Not thread-safe: use it from one loop."""
+
+    def __init__(
+        self,
+        products: Iterable[Product],
+        *,
+        clock: Clock = time.time,
+        seed: int | None = None,
+        sink: AlertSink | None = None,
+        activation_latency: tuple[float, float] = DEFAULT_ACTIVATION_LATENCY,
+        new_id: Callable[[], str] = _new_id,
+    ) -> None:
+        self.products = {p.id: p for p in products}
+        self.clock = clock
+        self.sink = sink
+        self.new_id = new_id
+        # Grows on every change; a front end saves its snapshot when it moved.
+        self.revision = 0
+        self._rng = random.Random(seed)
+        self._latency = (0.0, 0.0)
+        self.set_activation_latency(*activation_latency)
+        self._sims: dict[str, SimCard] = {}
+        self._packages: dict[str, Package] = {}
+        self._default_traffic = 0.0
+        self._journal = Journal()
+        self._live: set[str] = set()
+        self._advanced_to = clock()
+
+    # -- configuration and inventory ------------------------------------------------
+
+    @property
+    def activation_latency(self) -> tuple[float, float]:
+        """Latency range in seconds of real (non-compressed) products."""
+        return self._latency
+
+    def set_activation_latency(self, low: float, high: float) -> None:
+        if not 0 <= low <= high:
+            raise ValueError("activation latency needs 0 <= min <= max")
+        self._latency = (float(low), float(high))
+        self.revision += 1
+
+    def add_esims(self, iccids: Iterable[str]) -> int:
+        """Adds ICCIDs to the inventory (idempotent); returns how many were new."""
+        added = 0
+        for iccid in iccids:
+            if iccid not in self._sims:
+                self._sims[iccid] = SimCard(iccid)
+                added += 1
+        self.revision += added
+        return added
+
+    def has_esim(self, iccid: str) -> bool:
+        return iccid in self._sims
+
+    def set_traffic(self, bytes_per_second: float, iccid: str | None = None) -> None:
+        """Sets one ICCID's device traffic, or every ICCID's (now and later) if none named."""
+        if bytes_per_second < 0:
+            raise ValueError("bytes_per_second must not be negative")
+        self.advance()
+        if iccid is None:
+            self._default_traffic = float(bytes_per_second)
+            for sim in self._sims.values():
+                sim.traffic = None
+        else:
+            self._sim(iccid).traffic = float(bytes_per_second)
+        self.revision += 1
+
+    def traffic(self, iccid: str) -> float:
+        rate = self._sim(iccid).traffic
+        return self._default_traffic if rate is None else rate
+
+    # -- carrier operations ---------------------------------------------------------
+
+    def order(self, iccid: str, product_id: str, reference: str | None) -> Package:
+        """Creates a NOT_ACTIVE package. Like real carriers, never refuses a repeat order."""
+        now = self.advance()
+        sim = self._sim(iccid)
+        product = self.products.get(product_id)
+        if product is None:
+            raise UnknownProduct(f"unknown package template {product_id!r}")
+        package = Package(
+            id=self.new_id(),
+            iccid=iccid,
+            product_id=product.id,
+            reference=reference,
+            allowance_bytes=product.allowance_bytes,
+            validity_seconds=product.validity_seconds,
+            ordered_at=now,
+        )
+        self._packages[package.id] = package
+        sim.packages.append(package)
+        self._journal.record(now, "order", package)
+        self._settle(sim, now)
+        return package
+
+    def activate(self, package_id: str) -> Package:
+        """Requests activation (idempotent); ACTIVE follows after the activation latency."""
+        now = self.advance()
+        package = self.package(package_id)
+        if package.status == "TERMINATED":
+            raise WrongState(f"package {package_id} is terminated")
+        if package.status == "NOT_ACTIVE" and package.activation_requested_at is None:
+            package.activation_requested_at = now
+            package.activation_due_at = now + self._draw_latency(package.validity_seconds)
+            self._settle(self._sims[package.iccid], now)
+        return package
+
+    def terminate(self, package_id: str) -> Package:
+        """Ends a package at once (idempotent): ``deactivate`` if ACTIVE, else ``cancel``."""
+        now = self.advance()
+        package = self.package(package_id)
+        if package.status != "TERMINATED":
+            action: LedgerAction = "deactivate" if package.status == "ACTIVE" else "cancel"
+            sim = self._sims[package.iccid]
+            sim.end(package, now, action, self._journal)
+            self._settle(sim, now)
+        return package
+
+    # -- reads ----------------------------------------------------------------------
+
+    def package(self, package_id: str) -> Package:
+        self.advance()
+        package = self._packages.get(package_id)
+        if package is None:
+            raise UnknownPackage(f"unknown package {package_id!r}")
+        return package
+
+    def packages(self, iccid: str | None = None) -> list[Package]:
+        """Packages in the order they were ordered, optionally of one ICCID."""
+        self.advance()
+        if iccid is None:
+            return list(self._packages.values())
+        return list(self._sim(iccid).packages)
+
+    def ledger(self, iccid: str | None = None) -> list[LedgerEntry]:
+        self.advance()
+        return [e for e in self._journal.ledger if iccid is None or e.iccid == iccid]
+
+    def timeline(self, iccid: str) -> list[Interval]:
+        self.advance()
+        return list(self._sim(iccid).timeline)
+
+    # -- time -----------------------------------------------------------------------
+
+    def advance(self, now: float | None = None) -> float:
+        """Applies every event up to ``now`` (default: the clock); returns the time reached."""
+        now = self.clock() if now is None else now
+        if now > self._advanced_to:
+            ledger = self._journal.ledger
+            mark = len(ledger)
+            for iccid in list(self._live):
+                sim = self._sims[iccid]
+                if sim.run(self._advanced_to, now, self.traffic(iccid), self._journal):
+                    self.revision += 1
+                if not sim.live:
+                    self._live.discard(iccid)
+            self._advanced_to = now
+            # ICCIDs were replayed one after another: restore the global time order.
+            ledger[mark:] = sorted(ledger[mark:], key=lambda e: e.at)
+        self._flush()
+        return self._advanced_to
+
+    def _settle(self, sim: SimCard, now: float) -> None:
+        """After an operation: apply what fell due this instant, update timeline and sink."""
+        sim.run(now, now, self.traffic(sim.iccid), self._journal)
+        sim.update_timeline(now)
+        if sim.live:
+            self._live.add(sim.iccid)
+        self.revision += 1
+        self._flush()
+
+    def _flush(self) -> None:
+        outbox = sorted(self._journal.outbox, key=lambda a: a.at)
+        self._journal.outbox.clear()
+        if self.sink is None:
+            return
+        for alert in outbox:
+            try:
+                self.sink(alert)
+            except Exception:
+                logger.exception("alert sink failed for %s", alert)
+
+    def _draw_latency(self, validity_seconds: int) -> float:
+        if validity_seconds < COMPRESSED_BELOW_SECONDS:
+            low, high = COMPRESSED_LATENCY_FRACTION
+            return self._rng.uniform(low, high) * validity_seconds
+        return self._rng.uniform(*self._latency)
+
+    def _sim(self, iccid: str) -> SimCard:
+        sim = self._sims.get(iccid)
+        if sim is None:
+            raise UnknownSim(f"unknown sim {iccid!r}")
+        return sim
+
+    # -- persistence ----------------------------------------------------------------
+
+    def to_snapshot(self) -> dict[str, Any]:
+        """The whole state as JSON-ready data (the catalogue stays with the front end)."""
+        version, internal, gauss = self._rng.getstate()
+        return {
+            "version": SNAPSHOT_VERSION,
+            "advanced_to": self._advanced_to,
+            "activation_latency": list(self._latency),
+            "rng": [version, list(internal), gauss],
+            "default_traffic": self._default_traffic,
+            "sims": [sim.to_dict() for sim in self._sims.values()],
+            "ledger": [asdict(e) for e in self._journal.ledger],
+        }
+
+    @classmethod
+    def from_snapshot(
+        cls,
+        data: dict[str, Any],
+        products: Iterable[Product],
+        *,
+        clock: Clock = time.time,
+        sink: AlertSink | None = None,
+        new_id: Callable[[], str] = _new_id,
+    ) -> CarrierEngine:
+        """Restores an engine; its next ``advance`` applies the time that passed since."""
+        if data.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported snapshot version {data.get('version')!r}")
+        engine = cls(products, clock=clock, sink=sink, new_id=new_id)
+        try:
+            engine.set_activation_latency(*data["activation_latency"])
+            version, internal, gauss = data["rng"]
+            engine._rng.setstate((version, tuple(internal), gauss))
+            engine._default_traffic = float(data["default_traffic"])
+            for raw in data["sims"]:
+                sim = SimCard.from_dict(raw)
+                engine._sims[sim.iccid] = sim
+                engine._packages.update((p.id, p) for p in sim.packages)
+                if sim.live:
+                    engine._live.add(sim.iccid)
+            engine._journal.ledger = [LedgerEntry(**e) for e in data["ledger"]]
+            engine._advanced_to = float(data["advanced_to"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed snapshot: {exc!r}") from exc
+        engine.revision = 0
+        return engine

@@ -1,0 +1,128 @@
+"""Fault injection for a simulated carrier's API, as pure ASGI middleware.
+
+Applies to every HTTP request except those under the exempt prefix (the ``/_sim`` control
+API). In order: added latency, outage (503), rate limit (429 + ``Retry-After``), random
+errors (503, the request is not applied), lost responses (the request IS applied, then
+its response is replaced by an empty 504, as a gateway that lost the upstream answer).
+Error bodies are plain text, as a gateway in front of the carrier would send them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections import Counter, deque
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class FaultSettings(BaseModel):
+    """Body of ``POST /_sim/faults``: every field optional, ``{}`` clears all faults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error_rate: float | None = Field(default=None, ge=0, le=1)
+    outage_seconds: float | None = Field(default=None, ge=0)
+    latency_ms: float | None = Field(default=None, ge=0)
+    lose_responses: float | None = Field(default=None, ge=0, le=1)
+    rate_limit_per_second: float | None = Field(default=None, gt=0)
+
+
+class Faults:
+    """The faults in force and how many of each kind were injected."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.settings = FaultSettings()
+        self.injected: Counter[str] = Counter()
+        self._outage_until = 0.0
+        self._rng = random.Random(seed)
+        self._recent: deque[float] = deque()
+
+    def configure(self, settings: FaultSettings) -> None:
+        """Replaces the faults in force; counters are kept (they are cumulative)."""
+        self.settings = settings
+        self._outage_until = time.monotonic() + (settings.outage_seconds or 0.0)
+        self._recent.clear()
+
+    def outage_remaining(self) -> float:
+        return max(0.0, self._outage_until - time.monotonic())
+
+    def rate_limited(self) -> float | None:
+        """Seconds to wait if this request is over the limit, else None (and it counts)."""
+        limit = self.settings.rate_limit_per_second
+        if limit is None:
+            return None
+        now = time.monotonic()
+        while self._recent and self._recent[0] <= now - 1.0:
+            self._recent.popleft()
+        if len(self._recent) >= limit:
+            return self._recent[0] + 1.0 - now
+        self._recent.append(now)
+        return None
+
+    def chance(self, rate: float | None) -> bool:
+        return rate is not None and self._rng.random() < rate
+
+    def report(self) -> dict[str, object]:
+        """What ``GET /_sim/faults`` shows: settings (outage as seconds left) and counters."""
+        report: dict[str, object] = self.settings.model_dump()
+        remaining = self.outage_remaining()
+        report["outage_seconds"] = round(remaining, 3) if remaining > 0 else None
+        kinds = ("latency", "outage", "rate_limit", "error", "lost_response")
+        report["injected"] = {kind: self.injected[kind] for kind in kinds}
+        return report
+
+
+class FaultInjectionMiddleware:
+    """Wraps an ASGI app; ``faults`` is shared with the control API that configures it."""
+
+    def __init__(self, app: ASGIApp, faults: Faults, exempt_prefix: str = "/_sim") -> None:
+        self.app = app
+        self.faults = faults
+        self.exempt_prefix = exempt_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt_prefix):
+            await self.app(scope, receive, send)
+            return
+        faults, settings = self.faults, self.faults.settings
+        if settings.latency_ms:
+            faults.injected["latency"] += 1
+            await asyncio.sleep(settings.latency_ms / 1000)
+        if faults.outage_remaining() > 0:
+            faults.injected["outage"] += 1
+            await _reply(send, 503, b"Service Unavailable (simulated outage)")
+            return
+        wait = faults.rate_limited()
+        if wait is not None:
+            faults.injected["rate_limit"] += 1
+            retry_after = str(max(1, math.ceil(wait)))
+            await _reply(send, 429, b"Too Many Requests", [(b"retry-after", retry_after.encode())])
+            return
+        if faults.chance(settings.error_rate):
+            faults.injected["error"] += 1
+            await _reply(send, 503, b"Service Unavailable (simulated error)")
+            return
+        if faults.chance(settings.lose_responses):
+            faults.injected["lost_response"] += 1
+            await self.app(scope, receive, _discard)
+            await _reply(send, 504, b"")
+            return
+        await self.app(scope, receive, send)
+
+
+async def _discard(message: Message) -> None:
+    """Swallows the real response: the request took effect, its answer is lost."""
+
+
+async def _reply(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    head = [(b"content-length", str(len(body)).encode())]
+    if body:
+        head.append((b"content-type", b"text/plain; charset=utf-8"))
+    await send({"type": "http.response.start", "status": status, "headers": head + (headers or [])})
+    await send({"type": "http.response.body", "body": body})

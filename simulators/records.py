@@ -1,0 +1,149 @@
+"""The records a simulated carrier keeps: products, packages, ledger, timeline, alerts.
+
+Times are epoch seconds (UTC floats); each protocol front end formats them its own way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+PackageStatus = Literal["NOT_ACTIVE", "ACTIVE", "TERMINATED"]
+LedgerAction = Literal["order", "activate", "deactivate", "expire", "exhaust", "cancel"]
+LineState = Literal["high_speed", "throttled", "none"]
+AlertKind = Literal["usage_threshold", "status"]
+
+USAGE_THRESHOLDS = (50, 80, 100)
+COMPRESSED_BELOW_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class Product:
+    """One pass in the catalogue, in the carrier's own id."""
+
+    id: str
+    name: str
+    allowance_bytes: int
+    validity_seconds: int
+    throttle_kbps: int
+    price_cents: int
+    reset: str = "rolling"
+
+    @property
+    def compressed(self) -> bool:
+        """A demo/test product whose day lasts seconds to minutes."""
+        return self.validity_seconds < COMPRESSED_BELOW_SECONDS
+
+
+@dataclass
+class Package:
+    """One carrier-side pass instance on an ICCID.
+
+    ``used_bytes`` is a float internally (usage accrues piecewise from a rate) and stops
+    at the allowance: throttled traffic is not counted.
+    """
+
+    id: str
+    iccid: str
+    product_id: str
+    reference: str | None
+    allowance_bytes: int
+    validity_seconds: int
+    ordered_at: float
+    status: PackageStatus = "NOT_ACTIVE"
+    activation_requested_at: float | None = None
+    activation_due_at: float | None = None
+    activated_at: float | None = None
+    expires_at: float | None = None
+    terminated_at: float | None = None
+    used_bytes: float = 0.0
+    alerted: list[int] = field(default_factory=list)
+
+    @property
+    def remaining_bytes(self) -> int:
+        return max(0, self.allowance_bytes - int(self.used_bytes))
+
+    @property
+    def exhausted(self) -> bool:
+        return self.used_bytes >= self.allowance_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Package:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One business event at the carrier; ``product_id`` is the carrier's template id."""
+
+    at: float
+    action: LedgerAction
+    iccid: str
+    package_id: str
+    reference: str | None
+    product_id: str
+
+
+@dataclass
+class Interval:
+    """A stretch of one ICCID's service state; ``end`` is None while it lasts."""
+
+    state: LineState
+    start: float
+    end: float | None = None
+
+
+@dataclass(frozen=True)
+class Alert:
+    """What the engine tells the front end to push (usage thresholds, terminations)."""
+
+    kind: AlertKind
+    at: float
+    iccid: str
+    package_id: str
+    reference: str | None
+    product_id: str
+    status: PackageStatus
+    used_bytes: int
+    allowance_bytes: int
+    threshold_percent: int | None = None
+    reason: LedgerAction | None = None
+
+
+@dataclass
+class Journal:
+    """Where business events go: the ledger, and alerts waiting to be handed to the sink."""
+
+    ledger: list[LedgerEntry] = field(default_factory=list)
+    outbox: list[Alert] = field(default_factory=list)
+
+    def record(self, at: float, action: LedgerAction, p: Package) -> None:
+        self.ledger.append(LedgerEntry(at, action, p.iccid, p.id, p.reference, p.product_id))
+
+    def alert(
+        self,
+        kind: AlertKind,
+        at: float,
+        p: Package,
+        *,
+        threshold_percent: int | None = None,
+        reason: LedgerAction | None = None,
+    ) -> None:
+        self.outbox.append(
+            Alert(
+                kind=kind,
+                at=at,
+                iccid=p.iccid,
+                package_id=p.id,
+                reference=p.reference,
+                product_id=p.product_id,
+                status=p.status,
+                used_bytes=int(p.used_bytes),
+                allowance_bytes=p.allowance_bytes,
+                threshold_percent=threshold_percent,
+                reason=reason,
+            )
+        )

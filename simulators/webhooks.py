@@ -1,0 +1,112 @@
+"""Signed webhook delivery from a background queue: late, retried, sometimes twice.
+
+Delivery never blocks the engine: :meth:`WebhookDispatcher.submit` only enqueues, a few
+worker tasks post with retries, and what still fails is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+Signer = Callable[[bytes], dict[str, str]]
+
+MAX_QUEUED = 10_000
+
+
+@dataclass
+class WebhookTarget:
+    """Where events go (None: nowhere) and the fraction of events delivered twice."""
+
+    url: str | None = None
+    duplicate_rate: float = 0.0
+
+
+class WebhookDispatcher:
+    """Posts JSON events to the target, each signed by ``sign(raw_body) -> headers``."""
+
+    def __init__(
+        self,
+        target: WebhookTarget,
+        sign: Signer,
+        *,
+        seed: int | None = None,
+        attempts: int = 4,
+        backoff_seconds: float = 0.5,
+        timeout_seconds: float = 5.0,
+        workers: int = 4,
+    ) -> None:
+        self.target = target
+        self.sign = sign
+        self.attempts = attempts
+        self.backoff_seconds = backoff_seconds
+        self.timeout_seconds = timeout_seconds
+        self.delivered = 0
+        self.failed = 0
+        self._workers = workers
+        self._rng = random.Random(seed)
+        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(MAX_QUEUED)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._client: httpx.AsyncClient | None = None
+
+    def submit(self, event: dict[str, Any]) -> None:
+        """Queues one event for the current target; drops it when no target is set."""
+        url = self.target.url
+        if not url:
+            return
+        body = json.dumps(event, separators=(",", ":")).encode()
+        copies = 2 if self._rng.random() < self.target.duplicate_rate else 1
+        for _ in range(copies):
+            try:
+                self._queue.put_nowait((url, body))
+            except asyncio.QueueFull:
+                logger.warning("webhook queue full, dropping an event for %s", url)
+
+    async def start(self) -> None:
+        self._client = httpx.AsyncClient(timeout=self.timeout_seconds)
+        self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        if not self._queue.empty():
+            logger.warning("%d webhook deliveries left undelivered", self._queue.qsize())
+
+    async def _work(self) -> None:
+        while True:
+            url, body = await self._queue.get()
+            try:
+                await self._deliver(url, body)
+            finally:
+                self._queue.task_done()
+
+    async def _deliver(self, url: str, body: bytes) -> None:
+        assert self._client is not None
+        for attempt in range(1, self.attempts + 1):
+            headers = {"Content-Type": "application/json", **self.sign(body)}
+            try:
+                response = await self._client.post(url, content=body, headers=headers)
+                if response.is_success:
+                    self.delivered += 1
+                    return
+                problem = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                problem = repr(exc)
+            if attempt < self.attempts:
+                await asyncio.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+        self.failed += 1
+        logger.warning("webhook to %s failed after %d attempts: %s", url, self.attempts, problem)

@@ -1,0 +1,92 @@
+"""Long timers on the time-skipping server, with stateful fake activities."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from models.payloads import ActionRequest, BalanceState, BalanceStatus, LineState, ProductSpec
+from tests.fakes import FakeCarrier
+from workflows.balance import BalanceWorkflow
+
+DAILY = ProductSpec(
+    id="telna-daily-1gb",
+    carrier="telna",
+    carrier_product_id="daily-1gb",
+    allowance_bytes=1_000_000_000,
+    validity_seconds=86_400,
+)
+
+
+def _state(lines_total: int | None = None) -> BalanceState:
+    return BalanceState(
+        balance_id=f"bal_{uuid.uuid4().hex[:12]}",
+        iccid="8944000000000000019",
+        carrier="telna",
+        product=DAILY,
+        lines_total=lines_total,
+    )
+
+
+async def test_thirty_days_rotate_thirty_times_in_small_runs(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    env = time_skipping_env
+    fake = FakeCarrier()
+    queue = str(uuid.uuid4())
+    async with Worker(
+        env.client, task_queue=queue, workflows=[BalanceWorkflow], activities=fake.activities()
+    ):
+        state = _state()
+        handle = await env.client.start_workflow(
+            BalanceWorkflow.run, state, id=f"balance-{uuid.uuid4()}", task_queue=queue
+        )
+        await env.sleep(timedelta(days=30))
+        status = await handle.query(BalanceWorkflow.status)
+        assert status.rotations == 30
+        assert status.active is not None and status.active.seq == 31
+        assert fake.orders == [f"{state.balance_id}:{seq}" for seq in range(1, 32)]
+        # Every line before the active one ended by time, after its successor started.
+        ended = [
+            line
+            for record in fake.records
+            for line in record.lines
+            if line.state == LineState.expired
+        ]
+        assert sorted({line.seq for line in ended}) == list(range(1, 31))
+        assert len(fake.run_ids) >= 30
+        for run_id in fake.run_ids:
+            history = await env.client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+            assert len(history.events) < 200, f"run {run_id}: {len(history.events)} events"
+        await handle.signal(BalanceWorkflow.cancel, ActionRequest(actor="test"))
+        result = await handle.result()
+        assert result.status == BalanceStatus.Cancelled
+
+
+async def test_term_of_three_lines_ends_after_the_third(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    env = time_skipping_env
+    fake = FakeCarrier()
+    queue = str(uuid.uuid4())
+    async with Worker(
+        env.client, task_queue=queue, workflows=[BalanceWorkflow], activities=fake.activities()
+    ):
+        state = _state(lines_total=3)
+        handle = await env.client.start_workflow(
+            BalanceWorkflow.run, state, id=f"balance-{uuid.uuid4()}", task_queue=queue
+        )
+        result = await handle.result()
+        assert result.status == BalanceStatus.Completed
+        assert fake.orders == [f"{state.balance_id}:{seq}" for seq in (1, 2, 3)]
+        assert result.rotations == 2
+        assert [line.seq for line in result.archived] == [1, 2, 3]
+        assert all(line.state == LineState.expired for line in result.archived)
+        last = result.archived[-1]
+        assert last.ended_at == last.ends_at  # the last line ran to the end of its window
+        desc = await handle.describe()
+        assert desc.status == WorkflowExecutionStatus.COMPLETED

@@ -1,0 +1,666 @@
+"""BalanceWorkflow: one per Balance, id ``balance-{iccid}``; chains carrier passes.
+
+Make before break: the next line is ordered ``lead`` before the active one ends, and
+activated ``margin`` before it ends; only once the carrier confirms it active is the old
+line deactivated. Usage moves both moments earlier (pre-order / switch thresholds)
+unless the balance's cost cap for the UTC day is reached. After each rotation the
+workflow continues as new with its state, so a run's history stays small.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.carrier import NON_RETRYABLE, CarrierActivities
+    from activities.store import StoreActivities
+    from models import search
+    from models.payloads import (
+        ARCHIVE_DEPTH,
+        CLOSED_STATUSES,
+        ActionRequest,
+        BalanceRecord,
+        BalanceState,
+        BalanceStatus,
+        BalanceStatusView,
+        ChangeProduct,
+        EventRecord,
+        Line,
+        LineCommand,
+        LineState,
+        OrderLineInput,
+        RecordChanges,
+        UsageReport,
+    )
+
+CARRIER_CALL = timedelta(seconds=30)
+CARRIER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=NON_RETRYABLE,
+)
+# Activation is confirmed by polling: each retry asks the carrier again.
+ACTIVATION_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=300),
+    backoff_coefficient=1.5,
+    maximum_interval=timedelta(seconds=5),
+    non_retryable_error_types=NON_RETRYABLE,
+)
+STORE_CALL = timedelta(seconds=30)
+STORE_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
+# Shortest wait between two attempts once a step has failed for good.
+FAILING_BACKOFF = timedelta(seconds=30)
+MIN_PATIENCE = timedelta(seconds=60)
+
+
+@workflow.defn
+class BalanceWorkflow:
+    """A Balance: one eSIM kept on high speed by a chain of Balance Lines."""
+
+    @workflow.init
+    def __init__(self, state: BalanceState) -> None:
+        self.s = state
+        self._wake = False
+        self._published: dict[str, Any] = {}
+
+    @workflow.run
+    async def run(self, state: BalanceState) -> BalanceStatusView:
+        s = self.s
+        while True:
+            if s.pending_events:
+                await self._record()
+            if s.cancel_requested:
+                await self._end_all_lines(LineState.cancelled, "cancelled")
+                return await self._close(BalanceStatus.Cancelled)
+            if s.paused:
+                await self._pause()
+                continue
+            if s.active is None:
+                if self._term_done():
+                    return await self._close(BalanceStatus.Completed)
+                await self._bring_up_line()
+                continue
+            now = workflow.now()
+            self._note_cap(now)
+            if self._is_last_line():
+                if now >= self._ends_at(s.active):
+                    await self._end_all_lines(LineState.expired, "term complete")
+                    continue
+            elif s.scheduled is None and self._order_due(now):
+                await self._order_next()
+                continue
+            elif s.scheduled is not None and self._switch_due(now):
+                if await self._switch():
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    workflow.continue_as_new(s)
+                continue
+            if s.usage_check_at is not None and now >= s.usage_check_at:
+                await self._check_usage()
+                continue
+            if workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(s)
+            await self._sleep_until_next_deadline(now)
+
+    # --- signals ----------------------------------------------------------------------
+
+    @workflow.signal
+    def usage_reported(self, report: UsageReport) -> None:
+        """The carrier (webhook or poller) saw this many bytes used on line ``seq``."""
+        self._apply_usage(report)
+
+    @workflow.signal
+    def pause(self, req: ActionRequest) -> None:
+        """Suspend the eSIM: end its lines at the carrier until ``resume``."""
+        if not self.s.paused:
+            self.s.paused = True
+            self._note_event("paused", req.actor, reason=req.reason)
+        self._wake = True
+
+    @workflow.signal
+    def resume(self, req: ActionRequest) -> None:
+        """Bring a paused eSIM back on a fresh line."""
+        if self.s.paused:
+            self.s.paused = False
+            self._note_event("resumed", req.actor, reason=req.reason)
+        self._wake = True
+
+    @workflow.signal
+    def cancel(self, req: ActionRequest) -> None:
+        """End the balance: every line is ended at the carrier, the workflow completes."""
+        if not self.s.cancel_requested:
+            self.s.cancel_requested = True
+            self._note_event("cancel_requested", req.actor, reason=req.reason)
+        self._wake = True
+
+    @workflow.signal
+    def rotate_now(self, req: ActionRequest) -> None:
+        """Switch to a fresh line now, whatever the active one's time or usage."""
+        if self.s.active is not None and not self.s.paused and not self._is_last_line():
+            self.s.rotate_requested = True
+            self._note_event("rotate_requested", req.actor, reason=req.reason)
+        self._wake = True
+
+    # --- updates ----------------------------------------------------------------------
+
+    @workflow.update
+    def change_product(self, req: ChangeProduct) -> BalanceStatusView:
+        """Use another product of the same carrier from the next line ordered on."""
+        s = self.s
+        s.next_product = None if req.product.id == s.product.id else req.product
+        self._note_event("product_changed", req.actor, product_id=req.product.id)
+        self._wake = True
+        return self.status()
+
+    @change_product.validator
+    def _validate_change_product(self, req: ChangeProduct) -> None:
+        s = self.s
+        if s.status in CLOSED_STATUSES or s.cancel_requested:
+            raise ValueError(f"balance {s.balance_id} is closed")
+        if req.product.carrier != s.carrier:
+            raise ValueError(
+                f"product {req.product.id} is sold by {req.product.carrier}, "
+                f"but this eSIM is on {s.carrier}"
+            )
+
+    # --- queries ----------------------------------------------------------------------
+
+    @workflow.query
+    def status(self) -> BalanceStatusView:
+        """The stack of lines (active, scheduled, archived), usage, deadlines and flags."""
+        s = self.s
+        active = s.active
+        return BalanceStatusView(
+            balance_id=s.balance_id,
+            iccid=s.iccid,
+            carrier=s.carrier,
+            status=s.status,
+            product_id=s.product.id,
+            next_product_id=s.next_product.id if s.next_product else None,
+            lines_total=s.lines_total,
+            active=active,
+            scheduled=s.scheduled,
+            archived=s.archived,
+            usage_fraction=(active.used_bytes / active.allowance_bytes) if active else None,
+            order_at=self._order_at() if active and not self._is_last_line() else None,
+            switch_at=self._switch_at() if active and not self._is_last_line() else None,
+            usage_check_at=s.usage_check_at,
+            paused=s.paused,
+            capped=s.capped,
+            failing_reason=s.failing_reason,
+            rotations=s.rotations,
+            early_rotations=s.early_rotations,
+            lines_today=s.lines_today,
+        )
+
+    # --- the steps of a rotation ------------------------------------------------------
+
+    async def _order_next(self) -> bool:
+        """Order line ``last_seq + 1``; on success it becomes the scheduled line."""
+        s = self.s
+        seq = s.last_seq + 1
+        product = s.next_product or s.product
+        deadline = self._switch_at() if s.active else None
+        try:
+            line: Line = await workflow.execute_activity_method(
+                CarrierActivities.order_line,
+                OrderLineInput(
+                    balance_id=s.balance_id,
+                    iccid=s.iccid,
+                    carrier=s.carrier,
+                    seq=seq,
+                    product=product,
+                ),
+                start_to_close_timeout=CARRIER_CALL,
+                schedule_to_close_timeout=self._patience(deadline),
+                retry_policy=CARRIER_RETRY,
+                summary=f"order line {seq} ({product.id}) at {s.carrier}",
+            )
+        except ActivityError as error:
+            await self._failing(f"ordering line {seq} failed: {_cause(error)}")
+            return False
+        s.last_seq = seq
+        if line.state not in (LineState.scheduled, LineState.active):
+            # Adopted a package someone already ended at the carrier: move past it.
+            await self._record(lines=[line], events=[self._event("order_failed", line)])
+            return False
+        s.scheduled = line
+        self._recovered()
+        await self._record(lines=[line], events=[self._event("ordered", line)])
+        return True
+
+    async def _activate(self, line: Line, deadline: datetime | None) -> Line | None:
+        """Activate ``line`` and wait for the carrier to confirm it; None if it failed."""
+        s = self.s
+        try:
+            active: Line = await workflow.execute_activity_method(
+                CarrierActivities.activate_line,
+                LineCommand(carrier=s.carrier, iccid=s.iccid, line=line),
+                start_to_close_timeout=CARRIER_CALL,
+                schedule_to_close_timeout=self._patience(deadline),
+                retry_policy=ACTIVATION_RETRY,
+                summary=f"activate line {line.seq} at {s.carrier}, wait for confirmation",
+            )
+        except ActivityError as error:
+            if _error_type(error) in NON_RETRYABLE:
+                # The carrier will never activate this package: drop it, order afresh.
+                failed = line.model_copy(update={"state": LineState.failed})
+                s.scheduled = None
+                self._archive(failed)
+                event = self._event("activation_failed", failed)
+                await self._record(lines=[failed], events=[event])
+            await self._failing(f"activating line {line.seq} failed: {_cause(error)}")
+            return None
+        self._count_line_today(active)
+        self._recovered()
+        return active
+
+    async def _deactivate(self, line: Line, end_state: LineState) -> Line:
+        """End ``line`` at the carrier; retried until the carrier confirms."""
+        s = self.s
+        ended: Line = await workflow.execute_activity_method(
+            CarrierActivities.deactivate_line,
+            LineCommand(carrier=s.carrier, iccid=s.iccid, line=line, end_state=end_state),
+            start_to_close_timeout=CARRIER_CALL,
+            retry_policy=CARRIER_RETRY,
+            summary=f"deactivate line {line.seq} at {s.carrier} ({end_state.value})",
+        )
+        return ended
+
+    async def _bring_up_line(self) -> None:
+        """No line is active (first line, or after resume): order one and activate it now."""
+        s = self.s
+        if s.scheduled is None and not await self._order_next():
+            return
+        assert s.scheduled is not None
+        active = await self._activate(s.scheduled, None)
+        if active is None:
+            return
+        s.active, s.scheduled = active, None
+        self._adopt_product(active)
+        s.status = BalanceStatus.Active
+        await self._record(lines=[active], events=[self._event("activated", active)])
+
+    async def _switch(self) -> bool:
+        """Activate the scheduled line, then end the active one. True once switched."""
+        s = self.s
+        old, new = s.active, s.scheduled
+        assert old is not None and new is not None
+        now = workflow.now()
+        reason = self._switch_reason(now)
+        self._set_status(BalanceStatus.Rotating)
+        active = await self._activate(new, self._ends_at(old))
+        if active is None:
+            return False
+        end_state = {
+            "usage": LineState.exhausted,
+            "operator": LineState.cancelled,
+        }.get(reason, LineState.expired)
+        ended = await self._deactivate(old, end_state)
+        s.active, s.scheduled = active, None
+        self._archive(ended)
+        self._adopt_product(active)
+        s.rotations += 1
+        s.early_rotations += reason == "usage"
+        s.rotate_requested = False
+        s.capped = False
+        s.usage_check_at = None
+        s.status = BalanceStatus.Active
+        await self._record(
+            lines=[ended, active],
+            events=[
+                self._event("activated", active, reason=reason),
+                self._event(end_state.value, ended, reason=reason),
+            ],
+        )
+        return True
+
+    async def _pause(self) -> None:
+        """End every line at the carrier and wait for resume or cancel."""
+        s = self.s
+        await self._end_all_lines(LineState.cancelled, "paused")
+        self._set_status(BalanceStatus.Paused)
+        await self._record()
+        await workflow.wait_condition(
+            lambda: not s.paused or s.cancel_requested,
+            timeout_summary="paused until resume or cancel",
+        )
+        if not s.cancel_requested:
+            s.status = BalanceStatus.Active
+
+    async def _end_all_lines(self, end_state: LineState, reason: str) -> None:
+        """Deactivate the scheduled and the active line, if any."""
+        s = self.s
+        ended: list[Line] = []
+        events: list[EventRecord] = []
+        for line in (s.scheduled, s.active):
+            if line is None:
+                continue
+            state = end_state if line.state == LineState.active else LineState.cancelled
+            done = await self._deactivate(line, state)
+            ended.append(done)
+            events.append(self._event(state.value, done, reason=reason))
+            self._archive(done)
+        s.active = s.scheduled = None
+        s.usage_check_at = None
+        if ended:
+            await self._record(lines=ended, events=events)
+
+    async def _check_usage(self) -> None:
+        """Ask the carrier for the active line's usage at the projected crossing time."""
+        s = self.s
+        assert s.active is not None
+        s.usage_check_at = None
+        try:
+            report: UsageReport = await workflow.execute_activity_method(
+                CarrierActivities.line_usage,
+                LineCommand(carrier=s.carrier, iccid=s.iccid, line=s.active),
+                start_to_close_timeout=CARRIER_CALL,
+                schedule_to_close_timeout=MIN_PATIENCE,
+                retry_policy=CARRIER_RETRY,
+                summary=f"read usage of line {s.active.seq} at {s.carrier}",
+            )
+        except ActivityError:
+            s.usage_check_at = workflow.now() + timedelta(
+                seconds=max(1.0, s.active.validity_seconds / 20)
+            )
+            return
+        self._apply_usage(report)
+
+    async def _close(self, status: BalanceStatus) -> BalanceStatusView:
+        """Record the final state; the workflow then completes."""
+        self._set_status(status)
+        await self._record(events=[self._event(status.value.lower(), None)], closed=True)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.status()
+
+    async def _failing(self, reason: str) -> None:
+        """Show the balance as Failing, then wait before the next attempt."""
+        s = self.s
+        if s.failing_reason is None:
+            s.failing_reason = reason
+            self._set_status(BalanceStatus.Failing)
+            await self._record(events=[self._event("failing", None, reason=reason)])
+        await self._wait(
+            lambda: s.cancel_requested or s.paused, FAILING_BACKOFF, "wait before retrying"
+        )
+
+    def _recovered(self) -> None:
+        s = self.s
+        if s.failing_reason is not None:
+            self._note_event("recovered", "workflow", after=s.failing_reason)
+            s.failing_reason = None
+            s.status = BalanceStatus.Active
+
+    async def _sleep_until_next_deadline(self, now: datetime) -> None:
+        s = self.s
+        assert s.active is not None
+        deadlines: list[tuple[datetime, str]] = []
+        if self._is_last_line():
+            deadlines.append((self._ends_at(s.active), f"line {s.active.seq} ends (last line)"))
+        elif s.scheduled is None:
+            deadlines.append((self._order_at(), f"order line {s.last_seq + 1}"))
+        else:
+            deadlines.append((self._switch_at(), f"switch to line {s.scheduled.seq}"))
+        if s.usage_check_at is not None:
+            deadlines.append((s.usage_check_at, f"check usage of line {s.active.seq}"))
+        at, what = min(deadlines)
+        await self._wait(lambda: False, at - now, f"sleep until {what} at {at:%H:%M:%SZ}")
+
+    async def _wait(self, done: Any, timeout: timedelta, summary: str) -> None:
+        """Sleep until ``timeout`` passes, ``done()`` holds, or a message arrives."""
+        self._wake = False
+        try:
+            await workflow.wait_condition(
+                lambda: self._wake or done(),
+                timeout=max(timeout, timedelta(0)),
+                timeout_summary=summary,
+            )
+        except TimeoutError:
+            pass
+
+    # --- timing -----------------------------------------------------------------------
+
+    def _ends_at(self, line: Line) -> datetime:
+        assert line.ends_at is not None or line.activated_at is not None
+        if line.ends_at is not None:
+            return line.ends_at
+        assert line.activated_at is not None
+        return line.activated_at + timedelta(seconds=line.validity_seconds)
+
+    def _order_at(self) -> datetime:
+        active = self.s.active
+        assert active is not None
+        lead = self.s.policy.lead(active.validity_seconds)
+        return self._ends_at(active) - timedelta(seconds=lead)
+
+    def _switch_at(self) -> datetime:
+        active = self.s.active
+        assert active is not None
+        margin = self.s.policy.margin(active.validity_seconds)
+        return self._ends_at(active) - timedelta(seconds=margin)
+
+    def _usage_fraction(self) -> float:
+        active = self.s.active
+        return active.used_bytes / active.allowance_bytes if active else 0.0
+
+    def _order_due(self, now: datetime) -> bool:
+        s = self.s
+        return (
+            s.rotate_requested
+            or now >= self._order_at()
+            or self._usage_fraction() >= s.policy.preorder_fraction
+        )
+
+    def _switch_due(self, now: datetime) -> bool:
+        return self._switch_reason(now) != ""
+
+    def _switch_reason(self, now: datetime) -> str:
+        s = self.s
+        if s.rotate_requested:
+            return "operator"
+        if now >= self._switch_at():
+            return "time"
+        if self._usage_fraction() >= s.policy.switch_fraction and not self._cap_reached(now):
+            return "usage"
+        return ""
+
+    def _cap_reached(self, now: datetime) -> bool:
+        cap = self.s.policy.max_lines_per_day
+        return cap is not None and self.s.day == now.date() and self.s.lines_today >= cap
+
+    def _note_cap(self, now: datetime) -> None:
+        """At the switch threshold with the day's cap spent, stay throttled and say so."""
+        s = self.s
+        if s.capped or self._usage_fraction() < s.policy.switch_fraction:
+            return
+        if self._cap_reached(now):
+            s.capped = True
+            self._set_status(BalanceStatus.Throttled)
+            self._note_event(
+                "cap_reached",
+                "workflow",
+                seq=s.active.seq if s.active else None,
+                max_lines_per_day=s.policy.max_lines_per_day,
+            )
+
+    def _count_line_today(self, line: Line) -> None:
+        s = self.s
+        day = (line.activated_at or workflow.now()).date()
+        if s.day != day:
+            s.day, s.lines_today = day, 0
+        s.lines_today += 1
+
+    def _is_last_line(self) -> bool:
+        s = self.s
+        return s.lines_total is not None and s.last_seq >= s.lines_total and s.scheduled is None
+
+    def _term_done(self) -> bool:
+        s = self.s
+        return s.lines_total is not None and s.last_seq >= s.lines_total
+
+    def _patience(self, deadline: datetime | None) -> timedelta:
+        """How long a step may keep retrying before the balance shows Failing."""
+        if deadline is None:
+            return MIN_PATIENCE * 5
+        return max(deadline - workflow.now(), MIN_PATIENCE)
+
+    # --- usage ------------------------------------------------------------------------
+
+    def _apply_usage(self, report: UsageReport) -> None:
+        """Take a usage observation of the active line; plan the next check from the rate."""
+        s = self.s
+        line = s.active
+        if line is None or report.seq != line.seq or report.used_bytes < line.used_bytes:
+            return
+        last = line.usage_observed_at or line.activated_at
+        if last is not None and report.observed_at <= last:
+            return
+        line.prev_used_bytes, line.prev_observed_at = line.used_bytes, last
+        line.used_bytes, line.usage_observed_at = report.used_bytes, report.observed_at
+        self._plan_usage_check(line)
+        self._wake = True
+
+    def _plan_usage_check(self, line: Line) -> None:
+        """Between the pre-order and switch thresholds, check again when the switch
+        threshold should be crossed at the observed rate (webhooks only fire at 50/80/100 %).
+        """
+        s = self.s
+        s.usage_check_at = None
+        fraction = line.used_bytes / line.allowance_bytes
+        if not s.policy.preorder_fraction <= fraction < s.policy.switch_fraction:
+            return
+        if line.prev_observed_at is None or line.usage_observed_at is None:
+            return
+        seconds = (line.usage_observed_at - line.prev_observed_at).total_seconds()
+        rate = (line.used_bytes - line.prev_used_bytes) / seconds if seconds > 0 else 0.0
+        if rate <= 0:
+            return
+        remaining = s.policy.switch_fraction * line.allowance_bytes - line.used_bytes
+        at = line.usage_observed_at + timedelta(seconds=remaining / rate)
+        soonest = workflow.now() + timedelta(seconds=max(1.0, line.validity_seconds / 200))
+        s.usage_check_at = max(at, soonest)
+
+    # --- bookkeeping ------------------------------------------------------------------
+
+    def _archive(self, line: Line) -> None:
+        s = self.s
+        s.archived = [*s.archived, line][-ARCHIVE_DEPTH:]
+
+    def _adopt_product(self, line: Line) -> None:
+        s = self.s
+        if s.next_product is not None and s.next_product.id == line.product_id:
+            s.product, s.next_product = s.next_product, None
+
+    def _set_status(self, status: BalanceStatus) -> None:
+        self.s.status = status
+        self._publish()
+
+    def _next_key(self) -> str:
+        self.s.event_counter += 1
+        return f"{self.s.balance_id}:{self.s.event_counter}"
+
+    def _event(self, kind: str, line: Line | None, **detail: Any) -> EventRecord:
+        if line is not None:
+            detail = {"line_id": line.line_id, "reference": line.reference, **detail}
+        return EventRecord(
+            key=self._next_key(),
+            balance_id=self.s.balance_id,
+            seq=line.seq if line else None,
+            kind=kind,
+            actor="workflow",
+            at=workflow.now(),
+            detail=detail,
+        )
+
+    def _note_event(self, kind: str, actor: str, seq: int | None = None, **detail: Any) -> None:
+        """An event from a message handler, written with the next store call."""
+        self.s.pending_events.append(
+            EventRecord(
+                key=self._next_key(),
+                balance_id=self.s.balance_id,
+                seq=seq,
+                kind=kind,
+                actor=actor,
+                at=workflow.now(),
+                detail=detail,
+            )
+        )
+
+    async def _record(
+        self,
+        lines: list[Line] | None = None,
+        events: list[EventRecord] | None = None,
+        closed: bool = False,
+    ) -> None:
+        """Write the balance row, the given lines and all pending events."""
+        s = self.s
+        self._publish()
+        pending, s.pending_events = s.pending_events, []
+        active = s.active
+        kinds = ", ".join(e.kind for e in [*pending, *(events or [])])
+        await workflow.execute_activity_method(
+            StoreActivities.record_changes,
+            RecordChanges(
+                balance_id=s.balance_id,
+                iccid=s.iccid,
+                carrier=s.carrier,
+                balance=BalanceRecord(
+                    balance_id=s.balance_id,
+                    status=s.status,
+                    product_id=s.product.id,
+                    next_product_id=s.next_product.id if s.next_product else None,
+                    line_seq=active.seq if active else None,
+                    line_ends_at=active.ends_at if active else None,
+                    rotations=s.rotations,
+                    paused=s.paused,
+                    capped=s.capped,
+                    failing_reason=s.failing_reason,
+                    closed=closed,
+                ),
+                lines=lines or [],
+                events=[*pending, *(events or [])],
+            ),
+            start_to_close_timeout=STORE_CALL,
+            retry_policy=STORE_RETRY,
+            summary=f"record {kinds or 'state'}",
+        )
+
+    def _publish(self) -> None:
+        """Upsert the search attributes that changed since the last upsert."""
+        s = self.s
+        active = s.active
+        wanted: list[SearchAttributeUpdate[Any]] = [
+            search.BALANCE_STATE.value_set(s.status.value),
+            search.ICCID.value_set(s.iccid),
+            search.CARRIER.value_set(s.carrier),
+            search.PRODUCT_ID.value_set(s.product.id),
+        ]
+        if active is not None:
+            wanted.append(search.LINE_SEQ.value_set(active.seq))
+            if active.ends_at is not None:
+                wanted.append(search.LINE_ENDS_AT.value_set(active.ends_at))
+        if not self._published:
+            current = workflow.info().typed_search_attributes
+            self._published = {pair.key.name: pair.value for pair in current}
+        changed = [u for u in wanted if self._published.get(u.key.name) != u.value]
+        if changed:
+            workflow.upsert_search_attributes(changed)
+            for update in changed:
+                self._published[update.key.name] = update.value
+
+
+def _error_type(error: ActivityError) -> str | None:
+    cause = error.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
+
+
+def _cause(error: ActivityError) -> str:
+    cause = error.cause
+    return str(cause.message if isinstance(cause, ApplicationError) else cause or error)

@@ -48,7 +48,10 @@ _output_lock = threading.Lock()
 def say(line: str) -> None:
     """Print one whole line to the terminal, even with several threads printing."""
     with _output_lock:
-        print(line, flush=True)
+        try:
+            print(line, flush=True)
+        except OSError:  # a closed terminal or pipe must not keep us from stopping the children
+            pass
 
 
 def generate_secret(name: str) -> str:
@@ -97,7 +100,7 @@ class Service:
     name: str
     argv: list[str]
     port: int | None = None  # ready once this port accepts TCP connections (None: at once)
-    http: bool = False  # ... and answers HTTP on it
+    http_path: str | None = None  # ... and answers HTTP (any status) on this path
     depends_on: tuple[str, ...] = ()  # started only once these are ready
     requires: str | None = None  # a file of the project without which it is skipped
     url: str | None = None  # shown in the block printed once everything is up
@@ -114,10 +117,13 @@ def port_open(port: int) -> bool:
 
 def is_ready(service: Service) -> bool:
     """Whether the service accepts connections (and answers HTTP, any status) on its port."""
-    if service.port is None or not service.http:
-        return service.port is None or port_open(service.port)
+    if service.port is None:
+        return True
+    if service.http_path is None:
+        return port_open(service.port)
     try:
-        httpx.get(f"http://127.0.0.1:{service.port}/", timeout=1.0, trust_env=False)
+        url = f"http://127.0.0.1:{service.port}{service.http_path}"
+        httpx.get(url, timeout=1.0, trust_env=False)
     except httpx.HTTPError:
         return False
     return True
@@ -134,6 +140,7 @@ def build_services(s: Settings, data: Path, temporal: str, verbose: bool) -> lis
     py = sys.executable
     attributes = [arg for pair in SEARCH_ATTRIBUTES for arg in ("--search-attribute", pair)]
     ui = f"http://127.0.0.1:{s.temporal_ui_port}/namespaces/{s.temporal_namespace}/workflows"
+    level = "info" if verbose else "warning"
     return [
         Service(
             "temporal",
@@ -147,17 +154,17 @@ def build_services(s: Settings, data: Path, temporal: str, verbose: bool) -> lis
         Service(
             "telna-sim",
             [py, "-m", "simulators.telna", "--port", str(s.telna_port)]
-            + ["--state-file", str(data / "telna-sim.json")],
+            + ["--state-file", str(data / "telna-sim.json"), "--log-level", level],
             port=s.telna_port,
-            http=True,
+            http_path="/",
             url=f"http://127.0.0.1:{s.telna_port}",
         ),
         Service(
             "webbing-sim",
             [py, "-m", "simulators.webbing", "--port", str(s.webbing_port)]
-            + ["--state-file", str(data / "webbing-sim.json")],
+            + ["--state-file", str(data / "webbing-sim.json"), "--log-level", level],
             port=s.webbing_port,
-            http=True,
+            http_path="/",
             requires="simulators/webbing.py",
             url=f"http://127.0.0.1:{s.webbing_port}",
         ),
@@ -165,9 +172,9 @@ def build_services(s: Settings, data: Path, temporal: str, verbose: bool) -> lis
         Service(
             "api",
             [py, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1"]
-            + ["--port", str(s.api_port), "--log-level", "info" if verbose else "warning"],
+            + ["--port", str(s.api_port), "--log-level", level],
             port=s.api_port,
-            http=True,
+            http_path="/healthz",
             depends_on=("temporal",),
             requires="api/app.py",
             url=f"http://127.0.0.1:{s.api_port}/docs",
@@ -210,9 +217,10 @@ class Child:
 class Stack:
     """Starts the services in order, restarts those that exit, and stops them all."""
 
-    def __init__(self, services: list[Service], env: dict[str, str], data: Path, verbose: bool):
+    def __init__(self, services: list[Service], env: dict[str, str], data: Path, args: Options):
         """Open each service's log file; nothing is started yet."""
-        self.env, self.data, self.verbose = env, data, verbose
+        self.env, self.data, self.verbose = env, data, args.verbose
+        self.demo = not args.no_demo  # for the demo fleet of a later issue
         self.children = [Child(s, (data / "logs" / f"{s.name}.log").open("a")) for s in services]
         self.stopping = False
         self.pumps: list[threading.Thread] = []
@@ -245,8 +253,8 @@ class Stack:
             with _output_lock:
                 log.write(line)
                 log.flush()
-                if to_terminal:
-                    print(f"[{name}] {line.rstrip()}", flush=True)
+            if to_terminal and not self.stopping:  # shutdown chatter goes to the log only
+                say(f"[{name}] {line.rstrip()}")
 
     def run(self) -> int:
         """Supervise until asked to stop (0), or until a service waited too long for another (1)."""
@@ -312,6 +320,15 @@ class Stack:
         say("[stack] stopped")
 
 
+class Options(argparse.Namespace):
+    """The parsed command line."""
+
+    only: list[str] | None
+    verbose: bool
+    no_demo: bool
+    data_dir: Path
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The command line: ``--only``, ``--verbose``, ``--no-demo``, ``--data-dir``."""
     parser = argparse.ArgumentParser(description="Run the eSIM Balance stack until Ctrl-C.")
@@ -326,8 +343,8 @@ def make_parser() -> argparse.ArgumentParser:
 def main() -> int:
     """Prepare the data directory and secrets, then run the stack until a signal."""
     parser = make_parser()
-    args = parser.parse_args()
-    data: Path = args.data_dir.resolve()
+    args = parser.parse_args(namespace=Options())
+    data = args.data_dir.resolve()
     settings = get_settings()
     temporal = find_temporal()
     every = build_services(settings, data, temporal or "temporal", args.verbose)
@@ -341,7 +358,7 @@ def main() -> int:
         and (s.requires is None or (ROOT / s.requires).exists())
     ]
     if temporal is None and any(s.name == "temporal" for s in services):
-        say(f"[stack] no temporal CLI in {Path(sys.executable).parent} or on PATH; make install")
+        say(f"[stack] no temporal CLI in {Path(sys.executable).parent} or on PATH: make install")
         return 1
     for s in services:
         if s.port is not None and port_open(s.port):
@@ -352,7 +369,7 @@ def main() -> int:
     secret_values = load_secrets(secrets_file, os.environ)
     if secret_values:
         say(f"[stack] generated secrets are kept in {secrets_file} (operator API key: API_KEYS)")
-    stack = Stack(services, child_env(settings, data, secret_values), data, args.verbose)
+    stack = Stack(services, child_env(settings, data, secret_values), data, args)
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         """Signal handler: let the supervising loop stop the stack."""

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from carriers.base import Carrier, CarrierLine
 from carriers.errors import (
@@ -119,8 +119,11 @@ class CarrierActivities:
         except CarrierError as error:
             raise carrier_failure(error) from error
         if found.status == "scheduled":
+            # Benign: Temporal retries to poll, without logging each attempt as a failure.
             raise ApplicationError(
-                f"line {cmd.line.seq} not yet active at {cmd.carrier}", type=ACTIVATION_PENDING
+                f"line {cmd.line.seq} not yet active at {cmd.carrier}",
+                type=ACTIVATION_PENDING,
+                category=ApplicationErrorCategory.BENIGN,
             )
         if found.status == "ended":
             raise ApplicationError(

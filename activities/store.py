@@ -64,6 +64,7 @@ def _adopt_balance(session: Session, changes: RecordChanges) -> Balance:
     """A workflow started outside the enrolment path still gets its rows."""
     if session.get(Esim, changes.iccid) is None:
         session.add(Esim(iccid=changes.iccid, carrier=changes.carrier))
+        session.flush()  # no ORM relationship orders the inserts for us
     record = changes.balance
     balance = Balance(
         id=changes.balance_id,

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         RecordChanges,
         UsageReport,
     )
+    from workflows import usage
 
 CARRIER_CALL = timedelta(seconds=30)
 CARRIER_RETRY = RetryPolicy(
@@ -187,7 +188,7 @@ class BalanceWorkflow:
             active=active,
             scheduled=s.scheduled,
             archived=s.archived,
-            usage_fraction=(active.used_bytes / active.allowance_bytes) if active else None,
+            usage_fraction=usage.fraction(active) if active else None,
             order_at=self._order_at() if active and not self._is_last_line() else None,
             switch_at=self._switch_at() if active and not self._is_last_line() else None,
             usage_check_at=s.usage_check_at,
@@ -446,16 +447,13 @@ class BalanceWorkflow:
         margin = self.s.policy.margin(active.validity_seconds)
         return self._ends_at(active) - timedelta(seconds=margin)
 
-    def _usage_fraction(self) -> float:
-        active = self.s.active
-        return active.used_bytes / active.allowance_bytes if active else 0.0
-
     def _order_due(self, now: datetime) -> bool:
         s = self.s
+        assert s.active is not None
         return (
             s.rotate_requested
             or now >= self._order_at()
-            or self._usage_fraction() >= s.policy.preorder_fraction
+            or usage.order_due(s.active, s.policy, now)
         )
 
     def _switch_due(self, now: datetime) -> bool:
@@ -467,7 +465,8 @@ class BalanceWorkflow:
             return "operator"
         if now >= self._switch_at():
             return "time"
-        if self._usage_fraction() >= s.policy.switch_fraction and not self._cap_reached(now):
+        assert s.active is not None
+        if usage.switch_due(s.active, s.policy, now) and not self._cap_reached(now):
             return "usage"
         return ""
 
@@ -478,7 +477,7 @@ class BalanceWorkflow:
     def _note_cap(self, now: datetime) -> None:
         """At the switch threshold with the day's cap spent, stay throttled and say so."""
         s = self.s
-        if s.capped or self._usage_fraction() < s.policy.switch_fraction:
+        if s.capped or s.active is None or not usage.switch_due(s.active, s.policy, now):
             return
         if self._cap_reached(now):
             s.capped = True
@@ -528,24 +527,10 @@ class BalanceWorkflow:
         self._wake = True
 
     def _plan_usage_check(self, line: Line) -> None:
-        """Between the pre-order and switch thresholds, check again when the switch
-        threshold should be crossed at the observed rate (webhooks only fire at 50/80/100 %).
-        """
+        """Webhooks fire only at 50/80/100 %: read usage ourselves when the projection
+        says the switch point is near."""
         s = self.s
-        s.usage_check_at = None
-        fraction = line.used_bytes / line.allowance_bytes
-        if not s.policy.preorder_fraction <= fraction < s.policy.switch_fraction:
-            return
-        if line.prev_observed_at is None or line.usage_observed_at is None:
-            return
-        seconds = (line.usage_observed_at - line.prev_observed_at).total_seconds()
-        rate = (line.used_bytes - line.prev_used_bytes) / seconds if seconds > 0 else 0.0
-        if rate <= 0:
-            return
-        remaining = s.policy.switch_fraction * line.allowance_bytes - line.used_bytes
-        at = line.usage_observed_at + timedelta(seconds=remaining / rate)
-        soonest = workflow.now() + timedelta(seconds=max(1.0, line.validity_seconds / 200))
-        s.usage_check_at = max(at, soonest)
+        s.usage_check_at = usage.next_check(line, s.policy, workflow.now(), self._switch_at())
 
     # --- bookkeeping ------------------------------------------------------------------
 

@@ -1,0 +1,65 @@
+"""Product catalogue sync: each carrier's passes into the Product table.
+
+Runs when the worker starts and on demand (``starter.py products --sync``). Our product
+id for a carrier product is ``{carrier}-{carrier_product_id}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from carriers.base import Carrier, CarrierProduct
+from carriers.errors import CarrierError
+from models.db import session_scope
+from models.tables import Product
+
+log = logging.getLogger(__name__)
+
+
+def product_id(carrier: str, carrier_product_id: str) -> str:
+    return f"{carrier}-{carrier_product_id}"
+
+
+async def sync_catalogue(carriers: Mapping[str, Carrier], database_url: str) -> dict[str, int]:
+    """Upsert every carrier's products; returns products synced per carrier.
+
+    A carrier that cannot be reached keeps its last synced catalogue (logged, not raised).
+    """
+    synced: dict[str, int] = {}
+    for name, carrier in carriers.items():
+        try:
+            products = await carrier.list_products()
+        except CarrierError as error:
+            log.warning("catalogue sync of %s failed: %s", name, error)
+            continue
+        _store(name, products, database_url)
+        synced[name] = len(products)
+    return synced
+
+
+def _store(carrier: str, products: list[CarrierProduct], database_url: str) -> None:
+    now = datetime.now(UTC)
+    with session_scope(database_url) as session:
+        for item in products:
+            pid = product_id(carrier, item.carrier_product_id)
+            row = session.get(Product, pid) or Product(
+                id=pid,
+                carrier=carrier,
+                carrier_product_id=item.carrier_product_id,
+                name=item.name,
+                allowance_bytes=item.allowance_bytes,
+                validity_seconds=item.validity_seconds,
+                throttle_kbps=item.throttle_kbps,
+                price_cents=item.price_cents,
+            )
+            row.name = item.name
+            row.allowance_bytes = item.allowance_bytes
+            row.validity_seconds = item.validity_seconds
+            row.reset = item.reset
+            row.reset_utc_offset_minutes = item.reset_utc_offset_minutes
+            row.throttle_kbps = item.throttle_kbps
+            row.price_cents = item.price_cents
+            row.synced_at = now
+            session.add(row)

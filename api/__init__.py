@@ -1,0 +1,1 @@
+"""The HTTP API: operator and service endpoints, carrier webhooks, the dashboard."""

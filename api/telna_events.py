@@ -1,0 +1,91 @@
+"""Telna usage and status webhooks: verify the signature, then signal the balance.
+
+The carrier signs ``f"{t}.{raw body}"`` with HMAC-SHA256 and the shared secret and sends
+``Telna-Signature: t=<unix seconds>,v1=<hex>``. A signature older or newer than five
+minutes is refused, so a captured request cannot be replayed later. Duplicates and
+out-of-order deliveries are harmless: the workflow ignores usage older than what it has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+TOLERANCE_SECONDS = 300
+
+
+class SignatureError(ValueError):
+    """The webhook's signature is missing, malformed, wrong or out of tolerance."""
+
+
+class EventDetails(BaseModel):
+    iccid: str
+    package_id: str
+    customer_ref: str | None = None
+    threshold_percent: int | None = None
+    data_usage: int = 0
+    data_usage_allowance: int = 0
+    data_usage_remaining: int = 0
+    status: str | None = None
+
+
+class TelnaEvent(BaseModel):
+    event_id: str
+    event: str
+    timestamp: int
+    eventDetails: EventDetails  # noqa: N815  (the carrier's field name)
+
+    @property
+    def observed_at(self) -> datetime:
+        return datetime.fromtimestamp(self.timestamp / 1000, UTC)
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The header value the carrier sends for ``body`` at ``timestamp``."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def verify(secret: str, header: str | None, body: bytes, now: float | None = None) -> None:
+    """Raise ``SignatureError`` unless ``header`` signs ``body`` within the tolerance."""
+    if not secret:
+        raise SignatureError("webhook secret is not configured")
+    if not header:
+        raise SignatureError("missing Telna-Signature header")
+    parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
+    try:
+        timestamp = int(parts["t"])
+        given = parts["v1"]
+    except (KeyError, ValueError):
+        raise SignatureError("malformed Telna-Signature header") from None
+    if abs((now if now is not None else time.time()) - timestamp) > TOLERANCE_SECONDS:
+        raise SignatureError("signature timestamp outside the five-minute tolerance")
+    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
+    if not hmac.compare_digest(expected, given):
+        raise SignatureError("signature does not match")
+
+
+def parse(body: bytes) -> TelnaEvent:
+    """The event in ``body``; ``ValueError`` with one line if it is not one."""
+    try:
+        return TelnaEvent.model_validate(json.loads(body))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError("body is not JSON") from None
+    except ValidationError as error:
+        first: dict[str, Any] = dict(error.errors()[0])
+        raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def balance_line(event: TelnaEvent) -> tuple[str, int] | None:
+    """(balance id, seq) from our reference ``{balance_id}:{seq}``, if the package has one."""
+    ref = event.eventDetails.customer_ref or ""
+    balance_id, _, seq = ref.rpartition(":")
+    if not balance_id or not seq.isdigit():
+        return None
+    return balance_id, int(seq)

@@ -1,0 +1,14 @@
+"""Carrier clients behind one interface (``carriers.base.Carrier``)."""
+
+from __future__ import annotations
+
+from carriers.base import Carrier
+from config import Settings
+
+
+def build_carriers(settings: Settings) -> dict[str, Carrier]:
+    """One long-lived client per configured carrier, keyed by carrier name."""
+    from carriers.telna import TelnaCarrier
+
+    carriers: dict[str, Carrier] = {"telna": TelnaCarrier.from_settings(settings)}
+    return carriers

@@ -1,0 +1,196 @@
+"""Enrolment: register an eSIM and start its Balance, idempotently.
+
+Used by ``starter.py`` and the HTTP API. The database says whether an eSIM has an open
+balance (``Balance.open_iccid`` is unique); the workflow id ``balance-{iccid}`` with the
+USE_EXISTING conflict policy makes a repeated start return the running workflow. So
+enrolling the same ICCID twice — even concurrently — yields one balance and one workflow.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+from temporalio.client import Client
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+
+from models import search
+from models.db import session_scope
+from models.identifiers import InvalidIdentifier, validate_eid, validate_iccid
+from models.payloads import BalanceState, Policy, ProductSpec
+from models.tables import Balance, Esim, LineEvent, Product
+
+CARRIERS = ("telna", "webbing")
+MAX_LINES = 100_000
+
+
+class EnrolmentError(ValueError):
+    """Bad enrolment input; the message is one line an operator can act on."""
+
+
+class EnrolRequest(BaseModel):
+    """What it takes to enrol one eSIM on one product."""
+
+    iccid: str
+    carrier: str
+    product_id: str
+    lines: int | None = Field(default=None)
+    eid: str | None = None
+    policy: Policy | None = None
+
+
+class EnrolResult(BaseModel):
+    balance_id: str
+    workflow_id: str
+    created: bool
+
+
+def workflow_id(iccid: str) -> str:
+    return f"balance-{iccid}"
+
+
+def product_spec(product: Product) -> ProductSpec:
+    return ProductSpec(
+        id=product.id,
+        carrier=product.carrier,
+        carrier_product_id=product.carrier_product_id,
+        allowance_bytes=product.allowance_bytes,
+        validity_seconds=product.validity_seconds,
+        reset=product.reset,
+        price_cents=product.price_cents,
+    )
+
+
+def check(session: Session, req: EnrolRequest) -> Product:
+    """Validate the request against the rules and the catalogue; returns the product."""
+    try:
+        validate_iccid(req.iccid)
+        if req.eid is not None:
+            validate_eid(req.eid)
+    except InvalidIdentifier as error:
+        raise EnrolmentError(str(error)) from None
+    if req.carrier not in CARRIERS:
+        raise EnrolmentError(f"unknown carrier {req.carrier!r} (known: {', '.join(CARRIERS)})")
+    if req.lines is not None and not 1 <= req.lines <= MAX_LINES:
+        raise EnrolmentError(f"lines must be between 1 and {MAX_LINES}, got {req.lines}")
+    product = session.get(Product, req.product_id)
+    if product is None:
+        raise EnrolmentError(f"unknown product {req.product_id!r}")
+    if product.carrier != req.carrier:
+        raise EnrolmentError(
+            f"product {product.id} is sold by {product.carrier}, not {req.carrier}"
+        )
+    esim = session.get(Esim, req.iccid)
+    if esim is not None and esim.carrier != req.carrier:
+        raise EnrolmentError(f"eSIM {req.iccid} is registered with {esim.carrier}")
+    return product
+
+
+def open_balance(session: Session, iccid: str) -> Balance | None:
+    return session.exec(select(Balance).where(Balance.open_iccid == iccid)).first()
+
+
+def balance_state(balance: Balance, product: Product) -> BalanceState:
+    """The initial workflow state of a balance row."""
+    return BalanceState(
+        balance_id=balance.id,
+        iccid=balance.iccid,
+        carrier=balance.carrier,
+        product=product_spec(product),
+        policy=Policy.model_validate(balance.policy or {}),
+        lines_total=balance.lines_total,
+    )
+
+
+def register(database_url: str, req: EnrolRequest, actor: str) -> tuple[BalanceState, bool]:
+    """Write the eSIM and its open balance (or find the open one); no Temporal call."""
+    for _ in range(2):
+        try:
+            with session_scope(database_url) as session:
+                product = check(session, req)
+                balance = open_balance(session, req.iccid)
+                if balance is not None:
+                    product = session.get(Product, balance.product_id) or product
+                    return balance_state(balance, product), False
+                if session.get(Esim, req.iccid) is None:
+                    session.add(Esim(iccid=req.iccid, carrier=req.carrier, eid=req.eid))
+                    session.flush()  # no ORM relationship orders the inserts for us
+                balance = _new_balance(req)
+                session.add(balance)
+                session.flush()
+                session.add(
+                    LineEvent(
+                        key=f"{balance.id}:enrolled",
+                        balance_id=balance.id,
+                        kind="enrolled",
+                        actor=actor,
+                        at=balance.created_at,
+                        detail={"product_id": req.product_id, "lines": req.lines},
+                    )
+                )
+                return balance_state(balance, product), True
+        except IntegrityError:
+            continue  # a concurrent enrolment won the race: read what it wrote
+    raise EnrolmentError(f"eSIM {req.iccid} could not be enrolled; try again")
+
+
+def _new_balance(req: EnrolRequest) -> Balance:
+    return Balance(
+        id=f"bal_{uuid.uuid4().hex[:12]}",
+        iccid=req.iccid,
+        open_iccid=req.iccid,
+        carrier=req.carrier,
+        product_id=req.product_id,
+        lines_total=req.lines,
+        policy=req.policy.model_dump(exclude_none=True) if req.policy else {},
+        workflow_id=workflow_id(req.iccid),
+    )
+
+
+async def start_workflow(client: Client, task_queue: str, state: BalanceState) -> str:
+    """Start the balance's workflow, or find it running; returns the workflow id."""
+    handle = await client.start_workflow(
+        "BalanceWorkflow",
+        state,
+        id=workflow_id(state.iccid),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(search.BALANCE_STATE, state.status.value),
+                SearchAttributePair(search.ICCID, state.iccid),
+                SearchAttributePair(search.CARRIER, state.carrier),
+                SearchAttributePair(search.PRODUCT_ID, state.product.id),
+            ]
+        ),
+        static_summary=f"eSIM {state.iccid} on {state.product.id} at {state.carrier}",
+    )
+    return handle.id
+
+
+async def enrol(
+    client: Client, database_url: str, task_queue: str, req: EnrolRequest, actor: str
+) -> EnrolResult:
+    """Register the eSIM if new and start its balance; idempotent per ICCID."""
+    state, created = register(database_url, req, actor)
+    wid = await start_workflow(client, task_queue, state)
+    return EnrolResult(balance_id=state.balance_id, workflow_id=wid, created=created)
+
+
+def parse_request(data: dict[str, Any]) -> EnrolRequest:
+    """An EnrolRequest from loose input (CSV row, JSON), with one-line errors."""
+    try:
+        return EnrolRequest.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "input"
+        raise EnrolmentError(f"{where}: {first['msg']}") from None

@@ -1,0 +1,109 @@
+"""pause / resume / rotate_now / change_product / cancel, as the carrier sees them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlmodel import select
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from enrolment import product_spec, workflow_id
+from models.db import session_scope
+from models.payloads import BalanceStatus, ChangeProduct, Policy, ProductSpec
+from models.tables import Balance, LineEvent, Product
+from tests.e2e.harness import iccids, rig
+from workflows.balance import BalanceWorkflow
+
+
+def _product(url: str, product_id: str) -> ProductSpec:
+    with session_scope(url) as session:
+        row = session.get(Product, product_id)
+        assert row is not None
+        return product_spec(row)
+
+
+async def test_each_operator_action_changes_what_the_carrier_sees(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    async with rig(dev_env, tmp_path) as r:
+        (iccid,) = iccids(1)
+        await r.add_esims(iccid)
+        # A 60 s pass rotates by time only ~50 s after each activation: time enough.
+        await r.enrol(
+            iccid, "telna-compressed-60s", policy=Policy(lead_seconds=10, margin_seconds=5)
+        )
+        first = await r.wait_for(iccid, lambda s: s.active is not None, 30, "first line")
+        assert first.active is not None
+
+        async def actions() -> list[tuple[str, str, str]]:
+            return [(e["action"], e["reference"], e["product_id"]) for e in await r.ledger(iccid)]
+
+        await r.signal(iccid, "pause")
+        await r.wait_for(iccid, lambda s: s.status == BalanceStatus.Paused, 30, "Paused")
+        assert ("deactivate", first.active.reference, "compressed-60s") in await actions()
+        assert (await r.timeline(iccid))[-1]["state"] == "none"
+
+        await r.signal(iccid, "resume")
+        resumed = await r.wait_for(
+            iccid, lambda s: s.active is not None and s.active.seq == 2, 30, "line 2"
+        )
+        assert resumed.active is not None
+        assert ("activate", resumed.active.reference, "compressed-60s") in await actions()
+
+        await r.signal(iccid, "rotate_now")
+        rotated = await r.wait_for(iccid, lambda s: s.rotations == 1, 30, "rotation")
+        assert rotated.active is not None and rotated.active.seq == 3
+        assert ("deactivate", resumed.active.reference, "compressed-60s") in await actions()
+        assert ("activate", rotated.active.reference, "compressed-60s") in await actions()
+
+        handle = r.client.get_workflow_handle_for(BalanceWorkflow.run, workflow_id(iccid))
+        new = _product(r.settings.database_url, "telna-compressed-30s")
+        view = await handle.execute_update(
+            BalanceWorkflow.change_product, ChangeProduct(product=new, actor="test")
+        )
+        assert view.next_product_id == "telna-compressed-30s"
+        await r.signal(iccid, "rotate_now")
+        changed = await r.wait_for(iccid, lambda s: s.rotations == 2, 30, "rotation")
+        assert changed.active is not None and changed.product_id == "telna-compressed-30s"
+        assert ("order", changed.active.reference, "compressed-30s") in await actions()
+
+        await r.cancel_and_wait(iccid)
+        entries = await r.ledger(iccid)
+        ended = {e["package_id"] for e in entries if e["action"] in ("deactivate", "cancel")}
+        ended |= {e["package_id"] for e in entries if e["action"] == "expire"}
+        activated = {e["package_id"] for e in entries if e["action"] == "activate"}
+        assert activated <= ended, "a line is still active at the carrier after cancel"
+        assert (await r.timeline(iccid))[-1]["state"] == "none"
+        await r.assert_database_matches_carrier(iccid)
+        with session_scope(r.settings.database_url) as session:
+            balance = session.exec(select(Balance).where(Balance.iccid == iccid)).one()
+            assert balance.state == "Cancelled" and balance.open_iccid is None
+            kinds = [e.kind for e in session.exec(select(LineEvent)).all()]
+        for kind in ("paused", "resumed", "rotate_requested", "product_changed", "cancelled"):
+            assert kind in kinds, kind
+
+
+async def test_change_product_refuses_another_carriers_product(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    async with rig(dev_env, tmp_path) as r:
+        (iccid,) = iccids(1)
+        await r.add_esims(iccid)
+        await r.enrol(iccid, "telna-compressed-60s")
+        await r.wait_for(iccid, lambda s: s.active is not None, 30, "first line")
+        handle = r.client.get_workflow_handle_for(BalanceWorkflow.run, workflow_id(iccid))
+        foreign = _product(r.settings.database_url, "telna-compressed-60s").model_copy(
+            update={"id": "webbing-1042", "carrier": "webbing"}
+        )
+        try:
+            await handle.execute_update(
+                BalanceWorkflow.change_product, ChangeProduct(product=foreign)
+            )
+        except WorkflowUpdateFailedError as error:
+            assert "webbing" in str(error.cause)
+        else:
+            raise AssertionError("update accepted a product of another carrier")
+        status = await r.status(iccid)
+        assert status.next_product_id is None
+        await r.cancel_and_wait(iccid)

@@ -1,0 +1,94 @@
+"""Rotation over real HTTP against the Telna-like simulator on the real dev server."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlmodel import select
+from temporalio.testing import WorkflowEnvironment
+
+from models.db import session_scope
+from models.payloads import BalanceStatus, LineState, Policy
+from models.tables import Balance, LineEvent
+from tests.e2e.harness import iccids, none_seconds, rig
+
+# 10 s passes with a 5 s lead and a 3 s margin: a rotation every ~7 s.
+FAST = Policy(lead_seconds=5, margin_seconds=3)
+
+
+async def test_three_esims_rotate_five_times_with_no_gap(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    async with rig(dev_env, tmp_path) as r:
+        fleet = iccids(3)
+        await r.add_esims(*fleet)
+        for iccid in fleet:
+            await r.enrol(iccid, "telna-compressed-10s", policy=FAST)
+        for iccid in fleet:
+            await r.wait_for(iccid, lambda s: s.rotations >= 5, 90, "five rotations")
+        stopped_at = datetime.now(UTC)
+        await r.cancel_and_wait(*fleet)
+        for iccid in fleet:
+            intervals = await r.timeline(iccid)
+            assert intervals[0]["state"] == "high_speed"
+            assert none_seconds(intervals, until=stopped_at) == 0, intervals
+            orders = [e["reference"] for e in await r.ledger(iccid) if e["action"] == "order"]
+            assert len(orders) == len(set(orders)) >= 6
+        await r.assert_database_matches_carrier(*fleet)
+
+
+async def test_heavy_traffic_switches_before_the_window_ends(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    async with rig(dev_env, tmp_path) as r:
+        (iccid,) = iccids(1)
+        await r.add_esims(iccid)
+        await r.enrol(iccid, "telna-compressed-60s")
+        first = await r.wait_for(iccid, lambda s: s.active is not None, 30, "first line")
+        assert first.active is not None and first.active.ends_at is not None
+        # 6 MB allowance at 300 kB/s: used up ~20 s into a 60 s window.
+        await r.traffic(iccid, 300_000)
+        after = await r.wait_for(iccid, lambda s: s.rotations >= 1, 30, "early rotation")
+        await r.traffic(iccid, 0)
+        switched_at = datetime.now(UTC)
+        assert switched_at < first.active.ends_at
+        assert after.early_rotations == 1
+        assert after.archived[-1].state == LineState.exhausted
+        intervals = await r.timeline(iccid)
+        assert [i["state"] for i in intervals] == ["high_speed"], intervals
+        await r.cancel_and_wait(iccid)
+        await r.assert_database_matches_carrier(iccid)
+
+
+async def test_at_the_cost_cap_the_esim_stays_throttled_and_says_so(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    async with rig(dev_env, tmp_path) as r:
+        (iccid,) = iccids(1)
+        await r.add_esims(iccid)
+        await r.enrol(iccid, "telna-compressed-60s", policy=Policy(max_lines_per_day=1))
+        await r.wait_for(iccid, lambda s: s.active is not None, 30, "first line")
+        await r.traffic(iccid, 1_000_000)
+        capped = await r.wait_for(
+            iccid, lambda s: s.status == BalanceStatus.Throttled, 30, "Throttled"
+        )
+        assert capped.capped and capped.rotations == 0
+        for _ in range(60):  # the allowance (6 MB) is gone ~6 s after traffic started
+            intervals = await r.timeline(iccid)
+            if intervals[-1]["state"] == "throttled":
+                break
+            await asyncio.sleep(0.25)
+        assert intervals[-1]["state"] == "throttled", intervals
+        await asyncio.sleep(1)
+        still = await r.status(iccid)
+        assert still.rotations == 0 and still.status == BalanceStatus.Throttled
+        with session_scope(r.settings.database_url) as session:
+            balance = session.exec(select(Balance).where(Balance.iccid == iccid)).one()
+            assert balance.state == "Throttled" and balance.capped
+            kinds = {e.kind for e in session.exec(select(LineEvent)).all()}
+            assert "cap_reached" in kinds
+        await r.traffic(iccid, 0)
+        await r.cancel_and_wait(iccid)
+        await r.assert_database_matches_carrier(iccid)

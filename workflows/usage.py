@@ -1,0 +1,80 @@
+"""Usage projection for early rotation: pure, deterministic functions of a line's usage.
+
+Usage arrives as observations (webhooks at 50/80/100 %, pollers, our own checks). Two
+observations give a rate, and the rate a projected exhaustion time. That time acts like a
+second window end: the next line is ordered ``lead`` before it and the switch starts
+``margin`` before it, so a heavy user is moved before the allowance runs out, not after.
+The explicit thresholds (pre-order 80 %, switch 95 %) apply whatever the projection says.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from models.payloads import Line, Policy
+
+# Never check usage more often than this fraction of a line's validity (and 1 s).
+MIN_CHECK_FRACTION = 1 / 200
+
+
+def fraction(line: Line) -> float:
+    return line.used_bytes / line.allowance_bytes
+
+
+def rate(line: Line) -> float | None:
+    """Bytes per second between the last two observations, if there are two."""
+    if line.prev_observed_at is None or line.usage_observed_at is None:
+        return None
+    seconds = (line.usage_observed_at - line.prev_observed_at).total_seconds()
+    used = line.used_bytes - line.prev_used_bytes
+    return used / seconds if seconds > 0 and used > 0 else None
+
+
+def projected_exhaustion(line: Line) -> datetime | None:
+    """When the allowance runs out at the last observed rate."""
+    speed = rate(line)
+    if speed is None or line.usage_observed_at is None:
+        return None
+    left = max(0, line.allowance_bytes - line.used_bytes)
+    return line.usage_observed_at + timedelta(seconds=left / speed)
+
+
+def order_due(line: Line, policy: Policy, now: datetime) -> bool:
+    """Pre-order: the threshold is reached, or exhaustion is within the lead."""
+    if fraction(line) >= policy.preorder_fraction:
+        return True
+    end = projected_exhaustion(line)
+    return end is not None and now >= end - timedelta(seconds=policy.lead(line.validity_seconds))
+
+
+def switch_due(line: Line, policy: Policy, now: datetime) -> bool:
+    """Switch: the threshold is reached, or a fresh projection puts exhaustion within
+    the margin (a stale projection is checked first, see ``next_check``)."""
+    if fraction(line) >= policy.switch_fraction:
+        return True
+    end = projected_exhaustion(line)
+    if end is None or line.usage_observed_at is None:
+        return False
+    margin = timedelta(seconds=policy.margin(line.validity_seconds))
+    fresh = now - line.usage_observed_at <= max(margin, timedelta(seconds=1))
+    return fresh and now >= end - margin
+
+
+def next_check(line: Line, policy: Policy, now: datetime, switch_at: datetime) -> datetime | None:
+    """When to read usage again: when the switch threshold or the projected switch point
+    should be reached — unless the time-based switch comes first anyway."""
+    speed = rate(line)
+    end = projected_exhaustion(line)
+    if speed is None or end is None or line.usage_observed_at is None:
+        return None
+    if fraction(line) >= policy.switch_fraction:
+        return None
+    to_threshold = policy.switch_fraction * line.allowance_bytes - line.used_bytes
+    at = min(
+        line.usage_observed_at + timedelta(seconds=to_threshold / speed),
+        end - timedelta(seconds=policy.margin(line.validity_seconds)),
+    )
+    if at >= switch_at:
+        return None
+    soonest = now + timedelta(seconds=max(1.0, line.validity_seconds * MIN_CHECK_FRACTION))
+    return max(at, soonest)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 from temporalio.client import Client
@@ -24,7 +24,7 @@ from temporalio.common import (
 
 from models import search
 from models.db import session_scope
-from models.identifiers import InvalidIdentifier, validate_eid, validate_iccid
+from models.identifiers import validate_eid, validate_iccid
 from models.payloads import BalanceState, Policy, ProductSpec
 from models.tables import Balance, Esim, LineEvent, Product
 
@@ -37,14 +37,33 @@ class EnrolmentError(ValueError):
 
 
 class EnrolRequest(BaseModel):
-    """What it takes to enrol one eSIM on one product."""
+    """What it takes to enrol one eSIM on one product; checks what needs no database."""
+
+    model_config = {"extra": "forbid"}
 
     iccid: str
     carrier: str
-    product_id: str
-    lines: int | None = Field(default=None)
+    product_id: str = Field(min_length=1, max_length=96)
+    lines: int | None = Field(default=None, ge=1, le=MAX_LINES)
     eid: str | None = None
     policy: Policy | None = None
+
+    @field_validator("iccid")
+    @classmethod
+    def _iccid(cls, value: str) -> str:
+        return validate_iccid(value)
+
+    @field_validator("eid")
+    @classmethod
+    def _eid(cls, value: str | None) -> str | None:
+        return None if value is None else validate_eid(value)
+
+    @field_validator("carrier")
+    @classmethod
+    def _carrier(cls, value: str) -> str:
+        if value not in CARRIERS:
+            raise ValueError(f"unknown carrier {value!r} (known: {', '.join(CARRIERS)})")
+        return value
 
 
 class EnrolResult(BaseModel):
@@ -70,17 +89,7 @@ def product_spec(product: Product) -> ProductSpec:
 
 
 def check(session: Session, req: EnrolRequest) -> Product:
-    """Validate the request against the rules and the catalogue; returns the product."""
-    try:
-        validate_iccid(req.iccid)
-        if req.eid is not None:
-            validate_eid(req.eid)
-    except InvalidIdentifier as error:
-        raise EnrolmentError(str(error)) from None
-    if req.carrier not in CARRIERS:
-        raise EnrolmentError(f"unknown carrier {req.carrier!r} (known: {', '.join(CARRIERS)})")
-    if req.lines is not None and not 1 <= req.lines <= MAX_LINES:
-        raise EnrolmentError(f"lines must be between 1 and {MAX_LINES}, got {req.lines}")
+    """Check the request against the catalogue and the eSIM's carrier; returns the product."""
     product = session.get(Product, req.product_id)
     if product is None:
         raise EnrolmentError(f"unknown product {req.product_id!r}")
@@ -193,4 +202,5 @@ def parse_request(data: dict[str, Any]) -> EnrolRequest:
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "input"
-        raise EnrolmentError(f"{where}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise EnrolmentError(f"{where}: {message}") from None

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -24,7 +25,14 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from config import get_settings
-from enrolment import EnrolmentError, EnrolRequest, enrol, parse_request, workflow_id
+from enrolment import (
+    EnrolmentError,
+    EnrolRequest,
+    parse_request,
+    register,
+    start_workflow,
+    workflow_id,
+)
 from models.db import init_db, session_scope
 from models.tables import Product
 
@@ -96,16 +104,19 @@ async def cmd_enroll(args: argparse.Namespace) -> int:
             print(f"error: {where}{item}", file=sys.stderr)
             bad += 1
             continue
-        client = client or await _client()
         try:
-            result = await enrol(client, settings.database_url, settings.task_queue, item, "cli")
+            state, created = register(settings.database_url, item, "cli")
         except EnrolmentError as error:
             print(f"error: {where}{error}", file=sys.stderr)
             bad += 1
             continue
-        note = "" if result.created else " (already enrolled)"
+        # Registered first: should Temporal be unreachable now, enrolling again (or the
+        # audit) starts the workflow of the open balance.
+        client = client or await _client()
+        await start_workflow(client, settings.task_queue, state)
+        note = "" if created else " (already enrolled)"
         prefix = f"{item.iccid} " if args.csv else ""
-        print(f"{prefix}{result.balance_id}{note}")
+        print(f"{prefix}{state.balance_id}{note}")
     return 1 if bad else 0
 
 
@@ -167,4 +178,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The Temporal client's native runtime threads can crash interpreter finalisation
+    # ("PyGILState_Release ... finalizing"); nothing is left to clean up, so leave now.
+    os._exit(code)

@@ -67,6 +67,7 @@ def build_worker(
 
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = get_settings()
     init_db(settings.database_url)
     carriers = build_carriers(settings)
@@ -77,7 +78,8 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    with ThreadPoolExecutor(max_workers=16) as executor:
+    # Threads are created lazily; only the store activities use them.
+    with ThreadPoolExecutor(max_workers=settings.worker_max_concurrent_activities) as executor:
         async with build_worker(client, settings, carriers, executor):
             log.info("worker polling task queue %s", settings.task_queue)
             await stop.wait()

@@ -155,5 +155,8 @@ class CarrierActivities:
         except CarrierError as error:
             raise carrier_failure(error) from error
         return UsageReport(
-            seq=cmd.line.seq, used_bytes=usage.used_bytes, observed_at=usage.observed_at
+            seq=cmd.line.seq,
+            used_bytes=usage.used_bytes,
+            observed_at=usage.observed_at,
+            reference=cmd.line.reference,
         )

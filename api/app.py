@@ -62,7 +62,10 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
                 f"balance-{event.eventDetails.iccid}"
             )
             report = UsageReport(
-                seq=seq, used_bytes=event.eventDetails.data_usage, observed_at=event.observed_at
+                seq=seq,
+                used_bytes=event.eventDetails.data_usage,
+                observed_at=event.observed_at,
+                reference=event.eventDetails.customer_ref,
             )
             try:
                 await handle.signal("usage_reported", report)

@@ -166,6 +166,9 @@ class UsageReport(BaseModel):
     seq: int
     used_bytes: int = Field(ge=0)
     observed_at: datetime
+    # Our order reference ``{balance_id}:{seq}``: tells a line of this balance from one of
+    # an earlier balance of the same eSIM.
+    reference: str | None = None
 
 
 class ChangeProduct(BaseModel):

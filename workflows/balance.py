@@ -388,9 +388,9 @@ class BalanceWorkflow:
             s.failing_reason = reason
             self._set_status(BalanceStatus.Failing)
             await self._record(events=[self._event("failing", None, reason=reason)])
-        await self._wait(
-            lambda: s.cancel_requested or s.paused, FAILING_BACKOFF, "wait before retrying"
-        )
+        # Short passes (compressed time) retry sooner, in proportion to their validity.
+        backoff = min(FAILING_BACKOFF, timedelta(seconds=max(1.0, s.product.validity_seconds / 4)))
+        await self._wait(lambda: s.cancel_requested or s.paused, backoff, "wait before retrying")
 
     def _recovered(self) -> None:
         s = self.s
@@ -517,6 +517,8 @@ class BalanceWorkflow:
         s = self.s
         line = s.active
         if line is None or report.seq != line.seq or report.used_bytes < line.used_bytes:
+            return
+        if report.reference is not None and report.reference != line.reference:
             return
         last = line.usage_observed_at or line.activated_at
         if last is not None and report.observed_at <= last:

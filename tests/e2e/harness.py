@@ -208,7 +208,7 @@ async def rig(env: WorkflowEnvironment, tmp: Path, seed: int = 7) -> AsyncIterat
         carrier = TelnaCarrier(sim_url, API_KEY, timeout=5.0)
         carriers = {"telna": carrier}
         await sync_catalogue(carriers, settings.database_url)
-        with ThreadPoolExecutor(max_workers=8) as executor:
+        with ThreadPoolExecutor(max_workers=settings.worker_max_concurrent_activities) as executor:
             worker = build_worker(env.client, settings, carriers, executor)
             async with worker, httpx.AsyncClient(timeout=10) as http:
                 yield Rig(env.client, settings, sim_url, api_url, http)

@@ -20,7 +20,9 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from simulators.core import CarrierEngine, SimulationError, UnknownSim
+from models.identifiers import InvalidIdentifier, validate_iccid
+from simulators.core import CarrierEngine
+from simulators.errors import SimulationError, UnknownSim
 from simulators.faults import FaultInjectionMiddleware, Faults, FaultSettings
 from simulators.records import Package
 from simulators.webhooks import WebhookTarget
@@ -46,19 +48,11 @@ class EsimsIn(_Body):
     @classmethod
     def _valid(cls, iccids: list[str]) -> list[str]:
         for iccid in iccids:
-            if not _valid_iccid(iccid):
-                raise ValueError(f"{iccid!r} is not an ICCID (19-20 digits, 89..., Luhn)")
+            try:
+                validate_iccid(iccid)
+            except InvalidIdentifier as exc:
+                raise ValueError(f"{iccid!r}: {exc}") from exc
         return iccids
-
-
-def _valid_iccid(iccid: str) -> bool:
-    if not (iccid.isdigit() and iccid.isascii() and 19 <= len(iccid) <= 20):
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(iccid)):
-        d = int(ch) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return iccid.startswith("89") and total % 10 == 0
 
 
 class TrafficIn(_Body):

@@ -2,11 +2,11 @@
 
 It keeps what a carrier keeps (inventory, catalogue, packages, a ledger and each ICCID's
 service timeline) and moves it through time with :meth:`CarrierEngine.advance`, which
-replays, per ICCID and in time order, every event since the previous call: activations
-falling due, expiries, and the exact moments usage crosses 50/80/100 % of an allowance
-(computed from the ICCID's traffic rate). Each change is stamped with the exact time it
-happened, not the time ``advance`` ran, so a front end may call it whenever it likes;
-every operation advances first.
+replays, per ICCID and in time order, every event due: activations, expiries, and the
+exact moments usage crosses 50/80/100 % of an allowance (from the ICCID's traffic rate).
+Each change is stamped with the exact time it happened, not the time ``advance`` ran.
+Every operation advances first. ICCIDs are replayed on their own: an operation replays
+its ICCID only, ``advance`` only those with an event due (a heap of next event times).
 
 Carrier semantics chosen here (none of them is public):
 - Traffic of an ICCID is consumed by its most recently activated ACTIVE package that has
@@ -19,14 +19,15 @@ Carrier semantics chosen here (none of them is public):
 
 from __future__ import annotations
 
+import heapq
 import logging
 import random
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
 from typing import Any
 
+from simulators.errors import UnknownPackage, UnknownProduct, UnknownSim, WrongState
 from simulators.records import (
     COMPRESSED_BELOW_SECONDS,
     Alert,
@@ -48,26 +49,6 @@ DEFAULT_ACTIVATION_LATENCY = (2.0, 90.0)
 # Compressed products activate in 1-5 % of their validity: a 30 s pass takes 0.3-1.5 s.
 COMPRESSED_LATENCY_FRACTION = (0.01, 0.05)
 SNAPSHOT_VERSION = 1
-
-
-class SimulationError(Exception):
-    """Base of the engine's business errors; front ends map them to their protocol."""
-
-
-class UnknownSim(SimulationError):
-    """The ICCID is not in the carrier's inventory."""
-
-
-class UnknownProduct(SimulationError):
-    """No such product in the catalogue."""
-
-
-class UnknownPackage(SimulationError):
-    """No such package."""
-
-
-class WrongState(SimulationError):
-    """The package cannot do that in its current status."""
 
 
 def _new_id() -> str:
@@ -100,7 +81,8 @@ class CarrierEngine:
         self._packages: dict[str, Package] = {}
         self._default_traffic = 0.0
         self._journal = Journal()
-        self._live: set[str] = set()
+        self._heap: list[tuple[float, str]] = []
+        self._due: dict[str, float] = {}
         self._advanced_to = clock()
 
     # -- configuration and inventory ------------------------------------------------
@@ -118,10 +100,11 @@ class CarrierEngine:
 
     def add_esims(self, iccids: Iterable[str]) -> int:
         """Adds ICCIDs to the inventory (idempotent); returns how many were new."""
+        now = self.advance()
         added = 0
         for iccid in iccids:
             if iccid not in self._sims:
-                self._sims[iccid] = SimCard(iccid)
+                self._sims[iccid] = SimCard(iccid, advanced_to=now)
                 added += 1
         self.revision += added
         return added
@@ -133,18 +116,19 @@ class CarrierEngine:
         """Sets one ICCID's device traffic, or every ICCID's (now and later) if none named."""
         if bytes_per_second < 0:
             raise ValueError("bytes_per_second must not be negative")
-        self.advance()
+        now = self.advance()
+        sims = [self._sim(iccid)] if iccid is not None else list(self._sims.values())
+        for sim in sims:
+            self._touch(sim, now)
         if iccid is None:
             self._default_traffic = float(bytes_per_second)
-            for sim in self._sims.values():
-                sim.traffic = None
-        else:
-            self._sim(iccid).traffic = float(bytes_per_second)
+        for sim in sims:
+            sim.traffic = None if iccid is None else float(bytes_per_second)
+            self._schedule(sim)
         self.revision += 1
 
     def traffic(self, iccid: str) -> float:
-        rate = self._sim(iccid).traffic
-        return self._default_traffic if rate is None else rate
+        return self._rate(self._sim(iccid))
 
     # -- carrier operations ---------------------------------------------------------
 
@@ -155,6 +139,7 @@ class CarrierEngine:
         product = self.products.get(product_id)
         if product is None:
             raise UnknownProduct(f"unknown package template {product_id!r}")
+        self._touch(sim, now)
         package = Package(
             id=self.new_id(),
             iccid=iccid,
@@ -172,23 +157,20 @@ class CarrierEngine:
 
     def activate(self, package_id: str) -> Package:
         """Requests activation (idempotent); ACTIVE follows after the activation latency."""
-        now = self.advance()
-        package = self.package(package_id)
+        package, sim, now = self._current(package_id)
         if package.status == "TERMINATED":
             raise WrongState(f"package {package_id} is terminated")
         if package.status == "NOT_ACTIVE" and package.activation_requested_at is None:
             package.activation_requested_at = now
             package.activation_due_at = now + self._draw_latency(package.validity_seconds)
-            self._settle(self._sims[package.iccid], now)
+            self._settle(sim, now)
         return package
 
     def terminate(self, package_id: str) -> Package:
         """Ends a package at once (idempotent): ``deactivate`` if ACTIVE, else ``cancel``."""
-        now = self.advance()
-        package = self.package(package_id)
+        package, sim, now = self._current(package_id)
         if package.status != "TERMINATED":
             action: LedgerAction = "deactivate" if package.status == "ACTIVE" else "cancel"
-            sim = self._sims[package.iccid]
             sim.end(package, now, action, self._journal)
             self._settle(sim, now)
         return package
@@ -196,55 +178,77 @@ class CarrierEngine:
     # -- reads ----------------------------------------------------------------------
 
     def package(self, package_id: str) -> Package:
-        self.advance()
-        package = self._packages.get(package_id)
-        if package is None:
-            raise UnknownPackage(f"unknown package {package_id!r}")
-        return package
+        return self._current(package_id)[0]
 
     def packages(self, iccid: str | None = None) -> list[Package]:
         """Packages in the order they were ordered, optionally of one ICCID."""
-        self.advance()
-        if iccid is None:
-            return list(self._packages.values())
-        return list(self._sim(iccid).packages)
+        now = self.advance()
+        sims = [self._sim(iccid)] if iccid is not None else list(self._sims.values())
+        for sim in sims:
+            self._touch(sim, now)
+        return [p for sim in sims for p in sim.packages]
 
     def ledger(self, iccid: str | None = None) -> list[LedgerEntry]:
+        """Business events in time order (ICCIDs are replayed separately, so sort here)."""
         self.advance()
-        return [e for e in self._journal.ledger if iccid is None or e.iccid == iccid]
+        entries = [e for e in self._journal.ledger if iccid is None or e.iccid == iccid]
+        return sorted(entries, key=lambda e: e.at)
 
     def timeline(self, iccid: str) -> list[Interval]:
-        self.advance()
-        return list(self._sim(iccid).timeline)
+        now = self.advance()
+        sim = self._sim(iccid)
+        self._touch(sim, now)
+        return list(sim.timeline)
 
     # -- time -----------------------------------------------------------------------
 
     def advance(self, now: float | None = None) -> float:
-        """Applies every event up to ``now`` (default: the clock); returns the time reached."""
-        now = self.clock() if now is None else now
-        if now > self._advanced_to:
-            ledger = self._journal.ledger
-            mark = len(ledger)
-            for iccid in list(self._live):
-                sim = self._sims[iccid]
-                if sim.run(self._advanced_to, now, self.traffic(iccid), self._journal):
-                    self.revision += 1
-                if not sim.live:
-                    self._live.discard(iccid)
-            self._advanced_to = now
-            # ICCIDs were replayed one after another: restore the global time order.
-            ledger[mark:] = sorted(ledger[mark:], key=lambda e: e.at)
+        """Applies every event due by ``now`` (default: the clock); returns the time reached.
+
+        Only ICCIDs with an event due are replayed; usage of the others accrues when read.
+        """
+        now = max(self.clock() if now is None else now, self._advanced_to)
+        while self._heap and self._heap[0][0] <= now:
+            at, iccid = heapq.heappop(self._heap)
+            if self._due.get(iccid) == at:
+                del self._due[iccid]
+                self._touch(self._sims[iccid], now)
+        self._advanced_to = now
         self._flush()
-        return self._advanced_to
+        return now
+
+    def _current(self, package_id: str) -> tuple[Package, SimCard, float]:
+        now = self.advance()
+        package = self._packages.get(package_id)
+        if package is None:
+            raise UnknownPackage(f"unknown package {package_id!r}")
+        sim = self._sims[package.iccid]
+        self._touch(sim, now)
+        return package, sim, now
+
+    def _touch(self, sim: SimCard, now: float) -> None:
+        """Brings one ICCID up to ``now``."""
+        if sim.run(now, self._rate(sim), self._journal):
+            self.revision += 1
+        self._schedule(sim)
+        self._flush()
 
     def _settle(self, sim: SimCard, now: float) -> None:
         """After an operation: apply what fell due this instant, update timeline and sink."""
-        sim.run(now, now, self.traffic(sim.iccid), self._journal)
+        self._touch(sim, now)
         sim.update_timeline(now)
-        if sim.live:
-            self._live.add(sim.iccid)
         self.revision += 1
-        self._flush()
+
+    def _schedule(self, sim: SimCard) -> None:
+        at = sim.next_event_at(self._rate(sim))
+        if at is None:
+            self._due.pop(sim.iccid, None)
+        elif self._due.get(sim.iccid) != at:
+            self._due[sim.iccid] = at
+            heapq.heappush(self._heap, (at, sim.iccid))
+
+    def _rate(self, sim: SimCard) -> float:
+        return self._default_traffic if sim.traffic is None else sim.traffic
 
     def _flush(self) -> None:
         outbox = sorted(self._journal.outbox, key=lambda a: a.at)
@@ -272,7 +276,10 @@ class CarrierEngine:
     # -- persistence ----------------------------------------------------------------
 
     def to_snapshot(self) -> dict[str, Any]:
-        """The whole state as JSON-ready data (the catalogue stays with the front end)."""
+        """The whole state as fresh JSON-ready data (the catalogue stays with the front end).
+
+        Each ICCID keeps the time it was brought up to, so nothing needs replaying first.
+        """
         version, internal, gauss = self._rng.getstate()
         return {
             "version": SNAPSHOT_VERSION,
@@ -281,7 +288,10 @@ class CarrierEngine:
             "rng": [version, list(internal), gauss],
             "default_traffic": self._default_traffic,
             "sims": [sim.to_dict() for sim in self._sims.values()],
-            "ledger": [asdict(e) for e in self._journal.ledger],
+            "ledger": [
+                [e.at, e.action, e.iccid, e.package_id, e.reference, e.product_id]
+                for e in self._journal.ledger
+            ],
         }
 
     @classmethod
@@ -307,9 +317,8 @@ class CarrierEngine:
                 sim = SimCard.from_dict(raw)
                 engine._sims[sim.iccid] = sim
                 engine._packages.update((p.id, p) for p in sim.packages)
-                if sim.live:
-                    engine._live.add(sim.iccid)
-            engine._journal.ledger = [LedgerEntry(**e) for e in data["ledger"]]
+                engine._schedule(sim)
+            engine._journal.ledger = [LedgerEntry(*e) for e in data["ledger"]]
             engine._advanced_to = float(data["advanced_to"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed snapshot: {exc!r}") from exc

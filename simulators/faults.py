@@ -91,6 +91,9 @@ class FaultInjectionMiddleware:
         faults, settings = self.faults, self.faults.settings
         if settings.latency_ms:
             faults.injected["latency"] += 1
+            # The carrier has the whole request before it is slow: a client that gives up
+            # meanwhile does not stop it from taking effect.
+            receive = await _buffered(receive)
             await asyncio.sleep(settings.latency_ms / 1000)
         if faults.outage_remaining() > 0:
             faults.injected["outage"] += 1
@@ -112,6 +115,24 @@ class FaultInjectionMiddleware:
             await _reply(send, 504, b"")
             return
         await self.app(scope, receive, send)
+
+
+async def _buffered(receive: Receive) -> Receive:
+    """Reads the whole request body now; returns a ``receive`` that replays it."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return receive
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks)}]
+
+    async def replayed() -> Message:
+        return replay.pop() if replay else await receive()
+
+    return replayed
 
 
 async def _discard(message: Message) -> None:

@@ -5,7 +5,7 @@ Times are epoch seconds (UTC floats); each protocol front end formats them its o
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 PackageStatus = Literal["NOT_ACTIVE", "ACTIVE", "TERMINATED"]
@@ -68,11 +68,16 @@ class Package:
         return self.used_bytes >= self.allowance_bytes
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = {name: getattr(self, name) for name in _PACKAGE_FIELDS}
+        data["alerted"] = list(self.alerted)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Package:
         return cls(**data)
+
+
+_PACKAGE_FIELDS = tuple(f.name for f in fields(Package))
 
 
 @dataclass(frozen=True)

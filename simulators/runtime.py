@@ -10,13 +10,14 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from simulators.core import CarrierEngine
 
 logger = logging.getLogger(__name__)
 
 
-def load_snapshot(path: Path) -> dict[str, object] | None:
+def load_snapshot(path: Path) -> dict[str, Any] | None:
     """The saved state, or None if there is none yet. A corrupt file raises ValueError."""
     try:
         text = path.read_text()
@@ -31,11 +32,11 @@ def load_snapshot(path: Path) -> dict[str, object] | None:
     return data
 
 
-def save_snapshot(text: str, path: Path) -> None:
+def save_snapshot(snapshot: dict[str, Any], path: Path) -> None:
     """Writes atomically, so a crash mid-write never leaves a torn state file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    tmp.write_text(json.dumps(snapshot, separators=(",", ":")))
     os.replace(tmp, path)
 
 
@@ -54,8 +55,9 @@ async def engine_running(
         nonlocal saved
         if state_file is None or engine.revision == saved:
             return
-        revision, text = engine.revision, json.dumps(engine.to_snapshot())
-        await asyncio.to_thread(save_snapshot, text, state_file)
+        # The snapshot is fresh data, so it can be encoded and written off the loop.
+        revision, snapshot = engine.revision, engine.to_snapshot()
+        await asyncio.to_thread(save_snapshot, snapshot, state_file)
         saved = revision
 
     async def tick() -> None:

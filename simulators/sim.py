@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from simulators.records import (
@@ -17,48 +17,71 @@ from simulators.records import (
 
 @dataclass
 class SimCard:
-    """An ICCID in the inventory. ``traffic`` None means the carrier-wide default rate."""
+    """An ICCID in the inventory, brought up to date lazily, on its own, to any time.
+
+    ``traffic`` None means the carrier-wide default rate; ``advanced_to`` is the time up to
+    which its events and usage have been applied.
+    """
 
     iccid: str
+    advanced_to: float
     traffic: float | None = None
     packages: list[Package] = field(default_factory=list)
     timeline: list[Interval] = field(default_factory=list)
 
-    @property
-    def live(self) -> bool:
-        """Whether anything can still happen to it in time."""
-        return any(p.status != "TERMINATED" for p in self.packages)
+    def open_packages(self) -> list[Package]:
+        return [p for p in self.packages if p.status != "TERMINATED"]
 
-    def run(self, start: float, end: float, rate: float, journal: Journal) -> bool:
-        """Replays every event in (start, end] in time order; True if anything changed.
+    def run(self, end: float, rate: float, journal: Journal) -> bool:
+        """Replays every event up to ``end`` in time order; True if anything changed.
 
         Usage accrues piecewise on the consuming package between events; the next event is
         the earliest of a due activation, an expiry and the next usage threshold crossing.
+        Events due exactly at ``advanced_to`` (e.g. a zero-latency activation) fire too.
         """
         changed = False
-        t = start
+        t = self.advanced_to
+        end = max(end, t)
+        packages = self.open_packages()
         while True:
-            consumer = self._consumer()
-            until, crossing = end, None
-            for p in self.packages:
-                due = p.activation_due_at if p.status == "NOT_ACTIVE" else None
-                due = p.expires_at if p.status == "ACTIVE" else due
-                if due is not None and max(due, t) < until:
-                    until = max(due, t)
-            if consumer is not None and rate > 0:
-                target = _next_threshold(consumer)
-                at = t + max(0.0, target - consumer.used_bytes) / rate
-                if at <= until:
-                    until, crossing = at, target
-            if consumer is not None and rate > 0 and until > t:
-                used = consumer.used_bytes + rate * (until - t)
+            until, crossing, consumer = self._next_event(packages, t, end, rate)
+            if crossing is not None and consumer is not None:
                 # Snap to the threshold so float error can never postpone the crossing.
-                consumer.used_bytes = crossing if crossing is not None else used
+                consumer.used_bytes = crossing
+                changed = True
+            elif consumer is not None and rate > 0 and until > t:
+                consumer.used_bytes += rate * (until - t)
                 changed = True
             t = until
-            if not self._fire(t, journal):
-                return changed
+            if not self._fire(packages, t, journal):
+                break
             changed = True
+            packages = self.open_packages()
+        self.advanced_to = end
+        return changed
+
+    def next_event_at(self, rate: float) -> float | None:
+        """When something will next happen to this ICCID at this traffic rate, if ever."""
+        inf = float("inf")
+        at, _, _ = self._next_event(self.open_packages(), self.advanced_to, inf, rate)
+        return None if at == inf else at
+
+    def _next_event(
+        self, packages: list[Package], t: float, end: float, rate: float
+    ) -> tuple[float, float | None, Package | None]:
+        """(time of the next event or ``end``, usage at it if a threshold, the consumer)."""
+        consumer = _consumer(packages)
+        until, crossing = end, None
+        for p in packages:
+            due = p.activation_due_at if p.status == "NOT_ACTIVE" else p.expires_at
+            if due is not None and max(due, t) < until:
+                until = max(due, t)
+        if consumer is not None and rate > 0:
+            target = _next_threshold(consumer)
+            at = t + max(0.0, target - consumer.used_bytes) / rate
+            if at <= until:
+                until, crossing = at, target
+        return until, crossing, consumer
 
     def end(self, package: Package, at: float, action: LedgerAction, journal: Journal) -> None:
         package.status, package.terminated_at = "TERMINATED", at
@@ -86,9 +109,9 @@ class SimCard:
             intervals[-1].end = t
         intervals.append(Interval(state, t))
 
-    def _fire(self, t: float, journal: Journal) -> bool:
+    def _fire(self, packages: list[Package], t: float, journal: Journal) -> bool:
         fired = False
-        for p in self.packages:
+        for p in packages:
             if p.status != "ACTIVE":
                 continue
             for percent in USAGE_THRESHOLDS:
@@ -98,11 +121,11 @@ class SimCard:
                         journal.record(t, "exhaust", p)
                     journal.alert("usage_threshold", t, p, threshold_percent=percent)
                     fired = True
-        for p in self.packages:
+        for p in packages:
             if p.status == "ACTIVE" and p.expires_at is not None and p.expires_at <= t:
                 self.end(p, p.expires_at, "expire", journal)
                 fired = True
-        for p in self.packages:
+        for p in packages:
             due = p.activation_due_at
             if p.status == "NOT_ACTIVE" and due is not None and due <= t:
                 p.status, p.activated_at = "ACTIVE", due
@@ -113,15 +136,6 @@ class SimCard:
             self.update_timeline(t)
         return fired
 
-    def _consumer(self) -> Package | None:
-        """The package that takes the traffic: the most recently activated with allowance."""
-        best: Package | None = None
-        for p in self.packages:
-            if p.status == "ACTIVE" and not p.exhausted:
-                if best is None or (p.activated_at or 0.0) >= (best.activated_at or 0.0):
-                    best = p
-        return best
-
     def _state(self) -> LineState:
         active = [p for p in self.packages if p.status == "ACTIVE"]
         if not active:
@@ -129,16 +143,33 @@ class SimCard:
         return "throttled" if all(p.exhausted for p in active) else "high_speed"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "iccid": self.iccid,
+            "advanced_to": self.advanced_to,
+            "traffic": self.traffic,
+            "packages": [p.to_dict() for p in self.packages],
+            "timeline": [[i.state, i.start, i.end] for i in self.timeline],
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SimCard:
         return cls(
             iccid=data["iccid"],
+            advanced_to=float(data["advanced_to"]),
             traffic=data["traffic"],
             packages=[Package.from_dict(p) for p in data["packages"]],
-            timeline=[Interval(**i) for i in data["timeline"]],
+            timeline=[Interval(state, start, end) for state, start, end in data["timeline"]],
         )
+
+
+def _consumer(packages: list[Package]) -> Package | None:
+    """The package that takes the traffic: the most recently activated with allowance."""
+    best: Package | None = None
+    for p in packages:
+        if p.status == "ACTIVE" and not p.exhausted:
+            if best is None or (p.activated_at or 0.0) >= (best.activated_at or 0.0):
+                best = p
+    return best
 
 
 def _next_threshold(package: Package) -> float:

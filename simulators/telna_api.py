@@ -16,13 +16,14 @@ import hmac
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
-from simulators.core import CarrierEngine, SimulationError, WrongState
+from simulators.core import CarrierEngine
+from simulators.errors import SimulationError, WrongState
 from simulators.records import Package, Product
 
 MAX_PAGE = 1000
@@ -120,8 +121,6 @@ def create_telna_router(engine: CarrierEngine, api_key: str) -> APIRouter:
             token = token[7:].strip()
         if not hmac.compare_digest(token.encode(), expected):
             raise TelnaError(401, "missing or invalid API key")
-
-    from fastapi import Depends
 
     router = APIRouter(prefix="/v2.1", route_class=TelnaRoute, dependencies=[Depends(authorize)])
 

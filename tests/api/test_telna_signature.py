@@ -37,8 +37,8 @@ def test_a_fresh_signature_verifies() -> None:
         ("t=notanumber,v1=abc", "malformed"),
         (sign("other", BODY, int(time.time())), "does not match"),
         (sign(SECRET, BODY + b" ", int(time.time())), "does not match"),
-        (sign(SECRET, BODY, int(time.time()) - 301), "tolerance"),
-        (sign(SECRET, BODY, int(time.time()) + 301), "tolerance"),
+        (sign(SECRET, BODY, int(time.time()) - 400), "tolerance"),
+        (sign(SECRET, BODY, int(time.time()) + 400), "tolerance"),
     ],
 )
 def test_bad_signatures_are_refused(header: str | None, why: str) -> None:

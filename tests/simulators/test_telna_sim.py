@@ -1,0 +1,415 @@
+"""The Telna-like simulator over real HTTP: API shapes, time, webhooks, faults, state."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request, Response
+
+from config import get_settings
+from models.identifiers import make_iccid
+from simulators.telna import SimulatorConfigError, create_app, main
+from tests.servers import serve
+
+API_KEY = "sim-test-key"
+SECRET = "sim-test-secret"
+_serial = itertools.count(1)
+
+
+def new_iccid() -> str:
+    return make_iccid(f"8944{next(_serial) + 5_000_000:014d}")
+
+
+class Receiver:
+    """A webhook endpoint that checks each Telna signature and keeps the events."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.bad_signatures = 0
+        self.lock = threading.Lock()
+        self.app = FastAPI()
+        self.app.post("/events")(self.receive)
+
+    async def receive(self, request: Request) -> Response:
+        body = await request.body()
+        fields = dict(part.split("=", 1) for part in request.headers["Telna-Signature"].split(","))
+        expected = hmac.new(SECRET.encode(), f"{fields['t']}.".encode() + body, hashlib.sha256)
+        if not hmac.compare_digest(expected.hexdigest(), fields["v1"]):
+            self.bad_signatures += 1
+            return Response(status_code=401)
+        with self.lock:
+            self.events.append(await request.json())
+        return Response(status_code=204)
+
+    def of(self, package_id: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [e for e in self.events if e["eventDetails"]["package_id"] == package_id]
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    hook = Receiver()
+    with serve(hook.app) as url:
+        yield hook, url
+
+
+@pytest.fixture(scope="module")
+def sim_url(receiver: tuple[Receiver, str]) -> Iterator[str]:
+    app = create_app(API_KEY, SECRET, webhook_url=f"{receiver[1]}/events", seed=11)
+    with serve(app) as url:
+        yield url
+
+
+@pytest.fixture
+async def sim(sim_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=sim_url, headers={"Authorization": API_KEY}) as client:
+        yield client
+        await client.post("/_sim/faults", json={})
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def enrolled(sim: httpx.AsyncClient) -> str:
+    iccid = new_iccid()
+    assert (await sim.post("/_sim/esims", json={"iccids": [iccid]})).json() == {"added": 1}
+    return iccid
+
+
+async def order(sim: httpx.AsyncClient, iccid: str, template: str, ref: str | None = None) -> str:
+    body = {"sim": iccid, "package_template": template, "customer_ref": ref}
+    response = await sim.post("/v2.1/pcr/packages", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def activated(sim: httpx.AsyncClient, package_id: str) -> dict[str, Any]:
+    assert (await sim.post(f"/v2.1/pcr/packages/{package_id}/activate")).status_code == 202
+    package: dict[str, Any] = {}
+
+    async def active() -> bool:
+        package.update((await sim.get(f"/v2.1/pcr/packages/{package_id}")).json())
+        return package["status"] == "ACTIVE"
+
+    await wait_for(active)
+    return package
+
+
+async def test_order_activate_terminate_round_trip_and_ledger(sim: httpx.AsyncClient) -> None:
+    iccid = await enrolled(sim)
+    response = await sim.post(
+        "/v2.1/pcr/packages",
+        json={"sim": iccid, "package_template": "compressed-30s", "customer_ref": "bal-1:1"},
+        headers={"Request-ID": "req-123"},
+    )
+    assert response.status_code == 201
+    assert response.headers["Request-ID"] == "req-123"
+    assert response.headers["Reference-ID"]
+    ordered = response.json()
+    assert ordered["status"] == "NOT_ACTIVE" and ordered["customer_ref"] == "bal-1:1"
+    assert ordered["data_usage_allowance"] == ordered["data_usage_remaining"] == 3_000_000
+    package_id = ordered["id"]
+
+    requested_ms = time.time() * 1000
+    pending = await sim.post(f"/v2.1/pcr/packages/{package_id}/activate")
+    assert pending.status_code == 202 and pending.json()["status"] == "NOT_ACTIVE"
+    package = await activated(sim, package_id)
+    # compressed-30s activates 0.3-1.5 s after the request
+    assert 300 <= package["activated_date"] - requested_ms <= 1500 + 500  # + slow machines
+    assert package["expiry_date"] - package["activated_date"] == 30_000
+
+    terminated = await sim.post(f"/v2.1/pcr/packages/{package_id}/terminate")
+    assert terminated.status_code == 200 and terminated.json()["status"] == "TERMINATED"
+    again = await sim.post(f"/v2.1/pcr/packages/{package_id}/terminate")
+    assert again.json()["terminated_date"] == terminated.json()["terminated_date"]
+    refused = await sim.post(f"/v2.1/pcr/packages/{package_id}/activate")
+    assert refused.status_code == 409 and "terminated" in refused.json()["error"]
+
+    entries = (await sim.get("/_sim/ledger", params={"iccid": iccid})).json()["entries"]
+    assert [e["action"] for e in entries] == ["order", "activate", "deactivate"]
+    assert {(e["package_id"], e["reference"], e["product_id"]) for e in entries} == {
+        (package_id, "bal-1:1", "compressed-30s")
+    }
+    assert entries[1]["at"].endswith("Z")
+    usage = (await sim.get(f"/v2.1/usage/packages/{package_id}")).json()
+    assert set(usage) == {
+        "package_id",
+        "data_usage",
+        "data_usage_allowance",
+        "data_usage_remaining",
+        "timestamp",
+    }
+
+
+async def test_a_repeated_customer_ref_buys_a_second_package(sim: httpx.AsyncClient) -> None:
+    iccid = await enrolled(sim)
+    first = await order(sim, iccid, "daily-1gb", "bal-2:1")
+    second = await order(sim, iccid, "daily-1gb", "bal-2:1")
+    assert first != second
+    page = (await sim.get("/v2.1/pcr/packages", params={"sim": iccid, "count": 1})).json()
+    assert (page["total"], page["count"], page["offset"]) == (2, 1, 0)
+    assert page["packages"][0]["id"] == first
+
+
+async def test_unknown_things_bad_bodies_and_bad_keys_are_refused(sim: httpx.AsyncClient) -> None:
+    iccid = await enrolled(sim)
+    cases = [
+        ({"sim": new_iccid(), "package_template": "daily-1gb"}, 404),
+        ({"sim": iccid, "package_template": "no-such"}, 404),
+        ({"package_template": "daily-1gb"}, 400),
+    ]
+    for body, status in cases:
+        response = await sim.post("/v2.1/pcr/packages", json=body)
+        assert response.status_code == status
+        assert isinstance(response.json()["error"], str)
+    assert (await sim.get("/v2.1/pcr/packages/nope")).status_code == 404
+    assert (await sim.get(f"/v2.1/inventory/sim-registries/{new_iccid()}")).status_code == 404
+    registry = (await sim.get(f"/v2.1/inventory/sim-registries/{iccid}")).json()
+    assert registry == {"iccid": iccid, "status": "READY"}
+
+    for headers in ({}, {"Authorization": "wrong"}, {"Authorization": "Bearer wrong"}):
+        anonymous = httpx.AsyncClient(base_url=str(sim.base_url), headers=headers)
+        async with anonymous:
+            response = await anonymous.get("/v2.1/pcr/package-templates")
+        assert response.status_code == 401 and "error" in response.json()
+    bearer = {"Authorization": f"Bearer {API_KEY}"}
+    assert (await sim.get("/v2.1/pcr/package-templates", headers=bearer)).status_code == 200
+
+
+async def test_templates_and_control_catalogue(sim: httpx.AsyncClient) -> None:
+    templates = (await sim.get("/v2.1/pcr/package-templates", params={"count": 100})).json()
+    by_id = {t["id"]: t for t in templates["package_templates"]}
+    assert by_id["daily-1gb"]["data_usage_allowance"] == 1_000_000_000
+    assert by_id["daily-1gb"]["time_allowance"] == {"duration": 86_400, "unit": "SECOND"}
+    assert by_id["daily-3gb"]["traffic_policy"] == {"throttle_kbps": 1000}
+    products = (await sim.get("/_sim/products")).json()["products"]
+    assert {p["id"] for p in products} == set(by_id)
+    short = next(p for p in products if p["id"] == "compressed-30s")
+    assert short == {
+        "id": "compressed-30s",
+        "name": short["name"],
+        "allowance_bytes": 3_000_000,
+        "validity_seconds": 30,
+        "reset": "rolling",
+        "throttle_kbps": 128,
+        "price_cents": 1,
+    }
+
+
+async def test_control_api_rejects_bad_input(sim: httpx.AsyncClient) -> None:
+    bad_luhn = new_iccid()[:-1] + str((int(new_iccid()[-1]) + 1) % 10)
+    for path, body in [
+        ("/_sim/esims", {"iccids": [bad_luhn]}),
+        ("/_sim/faults", {"error_rate": 2}),
+        ("/_sim/traffic", {"bytes_per_second": -1}),
+    ]:
+        response = await sim.post(path, json=body)
+        assert response.status_code == 422
+        assert set(response.json()["error"]) == {"code", "message"}
+    unknown = await sim.post("/_sim/traffic", json={"iccid": new_iccid(), "bytes_per_second": 1})
+    assert unknown.status_code == 404
+
+
+async def test_config_sets_the_activation_latency_of_real_products(
+    sim: httpx.AsyncClient,
+) -> None:
+    before = (await sim.get("/_sim/config")).json()
+    assert before["activation_latency_min_seconds"] == 2.0
+    fast = {"activation_latency_min_seconds": 0.2, "activation_latency_max_seconds": 0.2}
+    assert (await sim.post("/_sim/config", json=fast)).json()[
+        "activation_latency_max_seconds"
+    ] == 0.2
+    try:
+        iccid = await enrolled(sim)
+        package_id = await order(sim, iccid, "daily-1gb")
+        requested_ms = time.time() * 1000
+        package = await activated(sim, package_id)
+        assert 200 <= package["activated_date"] - requested_ms <= 700
+    finally:
+        await sim.post("/_sim/config", json={k: before[k] for k in fast})
+    inverted = {"activation_latency_min_seconds": 5, "activation_latency_max_seconds": 1}
+    assert (await sim.post("/_sim/config", json=inverted)).status_code == 400
+
+
+async def test_timeline_has_no_gap_with_overlap_and_none_between_packages(
+    sim: httpx.AsyncClient,
+) -> None:
+    iccid = await enrolled(sim)
+    first = await activated(sim, await order(sim, iccid, "compressed-10s"))
+    second = await activated(sim, await order(sim, iccid, "compressed-10s"))
+    await sim.post(f"/v2.1/pcr/packages/{first['id']}/terminate")
+    overlap = (await sim.get(f"/_sim/timeline/{iccid}")).json()["intervals"]
+    assert [(i["state"], i["end"]) for i in overlap] == [("high_speed", None)]
+
+    await sim.post(f"/v2.1/pcr/packages/{second['id']}/terminate")
+    await activated(sim, await order(sim, iccid, "compressed-10s"))
+    intervals = (await sim.get(f"/_sim/timeline/{iccid}")).json()["intervals"]
+    assert [i["state"] for i in intervals] == ["high_speed", "none", "high_speed"]
+    assert all(a["end"] == b["start"] for a, b in itertools.pairwise(intervals))
+    assert intervals[-1]["end"] is None
+
+
+async def test_usage_thresholds_are_pushed_once_each_and_signed(
+    sim: httpx.AsyncClient, receiver: tuple[Receiver, str]
+) -> None:
+    hook, _ = receiver
+    iccid = await enrolled(sim)
+    package = await activated(sim, await order(sim, iccid, "compressed-10s", "bal-3:1"))
+    # 1 MB allowance at 2 MB/s: 50 % after 0.25 s, 80 % after 0.4 s, 100 % after 0.5 s
+    await sim.post("/_sim/traffic", json={"iccid": iccid, "bytes_per_second": 2_000_000})
+
+    async def all_thresholds() -> bool:
+        return len(hook.of(package["id"])) >= 3
+
+    await wait_for(all_thresholds)
+    await sim.post(f"/v2.1/pcr/packages/{package['id']}/terminate")
+
+    async def terminated() -> bool:
+        return len(hook.of(package["id"])) >= 4
+
+    await wait_for(terminated)
+    await asyncio.sleep(0.3)
+    events = hook.of(package["id"])
+    assert hook.bad_signatures == 0
+    assert [e["event"] for e in events] == ["usage.threshold"] * 3 + ["package.status"]
+    usage = [e["eventDetails"] for e in events[:3]]
+    assert [d["threshold_percent"] for d in usage] == [50, 80, 100]
+    assert [d["data_usage"] for d in usage] == [500_000, 800_000, 1_000_000]
+    assert usage[0]["customer_ref"] == "bal-3:1" and usage[0]["iccid"] == iccid
+    assert usage[2]["data_usage_remaining"] == 0
+    # stamped at the exact crossing, not when the 100 ms tick noticed it
+    crossed = [e["timestamp"] - events[0]["timestamp"] for e in events[:3]]
+    assert crossed == pytest.approx([0, 150, 250], abs=2)
+    status = events[3]["eventDetails"]
+    assert (status["status"], status["reason"]) == ("TERMINATED", "DEACTIVATED")
+    assert "threshold_percent" not in status
+    timeline = (await sim.get(f"/_sim/timeline/{iccid}")).json()["intervals"]
+    assert [i["state"] for i in timeline] == ["high_speed", "throttled", "none"]
+    await sim.post("/_sim/traffic", json={"iccid": iccid, "bytes_per_second": 0})
+
+
+async def test_duplicate_rate_delivers_the_same_event_twice(
+    sim: httpx.AsyncClient, receiver: tuple[Receiver, str]
+) -> None:
+    hook, _ = receiver
+    iccid = await enrolled(sim)
+    package_id = await order(sim, iccid, "compressed-10s")
+    await sim.post("/_sim/config", json={"webhook_duplicate_rate": 1.0})
+    try:
+        await sim.post(f"/v2.1/pcr/packages/{package_id}/terminate")
+
+        async def twice() -> bool:
+            return len(hook.of(package_id)) >= 2
+
+        await wait_for(twice)
+    finally:
+        await sim.post("/_sim/config", json={"webhook_duplicate_rate": 0})
+    first, second = hook.of(package_id)
+    assert first == second and first["eventDetails"]["reason"] == "CANCELLED"
+
+
+async def test_error_rate_answers_503_and_does_not_apply(sim: httpx.AsyncClient) -> None:
+    iccid = await enrolled(sim)
+    await sim.post("/_sim/faults", json={"error_rate": 1.0})
+    body = {"sim": iccid, "package_template": "daily-1gb"}
+    assert (await sim.post("/v2.1/pcr/packages", json=body)).status_code == 503
+    assert (await sim.get("/_sim/faults")).json()["injected"]["error"] >= 1
+    await sim.post("/_sim/faults", json={})
+    assert (await sim.get("/_sim/ledger", params={"iccid": iccid})).json()["entries"] == []
+
+
+async def test_lost_response_answers_504_but_the_order_exists(sim: httpx.AsyncClient) -> None:
+    iccid = await enrolled(sim)
+    await sim.post("/_sim/faults", json={"lose_responses": 1.0})
+    body = {"sim": iccid, "package_template": "daily-1gb", "customer_ref": "bal-4:1"}
+    lost = await sim.post("/v2.1/pcr/packages", json=body)
+    assert lost.status_code == 504 and lost.content == b""
+    await sim.post("/_sim/faults", json={})
+    packages = (await sim.get("/v2.1/pcr/packages", params={"sim": iccid})).json()["packages"]
+    assert [p["customer_ref"] for p in packages] == ["bal-4:1"]
+
+
+async def test_rate_limit_answers_429_with_retry_after(sim: httpx.AsyncClient) -> None:
+    await sim.post("/_sim/faults", json={"rate_limit_per_second": 2})
+    statuses = []
+    for _ in range(3):
+        response = await sim.get("/v2.1/pcr/package-templates")
+        statuses.append(response.status_code)
+    assert statuses == [200, 200, 429]
+    assert response.headers["Retry-After"] == "1"
+    assert (await sim.get("/_sim/products")).status_code == 200  # control API is exempt
+    assert (await sim.get("/_sim/faults")).json()["injected"]["rate_limit"] >= 1
+
+
+async def test_outage_and_latency(sim: httpx.AsyncClient) -> None:
+    await sim.post("/_sim/faults", json={"outage_seconds": 0.5})
+    assert (await sim.get("/v2.1/pcr/package-templates")).status_code == 503
+    assert (await sim.get("/_sim/faults")).json()["outage_seconds"] > 0
+    await asyncio.sleep(0.6)
+    assert (await sim.get("/v2.1/pcr/package-templates")).status_code == 200
+
+    await sim.post("/_sim/faults", json={"latency_ms": 300})
+    started = time.monotonic()
+    assert (await sim.get("/v2.1/pcr/package-templates")).status_code == 200
+    assert time.monotonic() - started >= 0.3
+    injected = (await sim.get("/_sim/faults")).json()["injected"]
+    assert injected["outage"] >= 1 and injected["latency"] >= 1
+
+
+def test_state_survives_a_restart(tmp_path: Path) -> None:
+    state = tmp_path / "telna.json"
+    iccid = new_iccid()
+    headers = {"Authorization": API_KEY}
+    with serve(create_app(API_KEY, SECRET, state_file=state)) as url:
+        httpx.post(f"{url}/_sim/esims", json={"iccids": [iccid]})
+        body = {"sim": iccid, "package_template": "compressed-600s", "customer_ref": "bal-5:1"}
+        package_id = httpx.post(f"{url}/v2.1/pcr/packages", json=body, headers=headers).json()["id"]
+        httpx.post(f"{url}/v2.1/pcr/packages/{package_id}/activate", headers=headers)
+    assert state.exists()
+    time.sleep(0.1)
+    with serve(create_app(API_KEY, SECRET, state_file=state)) as url:
+        page = httpx.get(f"{url}/v2.1/pcr/packages", params={"sim": iccid}, headers=headers)
+        [package] = page.json()["packages"]
+        ledger = httpx.get(f"{url}/_sim/ledger", params={"iccid": iccid}).json()["entries"]
+    assert (package["id"], package["customer_ref"]) == (package_id, "bal-5:1")
+    assert [e["action"] for e in ledger][:1] == ["order"]
+
+
+def test_refuses_to_start_without_an_api_key() -> None:
+    with pytest.raises(SimulatorConfigError, match="API key"):
+        create_app("", SECRET)
+
+
+def test_command_line_errors_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as bad_port:
+        main(["--port", "http"])
+    assert bad_port.value.code != 0
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+    monkeypatch.setenv("TELNA__API_KEY", "")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as no_key:
+            main(["--port", "18102"])
+    finally:
+        get_settings.cache_clear()
+    assert no_key.value.code != 0
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "API key" in line

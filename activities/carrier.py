@@ -104,7 +104,9 @@ class CarrierActivities:
                     )
                 activity.logger.info("adopting %s for %s", mine[0].line_id, req.reference)
                 return _merge(line, mine[0])
-            placed = await carrier.order(req.iccid, req.product.carrier_product_id, req.reference)
+            placed = await carrier.order(
+                req.iccid, req.product.carrier_product_id, req.reference, req.start_at
+            )
         except CarrierError as error:
             raise carrier_failure(error) from error
         return _merge(line, placed)

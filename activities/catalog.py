@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from carriers.base import Carrier, CarrierProduct
 from carriers.errors import CarrierError
-from models.db import session_scope
+from models.db import dialect_insert, session_scope
 from models.tables import Product
 
 log = logging.getLogger(__name__)
@@ -40,26 +40,32 @@ async def sync_catalogue(carriers: Mapping[str, Carrier], database_url: str) -> 
 
 
 def _store(carrier: str, products: list[CarrierProduct], database_url: str) -> None:
+    # An upsert: worker replicas starting together all sync, and must not collide.
     now = datetime.now(UTC)
+    rows = [
+        {
+            "id": product_id(carrier, item.carrier_product_id),
+            "carrier": carrier,
+            "carrier_product_id": item.carrier_product_id,
+            "name": item.name,
+            "allowance_bytes": item.allowance_bytes,
+            "validity_seconds": item.validity_seconds,
+            "reset": item.reset,
+            "reset_utc_offset_minutes": item.reset_utc_offset_minutes,
+            "throttle_kbps": item.throttle_kbps,
+            "price_cents": item.price_cents,
+            "synced_at": now,
+        }
+        for item in products
+    ]
+    if not rows:
+        return
     with session_scope(database_url) as session:
-        for item in products:
-            pid = product_id(carrier, item.carrier_product_id)
-            row = session.get(Product, pid) or Product(
-                id=pid,
-                carrier=carrier,
-                carrier_product_id=item.carrier_product_id,
-                name=item.name,
-                allowance_bytes=item.allowance_bytes,
-                validity_seconds=item.validity_seconds,
-                throttle_kbps=item.throttle_kbps,
-                price_cents=item.price_cents,
-            )
-            row.name = item.name
-            row.allowance_bytes = item.allowance_bytes
-            row.validity_seconds = item.validity_seconds
-            row.reset = item.reset
-            row.reset_utc_offset_minutes = item.reset_utc_offset_minutes
-            row.throttle_kbps = item.throttle_kbps
-            row.price_cents = item.price_cents
-            row.synced_at = now
-            session.add(row)
+        insert = dialect_insert(session, Product)
+        changing = set(rows[0]) - {"id", "carrier", "carrier_product_id"}
+        session.execute(
+            insert.on_conflict_do_update(
+                index_elements=["id"], set_={name: insert.excluded[name] for name in changing}
+            ),
+            rows,
+        )

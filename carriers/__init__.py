@@ -9,6 +9,9 @@ from config import Settings
 def build_carriers(settings: Settings) -> dict[str, Carrier]:
     """One long-lived client per configured carrier, keyed by carrier name."""
     from carriers.telna import TelnaCarrier
+    from carriers.webbing import WebbingCarrier
 
-    carriers: dict[str, Carrier] = {"telna": TelnaCarrier.from_settings(settings)}
-    return carriers
+    return {
+        "telna": TelnaCarrier.from_settings(settings),
+        "webbing": WebbingCarrier.from_settings(settings),
+    }

@@ -61,7 +61,18 @@ class Carrier(Protocol):
 
     async def list_products(self) -> list[CarrierProduct]: ...
 
-    async def order(self, iccid: str, carrier_product_id: str, reference: str) -> CarrierLine: ...
+    async def order(
+        self,
+        iccid: str,
+        carrier_product_id: str,
+        reference: str,
+        start_at: datetime | None = None,
+    ) -> CarrierLine:
+        """Buy a line. With ``start_at``, ask the carrier to start it by itself should we
+        not activate it first: at that time (a queued start) or, at carriers that activate
+        on attach, as soon as the eSIM has no active line. Our own activation still
+        comes first; this is the safety net for an outage at switch time."""
+        ...
 
     async def activate(self, line_id: str) -> CarrierLine: ...
 

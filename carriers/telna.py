@@ -78,8 +78,21 @@ class TelnaCarrier:
         templates = await self._all("/pcr/package-templates", "package_templates", {})
         return [self._read(_product, t, False) for t in templates]
 
-    async def order(self, iccid: str, carrier_product_id: str, reference: str) -> CarrierLine:
-        body = {"sim": iccid, "package_template": carrier_product_id, "customer_ref": reference}
+    async def order(
+        self,
+        iccid: str,
+        carrier_product_id: str,
+        reference: str,
+        start_at: datetime | None = None,
+    ) -> CarrierLine:
+        # Telna cannot book a start time; an AUTO package activates on attach, i.e. as
+        # soon as the SIM has no active package: when the current one ends.
+        body = {
+            "sim": iccid,
+            "package_template": carrier_product_id,
+            "customer_ref": reference,
+            "activation_type": "AUTO" if start_at is not None else "MANUAL",
+        }
         return self._read(_line, await self._request("POST", "/pcr/packages", json=body), True)
 
     async def activate(self, line_id: str) -> CarrierLine:
@@ -230,6 +243,7 @@ def _product(t: dict[str, Any]) -> CarrierProduct:
         allowance_bytes=int(t["data_usage_allowance"]),
         validity_seconds=int(allowance["duration"]) * _UNIT_SECONDS[allowance["unit"]],
         reset=t.get("reset") or "rolling",
+        reset_utc_offset_minutes=int(t.get("reset_utc_offset_minutes") or 0),
         throttle_kbps=int((t.get("traffic_policy") or {}).get("throttle_kbps") or 0),
         price_cents=int(t.get("price_cents") or 0),
     )

@@ -185,6 +185,7 @@ def create_control_router(
                     "allowance_bytes": p.allowance_bytes,
                     "validity_seconds": p.validity_seconds,
                     "reset": p.reset,
+                    "reset_utc_offset_minutes": p.reset_utc_offset_minutes,
                     "throttle_kbps": p.throttle_kbps,
                     "price_cents": p.price_cents,
                 }

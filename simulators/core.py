@@ -12,7 +12,8 @@ Carrier semantics chosen here (none of them is public):
 - Traffic of an ICCID is consumed by its most recently activated ACTIVE package that has
   allowance left. When every ACTIVE package is used up the ICCID is throttled; throttled
   traffic is not counted, so ``used_bytes`` never exceeds the allowance.
-- Windows roll: an ACTIVE package lasts ``validity_seconds`` from its activation.
+- An ACTIVE package's window ends by its product's reset rule (models.windows): rolling
+  (``validity_seconds`` from activation), or at the next UTC or local midnight.
 - Activation is asynchronous; its latency is drawn from a seeded RNG.
 - Alerts (usage thresholds, terminations) go to a pluggable sink, once each.
 """
@@ -132,8 +133,14 @@ class CarrierEngine:
 
     # -- carrier operations ---------------------------------------------------------
 
-    def order(self, iccid: str, product_id: str, reference: str | None) -> Package:
-        """Creates a NOT_ACTIVE package. Like real carriers, never refuses a repeat order."""
+    def order(
+        self, iccid: str, product_id: str, reference: str | None, auto: bool = False
+    ) -> Package:
+        """Creates a NOT_ACTIVE package. Like real carriers, never refuses a repeat order.
+
+        An ``auto`` package activates on attach: as soon as the ICCID has no ACTIVE
+        package (at once if it has none now), with no latency.
+        """
         now = self.advance()
         sim = self._sim(iccid)
         product = self.products.get(product_id)
@@ -148,6 +155,9 @@ class CarrierEngine:
             allowance_bytes=product.allowance_bytes,
             validity_seconds=product.validity_seconds,
             ordered_at=now,
+            reset=product.reset,
+            reset_utc_offset_minutes=product.reset_utc_offset_minutes,
+            auto=auto,
         )
         self._packages[package.id] = package
         sim.packages.append(package)
@@ -155,15 +165,30 @@ class CarrierEngine:
         self._settle(sim, now)
         return package
 
-    def activate(self, package_id: str) -> Package:
-        """Requests activation (idempotent); ACTIVE follows after the activation latency."""
+    def activate(self, package_id: str, at: float | None = None) -> Package:
+        """Requests activation (idempotent); ACTIVE follows after the activation latency.
+
+        With ``at`` in the future the package is queued instead: it turns ACTIVE exactly
+        then (a start booked in advance is provisioned ahead, so no latency applies). A
+        request to activate now overrides a queued start that is later than its latency.
+        """
         package, sim, now = self._current(package_id)
         if package.status == "TERMINATED":
             raise WrongState(f"package {package_id} is terminated")
-        if package.status == "NOT_ACTIVE" and package.activation_requested_at is None:
+        if package.status != "NOT_ACTIVE":
+            return package
+        if at is not None and at > now:
+            if package.activation_due_at is None:
+                package.activation_requested_at = now
+                package.start_at = package.activation_due_at = at
+        elif package.activation_due_at is None or package.activation_due_at == package.start_at:
             package.activation_requested_at = now
-            package.activation_due_at = now + self._draw_latency(package.validity_seconds)
-            self._settle(sim, now)
+            due = now + self._draw_latency(package.validity_seconds)
+            if package.activation_due_at is None or due < package.activation_due_at:
+                package.activation_due_at = due
+        else:
+            return package
+        self._settle(sim, now)
         return package
 
     def terminate(self, package_id: str) -> Package:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from models.windows import check_reset
+
 PackageStatus = Literal["NOT_ACTIVE", "ACTIVE", "TERMINATED"]
 LedgerAction = Literal["order", "activate", "deactivate", "expire", "exhaust", "cancel"]
 LineState = Literal["high_speed", "throttled", "none"]
@@ -19,7 +21,7 @@ COMPRESSED_BELOW_SECONDS = 3600
 
 @dataclass(frozen=True)
 class Product:
-    """One pass in the catalogue, in the carrier's own id."""
+    """One pass in the catalogue, in the carrier's own id; ``reset`` as in models.windows."""
 
     id: str
     name: str
@@ -28,6 +30,10 @@ class Product:
     throttle_kbps: int
     price_cents: int
     reset: str = "rolling"
+    reset_utc_offset_minutes: int = 0
+
+    def __post_init__(self) -> None:
+        check_reset(self.reset, self.reset_utc_offset_minutes, self.validity_seconds)
 
     @property
     def compressed(self) -> bool:
@@ -40,7 +46,8 @@ class Package:
     """One carrier-side pass instance on an ICCID.
 
     ``used_bytes`` is a float internally (usage accrues piecewise from a rate) and stops
-    at the allowance: throttled traffic is not counted.
+    at the allowance: throttled traffic is not counted. ``start_at`` is set when the order
+    asked for activation at a given time rather than after the carrier's latency.
     """
 
     id: str
@@ -58,6 +65,12 @@ class Package:
     terminated_at: float | None = None
     used_bytes: float = 0.0
     alerted: list[int] = field(default_factory=list)
+    reset: str = "rolling"
+    reset_utc_offset_minutes: int = 0
+    start_at: float | None = None
+    # Activates on attach: the moment the ICCID has no ACTIVE package, without latency
+    # (the device's data session is already up).
+    auto: bool = False
 
     @property
     def remaining_bytes(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.windows import window_end_epoch
 from simulators.records import (
     USAGE_THRESHOLDS,
     Interval,
@@ -129,8 +130,20 @@ class SimCard:
             due = p.activation_due_at
             if p.status == "NOT_ACTIVE" and due is not None and due <= t:
                 p.status, p.activated_at = "ACTIVE", due
-                p.expires_at = due + p.validity_seconds
+                p.expires_at = window_end_epoch(
+                    due, p.validity_seconds, p.reset, p.reset_utc_offset_minutes
+                )
                 journal.record(due, "activate", p)
+                fired = True
+        if not any(p.status == "ACTIVE" for p in packages):
+            waiting = [p for p in packages if p.status == "NOT_ACTIVE" and p.auto]
+            if waiting:
+                p = waiting[0]  # the oldest order attaches first
+                p.status, p.activated_at, p.activation_due_at = "ACTIVE", t, t
+                p.expires_at = window_end_epoch(
+                    t, p.validity_seconds, p.reset, p.reset_utc_offset_minutes
+                )
+                journal.record(t, "activate", p)
                 fired = True
         if fired:
             self.update_timeline(t)

@@ -45,15 +45,24 @@ from simulators.webhooks import WebhookDispatcher, WebhookTarget
 
 logger = logging.getLogger(__name__)
 
-GB = 1_000_000_000
+MB, GB = 1_000_000, 1_000_000_000
+UTC_MIDNIGHT, LOCAL_MIDNIGHT = "utc_midnight", "local_midnight"
 CATALOGUE = (
     Product("daily-1gb", "Daily 1 GB", 1 * GB, 86_400, 128, 150),
     Product("daily-3gb", "Daily 3 GB", 3 * GB, 86_400, 1000, 350),
     Product("weekly-10gb", "Weekly 10 GB", 10 * GB, 604_800, 512, 900),
+    Product("daily-1gb-utc", "Daily 1 GB, UTC day", GB, 86_400, 128, 150, UTC_MIDNIGHT),
+    Product("daily-1gb-utc8", "Daily 1 GB, UTC+8 day", GB, 86_400, 128, 150, LOCAL_MIDNIGHT, 480),
     Product("compressed-10s", "Compressed 10 s", 1_000_000, 10, 128, 1),
     Product("compressed-30s", "Compressed 30 s", 3_000_000, 30, 128, 1),
     Product("compressed-60s", "Compressed 60 s", 6_000_000, 60, 128, 1),
     Product("compressed-600s", "Compressed 600 s", 60_000_000, 600, 128, 1),
+    # A compressed "day" is the validity: these end on multiples of 30 s (UTC+8: shifted
+    # by a third of it), so every line of them ends in the same second.
+    Product("compressed-30s-utc", "Compressed 30 s, UTC day", 3 * MB, 30, 128, 1, UTC_MIDNIGHT),
+    Product(
+        "compressed-30s-utc8", "Compressed 30 s, UTC+8", 3 * MB, 30, 128, 1, LOCAL_MIDNIGHT, 480
+    ),
 )
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 _REASONS = {"expire": "EXPIRED", "deactivate": "DEACTIVATED", "cancel": "CANCELLED"}

@@ -6,15 +6,16 @@ accepted). Errors are ``{"error": "message"}``: 400 bad body or paging, 401 bad 
 bytes; lists page with ``count``/``offset`` → ``{total, count, offset, <items>}`` where
 ``count`` is the number of items in this page.
 
-Invented where nothing public says (see CARRIERS.md): ``price_cents`` and ``reset`` on
-templates; sim-registry status ``ACTIVE`` while a package is active, else ``READY``.
+Invented where nothing public says (see CARRIERS.md): ``price_cents``, ``reset`` and
+``reset_utc_offset_minutes`` on templates; sim-registry status ``ACTIVE`` while a package
+is active, else ``READY``.
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -70,6 +71,8 @@ class OrderIn(BaseModel):
     sim: str = Field(min_length=1)
     package_template: str | int
     customer_ref: str | None = Field(default=None, max_length=255)
+    # AUTO: the package activates on attach, i.e. as soon as the SIM has no active one.
+    activation_type: Literal["MANUAL", "AUTO"] = "MANUAL"
 
 
 def package_json(p: Package) -> dict[str, Any]:
@@ -86,6 +89,7 @@ def package_json(p: Package) -> dict[str, Any]:
         "data_usage": int(p.used_bytes),
         "data_usage_allowance": p.allowance_bytes,
         "data_usage_remaining": p.remaining_bytes,
+        "activation_type": "AUTO" if p.auto else "MANUAL",
     }
 
 
@@ -99,6 +103,7 @@ def template_json(p: Product) -> dict[str, Any]:
         "traffic_policy": {"throttle_kbps": p.throttle_kbps},
         "price_cents": p.price_cents,
         "reset": p.reset,
+        "reset_utc_offset_minutes": p.reset_utc_offset_minutes,
     }
 
 
@@ -133,7 +138,8 @@ def create_telna_router(engine: CarrierEngine, api_key: str) -> APIRouter:
     @router.post("/pcr/packages", status_code=201)
     async def order(body: OrderIn) -> dict[str, Any]:
         """Order a package on a SIM; it is NOT_ACTIVE until activated."""
-        package = engine.order(body.sim, str(body.package_template), body.customer_ref)
+        auto = body.activation_type == "AUTO"
+        package = engine.order(body.sim, str(body.package_template), body.customer_ref, auto)
         return package_json(package)
 
     @router.get("/pcr/packages")

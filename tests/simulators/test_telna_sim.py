@@ -206,6 +206,7 @@ async def test_templates_and_control_catalogue(sim: httpx.AsyncClient) -> None:
         "allowance_bytes": 3_000_000,
         "validity_seconds": 30,
         "reset": "rolling",
+        "reset_utc_offset_minutes": 0,
         "throttle_kbps": 128,
         "price_cents": 1,
     }

@@ -1,0 +1,245 @@
+"""The Webbing-like carrier simulator: SOAP 1.1 (ASMX) over the shared carrier engine.
+
+Run it with ``python -m simulators.webbing --port 8101 --state-file .data/webbing.json`` or
+``uvicorn simulators.webbing:create_app_from_settings --factory --port 8101``. Credentials
+come from ``WEBBING__USERNAME`` / ``WEBBING__PASSWORD`` / ``WEBBING__WSKEY``;
+``WEBBING_SIM_STATE_FILE``, ``WEBBING_SIM_SEED`` and ``WEBBING_SIM_USAGE_LAG_SECONDS``
+(lag of compressed products) serve the uvicorn factory, which takes no arguments.
+
+The SOAP methods are described in :mod:`simulators.webbing_service`, wire formats in
+:mod:`simulators.webbing_views`, usage lag in :mod:`simulators.webbing_usage`. Polling
+only: no webhooks. The ``/_sim`` control API is the shared one, plus ``GET/POST
+/_sim/usage-lag`` ``{compressed_seconds?, real_seconds?}``. Fault injection applies to the
+SOAP endpoints: outages and random errors answer 503, lost responses 504, rate limits
+429 with ``Retry-After`` (a gateway in front of the service, not a SOAP Fault).
+Instance ids (``ServiceDeviceProductID``) are random 18-digit numbers, like .NET longs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from config import get_settings
+from simulators.control import (
+    ControlRoute,
+    FaultInjectionMiddleware,
+    Faults,
+    create_control_router,
+)
+from simulators.core import CarrierEngine, Clock
+from simulators.records import Product
+from simulators.runtime import engine_running, load_snapshot
+from simulators.webbing_api import create_webbing_router
+from simulators.webbing_service import Credentials, WebbingService
+from simulators.webbing_usage import UsageLag, UsageMeter
+
+logger = logging.getLogger(__name__)
+
+MB, GB, DAY = 1_000_000, 1_000_000_000, 86_400
+UTC_MIDNIGHT, LOCAL_MIDNIGHT = "utc_midnight", "local_midnight"
+CATALOGUE = (
+    Product("1042", "Daily 1 GB", GB, DAY, 128, 150),
+    Product("1043", "Daily 3 GB", 3 * GB, DAY, 512, 350),
+    Product("1044", "Daily 1 GB, UTC day", GB, DAY, 128, 150, UTC_MIDNIGHT),
+    Product("1045", "Daily 1 GB, UTC+8 day", GB, DAY, 128, 150, LOCAL_MIDNIGHT, 480),
+    Product("1070", "Weekly 10 GB", 10 * GB, 7 * DAY, 256, 900),
+    Product("9010", "Compressed 10 s", MB, 10, 128, 1),
+    Product("9030", "Compressed 30 s", 3 * MB, 30, 128, 1),
+    Product("9060", "Compressed 60 s", 6 * MB, 60, 128, 1),
+    Product("9600", "Compressed 600 s", 60 * MB, 600, 128, 1),
+    # A compressed "day" is the validity: these end on multiples of 30 s (UTC+8: shifted
+    # by a third of it), so every line of them ends in the same second.
+    Product("9130", "Compressed 30 s, UTC day", 3 * MB, 30, 128, 1, UTC_MIDNIGHT),
+    Product("9230", "Compressed 30 s, UTC+8 day", 3 * MB, 30, 128, 1, LOCAL_MIDNIGHT, 480),
+)
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+N = TypeVar("N", int, float)
+
+
+class SimulatorConfigError(ValueError):
+    """The simulator cannot start with this configuration."""
+
+
+def new_instance_id() -> str:
+    return str(10**17 + secrets.randbelow(9 * 10**17))
+
+
+def create_app(
+    username: str,
+    password: str,
+    wskey: str,
+    state_file: str | Path | None = None,
+    seed: int | None = None,
+    *,
+    clock: Clock = time.time,
+    activation_latency: tuple[float, float] | None = None,
+    usage_lag: UsageLag | None = None,
+    products: Sequence[Product] = CATALOGUE,
+    tick_seconds: float = 0.1,
+    save_every_seconds: float = 2.0,
+) -> FastAPI:
+    """A Webbing-like carrier. State lives in ``state_file`` (loaded now, saved while running)."""
+    if not (username and password and wskey):
+        raise SimulatorConfigError(
+            "the Webbing simulator needs credentials "
+            "(WEBBING__USERNAME, WEBBING__PASSWORD and WEBBING__WSKEY)"
+        )
+    path = Path(state_file) if state_file is not None else None
+    snapshot = load_snapshot(path) if path is not None else None
+    if snapshot is None:
+        engine = CarrierEngine(products, clock=clock, seed=seed, new_id=new_instance_id)
+    else:
+        logger.info("Webbing simulator state loaded from %s", path)
+        engine = CarrierEngine.from_snapshot(
+            snapshot, products, clock=clock, new_id=new_instance_id
+        )
+    if activation_latency is not None:
+        engine.set_activation_latency(*activation_latency)
+    meter = UsageMeter(engine, usage_lag)
+    faults = Faults(seed=seed)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with engine_running(
+            engine, path, tick_seconds=tick_seconds, save_every_seconds=save_every_seconds
+        ):
+            task = asyncio.create_task(_read_usage(meter))
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(title="Webbing-like carrier simulator", version="WWS", lifespan=lifespan)
+    app.state.engine, app.state.faults, app.state.meter = engine, faults, meter
+    service = WebbingService(engine, meter, Credentials(username, password, wskey))
+    app.include_router(create_webbing_router(service))
+    app.include_router(create_control_router(engine, faults))
+    app.include_router(_usage_lag_router(meter))
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(FaultInjectionMiddleware, faults=faults)
+    return app
+
+
+async def _read_usage(meter: UsageMeter) -> None:
+    while True:
+        await asyncio.sleep(meter.tick_seconds())
+        try:
+            meter.take_readings()
+        except Exception:
+            logger.exception("usage readings failed")
+
+
+def _usage_lag_router(meter: UsageMeter) -> APIRouter:
+    router = APIRouter(prefix="/_sim", tags=["simulator control"], route_class=ControlRoute)
+
+    @router.get("/usage-lag")
+    async def get_usage_lag() -> UsageLag:
+        """How far reported usage trails traffic, per kind of product."""
+        return meter.lag
+
+    @router.post("/usage-lag")
+    async def set_usage_lag(body: UsageLag) -> UsageLag:
+        """Change the fields given; the others keep their values."""
+        meter.lag = meter.lag.model_copy(update=body.model_dump(exclude_unset=True))
+        return meter.lag
+
+    return router
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 500)
+    message = str(getattr(exc, "detail", "error"))
+    if request.url.path.startswith("/_sim"):
+        return JSONResponse({"error": {"code": "http_error", "message": message}}, status)
+    return PlainTextResponse(message, status)
+
+
+def create_app_from_settings(
+    state_file: str | Path | None = None,
+    seed: int | None = None,
+    usage_lag_seconds: float | None = None,
+) -> FastAPI:
+    """The app as configured by the environment (``uvicorn ... --factory``)."""
+    settings = get_settings().webbing
+    if state_file is None:
+        state_file = os.environ.get("WEBBING_SIM_STATE_FILE") or None
+    seed = seed if seed is not None else _env_number("WEBBING_SIM_SEED", int)
+    if usage_lag_seconds is None:
+        usage_lag_seconds = _env_number("WEBBING_SIM_USAGE_LAG_SECONDS", float)
+    lag = (
+        UsageLag() if usage_lag_seconds is None else UsageLag(compressed_seconds=usage_lag_seconds)
+    )
+    return create_app(
+        settings.username,
+        settings.password.get_secret_value(),
+        settings.wskey.get_secret_value(),
+        state_file=state_file,
+        seed=seed,
+        usage_lag=lag,
+    )
+
+
+def _env_number(name: str, kind: Callable[[str], N]) -> N | None:
+    text = os.environ.get(name)
+    if not text:
+        return None
+    try:
+        return kind(text)
+    except ValueError as exc:
+        raise SimulatorConfigError(f"{name} must be a number, not {text!r}") from exc
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One readable line on stderr, exit status 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return int(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _Parser(
+        prog="python -m simulators.webbing", description="Webbing-like carrier simulator"
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=_port, default=None, help="default: WEBBING_PORT")
+    parser.add_argument("--state-file", type=Path, help="JSON file keeping state across runs")
+    parser.add_argument("--seed", type=int, help="seed of latencies and faults")
+    parser.add_argument("--usage-lag", type=float, help="usage lag of compressed products (s)")
+    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    try:
+        app = create_app_from_settings(args.state_file, args.seed, args.usage_lag)
+    except ValueError as exc:
+        parser.error(str(exc))
+    port = args.port if args.port is not None else get_settings().webbing_port
+    uvicorn.run(app, host=args.host, port=port, log_level=args.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""What the Webbing-like carrier reports as usage: readings taken in batches, so late.
+
+Invented (CARRIERS.md: usage lags minutes behind traffic). The carrier rates usage in
+batches: an instance is read again once its last reading is ``lag`` old, and the usage
+methods report the last reading and its time (``UsageAsOfUtc``). A figure is therefore
+0 to ``lag`` (plus a tick) behind the traffic. The lag is per kind of product: a few
+seconds for compressed-time products (default 2 s), minutes for real ones (default
+300 s); 0 reads live. An instance never read reports 0 as of its activation (or order).
+
+Two counters, as Webbing's spot usage has them: high-speed bytes (``TotalHSUsage``, the
+engine's count, up to the allowance) and throttled bytes (``TotalWBUsage``). The engine
+does not count throttled traffic, so the throttled counter is estimated at each reading:
+the ICCID's throttled seconds since the last reading while this instance was active,
+times its traffic rate capped at the product's throttle speed. Readings live in memory
+only: after a restart the throttled counters start again from 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from simulators.core import CarrierEngine
+from simulators.records import Interval, Package
+
+
+class UsageLag(BaseModel):
+    """How far reported usage may trail the traffic, in seconds (``/_sim/usage-lag``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    compressed_seconds: float = Field(default=2.0, ge=0)
+    real_seconds: float = Field(default=300.0, ge=0)
+
+
+@dataclass(frozen=True)
+class Reading:
+    at: float
+    high_speed_bytes: int
+    throttled_bytes: float = 0.0
+
+
+class UsageMeter:
+    """The readings of every instance of one engine. Use it from the engine's loop."""
+
+    def __init__(self, engine: CarrierEngine, lag: UsageLag | None = None) -> None:
+        self.engine = engine
+        self.lag = lag or UsageLag()
+        self._readings: dict[str, Reading] = {}
+        # Instances whose usage may still change; an ended one leaves after a last reading.
+        self._tracked = {p.id for p in engine.packages()}
+
+    def track(self, package: Package) -> None:
+        """Starts reading a newly sold instance."""
+        self._tracked.add(package.id)
+
+    def lag_of(self, package: Package) -> float:
+        product = self.engine.products.get(package.product_id)
+        compressed = product.compressed if product is not None else False
+        return self.lag.compressed_seconds if compressed else self.lag.real_seconds
+
+    def tick_seconds(self) -> float:
+        """How often :meth:`take_readings` should run to keep each lag."""
+        lags = [s for s in (self.lag.compressed_seconds, self.lag.real_seconds) if s > 0]
+        return min(1.0, max(0.05, min(lags, default=1.0) / 4))
+
+    def take_readings(self) -> None:
+        """Reads every tracked instance whose last reading is at least its lag old."""
+        now = self.engine.advance()
+        for package_id in list(self._tracked):
+            package = self.engine.package(package_id)  # brings its usage up to now
+            last = self._readings.get(package_id)
+            if package.activated_at is None:
+                if package.status == "TERMINATED":  # cancelled before it served
+                    self._tracked.discard(package_id)
+                continue
+            if last is None or now - last.at >= self.lag_of(package):
+                last = self._read(package, now)
+            if self._final(package, last):
+                self._tracked.discard(package_id)
+
+    def reading(self, package: Package) -> Reading:
+        """What the carrier reports for this instance now."""
+        if self.lag_of(package) == 0:
+            package = self.engine.package(package.id)  # brings its usage up to now
+            if package.activated_at is not None:
+                return self._read(package, self.engine.advance())
+        last = self._readings.get(package.id)
+        if last is not None:
+            return last
+        return Reading(package.activated_at or package.ordered_at, 0)
+
+    def _read(self, package: Package, now: float) -> Reading:
+        last = self._readings.get(package.id)
+        throttled = last.throttled_bytes if last is not None else 0.0
+        assert package.activated_at is not None
+        start = max(last.at if last is not None else package.activated_at, package.activated_at)
+        end = min(now, package.terminated_at if package.terminated_at is not None else now)
+        if package.exhausted and end > start:
+            seconds = _throttled_seconds(self.engine.timeline(package.iccid), start, end)
+            product = self.engine.products.get(package.product_id)
+            cap = product.throttle_kbps * 1000 / 8 if product is not None else 0.0
+            throttled += seconds * min(self.engine.traffic(package.iccid), cap)
+        reading = Reading(now, int(package.used_bytes), throttled)
+        self._readings[package.id] = reading
+        return reading
+
+    @staticmethod
+    def _final(package: Package, last: Reading | None) -> bool:
+        """An ended instance read after its end changes no more."""
+        ended = package.terminated_at
+        return ended is not None and last is not None and last.at >= ended
+
+
+def _throttled_seconds(intervals: list[Interval], start: float, end: float) -> float:
+    total = 0.0
+    for interval in intervals:
+        if interval.state != "throttled":
+            continue
+        low = max(interval.start, start)
+        high = min(interval.end if interval.end is not None else end, end)
+        total += max(0.0, high - low)
+    return total

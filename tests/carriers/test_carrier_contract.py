@@ -1,0 +1,126 @@
+"""One scenario through both clients against both simulators: the normalised results agree.
+
+Telna speaks REST/JSON in bytes and epoch milliseconds, Webbing SOAP in MB and
+``MM/dd/yyyy`` times; behind ``carriers.base.Carrier`` a fleet may mix them freely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from carriers.base import Carrier, CarrierLine, CarrierProduct
+from carriers.telna import TelnaCarrier
+from carriers.webbing import WebbingCarrier
+from models.identifiers import make_iccid
+from simulators.telna import create_app as create_telna
+from simulators.webbing import create_app as create_webbing
+from simulators.webbing_usage import UsageLag
+from tests.servers import serve
+
+# The same passes in each carrier's own ids: 1 MB for 10 s, and 3 MB for a 30 s UTC+8 day.
+SHORT = {"telna": "compressed-10s", "webbing": "9010"}
+LOCAL_DAY = {"telna": "compressed-30s-utc8", "webbing": "9230"}
+_serial = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def sims() -> Iterator[dict[str, str]]:
+    webbing = create_webbing("u", "p", "k", seed=3, usage_lag=UsageLag(compressed_seconds=0))
+    with serve(create_telna("telna-key", "", seed=3)) as telna_url, serve(webbing) as webbing_url:
+        yield {"telna": telna_url, "webbing": webbing_url}
+
+
+@pytest.fixture
+async def carriers(sims: dict[str, str]) -> AsyncIterator[dict[str, Carrier]]:
+    clients: dict[str, Carrier] = {
+        "telna": TelnaCarrier(sims["telna"], "telna-key"),
+        "webbing": WebbingCarrier(sims["webbing"], "u", "p", "k"),
+    }
+    yield clients
+    for client in clients.values():
+        await client.aclose()
+
+
+def shape(line: CarrierLine) -> dict[str, Any]:
+    """A line without what differs by nature (ids, exact times)."""
+    window = None
+    if line.activated_at is not None and line.ends_at is not None:
+        window = (line.ends_at - line.activated_at).total_seconds()
+    return {
+        "status": line.status,
+        "reference": line.reference,
+        "allowance_bytes": line.allowance_bytes,
+        "used_bytes": line.used_bytes,
+        "window_seconds": window,
+        "ended": line.ended_at is not None,
+    }
+
+
+def product_shape(product: CarrierProduct) -> dict[str, Any]:
+    return product.model_dump(exclude={"carrier_product_id", "name", "price_cents"})
+
+
+async def scenario(carrier: Carrier, sim_url: str) -> dict[str, Any]:
+    """order → activate → usage → deactivate → find_lines, as the product would run it."""
+    iccid = make_iccid(f"8944{next(_serial) + 9_000_000:014d}")
+    seen: dict[str, Any] = {}
+    async with httpx.AsyncClient(base_url=f"{sim_url}/_sim") as control:
+        await control.post("/esims", json={"iccids": [iccid]})
+        line = await carrier.order(iccid, SHORT[carrier.name], "bal_contract:1")
+        seen["ordered"] = shape(line)
+        seen["activating"] = shape(await carrier.activate(line.line_id))
+        for _ in range(100):
+            active = await carrier.get_line(line.line_id)
+            if active.status == "active":
+                break
+            await asyncio.sleep(0.05)
+        seen["active"] = shape(active)
+        await control.post("/traffic", json={"iccid": iccid, "bytes_per_second": 10_000_000})
+        await asyncio.sleep(0.3)  # 1 MB at 10 MB/s: used up after 0.1 s
+        usage = await carrier.usage(line.line_id)
+        seen["usage"] = (usage.line_id == line.line_id, usage.used_bytes, usage.allowance_bytes)
+        await control.post("/traffic", json={"iccid": iccid, "bytes_per_second": 0})
+        seen["deactivated"] = shape(await carrier.deactivate(line.line_id))
+        found = await carrier.find_lines(iccid)
+        seen["found"] = [(f.line_id == line.line_id, shape(f)) for f in found]
+        entries = (await control.get("/ledger", params={"iccid": iccid})).json()["entries"]
+        seen["ledger"] = [(e["action"], e["reference"]) for e in entries]
+    products = {p.carrier_product_id: p for p in await carrier.list_products()}
+    seen["products"] = [product_shape(products[ids[carrier.name]]) for ids in (SHORT, LOCAL_DAY)]
+    return seen
+
+
+async def test_both_carriers_tell_the_same_story(
+    carriers: dict[str, Carrier], sims: dict[str, str]
+) -> None:
+    telna, webbing = await asyncio.gather(
+        scenario(carriers["telna"], sims["telna"]), scenario(carriers["webbing"], sims["webbing"])
+    )
+    assert telna == webbing
+    # ... and the story is the right one
+    assert telna["ordered"] == {
+        "status": "scheduled",
+        "reference": "bal_contract:1",
+        "allowance_bytes": 1_000_000,
+        "used_bytes": 0,
+        "window_seconds": None,
+        "ended": False,
+    }
+    assert telna["activating"]["status"] == "scheduled"
+    assert telna["active"]["status"] == "active" and telna["active"]["window_seconds"] == 10
+    assert telna["usage"] == (True, 1_000_000, 1_000_000)
+    assert telna["deactivated"]["status"] == "ended" and telna["deactivated"]["ended"]
+    assert telna["found"] == [(True, telna["deactivated"])]
+    assert telna["ledger"] == [
+        (action, "bal_contract:1") for action in ("order", "activate", "exhaust", "deactivate")
+    ]
+    assert [(p["reset"], p["reset_utc_offset_minutes"]) for p in telna["products"]] == [
+        ("rolling", 0),
+        ("local_midnight", 480),
+    ]

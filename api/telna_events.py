@@ -2,8 +2,10 @@
 
 The carrier signs ``f"{t}.{raw body}"`` with HMAC-SHA256 and the shared secret and sends
 ``Telna-Signature: t=<unix seconds>,v1=<hex>``. A signature older or newer than five
-minutes is refused, so a captured request cannot be replayed later. Duplicates and
-out-of-order deliveries are harmless: the workflow ignores usage older than what it has.
+minutes is refused, so a captured request cannot be replayed later, nor its signature
+put on another body. Within the five minutes a replay is a duplicate: the route answers
+it without a second signal (``event_id`` is remembered). Out-of-order deliveries are
+harmless too: the workflow ignores usage older than what it has.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 TOLERANCE_SECONDS = 300
+MAX_TIMESTAMP_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 class SignatureError(ValueError):
@@ -25,20 +28,22 @@ class SignatureError(ValueError):
 
 
 class EventDetails(BaseModel):
-    iccid: str
-    package_id: str
-    customer_ref: str | None = None
+    iccid: str = Field(max_length=32)
+    package_id: str = Field(max_length=128)
+    customer_ref: str | None = Field(default=None, max_length=128)
     threshold_percent: int | None = None
-    data_usage: int = 0
-    data_usage_allowance: int = 0
-    data_usage_remaining: int = 0
+    data_usage: int = Field(default=0, ge=0)
+    data_usage_allowance: int = Field(default=0, ge=0)
+    data_usage_remaining: int = Field(default=0, ge=0)
     status: str | None = None
 
 
 class TelnaEvent(BaseModel):
-    event_id: str
-    event: str
-    timestamp: int
+    """One webhook delivery as the Telna-like carrier sends it."""
+
+    event_id: str = Field(min_length=1, max_length=128)
+    event: str = Field(max_length=64)
+    timestamp: int = Field(ge=0, le=MAX_TIMESTAMP_MS, description="epoch milliseconds")
     eventDetails: EventDetails  # noqa: N815  (the carrier's field name)
 
     @property

@@ -178,6 +178,13 @@ class ChangeProduct(BaseModel):
     actor: str = "operator"
 
 
+class ChangePolicy(BaseModel):
+    """Payload of the ``change_policy`` update: the balance's whole new policy."""
+
+    policy: Policy
+    actor: str = "operator"
+
+
 class BalanceStatusView(BaseModel):
     """Result of the ``status`` query: the stack of lines and what happens next."""
 
@@ -214,6 +221,8 @@ class OrderLineInput(BaseModel):
     carrier: str
     seq: int
     product: ProductSpec
+    # The carrier starts the line by itself then, should our activation not come first.
+    start_at: datetime | None = None
 
     @property
     def reference(self) -> str:

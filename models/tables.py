@@ -133,3 +133,22 @@ class LineEvent(SQLModel, table=True):
     actor: str = Field(max_length=64)
     at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """A request the API has answered, by key, so a repeat gets the first answer.
+
+    ``scope`` says what the key is: ``POST /v1/balances`` for a client's
+    ``Idempotency-Key``, ``telna-event`` for a carrier webhook's ``event_id``.
+    ``status_code`` is NULL while the first request is still being served.
+    """
+
+    __tablename__ = "idempotency_record"
+
+    scope: str = Field(primary_key=True, max_length=32)
+    key: str = Field(primary_key=True, max_length=255)
+    request_hash: str = Field(max_length=64)
+    status_code: int | None = None
+    response: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))

@@ -1,0 +1,58 @@
+"""Database look-ups that routes share; each refuses with the API's error when it fails."""
+
+from __future__ import annotations
+
+from sqlmodel import Session, col, select
+
+from api.errors import ApiError
+from models.payloads import Policy
+from models.tables import Balance, BalanceLine, Product
+from workflows.balance import policy_problem
+
+
+def balance_or_404(session: Session, balance_id: str) -> Balance:
+    balance = session.get(Balance, balance_id)
+    if balance is None:
+        raise ApiError(404, "not_found", f"no balance {balance_id}")
+    return balance
+
+
+def open_balance_or_409(session: Session, balance_id: str) -> Balance:
+    """The balance if it is still open (its workflow runs); 404 / 409 otherwise."""
+    balance = balance_or_404(session, balance_id)
+    if balance.closed_at is not None or balance.open_iccid is None:
+        raise ApiError(409, "balance_closed", f"balance {balance_id} is {balance.state}")
+    return balance
+
+
+def lines_of(session: Session, balance_id: str) -> list[BalanceLine]:
+    query = (
+        select(BalanceLine)
+        .where(BalanceLine.balance_id == balance_id)
+        .order_by(col(BalanceLine.seq).desc())
+    )
+    return list(session.exec(query).all())
+
+
+def product_for(session: Session, product_id: str, carrier: str) -> Product:
+    """The catalogue product, if the eSIM's carrier sells it; 422 otherwise."""
+    product = session.get(Product, product_id)
+    if product is None:
+        raise ApiError(422, "unknown_product", f"no product {product_id!r} in the catalogue")
+    if product.carrier != carrier:
+        raise ApiError(
+            422,
+            "carrier_mismatch",
+            f"product {product.id} is sold by {product.carrier}, but this eSIM is on {carrier}",
+        )
+    return product
+
+
+def check_policy(policy: Policy | None, *products: Product) -> None:
+    """422 unless ``policy`` can drive lines of each of these products."""
+    if policy is None:
+        return
+    for product in products:
+        problem = policy_problem(policy, product.validity_seconds)
+        if problem is not None:
+            raise ApiError(422, "invalid_policy", f"policy: {problem} for {product.id}")

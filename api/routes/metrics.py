@@ -1,0 +1,21 @@
+"""Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlmodel import func, select
+
+from api.deps import SessionDep, TelemetryDep
+from models.tables import Balance
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(session: SessionDep, telemetry: TelemetryDep) -> PlainTextResponse:
+    """Prometheus metrics: requests by route and status, balances by state, webhooks."""
+    rows = session.exec(select(Balance.state, func.count()).group_by(Balance.state)).all()
+    telemetry.set_balances(dict(rows))
+    return PlainTextResponse(generate_latest(telemetry.registry), media_type=CONTENT_TYPE_LATEST)

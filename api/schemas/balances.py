@@ -1,0 +1,121 @@
+"""Balances and their lines as the API takes and returns them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from api.schemas.common import PRINTABLE_PATTERN, STRICT_INPUT, CarrierName, Iccid, ProductId
+from enrolment import MAX_LINES
+from models.identifiers import validate_iccid
+from models.payloads import BalanceStatus, LineState, Policy
+
+
+class BalanceBase(BaseModel):
+    iccid: Iccid
+    product_id: ProductId
+
+
+class BalanceCreate(BalanceBase):
+    """Start a balance: the eSIM (registered first) on a product of its carrier."""
+
+    model_config = STRICT_INPUT
+
+    lines: int | None = Field(
+        default=None, ge=1, le=MAX_LINES, description="Term in lines; omitted: until cancelled"
+    )
+    policy: Policy | None = Field(default=None, description="Omitted: the defaults")
+
+    @field_validator("iccid")
+    @classmethod
+    def _iccid(cls, value: str) -> str:
+        return validate_iccid(value)
+
+
+class BalanceUpdate(BaseModel):
+    """Change a balance from its next line on; give at least one field."""
+
+    model_config = STRICT_INPUT | ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"product_id": "telna-daily-1gb"},
+                {"policy": {"max_lines_per_day": 24}},
+            ]
+        }
+    )
+
+    product_id: ProductId | None = Field(
+        default=None, description="Another product of the same carrier, for the next lines"
+    )
+    policy: Policy | None = Field(
+        default=None, description="Replaces the whole policy (omitted fields: defaults)"
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> BalanceUpdate:
+        if self.product_id is None and self.policy is None:
+            raise ValueError("give product_id or policy")
+        return self
+
+
+class ActionBody(BaseModel):
+    """Optional body of an operator action: why, for the ledger."""
+
+    model_config = STRICT_INPUT
+
+    reason: str = Field(default="", max_length=200, pattern=PRINTABLE_PATTERN)
+
+
+class BalancePublic(BalanceBase):
+    """A balance as the database mirrors its workflow."""
+
+    id: str = Field(examples=["bal_0123456789ab"])
+    carrier: CarrierName
+    next_product_id: str | None
+    lines_total: int | None
+    policy: Policy
+    state: BalanceStatus
+    workflow_id: str
+    line_seq: int | None = Field(description="Sequence number of the active line")
+    line_ends_at: datetime | None
+    rotations: int
+    paused: bool
+    capped: bool
+    failing_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+
+
+class LinePublic(BaseModel):
+    """One Balance Line: a carrier package with a time window."""
+
+    id: str = Field(description="Our order reference `{balance_id}:{seq}`")
+    seq: int
+    state: LineState
+    product_id: str
+    carrier_line_id: str | None = Field(description="The carrier's package id")
+    allowance_bytes: int
+    used_bytes: int
+    ordered_at: datetime | None
+    activated_at: datetime | None
+    ends_at: datetime | None
+    ended_at: datetime | None
+
+
+class BalanceDetail(BalancePublic):
+    """A balance with all its lines, newest first."""
+
+    lines: list[LinePublic]
+    continuity: dict[str, Any] | None = Field(
+        default=None, description="Gap and throttled seconds (not computed yet: null)"
+    )
+
+
+class BalancesPublic(BaseModel):
+    """One page of balances, newest first."""
+
+    data: list[BalancePublic]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page")

@@ -1,0 +1,30 @@
+"""The product catalogue as the API returns it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from api.schemas.common import CarrierName
+
+
+class ProductPublic(BaseModel):
+    """A carrier's data pass, synced from the carrier's catalogue."""
+
+    id: str
+    carrier: CarrierName
+    carrier_product_id: str
+    name: str
+    allowance_bytes: int
+    validity_seconds: int
+    reset: str
+    reset_utc_offset_minutes: int
+    throttle_kbps: int
+    price_cents: int
+    synced_at: datetime
+
+
+class ProductsPublic(BaseModel):
+    data: list[ProductPublic]
+    count: int

@@ -15,6 +15,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
     from activities.carrier import NON_RETRYABLE, CarrierActivities
@@ -28,24 +29,20 @@ with workflow.unsafe.imports_passed_through():
         BalanceState,
         BalanceStatus,
         BalanceStatusView,
+        ChangePolicy,
         ChangeProduct,
         EventRecord,
         Line,
         LineCommand,
         LineState,
         OrderLineInput,
+        Policy,
         RecordChanges,
         UsageReport,
     )
     from workflows import usage
 
 CARRIER_CALL = timedelta(seconds=30)
-CARRIER_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    non_retryable_error_types=NON_RETRYABLE,
-)
 # Activation is confirmed by polling: each retry asks the carrier again.
 ACTIVATION_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=300),
@@ -57,7 +54,6 @@ STORE_CALL = timedelta(seconds=30)
 STORE_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 # Shortest wait between two attempts once a step has failed for good.
 FAILING_BACKOFF = timedelta(seconds=30)
-MIN_PATIENCE = timedelta(seconds=60)
 
 
 @workflow.defn
@@ -170,6 +166,25 @@ class BalanceWorkflow:
                 f"but this eSIM is on {s.carrier}"
             )
 
+    @workflow.update
+    def change_policy(self, req: ChangePolicy) -> BalanceStatusView:
+        """Rotate by another policy from now on; the next order and switch times follow it."""
+        self.s.policy = req.policy
+        detail = req.policy.model_dump(mode="json", exclude_none=True)
+        self._note_event("policy_changed", req.actor, policy=detail)
+        self._wake = True
+        return self.status()
+
+    @change_policy.validator
+    def _validate_change_policy(self, req: ChangePolicy) -> None:
+        s = self.s
+        if s.status in CLOSED_STATUSES or s.cancel_requested:
+            raise ValueError(f"balance {s.balance_id} is closed")
+        for product in filter(None, (s.product, s.next_product)):
+            problem = policy_problem(req.policy, product.validity_seconds)
+            if problem is not None:
+                raise ValueError(problem)
+
     # --- queries ----------------------------------------------------------------------
 
     @workflow.query
@@ -207,22 +222,23 @@ class BalanceWorkflow:
         s = self.s
         seq = s.last_seq + 1
         product = s.next_product or s.product
-        deadline = self._switch_at() if s.active else None
+        handle = workflow.start_activity_method(
+            CarrierActivities.order_line,
+            OrderLineInput(
+                balance_id=s.balance_id,
+                iccid=s.iccid,
+                carrier=s.carrier,
+                seq=seq,
+                product=product,
+                start_at=self._ends_at(s.active) if s.active else None,
+            ),
+            start_to_close_timeout=CARRIER_CALL,
+            retry_policy=self._carrier_retry(),
+            summary=f"order line {seq} ({product.id}) at {s.carrier}",
+        )
+        deadline = self._switch_at() if s.active else self._patience()
         try:
-            line: Line = await workflow.execute_activity_method(
-                CarrierActivities.order_line,
-                OrderLineInput(
-                    balance_id=s.balance_id,
-                    iccid=s.iccid,
-                    carrier=s.carrier,
-                    seq=seq,
-                    product=product,
-                ),
-                start_to_close_timeout=CARRIER_CALL,
-                schedule_to_close_timeout=self._patience(deadline),
-                retry_policy=CARRIER_RETRY,
-                summary=f"order line {seq} ({product.id}) at {s.carrier}",
-            )
+            line: Line = await self._watch(handle, deadline, f"ordering line {seq}")
         except ActivityError as error:
             await self._failing(f"ordering line {seq} failed: {_cause(error)}")
             return False
@@ -236,31 +252,48 @@ class BalanceWorkflow:
         await self._record(lines=[line], events=[self._event("ordered", line)])
         return True
 
-    async def _activate(self, line: Line, deadline: datetime | None) -> Line | None:
+    async def _activate(self, line: Line, deadline: datetime) -> Line | None:
         """Activate ``line`` and wait for the carrier to confirm it; None if it failed."""
         s = self.s
+        handle = workflow.start_activity_method(
+            CarrierActivities.activate_line,
+            LineCommand(carrier=s.carrier, iccid=s.iccid, line=line),
+            start_to_close_timeout=CARRIER_CALL,
+            retry_policy=ACTIVATION_RETRY,
+            summary=f"activate line {line.seq} at {s.carrier}, wait for confirmation",
+        )
         try:
-            active: Line = await workflow.execute_activity_method(
-                CarrierActivities.activate_line,
-                LineCommand(carrier=s.carrier, iccid=s.iccid, line=line),
-                start_to_close_timeout=CARRIER_CALL,
-                schedule_to_close_timeout=self._patience(deadline),
-                retry_policy=ACTIVATION_RETRY,
-                summary=f"activate line {line.seq} at {s.carrier}, wait for confirmation",
-            )
+            active: Line = await self._watch(handle, deadline, f"activating line {line.seq}")
         except ActivityError as error:
-            if _error_type(error) in NON_RETRYABLE:
-                # The carrier will never activate this package: drop it, order afresh.
-                failed = line.model_copy(update={"state": LineState.failed})
-                s.scheduled = None
-                self._archive(failed)
-                event = self._event("activation_failed", failed)
-                await self._record(lines=[failed], events=[event])
+            # Only non-retryable errors end the activity: the carrier will never activate
+            # this package. Drop it and order afresh.
+            failed = line.model_copy(update={"state": LineState.failed})
+            s.scheduled = None
+            self._archive(failed)
+            event = self._event("activation_failed", failed)
+            await self._record(lines=[failed], events=[event])
             await self._failing(f"activating line {line.seq} failed: {_cause(error)}")
             return None
         self._count_line_today(active)
         self._recovered()
         return active
+
+    async def _watch(self, handle: ActivityHandle[Line], deadline: datetime, what: str) -> Line:
+        """Await a carrier activity that retries until the carrier answers; should it still
+        be retrying at ``deadline``, show the balance as Failing meanwhile.
+
+        The activity is never abandoned and restarted: an attempt still in flight could
+        then race its successor, and an order placed twice is a purchase made twice.
+        """
+        try:
+            await workflow.wait_condition(
+                handle.done,
+                timeout=max(deadline - workflow.now(), timedelta(0)),
+                timeout_summary=f"{what}: Failing if not done by {deadline:%H:%M:%SZ}",
+            )
+        except TimeoutError:
+            await self._set_failing(f"{what} still failing at {deadline:%H:%M:%SZ}")
+        return await handle
 
     async def _deactivate(self, line: Line, end_state: LineState) -> Line:
         """End ``line`` at the carrier; retried until the carrier confirms."""
@@ -269,7 +302,7 @@ class BalanceWorkflow:
             CarrierActivities.deactivate_line,
             LineCommand(carrier=s.carrier, iccid=s.iccid, line=line, end_state=end_state),
             start_to_close_timeout=CARRIER_CALL,
-            retry_policy=CARRIER_RETRY,
+            retry_policy=self._carrier_retry(),
             summary=f"deactivate line {line.seq} at {s.carrier} ({end_state.value})",
         )
         return ended
@@ -280,7 +313,7 @@ class BalanceWorkflow:
         if s.scheduled is None and not await self._order_next():
             return
         assert s.scheduled is not None
-        active = await self._activate(s.scheduled, None)
+        active = await self._activate(s.scheduled, self._patience())
         if active is None:
             return
         s.active, s.scheduled = active, None
@@ -345,6 +378,9 @@ class BalanceWorkflow:
                 continue
             state = end_state if line.state == LineState.active else LineState.cancelled
             done = await self._deactivate(line, state)
+            if line.state == LineState.scheduled and done.activated_at is not None:
+                # The carrier's safety net started it (the line before ended first).
+                events.append(self._carrier_activated(done))
             ended.append(done)
             events.append(self._event(state.value, done, reason=reason))
             self._archive(done)
@@ -363,8 +399,11 @@ class BalanceWorkflow:
                 CarrierActivities.line_usage,
                 LineCommand(carrier=s.carrier, iccid=s.iccid, line=s.active),
                 start_to_close_timeout=CARRIER_CALL,
-                schedule_to_close_timeout=MIN_PATIENCE,
-                retry_policy=CARRIER_RETRY,
+                # A read may be abandoned (unlike an order): it changes nothing.
+                schedule_to_close_timeout=timedelta(
+                    seconds=max(1.0, min(30.0, s.active.validity_seconds / 10))
+                ),
+                retry_policy=self._carrier_retry(),
                 summary=f"read usage of line {s.active.seq} at {s.carrier}",
             )
         except ActivityError:
@@ -382,15 +421,20 @@ class BalanceWorkflow:
         return self.status()
 
     async def _failing(self, reason: str) -> None:
-        """Show the balance as Failing, then wait before the next attempt."""
+        """The carrier refused for good: show Failing, then wait before the next attempt."""
+        s = self.s
+        await self._set_failing(reason)
+        # Short passes (compressed time) retry sooner, in proportion to their validity.
+        backoff = min(FAILING_BACKOFF, timedelta(seconds=max(1.0, s.product.validity_seconds / 4)))
+        await self._wait(lambda: s.cancel_requested or s.paused, backoff, "wait before retrying")
+
+    async def _set_failing(self, reason: str) -> None:
+        """Show the balance as Failing (search attribute, ledger event), once per episode."""
         s = self.s
         if s.failing_reason is None:
             s.failing_reason = reason
             self._set_status(BalanceStatus.Failing)
             await self._record(events=[self._event("failing", None, reason=reason)])
-        # Short passes (compressed time) retry sooner, in proportion to their validity.
-        backoff = min(FAILING_BACKOFF, timedelta(seconds=max(1.0, s.product.validity_seconds / 4)))
-        await self._wait(lambda: s.cancel_requested or s.paused, backoff, "wait before retrying")
 
     def _recovered(self) -> None:
         s = self.s
@@ -504,11 +548,23 @@ class BalanceWorkflow:
         s = self.s
         return s.lines_total is not None and s.last_seq >= s.lines_total
 
-    def _patience(self, deadline: datetime | None) -> timedelta:
-        """How long a step may keep retrying before the balance shows Failing."""
-        if deadline is None:
-            return MIN_PATIENCE * 5
-        return max(deadline - workflow.now(), MIN_PATIENCE)
+    def _carrier_retry(self) -> RetryPolicy:
+        """Backoff capped at a fifth of the lead (1 s to 30 s): after an outage the next
+        attempt comes while there is still time to order and switch before the line ends."""
+        lead = self.s.policy.lead(self.s.product.validity_seconds)
+        cap = timedelta(seconds=min(30.0, max(1.0, lead / 5)))
+        return RetryPolicy(
+            initial_interval=min(timedelta(seconds=1), cap),
+            backoff_coefficient=2.0,
+            maximum_interval=cap,
+            non_retryable_error_types=NON_RETRYABLE,
+        )
+
+    def _patience(self) -> datetime:
+        """When a step with no line deadline (the first line, a resume) shows Failing:
+        after a quarter of the validity, between 1 s and 60 s."""
+        quarter = self.s.product.validity_seconds / 4
+        return workflow.now() + timedelta(seconds=min(60.0, max(1.0, quarter)))
 
     # --- usage ------------------------------------------------------------------------
 
@@ -566,6 +622,11 @@ class BalanceWorkflow:
             detail=detail,
         )
 
+    def _carrier_activated(self, line: Line) -> EventRecord:
+        """The carrier activated ``line`` on its own, at the time it says."""
+        event = self._event("activated", line, reason="started by the carrier")
+        return event.model_copy(update={"actor": "carrier", "at": line.activated_at})
+
     def _note_event(self, kind: str, actor: str, seq: int | None = None, **detail: Any) -> None:
         """An event from a message handler, written with the next store call."""
         self.s.pending_events.append(
@@ -592,7 +653,10 @@ class BalanceWorkflow:
         pending, s.pending_events = s.pending_events, []
         active = s.active
         kinds = ", ".join(e.kind for e in [*pending, *(events or [])])
-        await workflow.execute_activity_method(
+        # A local activity: one marker event in history instead of a scheduled/started/
+        # completed trio plus a workflow task; the write is idempotent, so a re-run after a
+        # worker crash is harmless.
+        await workflow.execute_local_activity_method(
             StoreActivities.record_changes,
             RecordChanges(
                 balance_id=s.balance_id,
@@ -643,9 +707,19 @@ class BalanceWorkflow:
                 self._published[update.key.name] = update.value
 
 
-def _error_type(error: ActivityError) -> str | None:
-    cause = error.cause
-    return cause.type if isinstance(cause, ApplicationError) else None
+def policy_problem(policy: Policy, validity_seconds: int) -> str | None:
+    """Why ``policy`` cannot drive lines of this validity, or None if it can.
+
+    The switch starts ``margin`` before a line ends: with a margin close to the validity
+    every line would be switched away from soon after it is up, a pass bought per loop.
+    So a line must serve at least half its validity, and ordering comes before switching.
+    """
+    margin, lead = policy.margin(validity_seconds), policy.lead(validity_seconds)
+    if margin >= lead:
+        return f"margin {margin:g} s must be shorter than the lead {lead:g} s"
+    if margin > validity_seconds / 2:
+        return f"margin {margin:g} s must be at most half the validity {validity_seconds} s"
+    return None
 
 
 def _cause(error: ActivityError) -> str:

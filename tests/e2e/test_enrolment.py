@@ -55,9 +55,9 @@ async def _workflow_count(r: Rig, iccid: str) -> int:
 
 
 async def test_enrolling_the_same_iccid_twice_starts_one_workflow(
-    dev_env: WorkflowEnvironment, tmp_path: Path
+    dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str
 ) -> None:
-    async with rig(dev_env, tmp_path) as r:
+    async with rig(dev_env, tmp_path, database_url=database_url) as r:
         (iccid,) = iccids(1)
         await r.add_esims(iccid)
         await asyncio.gather(*(r.enrol(iccid, "telna-compressed-60s") for _ in range(3)))
@@ -79,9 +79,9 @@ async def test_enrolling_the_same_iccid_twice_starts_one_workflow(
 
 
 async def test_bad_input_is_one_clear_line_and_changes_nothing(
-    dev_env: WorkflowEnvironment, tmp_path: Path
+    dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str
 ) -> None:
-    async with rig(dev_env, tmp_path) as r:
+    async with rig(dev_env, tmp_path, database_url=database_url) as r:
         good, bad_luhn = iccids(2)
         bad_luhn = bad_luhn[:-1] + str((int(bad_luhn[-1]) + 1) % 10)
         before = _counts(r.settings.database_url)

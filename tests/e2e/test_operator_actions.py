@@ -24,9 +24,9 @@ def _product(url: str, product_id: str) -> ProductSpec:
 
 
 async def test_each_operator_action_changes_what_the_carrier_sees(
-    dev_env: WorkflowEnvironment, tmp_path: Path
+    dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str
 ) -> None:
-    async with rig(dev_env, tmp_path) as r:
+    async with rig(dev_env, tmp_path, database_url=database_url) as r:
         (iccid,) = iccids(1)
         await r.add_esims(iccid)
         # A 60 s pass rotates by time only ~50 s after each activation: time enough.
@@ -85,9 +85,9 @@ async def test_each_operator_action_changes_what_the_carrier_sees(
 
 
 async def test_change_product_refuses_another_carriers_product(
-    dev_env: WorkflowEnvironment, tmp_path: Path
+    dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str
 ) -> None:
-    async with rig(dev_env, tmp_path) as r:
+    async with rig(dev_env, tmp_path, database_url=database_url) as r:
         (iccid,) = iccids(1)
         await r.add_esims(iccid)
         await r.enrol(iccid, "telna-compressed-60s")

@@ -19,9 +19,9 @@ FAST = Policy(lead_seconds=5, margin_seconds=3)
 
 
 async def test_three_esims_rotate_five_times_with_no_gap(
-    dev_env: WorkflowEnvironment, tmp_path: Path
+    dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str
 ) -> None:
-    async with rig(dev_env, tmp_path) as r:
+    async with rig(dev_env, tmp_path, database_url=database_url) as r:
         fleet = iccids(3)
         await r.add_esims(*fleet)
         for iccid in fleet:
@@ -40,9 +40,9 @@ async def test_three_esims_rotate_five_times_with_no_gap(
 
 
 async def test_heavy_traffic_switches_before_the_window_ends(
-    dev_env: WorkflowEnvironment, tmp_path: Path
+    dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str
 ) -> None:
-    async with rig(dev_env, tmp_path) as r:
+    async with rig(dev_env, tmp_path, database_url=database_url) as r:
         (iccid,) = iccids(1)
         await r.add_esims(iccid)
         await r.enrol(iccid, "telna-compressed-60s")
@@ -63,9 +63,9 @@ async def test_heavy_traffic_switches_before_the_window_ends(
 
 
 async def test_at_the_cost_cap_the_esim_stays_throttled_and_says_so(
-    dev_env: WorkflowEnvironment, tmp_path: Path
+    dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str
 ) -> None:
-    async with rig(dev_env, tmp_path) as r:
+    async with rig(dev_env, tmp_path, database_url=database_url) as r:
         (iccid,) = iccids(1)
         await r.add_esims(iccid)
         await r.enrol(iccid, "telna-compressed-60s", policy=Policy(max_lines_per_day=1))

@@ -1,0 +1,128 @@
+"""What real carriers do — errors, outages, lost responses — and nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from models.payloads import BalanceStatus, Policy
+from tests.e2e.harness import Rig, iccids, none_seconds, rig
+
+FAST = Policy(lead_seconds=5, margin_seconds=3)
+
+
+async def _faults(r: Rig, **faults: Any) -> dict[str, Any]:
+    response = await r.http.post(f"{r.sim_url}/_sim/faults", json=faults)
+    response.raise_for_status()
+    report: dict[str, Any] = (await r.http.get(f"{r.sim_url}/_sim/faults")).json()
+    return report
+
+
+@pytest.mark.slow
+async def test_lost_responses_never_buy_twice(dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async with rig(dev_env, tmp_path) as r:
+        fleet = iccids(10)
+        await r.add_esims(*fleet)
+        await _faults(r, lose_responses=0.3)
+        for iccid in fleet:
+            await r.enrol(iccid, "telna-compressed-10s", policy=FAST)
+        for _ in range(240):
+            orders = [e for e in await r.ledger() if e["action"] == "order"]
+            if len(orders) >= 60:
+                break
+            await asyncio.sleep(0.5)
+        report = await _faults(r)
+        assert report["injected"]["lost_response"] >= 20, report
+        await r.cancel_and_wait(*fleet)
+        orders = [e for e in await r.ledger() if e["action"] == "order"]
+        assert len(orders) >= 50
+        per_line = Counter(e["reference"] for e in orders)
+        assert max(per_line.values()) == 1, [ref for ref, n in per_line.items() if n > 1]
+        await r.assert_database_matches_carrier(*fleet)
+
+
+@pytest.mark.slow
+async def test_errors_and_outages_shorter_than_the_lead_leave_no_gap(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    async with rig(dev_env, tmp_path) as r:
+        fleet = iccids(3)
+        await r.add_esims(*fleet)
+        # 30 s passes, 10 s lead, 3 s margin.
+        policy = Policy(lead_seconds=10, margin_seconds=3)
+        for iccid in fleet:
+            await r.enrol(iccid, "telna-compressed-30s", policy=policy)
+        await _faults(r, error_rate=0.2)
+
+        # 1. An outage over the switch and the line's end, once the next line is ordered:
+        #    the carrier starts the ordered line itself when the old one ends.
+        views = [
+            await r.wait_for(i, lambda s: s.scheduled is not None, 40, "line 2 ordered")
+            for i in fleet
+        ]
+        ends = min(v.active.ends_at for v in views if v.active and v.active.ends_at)
+        await asyncio.sleep(max(0.0, (ends - datetime.now(UTC)).total_seconds() - 5))
+        await _faults(r, error_rate=0.2, outage_seconds=8)
+        await asyncio.sleep(8.5)
+
+        # 2. An outage that begins before the order moment and ends in time to order.
+        first = await r.wait_for(fleet[0], lambda s: s.rotations >= 1, 40, "rotation 1")
+        assert first.order_at is not None
+        await asyncio.sleep(max(0.0, (first.order_at - datetime.now(UTC)).total_seconds() - 1))
+        await _faults(r, error_rate=0.2, outage_seconds=5)
+
+        for iccid in fleet:
+            await r.wait_for(iccid, lambda s: s.rotations >= 3, 120, "three rotations")
+        report = await _faults(r)
+        assert report["injected"]["outage"] > 0 and report["injected"]["error"] > 0, report
+        stopped_at = datetime.now(UTC)
+        await r.cancel_and_wait(*fleet)
+        for iccid in fleet:
+            assert none_seconds(await r.timeline(iccid), until=stopped_at) == 0, iccid
+        await r.assert_database_matches_carrier(*fleet)
+
+
+@pytest.mark.slow
+async def test_an_outage_longer_than_the_lead_shows_failing_and_recovers(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    async with rig(dev_env, tmp_path) as r:
+        (iccid,) = iccids(1)
+        await r.add_esims(iccid)
+        await r.enrol(iccid, "telna-compressed-10s", policy=FAST)
+        first = await r.wait_for(iccid, lambda s: s.active is not None, 30, "first line")
+        assert first.active is not None and first.active.ends_at is not None
+        ends_at = first.active.ends_at
+        # The outage starts before the order moment and lasts past the line's end.
+        wait = (ends_at - datetime.now(UTC)).total_seconds() - 7
+        await asyncio.sleep(max(0.0, wait))
+        outage = 15.0
+        started = datetime.now(UTC)
+        await _faults(r, outage_seconds=outage)
+        failing = await r.wait_for(
+            iccid, lambda s: s.status == BalanceStatus.Failing, 20, "Failing during the outage"
+        )
+        assert failing.failing_reason
+        recovered = await r.wait_for(
+            iccid,
+            lambda s: (
+                s.status == BalanceStatus.Active and s.active is not None and s.active.seq >= 2
+            ),
+            40,
+            "recovery",
+        )
+        assert recovered.failing_reason is None
+        stopped_at = datetime.now(UTC)
+        await r.cancel_and_wait(iccid)
+        gap = none_seconds(await r.timeline(iccid), until=stopped_at)
+        overrun = (started.timestamp() + outage) - ends_at.timestamp()
+        # The gap is the outage's overrun past the line's end, plus the time to order and
+        # activate once the carrier answers again (retry backoff, activation latency).
+        assert 0 < gap <= overrun + 6, (gap, overrun)
+        await r.assert_database_matches_carrier(iccid)

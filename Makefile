@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: install run test lint
+.PHONY: install run test lint migration
 
 install: $(VENV)/.installed
 
@@ -25,3 +25,13 @@ lint: install
 
 test: lint
 	$(PY) -m pytest $(ARGS)
+
+# A new migration from the difference between models/tables.py and the migrations so far,
+# found on a scratch SQLite database brought to head first. Review the file it writes.
+SCRATCH_DB := .data/autogenerate.db
+migration: install
+	@test -n "$(MESSAGE)" || { echo 'usage: make migration MESSAGE="what changed"' >&2; exit 2; }
+	@mkdir -p .data && rm -f $(SCRATCH_DB)*
+	$(PY) -m alembic -x url=sqlite:///$(SCRATCH_DB) upgrade head
+	$(PY) -m alembic -x url=sqlite:///$(SCRATCH_DB) revision --autogenerate -m "$(MESSAGE)"
+	@rm -f $(SCRATCH_DB)*

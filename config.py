@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DATA_DIR = Path(__file__).resolve().parent / ".data"
@@ -18,32 +18,54 @@ DATA_DIR = Path(__file__).resolve().parent / ".data"
 class TelnaSettings(BaseModel):
     """The Telna-like carrier: REST/JSON, raw API key, signed usage webhooks."""
 
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     base_url: str = "http://127.0.0.1:8102"
+    """Base URL of the Telna API (or its simulator)."""
     api_key: SecretStr = SecretStr("")
+    """Telna API key, sent raw in `Authorization`."""
     webhook_secret: SecretStr = SecretStr("")
+    """Shared secret that signs Telna's usage webhooks."""
 
 
 class WebbingSettings(BaseModel):
     """The Webbing-like carrier: SOAP 1.1, credentials in the SOAP header."""
 
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     base_url: str = "http://127.0.0.1:8101"
+    """Base URL of the Webbing SOAP service (or its simulator)."""
     username: str = ""
+    """Webbing account user name (SOAP header)."""
     password: SecretStr = SecretStr("")
+    """Webbing account password (SOAP header)."""
     wskey: SecretStr = SecretStr("")
+    """Webbing web-service key (SOAP header)."""
 
 
 class Settings(BaseSettings):
     """Every setting of the product. Environment variables win over defaults."""
 
-    model_config = SettingsConfigDict(env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_nested_delimiter="__", extra="ignore", use_attribute_docstrings=True
+    )
 
     database_url: str = Field(
         default=f"sqlite:///{DATA_DIR / 'esim_balance.db'}",
         description="SQLAlchemy URL of the product database (SQLite or PostgreSQL).",
     )
+    auto_migrate: bool = Field(
+        default=True,
+        description=(
+            "Upgrade the database schema to the latest migration at start; when false, "
+            "refuse to start on a database behind it (run `alembic upgrade head` first)."
+        ),
+    )
     temporal_address: str = Field(default="127.0.0.1:7233", description="Temporal frontend.")
     temporal_namespace: str = "default"
+    """Temporal namespace of the Balance workflows."""
     task_queue: str = "esim-balance"
+    """Task queue shared by every worker process."""
     api_keys: SecretStr = Field(
         default=SecretStr(""),
         description="Comma-separated `role:key` pairs; roles are `operator` and `service`.",
@@ -53,16 +75,23 @@ class Settings(BaseSettings):
     webbing: WebbingSettings = WebbingSettings()
 
     temporal_port: int = 7233
+    """`make run`: port of the Temporal dev server."""
     temporal_ui_port: int = 8233
+    """`make run`: port of the Temporal Web UI."""
     api_port: int = 8000
+    """Port of the HTTP API (`make run`; also the Telna webhook URL's port)."""
     webbing_port: int = 8101
+    """`make run`: port of the Webbing-like simulator."""
     telna_port: int = 8102
+    """`make run`: port of the Telna-like simulator."""
 
     carrier_timeout_seconds: float = Field(
         default=10.0, description="Timeout of one HTTP call to a carrier."
     )
     worker_max_concurrent_activities: int = 200
+    """Activities one worker process runs at once."""
     worker_max_cached_workflows: int = 10_000
+    """Workflows one worker process keeps in its sticky cache."""
 
     def telna_webhook_url(self) -> str:
         """Where the Telna-like carrier posts its usage and status events."""
@@ -73,3 +102,38 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
     return Settings()
+
+
+def env_table() -> str:
+    """The Markdown table of every environment variable, its default and meaning."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        nested = field.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            for sub, subfield in nested.model_fields.items():
+                rows.append(_env_row(f"{name}__{sub}", subfield.default, subfield.description))
+        else:
+            rows.append(_env_row(name, field.default, field.description))
+    return "\n".join(rows) + "\n"
+
+
+def _env_row(name: str, default: object, description: str | None) -> str:
+    if isinstance(default, SecretStr):
+        shown = "(secret, unset)" if not default.get_secret_value() else "(secret)"
+    else:
+        value = str(default).lower() if isinstance(default, bool) else str(default)
+        value = value.replace(str(DATA_DIR), ".data")
+        shown = f"`{value}`" if value else "(empty)"
+    return f"| `{name.upper()}` | {shown} | {description or ''} |"
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="Settings of eSIM Balance.")
+    parser.add_argument("--env-docs", action="store_true", help="print the env var table")
+    if parser.parse_args().env_docs:
+        sys.stdout.write(env_table())
+    else:
+        parser.print_help()

@@ -23,7 +23,7 @@ from activities.store import StoreActivities
 from carriers import build_carriers
 from carriers.base import Carrier
 from config import Settings, get_settings
-from models.db import init_db
+from models.db import SchemaOutOfDate, init_db
 from workflows.balance import BalanceWorkflow
 
 log = logging.getLogger("worker")
@@ -69,7 +69,11 @@ async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = get_settings()
-    init_db(settings.database_url)
+    try:
+        init_db(settings.database_url, settings.auto_migrate)
+    except SchemaOutOfDate as error:
+        log.error("%s", error)
+        raise SystemExit(1) from None
     carriers = build_carriers(settings)
     synced = await sync_catalogue(carriers, settings.database_url)
     log.info("catalogue synced: %s", synced)

@@ -1,22 +1,31 @@
 """Store activities: write what a workflow step changed into the product database.
 
-Writes are idempotent: lines are upserted by (balance, seq), ledger events are keyed by
-the workflow, and the balance row is overwritten with the workflow's latest view. So a
-retried attempt, or one racing its own first attempt, leaves the same rows behind.
+Writes are idempotent and race-free: lines are upserted by (balance, seq) and ledger
+events inserted by their workflow-chosen key, both with ``INSERT ... ON CONFLICT`` (SQLite
+and PostgreSQL alike), and the balance row is overwritten with the workflow's latest view.
+So a retried attempt, even one racing its own first attempt from another worker, leaves
+the same rows behind and never a second row for one line or event.
 These are synchronous (SQLAlchemy sessions) and run in the worker's thread pool.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+import sqlalchemy as sa
+from sqlmodel import Session, col
 from temporalio import activity
 
-from models.db import session_scope
+from models.db import dialect_insert, session_scope
 from models.payloads import BalanceRecord, Line, RecordChanges
-from models.tables import Balance, BalanceLine, Esim, LineEvent
+from models.tables import Balance, BalanceLine, Esim, LineEvent, UTCDateTime
+
+# What a later write of a line may change; the rest is fixed when the line is ordered.
+LINE_UPDATES = (
+    "carrier_line_id product_id state allowance_bytes used_bytes ordered_at activated_at "
+    "ends_at ended_at updated_at"
+).split()
 
 
 class StoreActivities:
@@ -28,30 +37,16 @@ class StoreActivities:
     @activity.defn(name="record_changes")
     def record_changes(self, changes: RecordChanges) -> None:
         """Upsert the balance and its lines and append the ledger events, in one transaction."""
-        try:
-            with session_scope(self._url) as session:
-                self._write(session, changes)
-        except IntegrityError:
-            # A concurrent attempt inserted the same line or event first: write again
-            # over what it left, which is now an update.
-            with session_scope(self._url) as session:
-                self._write(session, changes)
-
-    def _write(self, session: Session, changes: RecordChanges) -> None:
-        balance = session.get(Balance, changes.balance_id)
-        if balance is None:
-            balance = _adopt_balance(session, changes)
-        if changes.balance is not None:
-            _apply_balance(balance, changes.balance)
-            session.add(balance)
-        for line in changes.lines:
-            _upsert_line(session, changes, line)
-        keys = [event.key for event in changes.events]
-        if keys:
-            seen = set(session.exec(select(LineEvent.key).where(col(LineEvent.key).in_(keys))))
-            for event in changes.events:
-                if event.key not in seen:
-                    session.add(LineEvent(**event.model_dump()))
+        with session_scope(self._url) as session:
+            if session.get(Balance, changes.balance_id) is None:
+                _adopt_balance(session, changes)
+            if changes.balance is not None:
+                _update_balance(session, changes.balance_id, changes.balance)
+            for line in changes.lines:
+                _upsert_line(session, changes, line)
+            if changes.events:
+                rows = [event.model_dump() for event in changes.events]
+                session.execute(dialect_insert(session, LineEvent).on_conflict_do_nothing(), rows)
         activity.logger.debug(
             "recorded %d lines, %d events for %s",
             len(changes.lines),
@@ -60,67 +55,71 @@ class StoreActivities:
         )
 
 
-def _adopt_balance(session: Session, changes: RecordChanges) -> Balance:
+def _update_balance(session: Session, balance_id: str, record: BalanceRecord) -> None:
+    # The first write takes the balance row's lock (PostgreSQL) or the database's write
+    # lock (SQLite), so a racing attempt waits here and then writes the same values.
+    now = datetime.now(UTC)
+    values: dict[str, Any] = {
+        "state": record.status.value,
+        "product_id": record.product_id,
+        "next_product_id": record.next_product_id,
+        "line_seq": record.line_seq,
+        "line_ends_at": record.line_ends_at,
+        "rotations": record.rotations,
+        "paused": record.paused,
+        "capped": record.capped,
+        "failing_reason": record.failing_reason,
+        "updated_at": now,
+    }
+    if record.closed:
+        values["open_iccid"] = None
+        values["closed_at"] = sa.func.coalesce(
+            col(Balance.closed_at), sa.literal(now, UTCDateTime())
+        )
+    session.execute(sa.update(Balance).where(col(Balance.id) == balance_id).values(values))
+
+
+def _adopt_balance(session: Session, changes: RecordChanges) -> None:
     """A workflow started outside the enrolment path still gets its rows."""
-    if session.get(Esim, changes.iccid) is None:
-        session.add(Esim(iccid=changes.iccid, carrier=changes.carrier))
-        session.flush()  # no ORM relationship orders the inserts for us
+    esim = {"iccid": changes.iccid, "carrier": changes.carrier, "created_at": datetime.now(UTC)}
+    session.execute(dialect_insert(session, Esim).values(esim).on_conflict_do_nothing())
     record = changes.balance
     balance = Balance(
         id=changes.balance_id,
         iccid=changes.iccid,
-        open_iccid=changes.iccid,
+        open_iccid=None if record and record.closed else changes.iccid,
         carrier=changes.carrier,
         product_id=record.product_id if record else "",
         workflow_id=f"balance-{changes.iccid}",
     )
-    session.add(balance)
-    session.flush()
-    return balance
-
-
-def _apply_balance(balance: Balance, record: BalanceRecord) -> None:
-    now = datetime.now(UTC)
-    balance.state = record.status.value
-    balance.product_id = record.product_id
-    balance.next_product_id = record.next_product_id
-    balance.line_seq = record.line_seq
-    balance.line_ends_at = record.line_ends_at
-    balance.rotations = record.rotations
-    balance.paused = record.paused
-    balance.capped = record.capped
-    balance.failing_reason = record.failing_reason
-    balance.updated_at = now
-    if record.closed and balance.closed_at is None:
-        balance.closed_at = now
-        balance.open_iccid = None
+    row = balance.model_dump()
+    session.execute(
+        dialect_insert(session, Balance).values(row).on_conflict_do_nothing(index_elements=["id"])
+    )
 
 
 def _upsert_line(session: Session, changes: RecordChanges, line: Line) -> None:
-    row = session.exec(
-        select(BalanceLine).where(
-            BalanceLine.balance_id == changes.balance_id, BalanceLine.seq == line.seq
+    row = {
+        "balance_id": changes.balance_id,
+        "seq": line.seq,
+        "iccid": changes.iccid,
+        "carrier": changes.carrier,
+        "reference": line.reference,
+        "carrier_line_id": line.line_id,
+        "product_id": line.product_id,
+        "state": line.state.value,
+        "allowance_bytes": line.allowance_bytes,
+        "used_bytes": line.used_bytes,
+        "ordered_at": line.ordered_at,
+        "activated_at": line.activated_at,
+        "ends_at": line.ends_at,
+        "ended_at": line.ended_at,
+        "updated_at": datetime.now(UTC),
+    }
+    insert = dialect_insert(session, BalanceLine).values(row)
+    session.execute(
+        insert.on_conflict_do_update(
+            index_elements=["balance_id", "seq"],
+            set_={name: insert.excluded[name] for name in LINE_UPDATES},
         )
-    ).first()
-    if row is None:
-        row = BalanceLine(
-            balance_id=changes.balance_id,
-            seq=line.seq,
-            iccid=changes.iccid,
-            carrier=changes.carrier,
-            reference=line.reference,
-            product_id=line.product_id,
-            state=line.state.value,
-            allowance_bytes=line.allowance_bytes,
-        )
-    row.carrier_line_id = line.line_id
-    row.product_id = line.product_id
-    row.state = line.state.value
-    row.allowance_bytes = line.allowance_bytes
-    row.used_bytes = line.used_bytes
-    row.ordered_at = line.ordered_at
-    row.activated_at = line.activated_at
-    row.ends_at = line.ends_at
-    row.ended_at = line.ended_at
-    row.updated_at = datetime.now(UTC)
-    session.add(row)
+    )

@@ -39,6 +39,8 @@ from workflows.balance import BalanceWorkflow
 
 API_KEY = "telna-test-key"
 WEBHOOK_SECRET = "telna-test-webhook-secret"
+OPERATOR_KEY = "operator-test-key"
+SERVICE_KEY = "service-test-key"
 ENDED = {"expired", "exhausted", "cancelled"}
 
 
@@ -179,12 +181,16 @@ def none_seconds(intervals: list[dict[str, Any]], until: datetime | None = None)
 
 
 @asynccontextmanager
-async def rig(env: WorkflowEnvironment, tmp: Path, seed: int = 7) -> AsyncIterator[Rig]:
+async def rig(
+    env: WorkflowEnvironment, tmp: Path, seed: int = 7, database_url: str | None = None
+) -> AsyncIterator[Rig]:
+    """The rig on ``database_url`` (the ``database_url`` fixture), else a SQLite file in tmp."""
     target = env.client.service_client.config.target_host
     settings = Settings(
-        database_url=f"sqlite:///{tmp / 'balance.db'}",
+        database_url=database_url or f"sqlite:///{tmp / 'balance.db'}",
         temporal_address=target,
         task_queue=f"esim-balance-{uuid.uuid4().hex[:8]}",
+        api_keys=SecretStr(f"operator:{OPERATOR_KEY},service:{SERVICE_KEY}"),
         telna=TelnaSettings(
             base_url="http://unused",
             api_key=SecretStr(API_KEY),

@@ -1,0 +1,177 @@
+"""docker-compose.yml without a Docker engine: it follows the Compose specification, runs
+every part of production, waits on health or completion, pins its third-party images, and
+every command it gives our image exists in that image and takes the flags it is given."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from jsonschema import Draft202012Validator
+
+import stack
+from config import env_table
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "tests" / "schemas" / "compose-spec.json"
+COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+APP = {name: s for name, s in SERVICES.items() if "build" in s}
+THIRD_PARTY = {name: s for name, s in SERVICES.items() if "build" not in s}
+ONE_SHOT_RESTARTS = re.compile(r"^(no|on-failure(:\d+)?)$")
+PINNED_IMAGE = re.compile(r"^[a-z0-9./_-]+:\d[\w.-]*$")
+
+
+def _dockerignored(path: str) -> bool:
+    patterns = [
+        line.strip().removeprefix("**/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    parts = Path(path).parts
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return any(fnmatch.fnmatch(p, pattern) for p in prefixes for pattern in patterns)
+
+
+def _module_file(module: str) -> Path | None:
+    base = ROOT / module.replace(".", "/")
+    for candidate in (base.with_suffix(".py"), base / "__main__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _help(module: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, (module, done.stderr)
+    return done.stdout
+
+
+def test_the_compose_file_follows_the_compose_specification() -> None:
+    validator = Draft202012Validator(json.loads(SCHEMA.read_text()))
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(COMPOSE)
+    ]
+    assert errors == []
+
+
+def test_it_runs_every_part_of_production() -> None:
+    assert set(SERVICES) == {
+        "postgresql",
+        "temporal-schema",
+        "temporal",
+        "temporal-namespace",
+        "temporal-ui",
+        "migrate",
+        "api",
+        "worker",
+        "telna-sim",
+        "webbing-sim",
+    }
+    assert SERVICES["worker"]["deploy"]["replicas"] == 2
+    assert SERVICES["temporal"]["environment"]["DB"] == "postgres12"
+    attributes = SERVICES["temporal-namespace"]["environment"]["SEARCH_ATTRIBUTES"].split()
+    assert attributes == stack.SEARCH_ATTRIBUTES
+    for name in APP:
+        env = SERVICES[name]["environment"]
+        assert env["DATABASE_URL"].startswith("postgresql+psycopg://"), name
+        assert env["AUTO_MIGRATE"] == "false", name  # `migrate` runs first; the app checks
+
+
+def test_dependencies_wait_for_health_or_completion() -> None:
+    for name, service in SERVICES.items():
+        for target, how in service.get("depends_on", {}).items():
+            assert target in SERVICES, (name, target)
+            condition = how["condition"]
+            if condition == "service_healthy":
+                assert "healthcheck" in SERVICES[target], (name, target)
+            else:
+                assert condition == "service_completed_successfully", (name, target)
+                assert ONE_SHOT_RESTARTS.match(SERVICES[target]["restart"]), target
+
+
+def test_third_party_images_are_pinned() -> None:
+    for name, service in THIRD_PARTY.items():
+        assert PINNED_IMAGE.match(service["image"]), (name, service["image"])
+    base = re.search(r"^FROM (\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert base is not None and PINNED_IMAGE.match(base.group(1)), base
+
+
+def test_files_mounted_from_the_repo_exist_and_scripts_parse() -> None:
+    for name, service in SERVICES.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith("./"):
+                continue
+            path = ROOT / source
+            assert path.is_file(), (name, source)
+            if path.suffix == ".sh":
+                done = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True)
+                assert done.returncode == 0, (source, done.stderr)
+
+
+@pytest.mark.parametrize("name", sorted(APP))
+def test_each_app_command_exists_in_the_image(name: str) -> None:
+    command: list[str] = SERVICES[name]["command"]
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert command[0] == "python", command
+    if command[1] != "-m":
+        script = command[1]
+        assert (ROOT / script).is_file() and not _dockerignored(script), script
+        return
+    module, args = command[2], command[3:]
+    own = _module_file(module)
+    if own is not None:
+        assert not _dockerignored(str(own.relative_to(ROOT))), own
+    else:  # a dependency the image installs from pyproject.toml
+        assert any(re.match(rf"{module}\b", dep) for dep in dependencies), module
+    options = _help(module)
+    for arg in args:
+        if arg.startswith("--"):
+            assert arg.split("=")[0] in options, (name, arg)
+    for arg in (a for a in args if ":" in a and not a.startswith("-")):  # uvicorn's app
+        target, attribute = arg.split(":")
+        path = _module_file(target)
+        assert path is not None and not _dockerignored(str(path.relative_to(ROOT))), arg
+        assert re.search(rf"^def {attribute}\(", path.read_text(), re.MULTILINE), arg
+    if module == "alembic":
+        assert (ROOT / "alembic.ini").is_file() and (ROOT / "migrations" / "env.py").is_file()
+
+
+@pytest.mark.parametrize("name", sorted(n for n in APP if "healthcheck" in SERVICES[n]))
+def test_app_healthchecks_ask_the_port_the_service_listens_on(name: str) -> None:
+    test = SERVICES[name]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"], test
+    compile(test[3], name, "exec")
+    port = next(a.split("=")[1] for a in SERVICES[name]["command"] if a.startswith("--port="))
+    assert f"127.0.0.1:{port}/" in test[3]
+
+
+def test_app_environment_names_only_known_settings() -> None:
+    known = set(re.findall(r"^\| `([A-Z_]+)`", env_table(), re.MULTILINE))
+    for name in APP:
+        unknown = set(SERVICES[name]["environment"]) - known
+        assert unknown == set(), (name, unknown)
+
+
+def test_readme_env_table_is_generated_from_settings() -> None:
+    """If this fails: `python -m config --env-docs` and paste it into the README."""
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"<!-- env-table -->\n(.*?)<!-- /env-table -->", readme, re.DOTALL)
+    assert found is not None, "README.md has no <!-- env-table --> block"
+    assert found.group(1) == env_table()

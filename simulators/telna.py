@@ -59,6 +59,7 @@ CATALOGUE = (
     Product("compressed-600s", "Compressed 600 s", 60_000_000, 600, 128, 1),
     # A compressed "day" is the validity: these end on multiples of 30 s (UTC+8: shifted
     # by a third of it), so every line of them ends in the same second.
+    Product("compressed-10s-utc", "Compressed 10 s, UTC day", MB, 10, 128, 1, UTC_MIDNIGHT),
     Product("compressed-30s-utc", "Compressed 30 s, UTC day", 3 * MB, 30, 128, 1, UTC_MIDNIGHT),
     Product(
         "compressed-30s-utc8", "Compressed 30 s, UTC+8", 3 * MB, 30, 128, 1, LOCAL_MIDNIGHT, 480

@@ -65,6 +65,7 @@ CATALOGUE = (
     Product("9600", "Compressed 600 s", 60 * MB, 600, 128, 1),
     # A compressed "day" is the validity: these end on multiples of 30 s (UTC+8: shifted
     # by a third of it), so every line of them ends in the same second.
+    Product("9110", "Compressed 10 s, UTC day", MB, 10, 128, 1, UTC_MIDNIGHT),
     Product("9130", "Compressed 30 s, UTC day", 3 * MB, 30, 128, 1, UTC_MIDNIGHT),
     Product("9230", "Compressed 30 s, UTC+8 day", 3 * MB, 30, 128, 1, LOCAL_MIDNIGHT, 480),
 )

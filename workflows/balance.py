@@ -329,7 +329,10 @@ class BalanceWorkflow:
         now = workflow.now()
         reason = self._switch_reason(now)
         self._set_status(BalanceStatus.Rotating)
-        active = await self._activate(new, self._ends_at(old))
+        deadline = self._ends_at(old)
+        if s.product.reset != "rolling":  # switching at the boundary itself: allow a margin
+            deadline += timedelta(seconds=s.policy.margin(old.validity_seconds))
+        active = await self._activate(new, deadline)
         if active is None:
             return False
         end_state = {
@@ -486,8 +489,14 @@ class BalanceWorkflow:
         return self._ends_at(active) - timedelta(seconds=lead)
 
     def _switch_at(self) -> datetime:
+        """``margin`` before the line ends — except for passes whose window ends at a
+        reset boundary (00:00 UTC, local midnight): a line activated before the boundary
+        would end at it too. Those switch at the boundary itself, and the carrier's
+        queued start (ordered with ``start_at``) makes the hand-over gapless."""
         active = self.s.active
         assert active is not None
+        if self.s.product.reset != "rolling":
+            return self._ends_at(active)
         margin = self.s.policy.margin(active.validity_seconds)
         return self._ends_at(active) - timedelta(seconds=margin)
 

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,15 @@ from temporalio.testing import WorkflowEnvironment
 from activities.catalog import sync_catalogue
 from api.app import create_app as create_api
 from carriers.telna import TelnaCarrier
-from config import Settings, TelnaSettings
+from carriers.webbing import WebbingCarrier
+from config import Settings, TelnaSettings, WebbingSettings
 from enrolment import EnrolRequest, enrol, workflow_id
 from models.db import init_db, session_scope
 from models.identifiers import make_iccid
 from models.payloads import ActionRequest, BalanceStatusView, Policy
 from models.tables import BalanceLine, LineEvent
 from simulators.telna import create_app as create_telna
+from simulators.webbing import create_app as create_webbing
 from tests.servers import serve
 from worker import build_worker
 from workflows.balance import BalanceWorkflow
@@ -41,7 +43,23 @@ API_KEY = "telna-test-key"
 WEBHOOK_SECRET = "telna-test-webhook-secret"
 OPERATOR_KEY = "operator-test-key"
 SERVICE_KEY = "service-test-key"
+WEBBING = ("rig-user", "rig-password", "rig-wskey")
 ENDED = {"expired", "exhausted", "cancelled"}
+# The same compressed passes at both carriers, by their own ids.
+PRODUCTS = {
+    "telna": {
+        name: f"telna-{name}"
+        for name in ("compressed-10s", "compressed-30s", "compressed-60s", "compressed-600s")
+    }
+    | {"compressed-10s-utc": "telna-compressed-10s-utc"},
+    "webbing": {
+        "compressed-10s": "webbing-9010",
+        "compressed-30s": "webbing-9030",
+        "compressed-60s": "webbing-9060",
+        "compressed-600s": "webbing-9600",
+        "compressed-10s-utc": "webbing-9110",
+    },
+}
 
 
 def iccids(n: int, start: int = 0) -> list[str]:
@@ -51,33 +69,69 @@ def iccids(n: int, start: int = 0) -> list[str]:
 
 @dataclass
 class Rig:
+    """``carrier`` is where new eSIMs go: ``telna``, ``webbing``, or ``mixed`` (alternating)."""
+
     client: Client
     settings: Settings
-    sim_url: str
+    sims: dict[str, str]
     api_url: str
     http: httpx.AsyncClient
+    carrier: str = "telna"
+    carrier_of: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sim_url(self) -> str:
+        """The simulator of the rig's carrier (Telna's for a mixed fleet)."""
+        return self.sims["telna" if self.carrier == "mixed" else self.carrier]
+
+    def _sim(self, iccid: str) -> str:
+        return self.sims[self.carrier_of.get(iccid, "telna")]
 
     async def add_esims(self, *iccid: str) -> None:
-        r = await self.http.post(f"{self.sim_url}/_sim/esims", json={"iccids": list(iccid)})
-        r.raise_for_status()
+        for n, one in enumerate(iccid):
+            mixed = ("telna", "webbing")[n % 2]
+            self.carrier_of[one] = mixed if self.carrier == "mixed" else self.carrier
+        for carrier, url in self.sims.items():
+            mine = [one for one in iccid if self.carrier_of[one] == carrier]
+            if mine:
+                r = await self.http.post(f"{url}/_sim/esims", json={"iccids": mine})
+                r.raise_for_status()
+
+    async def faults(self, **faults: Any) -> dict[str, int]:
+        """The same faults at every carrier; returns the faults injected so far, summed."""
+        injected: dict[str, int] = {}
+        for url in self.sims.values():
+            (await self.http.post(f"{url}/_sim/faults", json=faults)).raise_for_status()
+            report = (await self.http.get(f"{url}/_sim/faults")).json()
+            for kind, count in report["injected"].items():
+                injected[kind] = injected.get(kind, 0) + count
+        return injected
 
     async def traffic(self, iccid: str, bytes_per_second: float) -> None:
         body = {"iccid": iccid, "bytes_per_second": bytes_per_second}
-        r = await self.http.post(f"{self.sim_url}/_sim/traffic", json=body)
+        r = await self.http.post(f"{self._sim(iccid)}/_sim/traffic", json=body)
         r.raise_for_status()
 
     async def ledger(self, iccid: str | None = None) -> list[dict[str, Any]]:
-        params = {"iccid": iccid} if iccid else {}
-        r = await self.http.get(f"{self.sim_url}/_sim/ledger", params=params)
-        r.raise_for_status()
-        entries: list[dict[str, Any]] = r.json()["entries"]
+        """The carrier's ledger for ``iccid``, or every carrier's ledger."""
+        urls = [self._sim(iccid)] if iccid else list(self.sims.values())
+        entries: list[dict[str, Any]] = []
+        for url in urls:
+            params = {"iccid": iccid} if iccid else {}
+            r = await self.http.get(f"{url}/_sim/ledger", params=params)
+            r.raise_for_status()
+            entries += r.json()["entries"]
         return entries
 
     async def timeline(self, iccid: str) -> list[dict[str, Any]]:
-        r = await self.http.get(f"{self.sim_url}/_sim/timeline/{iccid}")
+        r = await self.http.get(f"{self._sim(iccid)}/_sim/timeline/{iccid}")
         r.raise_for_status()
         intervals: list[dict[str, Any]] = r.json()["intervals"]
         return intervals
+
+    def product(self, iccid: str, name: str) -> str:
+        """Our product id of a compressed pass (``compressed-10s``) at the eSIM's carrier."""
+        return PRODUCTS[self.carrier_of.get(iccid, "telna")].get(name, name)
 
     async def enrol(
         self,
@@ -86,8 +140,16 @@ class Rig:
         lines: int | None = None,
         policy: Policy | None = None,
     ) -> WorkflowHandle[Any, Any]:
+        """Enrol on ``product_id``: a compressed pass's name, or our full product id."""
+        carrier = self.carrier_of.get(iccid, "telna")
+        if product_id.startswith("telna-") and carrier == "telna":
+            product_id = product_id.removeprefix("telna-")
         req = EnrolRequest(
-            iccid=iccid, carrier="telna", product_id=product_id, lines=lines, policy=policy
+            iccid=iccid,
+            carrier=carrier,
+            product_id=self.product(iccid, product_id),
+            lines=lines,
+            policy=policy,
         )
         await enrol(self.client, self.settings.database_url, self.settings.task_queue, req, "test")
         return self.client.get_workflow_handle(workflow_id(iccid))
@@ -182,10 +244,16 @@ def none_seconds(intervals: list[dict[str, Any]], until: datetime | None = None)
 
 @asynccontextmanager
 async def rig(
-    env: WorkflowEnvironment, tmp: Path, seed: int = 7, database_url: str | None = None
+    env: WorkflowEnvironment,
+    tmp: Path,
+    seed: int = 7,
+    database_url: str | None = None,
+    carrier: str = "telna",
 ) -> AsyncIterator[Rig]:
-    """The rig on ``database_url`` (the ``database_url`` fixture), else a SQLite file in tmp."""
+    """The rig on ``database_url`` (the ``database_url`` fixture), else a SQLite file in tmp;
+    both carriers' simulators run, new eSIMs go to ``carrier``."""
     target = env.client.service_client.config.target_host
+    username, password, wskey = WEBBING
     settings = Settings(
         database_url=database_url or f"sqlite:///{tmp / 'balance.db'}",
         temporal_address=target,
@@ -196,11 +264,17 @@ async def rig(
             api_key=SecretStr(API_KEY),
             webhook_secret=SecretStr(WEBHOOK_SECRET),
         ),
+        webbing=WebbingSettings(
+            base_url="http://unused",
+            username=username,
+            password=SecretStr(password),
+            wskey=SecretStr(wskey),
+        ),
     )
     init_db(settings.database_url)
     with ExitStack() as stack:
         api_url = stack.enter_context(serve(create_api(settings)))
-        sim_url = stack.enter_context(
+        telna_url = stack.enter_context(
             serve(
                 create_telna(
                     API_KEY,
@@ -210,12 +284,20 @@ async def rig(
                 )
             )
         )
-        settings.telna.base_url = sim_url
-        carrier = TelnaCarrier(sim_url, API_KEY, timeout=5.0)
-        carriers = {"telna": carrier}
+        webbing_url = stack.enter_context(
+            serve(create_webbing(username, password, wskey, seed=seed))
+        )
+        settings.telna.base_url = telna_url
+        settings.webbing.base_url = webbing_url
+        carriers = {
+            "telna": TelnaCarrier(telna_url, API_KEY, timeout=5.0),
+            "webbing": WebbingCarrier(webbing_url, username, password, wskey, timeout=5.0),
+        }
         await sync_catalogue(carriers, settings.database_url)
+        sims = {"telna": telna_url, "webbing": webbing_url}
         with ThreadPoolExecutor(max_workers=settings.worker_max_concurrent_activities) as executor:
             worker = build_worker(env.client, settings, carriers, executor)
             async with worker, httpx.AsyncClient(timeout=10) as http:
-                yield Rig(env.client, settings, sim_url, api_url, http)
-        await carrier.aclose()
+                yield Rig(env.client, settings, sims, api_url, http, carrier)
+        for client in carriers.values():
+            await client.aclose()

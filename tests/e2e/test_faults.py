@@ -6,39 +6,31 @@ import asyncio
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from models.payloads import BalanceStatus, Policy
-from tests.e2e.harness import Rig, iccids, none_seconds, rig
+from tests.e2e.harness import iccids, none_seconds, rig
 
 FAST = Policy(lead_seconds=5, margin_seconds=3)
 
 
-async def _faults(r: Rig, **faults: Any) -> dict[str, Any]:
-    response = await r.http.post(f"{r.sim_url}/_sim/faults", json=faults)
-    response.raise_for_status()
-    report: dict[str, Any] = (await r.http.get(f"{r.sim_url}/_sim/faults")).json()
-    return report
-
-
 @pytest.mark.slow
 async def test_lost_responses_never_buy_twice(dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
-    async with rig(dev_env, tmp_path) as r:
+    async with rig(dev_env, tmp_path, carrier="mixed") as r:
         fleet = iccids(10)
         await r.add_esims(*fleet)
-        await _faults(r, lose_responses=0.3)
+        await r.faults(lose_responses=0.3)
         for iccid in fleet:
-            await r.enrol(iccid, "telna-compressed-10s", policy=FAST)
+            await r.enrol(iccid, "compressed-10s", policy=FAST)
         for _ in range(240):
             orders = [e for e in await r.ledger() if e["action"] == "order"]
             if len(orders) >= 60:
                 break
             await asyncio.sleep(0.5)
-        report = await _faults(r)
-        assert report["injected"]["lost_response"] >= 20, report
+        injected = await r.faults()
+        assert injected["lost_response"] >= 20, injected
         await r.cancel_and_wait(*fleet)
         orders = [e for e in await r.ledger() if e["action"] == "order"]
         assert len(orders) >= 50
@@ -51,36 +43,38 @@ async def test_lost_responses_never_buy_twice(dev_env: WorkflowEnvironment, tmp_
 async def test_errors_and_outages_shorter_than_the_lead_leave_no_gap(
     dev_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
-    async with rig(dev_env, tmp_path) as r:
+    async with rig(dev_env, tmp_path, carrier="mixed") as r:
         fleet = iccids(3)
         await r.add_esims(*fleet)
         # 30 s passes, 10 s lead, 3 s margin.
         policy = Policy(lead_seconds=10, margin_seconds=3)
         for iccid in fleet:
-            await r.enrol(iccid, "telna-compressed-30s", policy=policy)
-        await _faults(r, error_rate=0.2)
+            await r.enrol(iccid, "compressed-30s", policy=policy)
+        await r.faults(error_rate=0.2)
 
         # 1. An outage over the switch and the line's end, once the next line is ordered:
         #    the carrier starts the ordered line itself when the old one ends.
         views = [
-            await r.wait_for(i, lambda s: s.scheduled is not None, 40, "line 2 ordered")
+            await r.wait_for(
+                i, lambda s: s.active is not None and s.scheduled is not None, 40, "line 2"
+            )
             for i in fleet
         ]
         ends = min(v.active.ends_at for v in views if v.active and v.active.ends_at)
         await asyncio.sleep(max(0.0, (ends - datetime.now(UTC)).total_seconds() - 5))
-        await _faults(r, error_rate=0.2, outage_seconds=8)
+        await r.faults(error_rate=0.2, outage_seconds=8)
         await asyncio.sleep(8.5)
 
         # 2. An outage that begins before the order moment and ends in time to order.
         first = await r.wait_for(fleet[0], lambda s: s.rotations >= 1, 40, "rotation 1")
         assert first.order_at is not None
         await asyncio.sleep(max(0.0, (first.order_at - datetime.now(UTC)).total_seconds() - 1))
-        await _faults(r, error_rate=0.2, outage_seconds=5)
+        await r.faults(error_rate=0.2, outage_seconds=5)
 
         for iccid in fleet:
             await r.wait_for(iccid, lambda s: s.rotations >= 3, 120, "three rotations")
-        report = await _faults(r)
-        assert report["injected"]["outage"] > 0 and report["injected"]["error"] > 0, report
+        injected = await r.faults()
+        assert injected["outage"] > 0 and injected["error"] > 0, injected
         stopped_at = datetime.now(UTC)
         await r.cancel_and_wait(*fleet)
         for iccid in fleet:
@@ -89,13 +83,14 @@ async def test_errors_and_outages_shorter_than_the_lead_leave_no_gap(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("carrier", ["telna", "webbing"])
 async def test_an_outage_longer_than_the_lead_shows_failing_and_recovers(
-    dev_env: WorkflowEnvironment, tmp_path: Path
+    dev_env: WorkflowEnvironment, tmp_path: Path, carrier: str
 ) -> None:
-    async with rig(dev_env, tmp_path) as r:
+    async with rig(dev_env, tmp_path, carrier=carrier) as r:
         (iccid,) = iccids(1)
         await r.add_esims(iccid)
-        await r.enrol(iccid, "telna-compressed-10s", policy=FAST)
+        await r.enrol(iccid, "compressed-10s", policy=FAST)
         first = await r.wait_for(iccid, lambda s: s.active is not None, 30, "first line")
         assert first.active is not None and first.active.ends_at is not None
         ends_at = first.active.ends_at
@@ -104,7 +99,7 @@ async def test_an_outage_longer_than_the_lead_shows_failing_and_recovers(
         await asyncio.sleep(max(0.0, wait))
         outage = 15.0
         started = datetime.now(UTC)
-        await _faults(r, outage_seconds=outage)
+        await r.faults(outage_seconds=outage)
         failing = await r.wait_for(
             iccid, lambda s: s.status == BalanceStatus.Failing, 20, "Failing during the outage"
         )

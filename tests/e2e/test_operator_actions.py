@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlmodel import select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
@@ -23,16 +24,17 @@ def _product(url: str, product_id: str) -> ProductSpec:
         return product_spec(row)
 
 
+@pytest.mark.parametrize("carrier", ["telna", "webbing"])
 async def test_each_operator_action_changes_what_the_carrier_sees(
-    dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str
+    dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str, carrier: str
 ) -> None:
-    async with rig(dev_env, tmp_path, database_url=database_url) as r:
+    async with rig(dev_env, tmp_path, database_url=database_url, carrier=carrier) as r:
         (iccid,) = iccids(1)
         await r.add_esims(iccid)
+        p60, p30 = r.product(iccid, "compressed-60s"), r.product(iccid, "compressed-30s")
+        c60, c30 = p60.split("-", 1)[1], p30.split("-", 1)[1]  # the carrier's own ids
         # A 60 s pass rotates by time only ~50 s after each activation: time enough.
-        await r.enrol(
-            iccid, "telna-compressed-60s", policy=Policy(lead_seconds=10, margin_seconds=5)
-        )
+        await r.enrol(iccid, p60, policy=Policy(lead_seconds=10, margin_seconds=5))
         first = await r.wait_for(iccid, lambda s: s.active is not None, 30, "first line")
         assert first.active is not None
 
@@ -41,7 +43,7 @@ async def test_each_operator_action_changes_what_the_carrier_sees(
 
         await r.signal(iccid, "pause")
         await r.wait_for(iccid, lambda s: s.status == BalanceStatus.Paused, 30, "Paused")
-        assert ("deactivate", first.active.reference, "compressed-60s") in await actions()
+        assert ("deactivate", first.active.reference, c60) in await actions()
         assert (await r.timeline(iccid))[-1]["state"] == "none"
 
         await r.signal(iccid, "resume")
@@ -49,24 +51,24 @@ async def test_each_operator_action_changes_what_the_carrier_sees(
             iccid, lambda s: s.active is not None and s.active.seq == 2, 30, "line 2"
         )
         assert resumed.active is not None
-        assert ("activate", resumed.active.reference, "compressed-60s") in await actions()
+        assert ("activate", resumed.active.reference, c60) in await actions()
 
         await r.signal(iccid, "rotate_now")
         rotated = await r.wait_for(iccid, lambda s: s.rotations == 1, 30, "rotation")
         assert rotated.active is not None and rotated.active.seq == 3
-        assert ("deactivate", resumed.active.reference, "compressed-60s") in await actions()
-        assert ("activate", rotated.active.reference, "compressed-60s") in await actions()
+        assert ("deactivate", resumed.active.reference, c60) in await actions()
+        assert ("activate", rotated.active.reference, c60) in await actions()
 
         handle = r.client.get_workflow_handle_for(BalanceWorkflow.run, workflow_id(iccid))
-        new = _product(r.settings.database_url, "telna-compressed-30s")
+        new = _product(r.settings.database_url, p30)
         view = await handle.execute_update(
             BalanceWorkflow.change_product, ChangeProduct(product=new, actor="test")
         )
-        assert view.next_product_id == "telna-compressed-30s"
+        assert view.next_product_id == p30
         await r.signal(iccid, "rotate_now")
         changed = await r.wait_for(iccid, lambda s: s.rotations == 2, 30, "rotation")
-        assert changed.active is not None and changed.product_id == "telna-compressed-30s"
-        assert ("order", changed.active.reference, "compressed-30s") in await actions()
+        assert changed.active is not None and changed.product_id == p30
+        assert ("order", changed.active.reference, c30) in await actions()
 
         await r.cancel_and_wait(iccid)
         entries = await r.ledger(iccid)

@@ -1,0 +1,63 @@
+"""The Foundation rotation on the Webbing-like carrier and on a mixed fleet, and passes
+whose windows end at a reset boundary, on both carriers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from models.payloads import Policy
+from tests.e2e.harness import iccids, none_seconds, rig
+
+FAST = Policy(lead_seconds=5, margin_seconds=3)
+
+
+@pytest.mark.parametrize("carrier", ["webbing", "mixed"])
+async def test_a_fleet_rotates_five_times_with_no_gap(
+    dev_env: WorkflowEnvironment, tmp_path: Path, carrier: str
+) -> None:
+    async with rig(dev_env, tmp_path, carrier=carrier) as r:
+        fleet = iccids(4)
+        await r.add_esims(*fleet)
+        for iccid in fleet:
+            await r.enrol(iccid, "compressed-10s", policy=FAST)
+        for iccid in fleet:
+            await r.wait_for(iccid, lambda s: s.rotations >= 5, 90, "five rotations")
+        stopped_at = datetime.now(UTC)
+        await r.cancel_and_wait(*fleet)
+        for iccid in fleet:
+            intervals = await r.timeline(iccid)
+            assert intervals[0]["state"] == "high_speed"
+            assert none_seconds(intervals, until=stopped_at) == 0, (iccid, intervals)
+            orders = [e["reference"] for e in await r.ledger(iccid) if e["action"] == "order"]
+            assert len(orders) == len(set(orders)) >= 6
+        assert {r.carrier_of[i] for i in fleet} == (
+            {"telna", "webbing"} if carrier == "mixed" else {carrier}
+        )
+        await r.assert_database_matches_carrier(*fleet)
+
+
+@pytest.mark.parametrize("carrier", ["telna", "webbing"])
+async def test_boundary_passes_hand_over_at_the_reset_with_no_gap(
+    dev_env: WorkflowEnvironment, tmp_path: Path, carrier: str
+) -> None:
+    async with rig(dev_env, tmp_path, carrier=carrier) as r:
+        (iccid,) = iccids(1)
+        await r.add_esims(iccid)
+        # A compressed "UTC day" is 10 s: every line ends at a multiple of 10 s since the epoch.
+        await r.enrol(iccid, "compressed-10s-utc", policy=FAST)
+        done = await r.wait_for(iccid, lambda s: s.rotations >= 3, 60, "three rotations")
+        stopped_at = datetime.now(UTC)
+        await r.cancel_and_wait(iccid)
+        ended = [line for line in done.archived if line.ends_at is not None]
+        assert len(ended) >= 3
+        for line in ended:
+            assert line.ends_at is not None and line.ends_at.timestamp() % 10 == pytest.approx(
+                0, abs=0.01
+            )
+        intervals = await r.timeline(iccid)
+        assert none_seconds(intervals, until=stopped_at) == 0, intervals
+        await r.assert_database_matches_carrier(iccid)

@@ -126,7 +126,7 @@ async def test_a_killed_worker_leaves_no_gap_and_no_double_purchase(
             await _until_polling(log, proc, 60)
 
         async with httpx.AsyncClient(timeout=10) as http:
-            r = Rig(dev_env.client, settings, sim_url, "", http)
+            r = Rig(dev_env.client, settings, {"telna": sim_url}, "", http)
             fleet = iccids(BALANCES)
             await r.add_esims(*fleet)
             for iccid in fleet:

@@ -113,11 +113,18 @@ class CarrierActivities:
 
     @activity.defn(name="activate_line")
     async def activate_line(self, cmd: LineCommand) -> Line:
-        """Ask the carrier to activate the line; succeed only once it confirms ACTIVE."""
+        """Ask the carrier to activate the line; succeed once it is ACTIVE (or has ended)."""
         carrier = self._carrier(cmd.carrier)
         assert cmd.line.line_id is not None
         try:
-            found = await carrier.activate(cmd.line.line_id)
+            try:
+                found = await carrier.activate(cmd.line.line_id)
+            except CarrierRejected as refused:
+                # Refused because the package has ended meanwhile (it may have been
+                # active: a queued start, or activation on attach)? Report what it was.
+                found = await carrier.get_line(cmd.line.line_id)
+                if found.status != "ended":
+                    raise carrier_failure(refused) from refused
         except CarrierError as error:
             raise carrier_failure(error) from error
         if found.status == "scheduled":
@@ -127,12 +134,7 @@ class CarrierActivities:
                 type=ACTIVATION_PENDING,
                 category=ApplicationErrorCategory.BENIGN,
             )
-        if found.status == "ended":
-            raise ApplicationError(
-                f"line {cmd.line.seq} ended at {cmd.carrier} before it could be activated",
-                type=LINE_ENDED,
-                non_retryable=True,
-            )
+        # Active — or ended before we could confirm it: the workflow records what it was.
         return _merge(cmd.line, found)
 
     @activity.defn(name="deactivate_line")

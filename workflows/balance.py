@@ -274,6 +274,17 @@ class BalanceWorkflow:
             await self._record(lines=[failed], events=[event])
             await self._failing(f"activating line {line.seq} failed: {_cause(error)}")
             return None
+        if active.state != LineState.active:
+            # It ended at the carrier before we confirmed it (e.g. started by the carrier's
+            # safety net and run out while the carrier's API was failing us).
+            s.scheduled = None
+            self._archive(active)
+            events = [self._carrier_activated(active)] if active.activated_at else []
+            kind = active.state.value if active.activated_at else "activation_failed"
+            events.append(self._event(kind, active, reason="ended before confirmed"))
+            await self._record(lines=[active], events=events)
+            await self._set_failing(f"line {line.seq} ended at the carrier before confirmation")
+            return None
         self._count_line_today(active)
         self._recovered()
         return active
@@ -558,10 +569,10 @@ class BalanceWorkflow:
         return s.lines_total is not None and s.last_seq >= s.lines_total
 
     def _carrier_retry(self) -> RetryPolicy:
-        """Backoff capped at a fifth of the lead (1 s to 30 s): after an outage the next
-        attempt comes while there is still time to order and switch before the line ends."""
+        """Backoff capped at a tenth of the lead (1 s to 30 s): after an outage the next
+        attempts come while there is still time to order and switch before the line ends."""
         lead = self.s.policy.lead(self.s.product.validity_seconds)
-        cap = timedelta(seconds=min(30.0, max(1.0, lead / 5)))
+        cap = timedelta(seconds=min(30.0, max(1.0, lead / 10)))
         return RetryPolicy(
             initial_interval=min(timedelta(seconds=1), cap),
             backoff_coefficient=2.0,

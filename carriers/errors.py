@@ -14,6 +14,9 @@ CarrierError
 
 from __future__ import annotations
 
+import email.utils
+from datetime import UTC, datetime
+
 
 class CarrierError(Exception):
     """Base of every carrier failure."""
@@ -42,3 +45,20 @@ class CarrierUnavailable(CarrierError):
 
 class CarrierOutcomeUnknown(CarrierError):
     """The request may have taken effect; look before retrying."""
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: either delay-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -19,7 +19,6 @@ Error mapping (reads are GETs and safe to repeat; POSTs change state):
 
 from __future__ import annotations
 
-import email.utils
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -28,7 +27,12 @@ from typing import Any, TypeVar
 import httpx
 
 from carriers.base import CarrierLine, CarrierProduct, LineStatus, LineUsage
-from carriers.errors import CarrierOutcomeUnknown, CarrierRejected, CarrierUnavailable
+from carriers.errors import (
+    CarrierOutcomeUnknown,
+    CarrierRejected,
+    CarrierUnavailable,
+    retry_after_seconds,
+)
 from config import Settings
 
 _STATUS: dict[str, LineStatus] = {
@@ -157,7 +161,7 @@ class TelnaCarrier:
             raise CarrierUnavailable(
                 self.name,
                 f"{method} {path}: HTTP {status}",
-                retry_after=_retry_after(response.headers.get("Retry-After")),
+                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
             )
         if status >= 500:
             raise self._lost(changes_state, f"{method} {path}: HTTP {status}")
@@ -187,23 +191,6 @@ def _message(response: httpx.Response) -> str:
     if isinstance(data, dict) and isinstance(data.get("error"), str):
         return str(data["error"])
     return response.text[:200] or f"HTTP {response.status_code}"
-
-
-def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: either delay-seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _time(ms: int | float | None) -> datetime | None:

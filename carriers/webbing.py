@@ -25,7 +25,6 @@ Error mapping (reads are safe to repeat; order/activate/deactivate change state)
 
 from __future__ import annotations
 
-import email.utils
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -34,7 +33,12 @@ from xml.etree.ElementTree import Element
 import httpx
 
 from carriers.base import CarrierLine, CarrierProduct, LineUsage
-from carriers.errors import CarrierOutcomeUnknown, CarrierRejected, CarrierUnavailable
+from carriers.errors import (
+    CarrierOutcomeUnknown,
+    CarrierRejected,
+    CarrierUnavailable,
+    retry_after_seconds,
+)
 from carriers.webbing_records import line, product, usage
 from carriers.webbing_soap import (
     CONTENT_TYPE,
@@ -191,7 +195,7 @@ class WebbingCarrier:
 
         status = response.status_code
         if status in _TRANSIENT_STATUSES:
-            retry_after = _retry_after(response.headers.get("Retry-After"))
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             raise CarrierUnavailable(self.name, f"{method}: HTTP {status}", retry_after)
         if 400 <= status < 500:
             raise CarrierRejected(self.name, f"{method}: HTTP {status}", code=str(status))
@@ -238,20 +242,3 @@ class WebbingCarrier:
         if changes_state:
             return CarrierOutcomeUnknown(self.name, message)
         return CarrierUnavailable(self.name, message)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: either delay-seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

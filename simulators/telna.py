@@ -16,7 +16,6 @@ package.status event's package ended.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import hmac
 import logging
@@ -27,15 +26,15 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config import get_settings
+from simulators import cli
 from simulators.control import FaultInjectionMiddleware, Faults, create_control_router
 from simulators.core import CarrierEngine, Clock
 from simulators.records import Alert, Product
@@ -65,7 +64,6 @@ CATALOGUE = (
         "compressed-30s-utc8", "Compressed 30 s, UTC+8", 3 * MB, 30, 128, 1, LOCAL_MIDNIGHT, 480
     ),
 )
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 _REASONS = {"expire": "EXPIRED", "deactivate": "DEACTIVATED", "cancel": "CANCELLED"}
 
 
@@ -233,35 +231,16 @@ def create_app_from_settings(
     )
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One readable line on stderr, exit status 2."""
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
-    return int(text)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(prog="python -m simulators.telna", description="Telna-like carrier simulator")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=_port, default=None, help="default: TELNA_PORT")
-    parser.add_argument("--state-file", type=Path, help="JSON file keeping state across runs")
-    parser.add_argument("--seed", type=int, help="seed of latencies and faults")
-    parser.add_argument("--webhook-url", help="overrides TELNA_SIM_WEBHOOK_URL ('' for none)")
-    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
-    try:
-        app = create_app_from_settings(args.state_file, args.seed, args.webhook_url)
-    except ValueError as exc:
-        parser.error(str(exc))
-    port = args.port if args.port is not None else get_settings().telna_port
-    uvicorn.run(app, host=args.host, port=port, log_level=args.log_level)
-    return 0
+    p = cli.parser("telna", "Telna-like carrier simulator", "TELNA_PORT")
+    p.add_argument("--webhook-url", help="overrides TELNA_SIM_WEBHOOK_URL ('' for none)")
+    args = p.parse_args(argv)
+    return cli.serve(
+        p,
+        args,
+        lambda: create_app_from_settings(args.state_file, args.seed, args.webhook_url),
+        get_settings().telna_port,
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Instance ids (``ServiceDeviceProductID``) are random 18-digit numbers, like .NET
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -28,14 +27,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
-import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config import get_settings
+from simulators import cli
 from simulators.control import (
     ControlRoute,
     FaultInjectionMiddleware,
@@ -69,7 +68,6 @@ CATALOGUE = (
     Product("9130", "Compressed 30 s, UTC day", 3 * MB, 30, 128, 1, UTC_MIDNIGHT),
     Product("9230", "Compressed 30 s, UTC+8 day", 3 * MB, 30, 128, 1, LOCAL_MIDNIGHT, 480),
 )
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 N = TypeVar("N", int, float)
 
@@ -209,37 +207,16 @@ def _env_number(name: str, kind: Callable[[str], N]) -> N | None:
         raise SimulatorConfigError(f"{name} must be a number, not {text!r}") from exc
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One readable line on stderr, exit status 2."""
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
-    return int(text)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(
-        prog="python -m simulators.webbing", description="Webbing-like carrier simulator"
+    p = cli.parser("webbing", "Webbing-like carrier simulator", "WEBBING_PORT")
+    p.add_argument("--usage-lag", type=float, help="usage lag of compressed products (s)")
+    args = p.parse_args(argv)
+    return cli.serve(
+        p,
+        args,
+        lambda: create_app_from_settings(args.state_file, args.seed, args.usage_lag),
+        get_settings().webbing_port,
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=_port, default=None, help="default: WEBBING_PORT")
-    parser.add_argument("--state-file", type=Path, help="JSON file keeping state across runs")
-    parser.add_argument("--seed", type=int, help="seed of latencies and faults")
-    parser.add_argument("--usage-lag", type=float, help="usage lag of compressed products (s)")
-    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
-    try:
-        app = create_app_from_settings(args.state_file, args.seed, args.usage_lag)
-    except ValueError as exc:
-        parser.error(str(exc))
-    port = args.port if args.port is not None else get_settings().webbing_port
-    uvicorn.run(app, host=args.host, port=port, log_level=args.log_level)
-    return 0
 
 
 if __name__ == "__main__":

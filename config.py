@@ -92,6 +92,24 @@ class Settings(BaseSettings):
     """Activities one worker process runs at once."""
     worker_max_cached_workflows: int = 10_000
     """Workflows one worker process keeps in its sticky cache."""
+    worker_metrics_port: int = 9464
+    """Port on 127.0.0.1 where the worker serves Prometheus metrics; 0 turns it off."""
+
+    usage_poll_carriers: str = "webbing"
+    """Comma-separated carriers without usage webhooks, whose usage a Schedule polls."""
+    usage_poll_interval_seconds: float = 60.0
+    """How often the usage poller reads a polled carrier's usage."""
+    audit_interval_seconds: float = 300.0
+    """How often the audit compares workflows, database and carriers."""
+
+    notify_url: str = ""
+    """Where signed notifications (line activated/ended, failing, usage, cost cap) are
+    posted; empty turns them off."""
+    notify_secret: SecretStr = SecretStr("")
+    """Shared secret that signs notifications (`Esim-Signature: t=...,v1=HMAC-SHA256`)."""
+    notify_max_attempts: int = 10
+    """Deliveries of one notification before it is given up (and counted as dropped)."""
+
 
     def telna_webhook_url(self) -> str:
         """Where the Telna-like carrier posts its usage and status events."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from api.schemas.balances import BalanceDetail, BalancePublic, LinePublic
 from api.schemas.esims import EsimPublic
 from api.schemas.products import ProductPublic
+from models.continuity import Continuity
 from models.payloads import BalanceStatus, LineState, Policy
 from models.tables import Balance, BalanceLine, Esim, Product
 
@@ -45,14 +46,17 @@ def line_public(row: BalanceLine) -> LinePublic:
         activated_at=row.activated_at,
         ends_at=row.ends_at,
         ended_at=row.ended_at,
+        exhausted_at=row.exhausted_at,
     )
 
 
-def balance_detail(row: Balance, lines: list[BalanceLine]) -> BalanceDetail:
+def balance_detail(
+    row: Balance, lines: list[BalanceLine], continuity: Continuity | None = None
+) -> BalanceDetail:
     return BalanceDetail(
         **balance_public(row).model_dump(),
         lines=[line_public(line) for line in lines],
-        continuity=None,
+        continuity=continuity,
     )
 
 

@@ -78,3 +78,12 @@ def next_check(line: Line, policy: Policy, now: datetime, switch_at: datetime) -
         return None
     soonest = now + timedelta(seconds=max(1.0, line.validity_seconds * MIN_CHECK_FRACTION))
     return max(at, soonest)
+
+
+# Usage thresholds announced as ``usage_threshold`` events, in percent of the allowance.
+THRESHOLDS = (50, 80, 95, 100)
+
+
+def crossed(before: int, after: int, allowance: int) -> list[int]:
+    """The thresholds that usage going from ``before`` to ``after`` bytes reaches."""
+    return [p for p in THRESHOLDS if before < allowance * p / 100 <= after]

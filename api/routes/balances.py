@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
@@ -33,6 +34,7 @@ from api.schemas.balances import (
 from api.schemas.common import BalanceIdPath, CarrierName
 from api.views import balance_detail, balance_public
 from enrolment import product_spec
+from models.continuity import balance_continuity, ledger_of
 from models.db import session_scope
 from models.payloads import BalanceStatus, ChangePolicy, ChangeProduct
 from models.tables import Balance, Product
@@ -114,9 +116,14 @@ def list_balances(
 
 @router.get("/{balance_id}", responses=documented(401, 403, 404, 422))
 def get_balance(balance_id: BalanceIdPath, _: ReaderDep, session: SessionDep) -> BalanceDetail:
-    """The balance with its lines, newest first (continuity figures: null for now)."""
+    """The balance with its lines, newest first, and its continuity figures."""
     balance = balance_or_404(session, balance_id)
-    return balance_detail(balance, lines_of(session, balance_id))
+    lines = lines_of(session, balance_id)
+    if not any(line.activated_at is not None for line in lines):
+        return balance_detail(balance, lines)
+    events = ledger_of(session, [balance_id])
+    figures = balance_continuity(balance, lines, events, datetime.now(UTC))
+    return balance_detail(balance, lines, figures)
 
 
 @router.patch("/{balance_id}", responses=documented(400, 401, 403, 404, 409, 413, 422, 503, 504))

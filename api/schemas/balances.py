@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api.schemas.common import PRINTABLE_PATTERN, STRICT_INPUT, CarrierName, Iccid, ProductId
 from enrolment import MAX_LINES
+from models.continuity import Continuity
 from models.identifiers import validate_iccid
 from models.payloads import BalanceStatus, LineState, Policy
 
@@ -103,14 +103,17 @@ class LinePublic(BaseModel):
     activated_at: datetime | None
     ends_at: datetime | None
     ended_at: datetime | None
+    exhausted_at: datetime | None = Field(
+        default=None, description="When the carrier saw the allowance used up (throttled after)"
+    )
 
 
 class BalanceDetail(BalancePublic):
     """A balance with all its lines, newest first."""
 
     lines: list[LinePublic]
-    continuity: dict[str, Any] | None = Field(
-        default=None, description="Gap and throttled seconds (not computed yet: null)"
+    continuity: Continuity | None = Field(
+        default=None, description="Figures from carrier-confirmed times (null: no line yet)"
     )
 
 

@@ -7,8 +7,8 @@ formats stay inside each client.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal, Protocol
+from datetime import date, datetime
+from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -52,6 +52,16 @@ class LineUsage(BaseModel):
     used_bytes: int
     allowance_bytes: int
     observed_at: datetime
+    iccid: str | None = None
+
+
+class UsagePage(BaseModel):
+    """One page of a carrier's account-wide usage read; pages count from 1."""
+
+    usage: list[LineUsage]
+    page: int
+    pages: int
+    total: int
 
 
 class Carrier(Protocol):
@@ -85,3 +95,14 @@ class Carrier(Protocol):
     async def usage(self, line_id: str) -> LineUsage: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class FleetUsage(Protocol):
+    """A carrier that reports the usage of every line of the account in pages: what a
+    usage poller needs where the carrier sends no usage webhooks (Webbing)."""
+
+    async def usage_page(self, page: int, since: date, page_size: int) -> UsagePage:
+        """Page ``page`` (``page_size`` lines) of the usage of every line active on or
+        after the UTC date ``since``; a page past the end is empty."""
+        ...

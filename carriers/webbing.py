@@ -26,19 +26,20 @@ Error mapping (reads are safe to repeat; order/activate/deactivate change state)
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 from xml.etree.ElementTree import Element
 
 import httpx
 
-from carriers.base import CarrierLine, CarrierProduct, LineUsage
+from carriers.base import CarrierLine, CarrierProduct, LineUsage, UsagePage
 from carriers.errors import (
     CarrierOutcomeUnknown,
     CarrierRejected,
     CarrierUnavailable,
     retry_after_seconds,
 )
+from carriers.ratelimit import limited
 from carriers.webbing_records import line, product, usage
 from carriers.webbing_soap import (
     CONTENT_TYPE,
@@ -63,6 +64,7 @@ _ENDPOINTS = {
     "GetServiceDeviceProduct": "/service/Service.asmx",
     "GetServiceDeviceProducts": "/service/Service.asmx",
     "GetOnlineDeviceUsage": "/usage/Usage.asmx",
+    "GetDeviceUsage": "/usage/Usage.asmx",
 }
 _TRANSIENT_STATUSES = {429, 503}
 
@@ -83,8 +85,10 @@ class WebbingCarrier:
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
         page_size: int = 100,
+        rate_limit_per_second: float = 0.0,
     ) -> None:
         self.page_size = page_size
+        transport = limited(transport, rate_limit_per_second)
         self._credentials = {"Username": username, "Password": password, "WSKey": wskey}
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
@@ -102,6 +106,7 @@ class WebbingCarrier:
             webbing.password.get_secret_value(),
             webbing.wskey.get_secret_value(),
             timeout=settings.carrier_timeout_seconds,
+            rate_limit_per_second=settings.webbing.rate_limit_per_second,
         )
 
     async def aclose(self) -> None:
@@ -151,6 +156,26 @@ class WebbingCarrier:
         params = {"ServiceDeviceProductID": line_id}
         result = await self._call("GetOnlineDeviceUsage", params, False)
         return self._read(usage, fields(result), False)
+
+    async def usage_page(self, page: int, since: date, page_size: int) -> UsagePage:
+        """``GetDeviceUsage`` without an ICCID: the account's usage, one page per call, of
+        every instance active on or after ``since`` (a UTC date, as Webbing dates are)."""
+        params = {
+            "FromDate": since.strftime("%m/%d/%Y"),
+            "PaginationRequest": {"PageSize": page_size, "PageNumber": page},
+        }
+        result = await self._call("GetDeviceUsage", params, False)
+
+        def read(r: Element) -> UsagePage:
+            head = fields(r)
+            return UsagePage(
+                usage=[usage(u) for u in rows(r, "DeviceUsages", "DeviceUsage")],
+                page=page,
+                pages=int(head["TotalPages"]),
+                total=int(head["TotalRecords"]),
+            )
+
+        return self._read(read, result, False)
 
     async def _instance(self, method: str, params: dict[str, Any], writes: bool) -> CarrierLine:
         result = await self._call(method, params, writes)

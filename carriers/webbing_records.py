@@ -57,6 +57,7 @@ def usage(u: dict[str, str]) -> LineUsage:
         used_bytes=_bytes(u["TotalHSUsage"]),
         allowance_bytes=_bytes(u["DailyHighSpeedMB"]),
         observed_at=_required_time(u["UsageAsOfUtc"]),
+        iccid=u.get("ICCID") or None,
     )
 
 

@@ -10,8 +10,9 @@ Methods (parameters as child elements of the call; ``?`` optional):
 - ``GetServiceDeviceProducts {ICCID, PaginationRequest?}`` (oldest first)
 - ``GetOnlineDeviceUsage {ServiceDeviceProductID? | ICCID?}`` (spot usage of one
   instance, or of the device's newest active one)
-- ``GetDeviceUsage {ICCID, FromDate?, ToDate?, PaginationRequest?}`` (per instance active
-  within those UTC dates)
+- ``GetDeviceUsage {ICCID?, FromDate?, ToDate?, PaginationRequest?}`` (per instance active
+  within those UTC dates; without an ICCID, every instance of the account, grouped by
+  device in the order devices were added: the paged bulk read a usage poller uses)
 - ``GetServiceDevice {ICCID}`` (StatusID 3 while an instance is active, else 2)
 
 Invented (CARRIERS.md): the instance methods and their names, ``Reference`` (stored,
@@ -184,7 +185,7 @@ class WebbingService:
         return self._usage(newest)
 
     def device_usage(self, params: Params) -> dict[str, Any]:
-        iccid = _required(params, "ICCID")
+        iccid = _optional(params, "ICCID")
         from_text, to_text = _optional(params, "FromDate"), _optional(params, "ToDate")
         since = _parsed(parse_date, from_text, "FromDate") if from_text else float("-inf")
         until = _parsed(parse_date, to_text, "ToDate") + 86_400 if to_text else float("inf")

@@ -12,7 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 from models.db import session_scope
 from models.payloads import BalanceStatus, LineState, Policy
 from models.tables import Balance, LineEvent
-from tests.e2e.harness import iccids, none_seconds, rig
+from tests.e2e.harness import Rig, iccids, none_seconds, rig
 
 # 10 s passes with a 5 s lead and a 3 s margin: a rotation every ~7 s.
 FAST = Policy(lead_seconds=5, margin_seconds=3)
@@ -66,29 +66,45 @@ async def test_at_the_cost_cap_the_esim_stays_throttled_and_says_so(
     dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str
 ) -> None:
     async with rig(dev_env, tmp_path, database_url=database_url) as r:
-        (iccid,) = iccids(1)
-        await r.add_esims(iccid)
-        await r.enrol(iccid, "telna-compressed-60s", policy=Policy(max_lines_per_day=1))
-        await r.wait_for(iccid, lambda s: s.active is not None, 30, "first line")
-        await r.traffic(iccid, 1_000_000)
-        capped = await r.wait_for(
-            iccid, lambda s: s.status == BalanceStatus.Throttled, 30, "Throttled"
-        )
-        assert capped.capped and capped.rotations == 0
-        for _ in range(60):  # the allowance (6 MB) is gone ~6 s after traffic started
-            intervals = await r.timeline(iccid)
-            if intervals[-1]["state"] == "throttled":
-                break
-            await asyncio.sleep(0.25)
-        assert intervals[-1]["state"] == "throttled", intervals
-        await asyncio.sleep(1)
-        still = await r.status(iccid)
-        assert still.rotations == 0 and still.status == BalanceStatus.Throttled
-        with session_scope(r.settings.database_url) as session:
-            balance = session.exec(select(Balance).where(Balance.iccid == iccid)).one()
-            assert balance.state == "Throttled" and balance.capped
-            kinds = {e.kind for e in session.exec(select(LineEvent)).all()}
-            assert "cap_reached" in kinds
-        await r.traffic(iccid, 0)
-        await r.cancel_and_wait(iccid)
-        await r.assert_database_matches_carrier(iccid)
+        await stays_throttled_at_the_cap(r, "telna-compressed-60s")
+
+
+async def test_at_the_cost_cap_a_webbing_esim_stays_throttled_and_says_so(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Webbing's usage reaches the workflow through the usage poller alone."""
+    async with rig(dev_env, tmp_path, carrier="webbing") as r:
+        await stays_throttled_at_the_cap(r, "compressed-60s", poll=True)
+
+
+async def stays_throttled_at_the_cap(r: Rig, product: str, poll: bool = False) -> None:
+    """One line a day: traffic uses the allowance up, and the eSIM stays throttled, with
+    the state, the database and the ledger saying so, and nothing bought twice."""
+    (iccid,) = iccids(1)
+    await r.add_esims(iccid)
+    await r.enrol(iccid, product, policy=Policy(max_lines_per_day=1))
+    await r.wait_for(iccid, lambda s: s.active is not None, 30, "first line")
+    await r.traffic(iccid, 1_000_000)
+    capped = await r.wait_for(iccid, lambda s: s.status == BalanceStatus.Throttled, 30, "Throttled")
+    assert capped.capped and capped.rotations == 0
+    for _ in range(60):  # the allowance (6 MB) is gone ~6 s after traffic started
+        intervals = await r.timeline(iccid)
+        if intervals[-1]["state"] == "throttled":
+            break
+        await asyncio.sleep(0.25)
+    assert intervals[-1]["state"] == "throttled", intervals
+    if poll:
+        await r.poll_usage()  # the poller goes on reading: nothing it says moves the cap
+    await asyncio.sleep(3 if poll else 1)
+    still = await r.status(iccid)
+    assert still.rotations == 0 and still.status == BalanceStatus.Throttled
+    with session_scope(r.settings.database_url) as session:
+        balance = session.exec(select(Balance).where(Balance.iccid == iccid)).one()
+        assert balance.state == "Throttled" and balance.capped
+        kinds = {e.kind for e in session.exec(select(LineEvent)).all()}
+        assert "cap_reached" in kinds
+    orders = [e["reference"] for e in await r.ledger(iccid) if e["action"] == "order"]
+    assert len(orders) == len(set(orders)), orders  # the next line may be pre-ordered
+    await r.traffic(iccid, 0)
+    await r.cancel_and_wait(iccid)
+    await r.assert_database_matches_carrier(iccid)

@@ -1,0 +1,365 @@
+"""The audit's activity: workflows, database and carriers compared, page by page.
+
+One activity call audits one page of open balances (keyset by balance id): it reads
+their rows and lines, asks each balance's carrier for the eSIM's packages
+(``find_lines``) and Temporal whether its workflow runs, a bounded number of balances
+at once, never one workflow or activity per balance. ``activities.audit_rules.compare``
+says what disagrees; this module repairs what is safe and records every finding as a
+ledger event (actor ``audit``, kind ``audit_<kind>``, key
+``audit:{balance_id}:{kind}:{subject}``, so an audit that sees the same thing again
+adds no second event) and counts it in ``esim_audit_findings`` (once, with the event).
+
+Repair rules — the carrier is the truth for what exists and what it costs; the
+workflow is the only one that buys and switches:
+
+- ``missing_workflow`` (open balance, no running workflow): restarted from the database
+  and the carrier's packages (``activities.audit_restart``), adopting the active and
+  scheduled lines, so nothing is bought twice. Checked again against the database just
+  before, so a balance that closed meanwhile is left closed.
+- ``ghost_line`` (database: active/scheduled; carrier: ended, or no such package): the
+  row takes the carrier's end (``expired``, ``cancelled``, ``failed``), and the workflow
+  gets the ``audit`` signal naming the line: it drops such a scheduled line and orders
+  the next when due (at once, past the order time), and rotates away from such an
+  active line now — the eSIM has no service on it. A signal, not ``rotate_now``: it
+  names the line, so a repeated or late notice does nothing once the workflow has
+  moved on, and a scheduled line is replaced without ending the good active one.
+- ``orphan_purchase`` (a package carrying our reference the database does not know):
+  a scheduled one is cancelled (nobody will activate it; a queued start would, later, as
+  a second line); an active one is ended if the balance has another, current, active
+  line, and kept otherwise (never the only active line of an open balance); an ended one
+  is only written down. Either way the database then holds it as a line.
+- ``two_active_lines`` (more than one active package for longer than margin + 60 s):
+  our packages other than the balance's current line are ended; a package not ours (no
+  reference of this balance) is never touched, only reported.
+- ``missing_scheduled_line`` (past the current line's ``order_at`` and nothing ordered):
+  the workflow gets the ``audit`` signal, which wakes it to re-check its deadlines
+  (a workflow still retrying a failing carrier just goes on). Not ``rotate_now``: that
+  would end the active line early and pay for a pass that is not needed yet.
+- ``stuck_scheduled`` (still scheduled at the carrier after its switch time): flagged
+  only. The workflow is already retrying the activation; an operator looks.
+
+The metric's ``repaired`` label is ``true`` when the audit acted (row corrected,
+package ended, workflow signalled or restarted) and ``false`` when it only reported or
+its repair failed; a failed repair is tried again by the next audit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities import metrics
+from activities.audit_restart import carrier_line, read_known, rebuild_state
+from activities.audit_rules import (
+    BalanceView,
+    DbLine,
+    Finding,
+    Kind,
+    Repair,
+    compare,
+    seq_of,
+    settle_seconds,
+)
+from activities.store import StoreActivities
+from carriers.base import Carrier, CarrierLine
+from carriers.errors import CarrierError
+from enrolment import start_workflow, workflow_id
+from models.audit import AuditPage, AuditPageResult, AuditReport
+from models.db import dialect_insert, session_scope
+from models.payloads import AuditNotice, LineState, Policy, RecordChanges
+from models.tables import Balance, BalanceLine, LineEvent, Product
+
+KEY_LIMIT = 160  # LineEvent.key's column width
+
+
+class AuditActivities:
+    """The audit against carriers, Temporal and the database, all injected."""
+
+    def __init__(
+        self,
+        carriers: Mapping[str, Carrier],
+        client: Client,
+        database_url: str,
+        task_queue: str,
+    ) -> None:
+        self._carriers = carriers
+        self._client = client
+        self._url = database_url
+        self._task_queue = task_queue
+        self._store = StoreActivities(database_url)
+
+    @activity.defn(name="audit_page")
+    async def audit_page(self, req: AuditPage) -> AuditPageResult:
+        """Audit up to ``limit`` open balances after ``after``; repair, record, count."""
+        page = await asyncio.to_thread(read_page, self._url, req.after, req.limit)
+        gate = asyncio.Semaphore(req.concurrency)
+        reports = await asyncio.gather(*(self._audit(open_, req, gate) for open_ in page))
+        total = AuditReport()
+        for report in reports:
+            total = total.add(report)
+        full = len(page) == req.limit
+        return AuditPageResult(report=total, next_after=page[-1].balance_id if full else None)
+
+    async def _audit(
+        self, open_: OpenBalance, req: AuditPage, gate: asyncio.Semaphore
+    ) -> AuditReport:
+        async with gate:
+            carrier = self._carriers.get(open_.carrier)
+            try:
+                if carrier is None:
+                    raise CarrierError(open_.carrier, "no client for this carrier")
+                found = await carrier.find_lines(open_.iccid)
+                running, run_id = await self._workflow(open_.iccid)
+            except (CarrierError, RPCError) as error:
+                activity.logger.warning("audit of %s skipped: %s", open_.balance_id, error)
+                activity.heartbeat()
+                return AuditReport(balances=1, unreadable=1)
+            # The database is read after the carrier and Temporal: what the workflow
+            # recorded meanwhile is seen, so a package it just ordered is no orphan, and
+            # a workflow that completed has closed its balance already.
+            view = await asyncio.to_thread(read_view, self._url, open_.balance_id)
+            if view is None:
+                activity.heartbeat()
+                return AuditReport(balances=1)  # closed since the page was read
+            now = datetime.now(UTC)
+            settle = settle_seconds(view, req.settle_seconds)
+            findings = compare(view, found, now, settle, req.switch_allowance_seconds)
+            report = AuditReport(balances=1)
+            for finding in findings:
+                done = await self._repair(view, finding, found, signal=running)
+                report = report.add(await self._record(view, finding, done, now))
+            if not running:
+                missing = Finding(
+                    kind=Kind.missing_workflow,
+                    subject=run_id or "never-started",
+                    detail={"dead_run_id": run_id},
+                )
+                restarted = await self._restart(view, carrier, missing, now)
+                report = report.add(await self._record(view, missing, restarted, now))
+                report.restarted += restarted
+            activity.heartbeat()
+            return report
+
+    async def _workflow(self, iccid: str) -> tuple[bool, str | None]:
+        """Whether the balance's workflow runs, and the id of its latest run."""
+        handle = self._client.get_workflow_handle(workflow_id(iccid))
+        try:
+            described = await handle.describe()
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                return False, None
+            raise
+        return described.status == WorkflowExecutionStatus.RUNNING, described.run_id
+
+    # --- repairs ------------------------------------------------------------------------
+
+    async def _repair(
+        self, view: BalanceView, finding: Finding, found: list[CarrierLine], signal: bool
+    ) -> bool:
+        """Apply the finding's repairs; True if any was made, False if none or one failed."""
+        acted = False
+        by_id = {line.line_id: line for line in found}
+        try:
+            for repair in finding.repairs:
+                if repair is Repair.correct_row:
+                    line = by_id.get(finding.line_id or "")
+                    await asyncio.to_thread(correct_row, self._url, view, finding, line)
+                elif repair is Repair.record_row and finding.line_id in by_id:
+                    await self._write_line(view, by_id[finding.line_id or ""])
+                elif repair is Repair.deactivate:
+                    ids = finding.detail.get("end") or [finding.line_id]
+                    for line_id in ids:
+                        ended = await self._carriers[view.carrier].deactivate(line_id)
+                        await self._write_line(view, ended, LineState.cancelled)
+                elif repair is Repair.notify and signal:
+                    await self._notify(view, finding)
+                else:
+                    continue
+                acted = True
+        except (CarrierError, RPCError) as error:
+            activity.logger.warning(
+                "audit repair of %s %s failed: %s", finding.kind, view.balance_id, error
+            )
+            finding.detail["repair_error"] = str(error)
+            return False
+        return acted
+
+    async def _write_line(
+        self, view: BalanceView, found: CarrierLine, state: LineState | None = None
+    ) -> None:
+        """The database learns (or corrects) a package of this balance as it is now."""
+        seq = seq_of(found.reference, view.balance_id)
+        known = await asyncio.to_thread(read_known, self._url, view.balance_id)
+        if seq is None or known is None:
+            return
+        spec = known.products.get(found.carrier_product_id, known.product)
+        changes = RecordChanges(
+            balance_id=view.balance_id,
+            iccid=view.iccid,
+            carrier=view.carrier,
+            lines=[carrier_line(found, seq, spec, state)],
+        )
+        await asyncio.to_thread(self._store.record_changes, changes)
+
+    async def _notify(self, view: BalanceView, finding: Finding) -> None:
+        notice = AuditNotice(
+            kind=finding.kind.value,
+            reference=finding.subject,
+            reason=f"audit: {finding.kind.value} {finding.subject}",
+        )
+        await self._client.get_workflow_handle(workflow_id(view.iccid)).signal("audit", notice)
+
+    async def _restart(
+        self, view: BalanceView, carrier: Carrier, missing: Finding, now: datetime
+    ) -> bool:
+        """Start the workflow again from the database and the carrier, if still open."""
+        known = await asyncio.to_thread(read_known, self._url, view.balance_id)
+        if known is None:
+            missing.detail["skipped"] = "closed meanwhile, or its product is unknown"
+            return False
+        try:
+            found = await carrier.find_lines(view.iccid)  # after this audit's repairs
+            state = rebuild_state(known, found, now)
+            adopted = [line for line in (state.active, state.scheduled) if line is not None]
+            if adopted:
+                changes = RecordChanges(
+                    balance_id=view.balance_id,
+                    iccid=view.iccid,
+                    carrier=view.carrier,
+                    lines=adopted,
+                )
+                await asyncio.to_thread(self._store.record_changes, changes)
+            await start_workflow(self._client, self._task_queue, state)
+        except (CarrierError, RPCError) as error:
+            missing.detail["repair_error"] = str(error)
+            activity.logger.warning("audit restart of %s failed: %s", view.balance_id, error)
+            return False
+        missing.detail.update(
+            active_seq=state.active.seq if state.active else None,
+            scheduled_seq=state.scheduled.seq if state.scheduled else None,
+            last_seq=state.last_seq,
+        )
+        activity.logger.info("audit restarted the workflow of %s", view.balance_id)
+        return True
+
+    async def _record(
+        self, view: BalanceView, finding: Finding, repaired: bool, now: datetime
+    ) -> AuditReport:
+        """The ledger event of a finding; counted in the metric only the first time."""
+        new = await asyncio.to_thread(record_finding, self._url, view, finding, repaired, now)
+        if new:
+            metrics.audit_findings.labels(finding.kind.value, str(repaired).lower()).inc()
+        kind = finding.kind.value
+        return AuditReport(findings={kind: 1}, new_findings={kind: 1} if new else {})
+
+
+@dataclass(frozen=True)
+class OpenBalance:
+    balance_id: str
+    iccid: str
+    carrier: str
+
+
+def read_page(database_url: str, after: str | None, limit: int) -> list[OpenBalance]:
+    """Up to ``limit`` open balances with ids after ``after`` (keyset paging)."""
+    query = sa.select(col(Balance.id), col(Balance.iccid), col(Balance.carrier)).where(
+        col(Balance.open_iccid).is_not(None)
+    )
+    if after is not None:
+        query = query.where(col(Balance.id) > after)
+    with session_scope(database_url) as session:
+        rows = session.execute(query.order_by(col(Balance.id)).limit(limit)).all()
+    return [OpenBalance(*row) for row in rows]
+
+
+def read_view(database_url: str, balance_id: str) -> BalanceView | None:
+    """The balance with its lines as the database says now; None once it is closed, or
+    when its product left the catalogue (nothing to judge it by)."""
+    with session_scope(database_url) as session:
+        b = session.get(Balance, balance_id)
+        product = session.get(Product, b.product_id) if b is not None else None
+        if b is None or b.open_iccid is None or product is None:
+            return None
+        lines = session.exec(select(BalanceLine).where(BalanceLine.balance_id == balance_id))
+        return BalanceView(
+            balance_id=b.id,
+            iccid=b.iccid,
+            carrier=b.carrier,
+            line_seq=b.line_seq,
+            paused=b.paused,
+            lines_total=b.lines_total,
+            policy=Policy.model_validate(b.policy or {}),
+            validity_seconds=product.validity_seconds,
+            reset=product.reset,
+            lines=[
+                DbLine(
+                    seq=line.seq,
+                    reference=line.reference,
+                    state=line.state,
+                    carrier_line_id=line.carrier_line_id,
+                    ordered_at=line.ordered_at,
+                )
+                for line in lines
+            ],
+        )
+
+
+def correct_row(
+    database_url: str, view: BalanceView, finding: Finding, found: CarrierLine | None
+) -> None:
+    """A ghost line's row takes the carrier's end; only while it still says open."""
+    values: dict[str, Any] = {"state": finding.detail["state"], "updated_at": datetime.now(UTC)}
+    if found is not None:
+        values.update(activated_at=found.activated_at, ended_at=found.ended_at)
+    with session_scope(database_url) as session:
+        session.execute(
+            sa.update(BalanceLine)
+            .where(col(BalanceLine.balance_id) == view.balance_id)
+            .where(col(BalanceLine.seq) == finding.seq)
+            .where(col(BalanceLine.state).in_(("active", "scheduled")))
+            .values(values)
+        )
+
+
+def event_key(balance_id: str, kind: Kind, subject: str) -> str:
+    key = f"audit:{balance_id}:{kind.value}:{subject}"
+    if len(key) <= KEY_LIMIT:
+        return key
+    digest = hashlib.sha256(subject.encode()).hexdigest()[:32]
+    return f"audit:{balance_id}:{kind.value}:{digest}"
+
+
+def record_finding(
+    database_url: str, view: BalanceView, finding: Finding, repaired: bool, now: datetime
+) -> bool:
+    """Insert the finding's ledger event; True if it is new (not seen by an earlier audit)."""
+    row = {
+        "key": event_key(view.balance_id, finding.kind, finding.subject),
+        "balance_id": view.balance_id,
+        "seq": finding.seq,
+        "kind": f"audit_{finding.kind.value}",
+        "actor": "audit",
+        "at": now,
+        "detail": {
+            **finding.detail,
+            "subject": finding.subject,
+            "line_id": finding.line_id,
+            "repairs": [r.value for r in finding.repairs],
+            "repaired": repaired,
+        },
+    }
+    with session_scope(database_url) as session:
+        result = session.execute(
+            dialect_insert(session, LineEvent).values(row).on_conflict_do_nothing()
+        )
+        return bool(getattr(result, "rowcount", 0))

@@ -1,0 +1,150 @@
+"""Restarting a balance's lost workflow from the database and the carrier's truth.
+
+A workflow that is gone (terminated by hand, failed, never started after enrolment) is
+started again with a state rebuilt from what is known for certain: the balance row (product,
+policy, term, pause) and the carrier's packages carrying our references. The new run
+adopts the active package and a scheduled one after it, numbers its next order after the
+highest seq the carrier or the database has ever seen, and continues the ledger's event
+numbering, so it buys nothing twice and overwrites no event. It is started with the id
+and conflict policy of enrolment (``balance-{iccid}``, USE_EXISTING): racing a normal
+start, or another audit, leaves one workflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+
+from activities.audit_rules import end_state, seq_of
+from carriers.base import CarrierLine
+from enrolment import product_spec
+from models.db import session_scope
+from models.payloads import (
+    ARCHIVE_DEPTH,
+    BalanceState,
+    BalanceStatus,
+    Line,
+    LineState,
+    Policy,
+    ProductSpec,
+)
+from models.tables import Balance, BalanceLine, LineEvent, Product
+
+
+@dataclass
+class Known:
+    """What the database knows of one open balance, for a restart."""
+
+    balance: Balance
+    product: ProductSpec
+    next_product: ProductSpec | None
+    products: dict[str, ProductSpec]  # by carrier product id
+    max_seq: int
+    event_counter: int
+
+
+def read_known(database_url: str, balance_id: str) -> Known | None:
+    """The balance if it is still open (it may have closed since it was read), else None."""
+    with session_scope(database_url) as session:
+        balance = session.get(Balance, balance_id)
+        if balance is None or balance.open_iccid is None:
+            return None
+        rows = session.exec(select(Product).where(Product.carrier == balance.carrier)).all()
+        products = {row.carrier_product_id: product_spec(row) for row in rows}
+        by_id = {spec.id: spec for spec in products.values()}
+        product = by_id.get(balance.product_id)
+        if product is None:
+            return None
+        max_seq = session.exec(
+            select(sa.func.max(BalanceLine.seq)).where(BalanceLine.balance_id == balance_id)
+        ).one()
+        keys = session.exec(
+            select(LineEvent.key).where(
+                col(LineEvent.key).startswith(f"{balance_id}:", autoescape=True)
+            )
+        ).all()
+        session.expunge(balance)
+    counters = [int(k.rsplit(":", 1)[1]) for k in keys if k.rsplit(":", 1)[1].isdigit()]
+    return Known(
+        balance=balance,
+        product=product,
+        next_product=by_id.get(balance.next_product_id or ""),
+        products=products,
+        max_seq=max_seq or 0,
+        event_counter=max(counters, default=0),
+    )
+
+
+def carrier_line(
+    found: CarrierLine, seq: int, spec: ProductSpec, state: LineState | None = None
+) -> Line:
+    """Our Line for a package the carrier holds, in the carrier's words (``state``: why
+    it ended, when we know better than the carrier says)."""
+    state = state or {"scheduled": LineState.scheduled, "active": LineState.active}.get(
+        found.status
+    )
+    return Line(
+        seq=seq,
+        reference=found.reference or "",
+        product_id=spec.id,
+        carrier_product_id=found.carrier_product_id,
+        allowance_bytes=found.allowance_bytes,
+        validity_seconds=spec.validity_seconds,
+        state=state or LineState(end_state(found)),
+        line_id=found.line_id,
+        ordered_at=found.ordered_at,
+        activated_at=found.activated_at,
+        ends_at=found.ends_at,
+        ended_at=found.ended_at,
+        used_bytes=found.used_bytes,
+    )
+
+
+def rebuild_state(known: Known, found: list[CarrierLine], now: datetime) -> BalanceState:
+    """The state a restarted workflow starts from; pure."""
+    b = known.balance
+    ours: dict[int, Line] = {}
+    for package in found:
+        seq = seq_of(package.reference, b.id)
+        if seq is not None:
+            spec = known.products.get(package.carrier_product_id, known.product)
+            ours[seq] = carrier_line(package, seq, spec)
+    active_seqs = [seq for seq, line in ours.items() if line.state == LineState.active]
+    # The line the database names as current, if the carrier has it active; else the
+    # newest active one.
+    current = b.line_seq if b.line_seq in active_seqs else max(active_seqs, default=None)
+    active = ours[current] if current is not None else None
+    after = current or 0
+    waiting = [s for s, line in ours.items() if line.state == LineState.scheduled and s > after]
+    scheduled = ours[max(waiting)] if waiting else None
+    ended = [line for s, line in sorted(ours.items()) if line.state not in _OPEN]
+    today = [
+        line
+        for line in ours.values()
+        if line.activated_at and line.activated_at.date() == now.date()
+    ]
+    return BalanceState(
+        balance_id=b.id,
+        iccid=b.iccid,
+        carrier=b.carrier,
+        product=known.product,
+        policy=Policy.model_validate(b.policy or {}),
+        lines_total=b.lines_total,
+        next_product=known.next_product,
+        status=BalanceStatus.Paused if b.paused else BalanceStatus.Active,
+        active=active,
+        scheduled=scheduled,
+        archived=ended[-ARCHIVE_DEPTH:],
+        last_seq=max([known.max_seq, *ours]),
+        paused=b.paused,
+        day=now.date(),
+        lines_today=len(today),
+        rotations=b.rotations,
+        event_counter=known.event_counter,
+    )
+
+
+_OPEN = (LineState.active, LineState.scheduled)

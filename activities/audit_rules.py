@@ -1,0 +1,309 @@
+"""The audit's comparison of one balance: database rows against the carrier's packages.
+
+Pure functions of what was read (no I/O, no clock): ``compare`` returns the findings and,
+for each, the repair the audit may make. ``activities/audit.py`` reads, repairs and
+records; the rules themselves are written down there, in its module docstring.
+
+Everything recent is left alone: a carrier change younger than ``settle`` seconds may
+be one the workflow is about to record (an order whose answer is on its way, a switch
+between the carrier's confirmation and the database write), so it is not judged yet.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+
+from carriers.base import CarrierLine
+from models.payloads import Policy
+
+OPEN_STATES = frozenset({"active", "scheduled"})
+
+
+class Kind(StrEnum):
+    """The disagreements the audit looks for (``audit_<kind>`` ledger events)."""
+
+    missing_workflow = "missing_workflow"
+    ghost_line = "ghost_line"
+    orphan_purchase = "orphan_purchase"
+    two_active_lines = "two_active_lines"
+    missing_scheduled_line = "missing_scheduled_line"
+    stuck_scheduled = "stuck_scheduled"
+
+
+class Repair(StrEnum):
+    """What the audit does about a finding."""
+
+    correct_row = "correct_row"  # the database row takes the carrier's truth
+    record_row = "record_row"  # the database learns a line it did not know
+    deactivate = "deactivate"  # end the line at the carrier, then record it
+    notify = "notify"  # tell the balance's workflow (``audit`` signal)
+    flag = "flag"  # recorded only: an operator looks
+
+
+class DbLine(BaseModel):
+    """A ``balance_line`` row as the audit reads it."""
+
+    seq: int
+    reference: str
+    state: str
+    carrier_line_id: str | None = None
+    ordered_at: datetime | None = None
+
+
+class BalanceView(BaseModel):
+    """An open balance as the database says it is."""
+
+    balance_id: str
+    iccid: str
+    carrier: str
+    line_seq: int | None = None
+    paused: bool = False
+    lines_total: int | None = None
+    policy: Policy = Policy()
+    validity_seconds: int
+    reset: str = "rolling"
+    lines: list[DbLine] = []
+
+
+class Finding(BaseModel):
+    """One disagreement; ``subject`` (a reference or package id) makes its event key."""
+
+    kind: Kind
+    subject: str
+    seq: int | None = None
+    line_id: str | None = None
+    repairs: list[Repair] = []
+    detail: dict[str, Any] = {}
+
+
+def seq_of(reference: str | None, balance_id: str) -> int | None:
+    """The seq in our reference ``{balance_id}:{seq}``, or None if it is not ours."""
+    if reference is None or not reference.startswith(f"{balance_id}:"):
+        return None
+    tail = reference.removeprefix(f"{balance_id}:")
+    return int(tail) if tail.isdigit() else None
+
+
+def settle_seconds(view: BalanceView, override: float | None) -> float:
+    """How old a carrier change must be before it is judged: the margin, at least 5 s."""
+    if override is not None:
+        return override
+    return max(5.0, view.policy.margin(view.validity_seconds))
+
+
+def end_state(found: CarrierLine | None) -> str:
+    """Our line state for a package the carrier has ended (or does not know)."""
+    if found is None:
+        return "cancelled"
+    if found.activated_at is None:
+        return "failed" if found.status == "ended" else "cancelled"
+    ended, ends = found.ended_at, found.ends_at
+    if ended is not None and ends is not None and ended < ends - timedelta(seconds=1):
+        return "cancelled"  # ended before its window did: someone ended it
+    return "expired"
+
+
+def owned_active(view: BalanceView, ours: dict[int, CarrierLine]) -> tuple[int, CarrierLine] | None:
+    """The balance's current line at the carrier, with its seq: the one the database
+    names, if active, else our active package of the highest seq."""
+    seq = view.line_seq
+    if seq is not None and seq in ours and ours[seq].status == "active":
+        return seq, ours[seq]
+    active = [seq for seq, line in ours.items() if line.status == "active"]
+    return (max(active), ours[max(active)]) if active else None
+
+
+def compare(
+    view: BalanceView,
+    found: list[CarrierLine],
+    now: datetime,
+    settle: float,
+    switch_allowance: float,
+) -> list[Finding]:
+    """Every disagreement between the database's view of a balance and its carrier."""
+    ours: dict[int, CarrierLine] = {}
+    for line in found:
+        seq = seq_of(line.reference, view.balance_id)
+        if seq is not None:
+            ours[seq] = line
+    old = now - timedelta(seconds=settle)
+    findings = [
+        *_ghosts(view, found, old),
+        *_orphans(view, ours, old),
+        *_two_active(view, found, ours, now, switch_allowance),
+    ]
+    if not view.paused:
+        findings += _missing_scheduled(view, ours, old)
+        findings += _stuck(view, ours, old)
+    return findings
+
+
+def _ghosts(view: BalanceView, found: list[CarrierLine], old: datetime) -> list[Finding]:
+    """Rows the database holds open whose package the carrier has ended, or lacks."""
+    by_id = {line.line_id: line for line in found}
+    by_ref = {line.reference: line for line in found if line.reference}
+    out: list[Finding] = []
+    for row in view.lines:
+        if row.state not in OPEN_STATES:
+            continue
+        line = by_id.get(row.carrier_line_id or "") or by_ref.get(row.reference)
+        if line is None:
+            if row.ordered_at is None or row.ordered_at > old:
+                continue
+        elif line.status != "ended" or (line.ended_at or old) > old:
+            continue
+        out.append(
+            Finding(
+                kind=Kind.ghost_line,
+                subject=row.reference,
+                seq=row.seq,
+                line_id=row.carrier_line_id,
+                repairs=[Repair.correct_row, Repair.notify],
+                detail={
+                    "database_state": row.state,
+                    "carrier_status": line.status if line else "unknown",
+                    "state": end_state(line),
+                },
+            )
+        )
+    return out
+
+
+def _orphans(view: BalanceView, ours: dict[int, CarrierLine], old: datetime) -> list[Finding]:
+    """Packages carrying our reference that the database does not know."""
+    known_ids = {row.carrier_line_id for row in view.lines}
+    known_refs = {row.reference for row in view.lines}
+    owned = owned_active(view, ours)
+    current = owned[1] if owned else None
+    out: list[Finding] = []
+    for seq, line in sorted(ours.items()):
+        if line.line_id in known_ids or line.reference in known_refs or line.ordered_at > old:
+            continue
+        repairs = [Repair.record_row]
+        if line.status == "scheduled" or (line.status == "active" and line is not current):
+            # Nobody will activate it (a queued start would, later) or it doubles the
+            # balance's current line. The only active line of the balance stays.
+            repairs = [Repair.deactivate]
+        out.append(
+            Finding(
+                kind=Kind.orphan_purchase,
+                subject=line.reference or line.line_id,
+                seq=seq,
+                line_id=line.line_id,
+                repairs=repairs,
+                detail={"carrier_status": line.status},
+            )
+        )
+    return out
+
+
+def _two_active(
+    view: BalanceView,
+    found: list[CarrierLine],
+    ours: dict[int, CarrierLine],
+    now: datetime,
+    switch_allowance: float,
+) -> list[Finding]:
+    """More than one active package on the eSIM for longer than a switch may overlap."""
+    active = sorted(
+        (line for line in found if line.status == "active"),
+        key=lambda line: (line.activated_at or line.ordered_at, line.line_id),
+    )
+    if len(active) < 2:
+        return []
+    since = active[1].activated_at or active[1].ordered_at
+    allowed = view.policy.margin(view.validity_seconds) + switch_allowance
+    if (now - since).total_seconds() <= allowed:
+        return []
+    owned = owned_active(view, ours)
+    current = owned[1] if owned else None
+    # Only our own packages are ended, and only beside the balance's current line.
+    extra = [
+        line
+        for line in active
+        if current is not None
+        and line is not current
+        and seq_of(line.reference, view.balance_id) is not None
+    ]
+    return [
+        Finding(
+            kind=Kind.two_active_lines,
+            subject="+".join(line.line_id for line in active),
+            seq=owned[0] if owned else None,
+            line_id=current.line_id if current else None,
+            repairs=[Repair.deactivate] if extra else [Repair.flag],
+            detail={
+                "active": [line.line_id for line in active],
+                "references": [line.reference for line in active],
+                "kept": current.line_id if current else None,
+                "end": [line.line_id for line in extra],
+                "overlap_seconds": round((now - since).total_seconds(), 3),
+            },
+        )
+    ]
+
+
+def _missing_scheduled(
+    view: BalanceView, ours: dict[int, CarrierLine], old: datetime
+) -> list[Finding]:
+    """Past the current line's order time and nothing ordered after it."""
+    owned = owned_active(view, ours)
+    if owned is None or owned[1].ends_at is None:
+        return []
+    seq, current = owned
+    assert current.ends_at is not None
+    if view.lines_total is not None and max(ours) >= view.lines_total:
+        return []  # the term's last line: nothing more is ordered
+    if any(s > seq and line.status != "ended" for s, line in ours.items()):
+        return []
+    lead = view.policy.lead(view.validity_seconds)
+    order_at = current.ends_at - timedelta(seconds=lead)
+    if order_at > old:
+        return []
+    return [
+        Finding(
+            kind=Kind.missing_scheduled_line,
+            subject=current.reference or current.line_id,
+            seq=seq,
+            line_id=current.line_id,
+            repairs=[Repair.notify],
+            detail={"order_at": order_at.isoformat(), "ends_at": current.ends_at.isoformat()},
+        )
+    ]
+
+
+def _stuck(view: BalanceView, ours: dict[int, CarrierLine], old: datetime) -> list[Finding]:
+    """Known lines still scheduled at the carrier after their switch time."""
+    known = {row.reference for row in view.lines}
+    owned = owned_active(view, ours)
+    margin = timedelta(seconds=view.policy.margin(view.validity_seconds))
+    out: list[Finding] = []
+    for seq, line in sorted(ours.items()):
+        if line.status != "scheduled" or line.reference not in known:
+            continue
+        if owned is None:
+            switch_at = line.ordered_at + margin  # nothing active: activated right away
+        else:
+            current_seq, current = owned
+            if seq < current_seq or current.ends_at is None:
+                continue
+            # Boundary passes switch at the boundary itself (see BalanceWorkflow).
+            rolling = view.reset == "rolling"
+            switch_at = current.ends_at - margin if rolling else current.ends_at
+        if switch_at > old:
+            continue
+        out.append(
+            Finding(
+                kind=Kind.stuck_scheduled,
+                subject=line.reference or line.line_id,
+                seq=seq,
+                line_id=line.line_id,
+                repairs=[Repair.flag],
+                detail={"switch_at": switch_at.isoformat()},
+            )
+        )
+    return out

@@ -7,9 +7,22 @@ state), never an ICCID or a balance id, so a large fleet does not grow the serie
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from sqlmodel import col
+
+from models.db import session_scope
+from models.payloads import BalanceStatus, EventRecord, Line, LineState
+from models.tables import Balance
+
+log = logging.getLogger("worker.metrics")
 
 REGISTRY = CollectorRegistry()
+ROTATION_REASONS = frozenset({"time", "usage", "operator"})
 
 # Seconds, from sub-second carrier calls to day-long windows.
 _SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600, 86400)
@@ -23,8 +36,8 @@ rotations = Counter(
 )
 rotation_lead = Histogram(
     "esim_rotation_lead_seconds",
-    "How long before the old line's end the next line was confirmed active, by carrier "
-    "(carrier-reported times). Negative values are gaps.",
+    "Time rotations: how long before the old line's scheduled end the next line was "
+    "confirmed active, by carrier (carrier-reported times). Negative values are late.",
     ["carrier"],
     buckets=(-60, -1, 0, *_SECONDS),
     registry=REGISTRY,
@@ -82,3 +95,89 @@ notifications = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+
+
+def observe_rotations(carrier: str, events: Sequence[EventRecord], lines: Sequence[Line]) -> None:
+    """Count the rotations among newly written ``events`` and observe their lead, gap and
+    overlap from the carrier-reported times of the ``lines`` written with them.
+
+    A rotation is an ``activated`` event with a rotation reason, written together with
+    the line it ended. Lead is measured for time rotations only: a usage or operator
+    rotation comes early on purpose, long before the old line's scheduled end.
+    """
+    by_seq = {line.seq: line for line in lines}
+    for event in events:
+        reason = event.detail.get("reason")
+        if event.kind != "activated" or reason not in ROTATION_REASONS:
+            continue
+        rotations.labels(carrier, reason).inc()
+        new = by_seq.get(event.seq) if event.seq is not None else None
+        old = next((line for line in lines if line.seq != event.seq and _ended(line)), None)
+        ends = [t for t in (old.ended_at, old.ends_at) if t is not None] if old else []
+        if new is None or old is None or new.activated_at is None or not ends:
+            continue
+        old_end = min(ends)  # it ended when we ended it, or by time if that came first
+        switch = (old_end - new.activated_at).total_seconds()
+        gap.labels(carrier).observe(max(0.0, -switch))
+        overlap.labels(carrier).observe(max(0.0, switch))
+        if reason == "time" and old.ends_at is not None:
+            rotation_lead.labels(carrier).observe((old.ends_at - new.activated_at).total_seconds())
+
+
+def _ended(line: Line) -> bool:
+    return line.state in (LineState.expired, LineState.exhausted, LineState.cancelled)
+
+
+def serve(port: int) -> Callable[[], None] | None:
+    """Serve ``REGISTRY`` on 127.0.0.1:``port`` in a thread; returns what stops it.
+
+    Port 0 turns it off. A port in use is one error line and no metrics from this
+    process, not a crash: rotations matter more than their metrics, and a supervisor
+    restarting the worker would only meet the same port again. Several workers on one
+    host need a port each.
+    """
+    if port == 0:
+        return None
+    try:
+        server, thread = start_http_server(port, addr="127.0.0.1", registry=REGISTRY)
+    except OSError as error:
+        log.error(
+            "worker metrics not served: 127.0.0.1:%d: %s (set WORKER_METRICS_PORT to a free "
+            "port, or 0 to turn them off)",
+            port,
+            error.strerror or error,
+        )
+        return None
+    log.info("worker metrics on http://127.0.0.1:%d/metrics", port)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop
+
+
+def refresh_balances(database_url: str) -> None:
+    """Set ``esim_worker_balances`` from the database (every state, zero included)."""
+    with session_scope(database_url) as session:
+        rows = session.execute(
+            sa.select(col(Balance.state), sa.func.count()).group_by(col(Balance.state))
+        ).all()
+    counts = {state: int(n) for state, n in rows}
+    for state in BalanceStatus:
+        balances.labels(state=state.value).set(counts.get(state.value, 0))
+
+
+async def watch_balances(database_url: str, stop: asyncio.Event, interval: float = 15.0) -> None:
+    """Refresh the balances gauge every ``interval`` seconds until ``stop``; a failing
+    read leaves the last values and is tried again."""
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(refresh_balances, database_url)
+        except Exception as error:  # noqa: BLE001  (metrics must not stop the worker)
+            log.warning("balances by state not refreshed: %s", error)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        except TimeoutError:
+            pass

@@ -17,14 +17,16 @@ import sqlalchemy as sa
 from sqlmodel import Session, col
 from temporalio import activity
 
+from activities.metrics import observe_rotations
+from activities.notify import hold_ledger_writes
 from models.db import dialect_insert, session_scope
-from models.payloads import BalanceRecord, Line, RecordChanges
+from models.payloads import BalanceRecord, EventRecord, Line, RecordChanges
 from models.tables import Balance, BalanceLine, Esim, LineEvent, UTCDateTime
 
 # What a later write of a line may change; the rest is fixed when the line is ordered.
 LINE_UPDATES = (
     "carrier_line_id product_id state allowance_bytes used_bytes ordered_at activated_at "
-    "ends_at ended_at updated_at"
+    "ends_at ended_at exhausted_at updated_at"
 ).split()
 
 
@@ -36,8 +38,16 @@ class StoreActivities:
 
     @activity.defn(name="record_changes")
     def record_changes(self, changes: RecordChanges) -> None:
-        """Upsert the balance and its lines and append the ledger events, in one transaction."""
+        """Upsert the balance and its lines and append the ledger events, in one transaction.
+
+        Rotation metrics count the events this attempt wrote first, after the commit, so
+        a retried attempt (or one racing its first attempt) does not count them twice.
+        """
+        fresh: list[EventRecord] = []
         with session_scope(self._url) as session:
+            if changes.events:
+                # First, before any row lock: see hold_ledger_writes.
+                hold_ledger_writes(session)
             if session.get(Balance, changes.balance_id) is None:
                 _adopt_balance(session, changes)
             if changes.balance is not None:
@@ -45,14 +55,30 @@ class StoreActivities:
             for line in changes.lines:
                 _upsert_line(session, changes, line)
             if changes.events:
-                rows = [event.model_dump() for event in changes.events]
-                session.execute(dialect_insert(session, LineEvent).on_conflict_do_nothing(), rows)
+                fresh = _append_events(session, changes.events)
+        observe_rotations(changes.carrier, fresh, changes.lines)
         activity.logger.debug(
             "recorded %d lines, %d events for %s",
             len(changes.lines),
             len(changes.events),
             changes.balance_id,
         )
+
+
+def _append_events(session: Session, events: list[EventRecord]) -> list[EventRecord]:
+    """Insert the events that are not in the ledger yet; return those this call wrote.
+
+    The ledger is also the notification outbox: the caller holds ``hold_ledger_writes``,
+    which keeps the dispatcher from reading past an id taken here but not committed.
+    """
+    fresh = []
+    for event in events:
+        insert = dialect_insert(session, LineEvent).values(event.model_dump())
+        # RETURNING, not rowcount: psycopg reports -1 for a single-row upsert.
+        written = session.execute(insert.on_conflict_do_nothing().returning(col(LineEvent.id)))
+        if written.first() is not None:
+            fresh.append(event)
+    return fresh
 
 
 def _update_balance(session: Session, balance_id: str, record: BalanceRecord) -> None:
@@ -114,6 +140,7 @@ def _upsert_line(session: Session, changes: RecordChanges, line: Line) -> None:
         "activated_at": line.activated_at,
         "ends_at": line.ends_at,
         "ended_at": line.ended_at,
+        "exhausted_at": line.exhausted_at,
         "updated_at": datetime.now(UTC),
     }
     insert = dialect_insert(session, BalanceLine).values(row)

@@ -48,6 +48,26 @@ class Telemetry:
             registry=self.registry,
         )
 
+        self.audit_findings = Gauge(
+            "esim_audit_findings_recorded",
+            "Audit findings in the ledger (line_event kinds audit_*), by kind (read at "
+            "scrape time).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.notifications_pending = Gauge(
+            "esim_notifications_pending",
+            "Notifiable ledger events not yet delivered nor dropped (0 while notifications "
+            "have never run; read at scrape time).",
+            registry=self.registry,
+        )
+
+    def set_audit_findings(self, counts: dict[str, int]) -> None:
+        """Kinds come from the ledger without their ``audit_`` prefix; a kind seen once
+        keeps its series (at its new count) for as long as the app runs."""
+        for kind, n in counts.items():
+            self.audit_findings.labels(kind=kind.removeprefix("audit_")).set(n)
+
     def set_balances(self, counts: dict[str, int]) -> None:
         for state in BalanceStatus:
             self.balances.labels(state=state.value).set(counts.get(state.value, 0))

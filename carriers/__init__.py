@@ -7,11 +7,15 @@ from config import Settings
 
 
 def build_carriers(settings: Settings) -> dict[str, Carrier]:
-    """One long-lived client per configured carrier, keyed by carrier name."""
+    """One long-lived client per configured carrier, keyed by carrier name; each call is
+    timed and its errors counted (``carriers.metered``)."""
+    from carriers.metered import metered
     from carriers.telna import TelnaCarrier
     from carriers.webbing import WebbingCarrier
 
-    return {
-        "telna": TelnaCarrier.from_settings(settings),
-        "webbing": WebbingCarrier.from_settings(settings),
-    }
+    return metered(
+        {
+            "telna": TelnaCarrier.from_settings(settings),
+            "webbing": WebbingCarrier.from_settings(settings),
+        }
+    )

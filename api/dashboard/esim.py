@@ -1,0 +1,244 @@
+"""One eSIM's page: its balance's lines as we record them beside the carrier's own view.
+
+Ours are the ``balance_line`` rows, and the figures (gap, throttled, overlap seconds,
+rotations) are ``models.continuity``'s, the same as ``GET /v1/continuity`` sums. The
+carrier's are what its API answers for the ICCID right now (``find_lines``), read by a
+short-lived client per page view, so a slow carrier costs one page at most
+``CARRIER_TIMEOUT`` seconds and is shown as such. The
+carrier lane lists the balance's lines and any line on the ICCID we do not know at all,
+which is what invariant 3 forbids and an operator must see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from markupsafe import Markup
+
+from api.dashboard import timeline
+from api.dashboard.timeline import Bar, Group, Lane
+from carriers import build_carriers
+from carriers.base import CarrierLine
+from carriers.errors import CarrierError
+from config import Settings
+from models.continuity import balance_continuity, pauses
+from models.tables import Balance, BalanceLine, LineEvent
+
+CARRIER_TIMEOUT = 5.0
+# Lines drawn on the time axis; older ones stay in the table below it.
+MAX_LINES_DRAWN = 12
+ENDED = ("expired", "exhausted", "cancelled")
+
+
+@dataclass
+class CarrierView:
+    lines: list[CarrierLine] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class Row:
+    """One line, ours and the carrier's, side by side; ``problem`` if they disagree."""
+
+    seq: int | None
+    reference: str
+    ours: BalanceLine | None
+    theirs: CarrierLine | None
+
+    @property
+    def problem(self) -> str | None:
+        if self.ours is None:
+            return "at the carrier, unknown to us"
+        if self.theirs is None:
+            return "not found at the carrier" if self.ours.carrier_line_id else None
+        ours, theirs = self.ours.state, self.theirs.status
+        if ours == "active" and theirs != "active":
+            return f"active here, {theirs} at the carrier"
+        if theirs == "active" and ours != "active":
+            return f"{ours} here, active at the carrier"
+        return None
+
+
+@dataclass
+class Timeline:
+    svg: Markup
+    rows: list[Row]
+    figures: dict[str, Any]
+    start: datetime
+    end: datetime
+
+
+async def carrier_view(settings: Settings, carrier: str, iccid: str) -> CarrierView:
+    """The carrier's lines on ``iccid``, or why they could not be read."""
+    quick = settings.model_copy(
+        update={"carrier_timeout_seconds": min(CARRIER_TIMEOUT, settings.carrier_timeout_seconds)}
+    )
+    clients = build_carriers(quick)
+    try:
+        client = clients.get(carrier)
+        if client is None:
+            return CarrierView(error=f"no client for carrier {carrier!r}")
+        return CarrierView(sorted(await client.find_lines(iccid), key=lambda x: x.ordered_at))
+    except CarrierError as error:
+        return CarrierView(error=f"{type(error).__name__}: {error}"[:300])
+    finally:
+        for one in clients.values():
+            await one.aclose()
+
+
+def build(
+    balance: Balance,
+    ours: list[BalanceLine],
+    events: list[LineEvent],
+    theirs: CarrierView,
+    known_references: set[str],
+    now: datetime,
+) -> Timeline:
+    """Lanes, the side-by-side rows and the coverage figures of one balance."""
+    mine = f"{balance.id}:"
+    carrier_lines = [
+        line
+        for line in theirs.lines
+        if (line.reference or "").startswith(mine) or line.reference not in known_references
+    ]
+    rows = _rows(ours, carrier_lines)
+    drawn = sorted(ours, key=lambda line: line.seq)[-MAX_LINES_DRAWN:]
+    first_seq = drawn[0].seq if drawn else 0
+    drawn_theirs = [
+        line
+        for line in carrier_lines
+        if _seq(line.reference, mine) is None or (_seq(line.reference, mine) or 0) >= first_seq
+    ]
+    end = balance.closed_at or now
+    planned = [line.ends_at for line in drawn if line.ends_at and line.state == "active"]
+    starts = [_start(line.ordered_at, line.activated_at) for line in drawn]
+    starts += [_start(line.ordered_at, line.activated_at) for line in drawn_theirs]
+    start = min([s for s in starts if s is not None] or [balance.created_at])
+    axis_end = max([end, *planned]) if balance.closed_at is None else end
+    axis_end = max(axis_end, start + timedelta(seconds=10))
+
+    our_active = [(a, b) for line in drawn if (a := line.activated_at) and (b := _until(line, end))]
+    our_slow = [
+        (line.exhausted_at, _until(line, end) or end) for line in drawn if line.exhausted_at
+    ]
+    their_active = [
+        (a, b)
+        for line in drawn_theirs
+        if (a := line.activated_at) and (b := _their_until(line, end))
+    ]
+    cover_from = min([a for a, _ in our_active + their_active] or [start])
+    held = pauses(events, end)
+    ours_cover = timeline.coverage(our_active, our_slow, cover_from, end, held)
+    theirs_cover = timeline.coverage(their_active, [], cover_from, end, held)
+    groups = [
+        Group(
+            "ours (balance_line)",
+            [timeline.coverage_lane("coverage", ours_cover)]
+            + [_our_lane(line, end, now) for line in drawn],
+        ),
+        Group(
+            f"carrier: {balance.carrier}" + (" (unreadable)" if theirs.error else ""),
+            ([timeline.coverage_lane("coverage", theirs_cover)] if not theirs.error else [])
+            + [_their_lane(line, mine, end, now) for line in drawn_theirs],
+        ),
+    ]
+    figures = balance_continuity(balance, ours, events, now).model_dump() | {
+        "carrier_gap_seconds": timeline.seconds_of(theirs_cover, "gap"),
+        "carrier_overlap_seconds": timeline.seconds_of(theirs_cover, "overlap"),
+    }
+    svg = timeline.render(groups, start, axis_end, now)
+    return Timeline(svg, rows, figures, start, axis_end)
+
+
+def _start(ordered_at: datetime | None, activated_at: datetime | None) -> datetime | None:
+    return ordered_at or activated_at
+
+
+def _until(line: BalanceLine, end: datetime) -> datetime | None:
+    """Until when ``line`` was (or is) active, if it ever was."""
+    if line.activated_at is None:
+        return None
+    if line.state == "active":
+        return end
+    return line.ended_at or line.ends_at
+
+
+def _their_until(line: CarrierLine, end: datetime) -> datetime | None:
+    if line.activated_at is None:
+        return None
+    if line.status == "active":
+        return end
+    return line.ended_at or line.ends_at
+
+
+def _seq(reference: str | None, prefix: str) -> int | None:
+    if reference and reference.startswith(prefix) and reference[len(prefix) :].isdigit():
+        return int(reference[len(prefix) :])
+    return None
+
+
+def _usage(used: int, allowance: int) -> str:
+    share = f" ({100 * used / allowance:.0f} %)" if allowance else ""
+    return f"{used:,} of {allowance:,} bytes{share}"
+
+
+def _our_lane(line: BalanceLine, end: datetime, now: datetime) -> Lane:
+    data = {"side": "ours", "seq": str(line.seq), "state": line.state}
+    title = f"line {line.seq} {line.state}; {_usage(line.used_bytes, line.allowance_bytes)}"
+    bars: list[Bar] = []
+    if line.state == "scheduled":
+        if line.ordered_at:
+            bars.append(Bar(line.ordered_at, end, "scheduled", f"{title}; ordered"))
+    elif line.state == "failed":
+        at = line.ordered_at or line.updated_at
+        bars.append(Bar(at, line.ended_at or at, "failed", title))
+    elif line.activated_at is None:
+        at = line.ordered_at or line.updated_at
+        bars.append(Bar(at, line.ended_at or at, "archived never", f"{title}; never active"))
+    else:
+        until = _until(line, end) or end
+        kind = "active" if line.state == "active" else "archived"
+        bars.append(Bar(line.activated_at, until, kind, title))
+        if line.state == "active" and line.ends_at and line.ends_at > now:
+            bars.append(Bar(now, line.ends_at, "planned", f"line {line.seq} ends {line.ends_at}"))
+    return Lane(f"line {line.seq} · {line.state}", bars, data)
+
+
+def _their_lane(line: CarrierLine, prefix: str, end: datetime, now: datetime) -> Lane:
+    seq = _seq(line.reference, prefix)
+    data = {"side": "carrier", "line": line.line_id, "status": line.status}
+    if seq is not None:
+        data["seq"] = str(seq)
+    title = f"{line.line_id} {line.status}; {_usage(line.used_bytes, line.allowance_bytes)}"
+    exhausted = line.allowance_bytes > 0 and line.used_bytes >= line.allowance_bytes
+    bars: list[Bar] = []
+    if line.activated_at is None:
+        kind = "scheduled" if line.status == "scheduled" else "archived never"
+        bars.append(Bar(line.ordered_at, line.ended_at or end, kind, title))
+    else:
+        kind = "active" if line.status == "active" else "archived"
+        if exhausted:
+            kind += " used-up"
+        bars.append(Bar(line.activated_at, _their_until(line, end) or end, kind, title))
+        if line.status == "active" and line.ends_at and line.ends_at > now:
+            bars.append(Bar(now, line.ends_at, "planned", f"{line.line_id} ends {line.ends_at}"))
+    label = f"line {seq} · {line.status}" if seq is not None else f"? {line.line_id}"
+    return Lane(label, bars, data)
+
+
+def _rows(ours: list[BalanceLine], theirs: list[CarrierLine]) -> list[Row]:
+    by_ref = {line.reference: line for line in theirs if line.reference}
+    by_id = {line.line_id: line for line in theirs}
+    rows: list[Row] = []
+    seen: set[str] = set()
+    for line in sorted(ours, key=lambda x: x.seq, reverse=True):
+        match = by_ref.get(line.reference) or by_id.get(line.carrier_line_id or "")
+        if match is not None:
+            seen.add(match.line_id)
+        rows.append(Row(line.seq, line.reference, line, match))
+    for other in theirs:
+        if other.line_id not in seen:
+            rows.insert(0, Row(None, other.reference or "", None, other))
+    return rows

@@ -1,0 +1,276 @@
+"""The operator dashboard: ``GET /`` (the fleet) and ``/dashboard/...`` (sign-in, one eSIM,
+actions). Server-rendered HTML, an inline SVG timeline, no build step.
+
+Pages need a signed-in session (``api.dashboard.session``); any role may read, only
+``operator`` may act. Actions are POST forms with a CSRF token, sent to the balance's
+workflow as the same signals as ``POST /v1/balances/{id}/{action}``, and answered with a
+redirect back to the eSIM's page. Errors are HTML pages with the API's error code and
+message, never JSON, since a browser shows them. Pages are left out of the OpenAPI
+document: they are not an API.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlmodel import col, select
+from starlette.concurrency import run_in_threadpool
+from temporalio.service import RPCError
+
+from api import temporal
+from api.auth import ApiKeys
+from api.dashboard import esim as esim_view
+from api.dashboard import fleet as fleet_view
+from api.dashboard import session as auth
+from api.dashboard.session import DashboardSession
+from api.errors import TEMPORAL_CONNECT_FAILED, ApiError
+from api.lookups import lines_of, open_balance_or_409
+from api.schemas.common import BALANCE_ID_PATTERN
+from config import Settings
+from models.continuity import ledger_of, load_fleet_continuity
+from models.db import session_scope
+from models.identifiers import InvalidIdentifier, validate_iccid
+from models.payloads import ActionRequest, BalanceStatus
+from models.tables import Balance, BalanceLine, Esim, LineEvent, utcnow
+
+router = APIRouter(include_in_schema=False)
+
+# Seconds between the page's own refreshes (the live part only; scroll and forms stay).
+REFRESH_SECONDS = 5
+# Form field -> workflow signal, as in api/routes/balance_actions.py.
+ACTIONS = {"pause": "pause", "resume": "resume", "rotate": "rotate_now", "cancel": "cancel"}
+MAX_FORM_BYTES = 4096
+
+_templates = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _page(
+    request: Request,
+    template: str,
+    status: int = 200,
+    session: DashboardSession | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    """A page with a fresh CSP nonce for its inline style and script."""
+    settings: Settings = request.app.state.settings
+    nonce = secrets.token_urlsafe(16)
+    html = _templates.get_template(template).render(
+        nonce=nonce,
+        session=session,
+        csrf=auth.csrf_token(settings, session) if session else "",
+        now=utcnow(),
+        **({"refresh": REFRESH_SECONDS if context.pop("live", True) else 0} | context),
+    )
+    headers = {
+        "Content-Security-Policy": (
+            f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
+            "connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; "
+            "frame-ancestors 'none'"
+        ),
+        "Cache-Control": "no-store",
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+    }
+    return HTMLResponse(html, status_code=status, headers=headers)
+
+
+def _error(
+    request: Request, status: int, code: str, message: str, session: DashboardSession | None
+) -> HTMLResponse:
+    """An error page; it does not refresh itself (its URL may be a form's POST)."""
+    return _page(request, "error.html", status, session, code=code, message=message, live=False)
+
+
+def _to_signin() -> RedirectResponse:
+    return RedirectResponse("/dashboard/signin", status_code=303)
+
+
+async def _form(request: Request) -> dict[str, str] | None:
+    """An urlencoded form's fields (first value of each), or None if it is not one."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip()
+    body = await request.body()
+    if kind != "application/x-www-form-urlencoded" or len(body) > MAX_FORM_BYTES:
+        return None
+    try:
+        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return {name: values[0] for name, values in fields.items()}
+
+
+def temporal_link(settings: Settings, workflow_id: str) -> str:
+    """The workflow's page in the Temporal Web UI."""
+    ui = settings.temporal_ui_url.rstrip("/")
+    return (
+        f"{ui}/namespaces/{quote(settings.temporal_namespace, safe='')}"
+        f"/workflows/{quote(workflow_id, safe='')}"
+    )
+
+
+@router.get("/dashboard/signin")
+def signin_form(request: Request) -> Response:
+    """The sign-in form."""
+    return _page(request, "signin.html", message=None)
+
+
+@router.post("/dashboard/signin")
+async def signin(request: Request) -> Response:
+    """Exchange an API key for a session cookie; a wrong key is a 401 with the form again."""
+    form = await _form(request)
+    keys: ApiKeys = request.app.state.api_keys
+    settings: Settings = request.app.state.settings
+    if form is None:
+        return _page(request, "signin.html", 400, message="Send the form (an API key).")
+    role = keys.role_of(form.get("api_key", "").strip()) if form.get("api_key") else None
+    if role is None:
+        message = (
+            "API key not accepted."
+            if settings.api_keys.get_secret_value()
+            else "No API keys are configured (API_KEYS), so no key is accepted."
+        )
+        return _page(request, "signin.html", 401, message=message)
+    value, _ = auth.issue(settings, role)
+    response = RedirectResponse("/", status_code=303)
+    auth.set_cookie(response, request, value)
+    return response
+
+
+@router.post("/dashboard/signout")
+async def signout(request: Request) -> Response:
+    """Forget the session."""
+    response = _to_signin()
+    auth.clear_cookie(response, request)
+    return response
+
+
+@router.get("/")
+def fleet_page(request: Request, state: str | None = None) -> Response:
+    """The fleet at a glance: balances by state, rotations, carriers' health, the balances."""
+    session = auth.from_request(request)
+    if session is None:
+        return _to_signin()
+    settings: Settings = request.app.state.settings
+    chosen: BalanceStatus | None = None
+    if state:
+        if state not in BalanceStatus.__members__:
+            known = ", ".join(BalanceStatus.__members__)
+            return _error(request, 422, "invalid_request", f"state: one of {known}", session)
+        chosen = BalanceStatus(state)
+    with session_scope(settings.database_url) as db:
+        fleet = fleet_view.load(db, chosen)
+        continuity = load_fleet_continuity(db, utcnow())
+    return _page(
+        request,
+        "fleet.html",
+        session=session,
+        fleet=fleet,
+        continuity=continuity.total,
+        per_carrier=continuity.carriers,
+        state=chosen.value if chosen else None,
+        states=[s.value for s in BalanceStatus],
+        link=lambda wid: temporal_link(settings, wid),
+    )
+
+
+@router.get("/dashboard/esims/{iccid}")
+async def esim_page(request: Request, iccid: str, balance: str | None = None) -> Response:
+    """One eSIM: its balance's lines on a time axis, ours beside the carrier's."""
+    session = auth.from_request(request)
+    if session is None:
+        return _to_signin()
+    settings: Settings = request.app.state.settings
+    try:
+        validate_iccid(iccid)
+    except InvalidIdentifier as error:
+        return _error(request, 422, "invalid_request", f"iccid: {error}", session)
+    if balance is not None and not re.fullmatch(BALANCE_ID_PATTERN, balance[:64]):
+        return _error(request, 422, "invalid_request", "balance: not a balance id", session)
+    found = await run_in_threadpool(_esim_rows, settings.database_url, iccid, balance)
+    if found is None:
+        return _error(request, 404, "not_found", f"no eSIM {iccid}", session)
+    esim, balances, chosen, lines, events, known = found
+    context: dict[str, Any] = {"esim": esim, "balances": balances, "balance": chosen}
+    if chosen is not None:
+        theirs = await esim_view.carrier_view(settings, chosen.carrier, iccid)
+        context["carrier_error"] = theirs.error
+        context["timeline"] = esim_view.build(chosen, lines, events, theirs, known, utcnow())
+        context["temporal_url"] = temporal_link(settings, chosen.workflow_id)
+    sent = request.query_params.get("sent")
+    context["sent"] = sent if sent in ACTIONS else None
+    return _page(request, "esim.html", session=session, **context)
+
+
+def _esim_rows(
+    url: str, iccid: str, balance_id: str | None
+) -> (
+    tuple[Esim, list[Balance], Balance | None, list[BalanceLine], list[LineEvent], set[str]] | None
+):
+    with session_scope(url) as db:
+        esim = db.get(Esim, iccid)
+        if esim is None:
+            return None
+        balances = list(
+            db.exec(
+                select(Balance)
+                .where(Balance.iccid == iccid)
+                .order_by(col(Balance.created_at).desc())
+            ).all()
+        )
+        chosen = next((b for b in balances if b.id == balance_id), None) if balance_id else None
+        chosen = chosen or (balances[0] if balances else None)
+        lines = lines_of(db, chosen.id) if chosen else []
+        events = ledger_of(db, [chosen.id]) if chosen else []
+        known = set(db.exec(select(BalanceLine.reference).where(BalanceLine.iccid == iccid)).all())
+        return esim, balances, chosen, lines, events, known
+
+
+@router.post("/dashboard/balances/{balance_id}/{action}")
+async def act(request: Request, balance_id: str, action: str) -> Response:
+    """Pause, resume, rotate now or cancel, from a form; operator only, CSRF-checked."""
+    session = auth.from_request(request)
+    if session is None:
+        return _error(request, 401, "unauthorized", "Sign in first.", None)
+    settings: Settings = request.app.state.settings
+    form = await _form(request)
+    if form is None or not auth.csrf_ok(settings, session, form.get("csrf", "")):
+        return _error(
+            request, 403, "forbidden", "The form is stale or not ours: reload the page.", session
+        )
+    if not session.may_act:
+        message = f"A {session.role.value} key may not act on balances (operator only)."
+        return _error(request, 403, "forbidden", message, session)
+    if action not in ACTIONS or not re.fullmatch(BALANCE_ID_PATTERN, balance_id[:64]):
+        return _error(request, 404, "not_found", f"no action {action!r}", session)
+    reason = "".join(c for c in form.get("reason", "")[:200] if c.isprintable())
+    try:
+        balance = await run_in_threadpool(_open_balance, settings.database_url, balance_id)
+        request_ = ActionRequest(actor=session.actor, reason=reason)
+        client = request.app.state.client
+        await temporal.signal(client, balance.workflow_id, balance_id, ACTIONS[action], request_)
+    except ApiError as error:
+        return _error(request, error.status, error.code, error.message, session)
+    except RPCError:
+        return _error(request, 503, "temporal_unavailable", "Temporal is unreachable.", session)
+    except RuntimeError as error:
+        if not str(error).startswith(TEMPORAL_CONNECT_FAILED):
+            raise
+        return _error(request, 503, "temporal_unavailable", "Temporal is unreachable.", session)
+    target = f"/dashboard/esims/{balance.iccid}?balance={balance.id}&sent={action}"
+    return RedirectResponse(target, status_code=303)
+
+
+def _open_balance(url: str, balance_id: str) -> Balance:
+    with session_scope(url) as db:
+        return open_balance_or_409(db, balance_id)

@@ -181,9 +181,37 @@ async def start_workflow(client: Client, task_queue: str, state: BalanceState) -
                 SearchAttributePair(search.PRODUCT_ID, state.product.id),
             ]
         ),
-        static_summary=f"eSIM {state.iccid} on {state.product.id} at {state.carrier}",
+        static_summary=workflow_summary(state),
+        static_details=workflow_details(state),
     )
     return handle.id
+
+
+def workflow_summary(state: BalanceState) -> str:
+    """The workflow's one-line summary in the Temporal Web UI."""
+    term = f"{state.lines_total} lines" if state.lines_total else "until cancelled"
+    return f"eSIM {state.iccid} on {state.product.id}, {term}"
+
+
+def workflow_details(state: BalanceState) -> str:
+    """The workflow's details in the Temporal Web UI (Markdown): what the balance buys and
+    when it rotates. The UI shows them for the first run only: continue-as-new does not
+    carry them over, so every run also states the balance's current details (the
+    workflow's ``set_current_details``), which the UI shows for the run in progress."""
+    product, policy = state.product, state.policy
+    validity = product.validity_seconds
+    term = f"{state.lines_total} lines" if state.lines_total else "until cancelled"
+    return "\n".join(
+        [
+            f"**Balance** `{state.balance_id}` for eSIM `{state.iccid}` at {state.carrier}",
+            f"**Product** `{product.id}`: {product.allowance_bytes:,} bytes for "
+            f"{validity:,} s (reset: {product.reset})",
+            f"**Term** {term}; a line is ordered "
+            f"{policy.lead(validity):g} s and switched {policy.margin(validity):g} s before "
+            f"it ends, earlier at {policy.switch_fraction:.0%} of its allowance",
+            f"**Cost cap** {policy.max_lines_per_day or 'none'} lines per UTC day",
+        ]
+    )
 
 
 async def enrol(

@@ -6,6 +6,11 @@ the simulators' state files, the product database, the generated secrets and one
 per service in ``logs/``. Each child runs in its own process group (so Ctrl-C reaches only
 this supervisor, which then stops them in order); its output goes, prefixed with its name,
 to its log file, and its stderr also to the terminal (all of it with ``--verbose``).
+
+Once everything answers it prints one block (dashboard, API docs, Temporal Web UI, how to
+stop), seeds the demo fleet of :mod:`demo` through the API unless ``--no-demo``, prints
+``[stack] ready``, and from then on one ``[progress]`` line when the fleet changes (at most
+every 10 s; at once when the number of failing balances changes), read from the API.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import IO
 
 import httpx
 
+import demo
 from config import DATA_DIR, Settings, get_settings
 
 ROOT = Path(__file__).resolve().parent
@@ -42,6 +49,8 @@ SEARCH_ATTRIBUTES = (
 READY_TIMEOUT = 60.0  # how long a service may wait for the services it depends on
 STOP_TIMEOUT = 10.0  # between SIGTERM and SIGKILL
 BACKOFF_FIRST, BACKOFF_MAX, BACKOFF_RESET_AFTER = 1.0, 30.0, 60.0
+PROGRESS_POLL = 2.0  # seconds between two readings of the fleet from the API
+SEED_RETRY = 5.0  # seconds between attempts to seed the demo fleet
 _output_lock = threading.Lock()
 
 
@@ -103,7 +112,7 @@ class Service:
     http_path: str | None = None  # ... and answers HTTP (any status) on this path
     depends_on: tuple[str, ...] = ()  # started only once these are ready
     requires: str | None = None  # a file of the project without which it is skipped
-    url: str | None = None  # shown in the block printed once everything is up
+    url: str | None = None  # where operators reach it, for the block printed once all is up
 
 
 def port_open(port: int) -> bool:
@@ -147,7 +156,8 @@ def build_services(s: Settings, data: Path, temporal: str, verbose: bool) -> lis
             [temporal, "server", "start-dev", "--db-filename", str(data / "temporal.db")]
             + ["--ip", "127.0.0.1", "--port", str(s.temporal_port)]
             + ["--ui-port", str(s.temporal_ui_port), "--namespace", s.temporal_namespace]
-            + ["--log-level", "info" if verbose else "warn", *attributes],
+            # Its warnings are mostly a busy SQLite file retried inside the server: noise.
+            + ["--log-level", "info" if verbose else "error", *attributes],
             port=s.temporal_port,
             url=ui,
         ),
@@ -177,18 +187,24 @@ def build_services(s: Settings, data: Path, temporal: str, verbose: bool) -> lis
             http_path="/healthz",
             depends_on=("temporal",),
             requires="api/app.py",
-            url=f"http://127.0.0.1:{s.api_port}/docs",
+            url=f"http://127.0.0.1:{s.api_port}",
         ),
     ]
 
 
-def child_env(s: Settings, data: Path, secret_values: Mapping[str, str]) -> dict[str, str]:
+def child_env(
+    s: Settings, data: Path, secret_values: Mapping[str, str], verbose: bool = False
+) -> dict[str, str]:
     """The environment of every child: ours, the secrets, and addresses matching the ports."""
     env = dict(os.environ) | dict(secret_values)
     env.setdefault("TEMPORAL_ADDRESS", f"127.0.0.1:{s.temporal_port}")
     env.setdefault("TELNA__BASE_URL", f"http://127.0.0.1:{s.telna_port}")
     env.setdefault("WEBBING__BASE_URL", f"http://127.0.0.1:{s.webbing_port}")
     env.setdefault("DATABASE_URL", f"sqlite:///{data / 'esim_balance.db'}")
+    env.setdefault("WORKER_LOG_LEVEL", "INFO" if verbose else "WARNING")  # no INFO chatter
+    # Compressed passes last seconds to minutes: poll and audit on their time scale.
+    env.setdefault("USAGE_POLL_INTERVAL_SECONDS", "5")
+    env.setdefault("AUDIT_INTERVAL_SECONDS", "60")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -220,10 +236,12 @@ class Stack:
     def __init__(self, services: list[Service], env: dict[str, str], data: Path, args: Options):
         """Open each service's log file; nothing is started yet."""
         self.env, self.data, self.verbose = env, data, args.verbose
-        self.demo = not args.no_demo  # for the demo fleet of a later issue
+        self.demo = not args.no_demo
         self.children = [Child(s, (data / "logs" / f"{s.name}.log").open("a")) for s in services]
         self.stopping = False
         self.pumps: list[threading.Thread] = []
+        self.halt = threading.Event()  # tells the fleet watcher to stop
+        self.watcher: threading.Thread | None = None
 
     def spawn(self, child: Child) -> None:
         """Start the child's process in its own process group, its output pumped."""
@@ -288,20 +306,94 @@ class Stack:
             if not announced and all(c.ready for c in self.children):
                 announced = True
                 self.announce()
+                self.watcher = threading.Thread(target=self.watch, daemon=True)
+                self.watcher.start()
             time.sleep(0.2)
         return 0
 
+    def url(self, name: str) -> str | None:
+        """The URL of a service of this stack (None if it is not part of it)."""
+        return next((c.service.url for c in self.children if c.service.name == name), None)
+
+    def names(self) -> set[str]:
+        """The services of this stack."""
+        return {c.service.name for c in self.children}
+
     def announce(self) -> None:
-        """Print where everything is, once all services are up."""
-        lines = [f"  {c.service.name:<12} {c.service.url}" for c in self.children if c.service.url]
-        lines.append(f"  {'logs':<12} {self.data / 'logs'}")
+        """Print where everything is, once all services are up: one short block."""
+        places: list[tuple[str, object]] = []
+        if api := self.url("api"):
+            places += [("dashboard", f"{api}/"), ("API docs", f"{api}/docs")]
+        if ui := self.url("temporal"):
+            places.append(("Temporal UI", ui))
+        places.append(("logs", self.data / "logs"))
         if (self.data / "secrets.env").exists():
-            lines.append(f"  {'secrets':<12} {self.data / 'secrets.env'}")
+            places.append(("secrets", self.data / "secrets.env"))
+        lines = [f"  {label:<12} {where}" for label, where in places]
         say("\n".join(["[stack] all up:", *lines, "  Ctrl-C to stop"]))
+
+    def watch(self) -> None:
+        """Seed the demo fleet (unless ``--no-demo``), say ready, then report progress."""
+        api = self.url("api")
+        if api is None:  # e.g. --only temporal: nothing to seed or read
+            say("[stack] ready")
+            return
+        began = datetime.now(UTC)
+        headers = {}
+        if key := demo.operator_key(self.env.get("API_KEYS", "")):
+            headers["Authorization"] = f"Bearer {key}"
+        with httpx.Client(base_url=api, headers=headers, timeout=30.0, trust_env=False) as client:
+            if self.demo and not self.seed(client):
+                return
+            say("[stack] ready")
+            printer = demo.ProgressPrinter()
+            while not self.halt.wait(PROGRESS_POLL):
+                try:
+                    progress = demo.read_progress(client, began)
+                except (httpx.HTTPError, demo.DemoError, ValueError, KeyError):
+                    continue  # the API restarting; the supervisor says so
+                if (line := printer.line(progress, time.monotonic())) and not self.halt.is_set():
+                    say(f"[progress] {time.strftime('%H:%M:%S')} {line}")
+
+    def seed(self, api: httpx.Client) -> bool:
+        """Seed the demo fleet, retrying until it worked (True) or the stack stops (False)."""
+        needed = {"worker", *(f"{carrier}-sim" for carrier in demo.CARRIER_PRODUCTS)}
+        if not needed <= self.names():
+            say("[demo] no demo fleet: it needs the worker and both simulators")
+            return True
+        sims = {
+            carrier: httpx.Client(base_url=url, timeout=30.0, trust_env=False)
+            for carrier in demo.CARRIER_PRODUCTS
+            if (url := self.url(f"{carrier}-sim"))
+        }
+        fleet = demo.demo_fleet()
+        try:
+            while not self.halt.is_set():
+                try:
+                    seeded = demo.seed(api, sims, fleet, self.halt.wait)
+                except (httpx.HTTPError, demo.DemoError, ValueError, KeyError) as error:
+                    say(f"[demo] seeding the demo fleet: {error}; again in {SEED_RETRY:.0f}s")
+                    self.halt.wait(SEED_RETRY)
+                    continue
+                if self.halt.is_set():
+                    break
+                say(
+                    f"[demo] {len(fleet)} eSIMs on compressed passes at telna and webbing: "
+                    f"{seeded.new} balances started, {seeded.reused} already running "
+                    "(--no-demo to skip)"
+                )
+                return True
+            return False
+        finally:
+            for sim in sims.values():
+                sim.close()
 
     def stop(self) -> None:
         """SIGTERM every process group in reverse start order; SIGKILL what is left after 10 s."""
         say("[stack] stopping")
+        self.halt.set()
+        if self.watcher is not None:
+            self.watcher.join(timeout=2.0)  # a request in flight fails once the API stops
         running = [(c.service.name, c.proc) for c in reversed(self.children) if c.proc]
         for _, proc in running:
             signal_group(proc.pid, signal.SIGTERM)
@@ -335,7 +427,7 @@ def make_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--only", type=lambda v: v.split(","), metavar="NAME[,NAME]", help="start only these")
     add("--verbose", action="store_true", help="show all output of the services")
-    add("--no-demo", action="store_true", help="do not enrol the demo fleet (later)")
+    add("--no-demo", action="store_true", help="do not enrol the demo fleet")
     add("--data-dir", type=Path, default=DATA_DIR, help="state, logs, secrets (default .data)")
     return parser
 
@@ -369,7 +461,8 @@ def main() -> int:
     secret_values = load_secrets(secrets_file, os.environ)
     if secret_values:
         say(f"[stack] generated secrets are kept in {secrets_file} (operator API key: API_KEYS)")
-    stack = Stack(services, child_env(settings, data, secret_values), data, args)
+    env = child_env(settings, data, secret_values, args.verbose)
+    stack = Stack(services, env, data, args)
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         """Signal handler: let the supervising loop stop the stack."""

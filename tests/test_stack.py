@@ -87,8 +87,9 @@ def read_env_file(path: Path) -> dict[str, str]:
 class StackRun:
     """stack.py as a subprocess, its output collected line by line."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str], only: str = "temporal") -> None:
-        argv = [sys.executable, "stack.py", "--only", only, "--data-dir", str(data_dir)]
+    def __init__(self, data_dir: Path, env: dict[str, str], only: str | None = "temporal") -> None:
+        argv = [sys.executable, "stack.py", "--data-dir", str(data_dir)]
+        argv += ["--only", only] if only else []
         self.proc = subprocess.Popen(
             argv,
             cwd=stack.ROOT,
@@ -117,11 +118,15 @@ class StackRun:
     def output(self) -> str:
         return "\n".join(self.lines)
 
-    def wait_for(self, text: str, timeout: float = 30.0) -> None:
-        """Wait until a line of output contains ``text``."""
+    def wait_for(self, text: str | re.Pattern[str], timeout: float = 30.0) -> str:
+        """Wait until a line of output contains ``text`` (a regular expression if it is a
+        compiled pattern); returns that line."""
         deadline = time.monotonic() + timeout
         with self.changed:
-            while not any(text in line for line in self.lines):
+            while True:
+                for line in self.lines:
+                    if text in line if isinstance(text, str) else text.search(line):
+                        return line
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self.eof:
                     pytest.fail(f"no {text!r} in the output of stack.py:\n{self.output}")
@@ -250,12 +255,14 @@ def test_prints_where_everything_is_once_up(
     running: StackRun, env: dict[str, str], data_dir: Path
 ) -> None:
     ui = f"http://127.0.0.1:{env['TEMPORAL_UI_PORT']}/namespaces/default/workflows"
+    running.wait_for("[stack] ready")
     block = running.output.split("[stack] all up:")[1]
 
-    assert ui in block
+    assert f"Temporal UI  {ui}" in block
     assert str(data_dir.resolve() / "logs") in block
     assert str(data_dir.resolve() / "secrets.env") in block
-    assert "  api " not in block  # not started with --only temporal
+    assert "dashboard" not in block  # no API with --only temporal
+    assert "[demo]" not in running.output and "[progress]" not in running.output
 
 
 async def test_dev_server_has_the_search_attributes(running: StackRun, env: dict[str, str]) -> None:

@@ -1,0 +1,126 @@
+"""The demo fleet's plan and the progress line ``make run`` prints (pure parts).
+
+Seeding and progress against the real stack: tests/test_make_run.py.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+import demo
+from models.identifiers import validate_iccid
+from simulators import telna, webbing
+
+
+def test_fleet_is_two_dozen_fixed_esims_across_both_carriers_on_compressed_passes() -> None:
+    fleet = demo.demo_fleet()
+    catalogue = {f"telna-{p.id}": p for p in telna.CATALOGUE} | {
+        f"webbing-{p.id}": p for p in webbing.CATALOGUE
+    }
+
+    assert len(fleet) == 24
+    assert fleet == demo.demo_fleet()  # the same ICCIDs on every run
+    assert len({e.iccid for e in fleet}) == 24
+    assert all(validate_iccid(e.iccid) == e.iccid for e in fleet)
+    assert Counter(e.carrier for e in fleet) == {"telna": 12, "webbing": 12}
+    assert all(e.product_id.startswith(e.carrier) for e in fleet)
+    validities = Counter(catalogue[e.product_id].validity_seconds for e in fleet)
+    assert validities == {30: 16, 60: 8}
+
+
+def test_heavy_users_are_a_few_telna_esims_whose_webhooks_drive_early_switches() -> None:
+    heavy = [e for e in demo.demo_fleet() if e.heavy]
+
+    assert len(heavy) == 4
+    assert {e.carrier for e in heavy} == {"telna"}
+
+
+def test_operator_key_is_found_among_the_api_keys() -> None:
+    assert demo.operator_key("service:s1, operator:o1,operator:o2") == "o1"
+    assert demo.operator_key("service:s1") is None
+    assert demo.operator_key("") is None
+
+
+def progress(rotations: int = 0, failing: int = 0) -> demo.Progress:
+    return demo.Progress(24, rotations, rotations // 2, 0.0, failing)
+
+
+def test_progress_prints_changes_at_most_every_ten_seconds_but_failing_at_once() -> None:
+    printer = demo.ProgressPrinter(every=10.0)
+
+    first = printer.line(progress(), now=100.0)
+    unchanged = printer.line(progress(), now=105.0)
+    too_soon = printer.line(progress(rotations=3), now=106.0)
+    failing = printer.line(progress(rotations=3, failing=1), now=107.0)
+    still_soon = printer.line(progress(rotations=4, failing=1), now=116.5)
+    later = printer.line(progress(rotations=5, failing=1), now=117.5)
+
+    assert first == "24 balances · rotations 0 (0 early by usage) · gap 0 s · failing 0"
+    assert unchanged is None
+    assert too_soon is None
+    assert failing == "24 balances · rotations 3 (1 early by usage) · gap 0 s · failing 1"
+    assert still_soon is None
+    assert later is not None and "rotations 5" in later
+
+
+def test_progress_line_says_what_the_api_does_not_serve() -> None:
+    line = demo.progress_line(demo.Progress(3, 7, None, None, 0))
+
+    assert line == "3 balances · rotations 7 · gap n/a · failing 0"
+
+
+def balance(n: int, state: str, rotations: int, closed: bool = False) -> dict[str, Any]:
+    at = "2026-11-26T00:00:00Z" if closed else None
+    return {"id": f"bal_{n:012x}", "state": state, "rotations": rotations, "closed_at": at}
+
+
+class FakeApi:
+    """The two reads progress makes: balances in pages of two, and maybe continuity."""
+
+    def __init__(self, continuity: dict[str, Any] | None) -> None:
+        self.balances = [
+            balance(1, "Active", 4),
+            balance(2, "Failing", 2),
+            balance(3, "Cancelled", 9, closed=True),
+        ]
+        self.continuity = continuity
+        self.since: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/balances":
+            start = int(request.url.params.get("cursor", 0))
+            more = start + 2 < len(self.balances)
+            page = {
+                "data": self.balances[start : start + 2],
+                "next_cursor": str(start + 2) if more else None,
+            }
+            return httpx.Response(200, json=page)
+        self.since.append(request.url.params["since"])
+        if self.continuity is None:
+            return httpx.Response(404, json={"error": {"code": "not_found", "message": "no"}})
+        return httpx.Response(200, json=self.continuity)
+
+
+def test_progress_reads_the_continuity_report_since_the_start() -> None:
+    report = {"total": {"rotations": 5, "early_rotations": 2, "gap_seconds": 1.5}, "carriers": {}}
+    fake = FakeApi(report)
+    began = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+    with httpx.Client(base_url="http://api", transport=httpx.MockTransport(fake)) as api:
+        got = demo.read_progress(api, began)
+
+    assert got == demo.Progress(2, 5, 2, 1.5, 1)
+    assert fake.since == [began.isoformat()]
+
+
+def test_progress_without_a_continuity_report_counts_the_balances_rotations() -> None:
+    fake = FakeApi(None)
+
+    with httpx.Client(base_url="http://api", transport=httpx.MockTransport(fake)) as api:
+        got = demo.read_progress(api, datetime.now(UTC))
+
+    assert got == demo.Progress(2, 15, None, None, 1)

@@ -17,64 +17,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
 from sqlmodel import col, func, select
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
+from temporalio.client import Client
 
 from activities.catalog import sync_catalogue
+from bench.common import (
+    KEY,
+    bench_iccids,
+    bench_settings,
+    dev_server,
+    free_port,
+    history_events_per_rotation,
+    start_simulator,
+    stop,
+)
 from carriers.telna import TelnaCarrier
-from config import Settings, TelnaSettings
+from config import Settings
 from enrolment import EnrolRequest, enrol, workflow_id
-from models import search
 from models.db import migrate, session_scope
-from models.identifiers import make_iccid
 from models.payloads import ActionRequest, Policy
 from models.tables import Balance, BalanceLine
 from worker import build_worker
 
-KEY, SECRET = "bench-key", "bench-secret"
 PRODUCT, PERIOD = "telna-compressed-30s", 30
 POLICY = Policy(lead_seconds=12, margin_seconds=6)
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def start_simulator(port: int, log: Path) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "simulators.telna", "--port", str(port), "--webhook-url", ""]
-    env = {**os.environ, "TELNA__API_KEY": KEY, "TELNA__WEBHOOK_SECRET": SECRET}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv + ["--log-level", "warning"], cwd=ROOT, env=env, stdout=out, stderr=out
-        )
-    for _ in range(100):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/_sim/products", timeout=1).raise_for_status()
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"simulator did not start: {log.read_text()}")
 
 
 def rotated(url: str, at_least: int) -> int:
@@ -83,36 +58,16 @@ def rotated(url: str, at_least: int) -> int:
         return int(session.exec(query).one())
 
 
-async def history_events_per_rotation(client: Client, iccids: list[str]) -> float:
-    sizes = []
-    for iccid in iccids:
-        async for run in client.list_workflows(f"WorkflowId = '{workflow_id(iccid)}'"):
-            if run.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
-                handle = client.get_workflow_handle(run.id, run_id=run.run_id)
-                sizes.append(len((await handle.fetch_history()).events))
-    return statistics.mean(sizes) if sizes else 0.0
-
-
 async def measure(balances: int, cycles: int, tmp: Path) -> dict[str, Any]:
     port = free_port()
-    sim = start_simulator(port, tmp / "telna-sim.log")
+    sim = start_simulator("telna", port, tmp / "telna-sim.log")
     sim_url = f"http://127.0.0.1:{port}"
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-        search_attributes=search.ALL_KEYS,
-        dev_server_log_level="error",
-    )
-    settings = Settings(
-        database_url=f"sqlite:///{tmp / 'bench.db'}",
-        task_queue=f"bench-{uuid.uuid4().hex[:8]}",
-        telna=TelnaSettings(base_url=sim_url, api_key=SecretStr(KEY)),
-    )
+    env = await dev_server()
+    settings = bench_settings(tmp, {"telna": sim_url})
     migrate(settings.database_url)
     carrier = TelnaCarrier(sim_url, KEY, timeout=10.0)
     await sync_catalogue({"telna": carrier}, settings.database_url)
-    base = uuid.uuid4().int % 10**8
-    iccids = [make_iccid(f"8944{base:08d}{i:06d}") for i in range(balances)]
+    iccids = bench_iccids(balances)
     try:
         async with env, httpx.AsyncClient(timeout=30) as http:
             (await http.post(f"{sim_url}/_sim/esims", json={"iccids": iccids})).raise_for_status()
@@ -125,8 +80,7 @@ async def measure(balances: int, cycles: int, tmp: Path) -> dict[str, Any]:
                     )
     finally:
         await carrier.aclose()
-        sim.terminate()
-        sim.wait(timeout=10)
+        stop(sim)
     return result
 
 

@@ -33,6 +33,7 @@ from carriers.errors import (
     CarrierUnavailable,
     retry_after_seconds,
 )
+from carriers.ratelimit import limited
 from config import Settings
 
 _STATUS: dict[str, LineStatus] = {
@@ -58,8 +59,10 @@ class TelnaCarrier:
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
         page_size: int = 100,
+        rate_limit_per_second: float = 0.0,
     ) -> None:
         self.page_size = page_size
+        transport = limited(transport, rate_limit_per_second)
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/v2.1",
             headers={"Authorization": api_key, "Accept": "application/json"},
@@ -73,6 +76,7 @@ class TelnaCarrier:
             settings.telna.base_url,
             settings.telna.api_key.get_secret_value(),
             timeout=settings.carrier_timeout_seconds,
+            rate_limit_per_second=settings.telna.rate_limit_per_second,
         )
 
     async def aclose(self) -> None:

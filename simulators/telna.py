@@ -63,6 +63,9 @@ CATALOGUE = (
     Product(
         "compressed-30s-utc8", "Compressed 30 s, UTC+8", 3 * MB, 30, 128, 1, LOCAL_MIDNIGHT, 480
     ),
+    # Longer compressed UTC days for the midnight-herd benchmark (bench/herd.py).
+    Product("compressed-120s-utc", "Compressed 120 s, UTC day", 12 * MB, 120, 128, 1, UTC_MIDNIGHT),
+    Product("compressed-600s-utc", "Compressed 600 s, UTC day", 60 * MB, 600, 128, 1, UTC_MIDNIGHT),
 )
 _REASONS = {"expire": "EXPIRED", "deactivate": "DEACTIVATED", "cancel": "CANCELLED"}
 

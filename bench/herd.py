@@ -1,0 +1,606 @@
+"""The midnight herd: N balances whose lines all end in the same second (DESIGN section 9).
+
+    python -m bench.herd --balances 1000 --json herd-1000.json
+
+Daily passes that reset at 00:00 UTC all end at once. This runs that moment on a private
+dev server against both simulators (as processes, half the balances at each carrier),
+with carrier behaviour scaled down to a compressed day of ``--period`` seconds (30, 120
+or 600; by default the shortest in which N balances can be enrolled before the
+boundary): activation latency in proportion to the day (the simulators' 1-5 % of it),
+Webbing's usage lag, a small error rate (``--error-rate``, 503s the clients retry) and a
+per-carrier rate limit (``--rate-limit``) that the clients are configured to keep and
+the simulators enforce with 429s, counted in the result.
+
+Phases, all in one run, in one worker process (this one):
+
+1. bare engine: ``BareWorkflow`` loops (one timer, three no-op activities per rotation)
+   for ``--bare-seconds`` (while the clock runs towards the herd's boundary, or after the
+   herd when there is no time before it); its rotations per second are the engine's
+   capacity here.
+2. herd: N balances enrolled on a two-line term of a UTC-boundary pass, so every first
+   line ends at the same boundary B; line 2 is ordered in the lead window before B and
+   the switch at B is measured. A small side sample of balances on the 30 s pass does
+   two rotations, so one of its runs is a whole steady-state rotation: that run gives
+   ``history_events_per_rotation``.
+3. naive baseline, at the same boundary B and at the same time (own task queue and
+   worker): ``--baseline-balances`` (default N) ``NaiveWorkflow`` balances on the same
+   pass, which order and activate line 2 only once line 1 has expired (a sweep-based
+   design). Both designs meet the same midnight on the same box.
+
+Gaps come from the carriers' own records (``/_sim/packages``): for each eSIM, the time
+between line 1's end and line 2's activation. Carrier calls are the HTTP requests the
+worker's carrier clients sent from the end of enrolment until the herd had switched.
+Bounded: every wait has a deadline (the herd must finish within one period after B) and
+everything started here is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlmodel import col, func, select
+from temporalio.client import Client
+from temporalio.service import RPCError
+from temporalio.worker import Worker
+
+from activities.carrier import CarrierActivities
+from activities.catalog import sync_catalogue
+from bench.baselines import BareInput, BareWorkflow, NaiveInput, NaiveWorkflow, noop
+from bench.common import (
+    bench_iccids,
+    bench_settings,
+    dev_server,
+    free_port,
+    history_events_per_rotation,
+    start_simulator,
+    stop,
+)
+from carriers.base import Carrier
+from carriers.telna import TelnaCarrier
+from carriers.webbing import WebbingCarrier
+from config import Settings
+from enrolment import EnrolRequest, enrol, product_spec
+from models.db import migrate, session_scope
+from models.payloads import Policy, ProductSpec
+from models.tables import Balance, BalanceLine, Product
+from worker import build_worker
+
+CARRIERS = ("telna", "webbing")
+# Pass of each compressed day length, by catalogue id, at each carrier.
+PRODUCTS = {
+    30: {"telna": "telna-compressed-30s-utc", "webbing": "webbing-9130"},
+    120: {"telna": "telna-compressed-120s-utc", "webbing": "webbing-9120"},
+    600: {"telna": "telna-compressed-600s-utc", "webbing": "webbing-9160"},
+}
+# Enrolments per second assumed when choosing the boundary (a first line each: order,
+# activation polls, records; measured about 10/s on the 2-core box, loaded).
+ENROL_RATE = 6.0
+SAMPLE = 6
+SAMPLE_POLICY = Policy()
+
+
+@dataclass
+class Counted:
+    """HTTP requests the carrier clients sent, per carrier."""
+
+    calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+
+class CountingTransport(httpx.AsyncBaseTransport):
+    def __init__(self, carrier: str, counted: Counted) -> None:
+        self._inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=50))
+        self._carrier, self._counted = carrier, counted
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self._counted.calls[self._carrier] += 1
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (the worker runs in it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def choose_period(enrolments: int) -> int:
+    """The shortest compressed day in which this many enrolments fit before the lead."""
+    for period in (30, 120, 600):
+        if enrolments / ENROL_RATE + period / 4 + 5 < period * 0.9:
+            return period
+    return 600
+
+
+def next_boundary(period: int, need_seconds: float) -> float:
+    """The first multiple of ``period`` (epoch seconds) at least ``need_seconds`` away."""
+    now = time.time()
+    return math.ceil((now + need_seconds) / period) * period
+
+
+async def wait_until(epoch: float) -> None:
+    while (left := epoch - time.time()) > 0:
+        await asyncio.sleep(min(left, 1.0))
+
+
+async def poll(what: str, done: Callable[[], bool], deadline: float) -> float:
+    """Waits until ``done()``; returns the time it held. Raises past ``deadline``."""
+    while not done():
+        if time.time() > deadline:
+            raise TimeoutError(f"{what}: not done by the deadline")
+        await asyncio.sleep(0.25)
+    return time.time()
+
+
+def switch_latencies(url: str, boundary: float, products: list[str]) -> dict[str, float]:
+    """Seconds from the boundary until each balance had confirmed line 2 and written it
+    to the database (the line row's last write): how long the midnight work took."""
+    with session_scope(url) as session:
+        query = select(BalanceLine.updated_at).where(
+            BalanceLine.seq == 2,
+            col(BalanceLine.activated_at).is_not(None),
+            col(BalanceLine.product_id).in_(products),
+        )
+        late = sorted(at.timestamp() - boundary for at in session.exec(query).all())
+    if not late:
+        return {}
+    return {
+        "confirm_seconds_p50": round(late[len(late) // 2], 2),
+        "confirm_seconds_p99": round(late[max(0, math.ceil(len(late) * 0.99) - 1)], 2),
+        "confirm_seconds_max": round(late[-1], 2),
+    }
+
+
+def count_balances(url: str, *where: Any) -> int:
+    with session_scope(url) as session:
+        return int(session.exec(select(func.count()).select_from(Balance).where(*where)).one())
+
+
+async def gather_limited(jobs: Sequence[Callable[[], Awaitable[Any]]], limit: int) -> None:
+    gate = asyncio.Semaphore(limit)
+
+    async def one(job: Callable[[], Awaitable[Any]]) -> None:
+        async with gate:
+            await job()
+
+    await asyncio.gather(*(one(job) for job in jobs))
+
+
+# --- carrier records -----------------------------------------------------------------
+
+
+async def packages(http: httpx.AsyncClient, sims: dict[str, str]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for url in sims.values():
+        answer = await http.get(f"{url}/_sim/packages", timeout=120)
+        answer.raise_for_status()
+        found.extend(answer.json()["packages"])
+    return found
+
+
+def _t(text: str | None) -> float | None:
+    return datetime.fromisoformat(text).timestamp() if text else None
+
+
+def gaps(found: list[dict[str, Any]], iccids: set[str], until: float) -> list[float]:
+    """Per eSIM, seconds between line 1's end and line 2's activation (0 if they met or
+    overlapped; up to ``until`` if line 2 never came)."""
+    by_ref: dict[tuple[str, int], dict[str, Any]] = {}
+    for package in found:
+        ref = package.get("reference") or ""
+        if package["iccid"] in iccids and ":" in ref:
+            by_ref[(package["iccid"], int(ref.rsplit(":", 1)[1]))] = package
+    result = []
+    for iccid in iccids:
+        first, second = by_ref.get((iccid, 1)), by_ref.get((iccid, 2))
+        if first is None:
+            continue
+        ended = _t(first["terminated_at"]) or _t(first["expires_at"]) or until
+        started = _t(second["activated_at"]) if second else None
+        result.append(max(0.0, min(started or until, until) - ended))
+    return result
+
+
+def duplicates(found: list[dict[str, Any]], iccids: set[str]) -> int:
+    """Packages beyond the first bought for one reference: a purchase made twice."""
+    refs = [p["reference"] for p in found if p["iccid"] in iccids and p.get("reference")]
+    return len(refs) - len(set(refs))
+
+
+def gap_figures(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values) or [0.0]
+    p99 = ordered[max(0, math.ceil(len(ordered) * 0.99) - 1)]
+    return {
+        "gap_seconds_max": round(ordered[-1], 3),
+        "gap_seconds_p99": round(p99, 3),
+        "throttled_seconds_total": round(sum(ordered), 3),
+        "balances_with_gap": sum(1 for v in ordered if v > 0),
+    }
+
+
+async def rejected(http: httpx.AsyncClient, sims: dict[str, str]) -> dict[str, int]:
+    """429s each simulator answered so far (its rate limit fault)."""
+    counts = {}
+    for carrier, url in sims.items():
+        report = (await http.get(f"{url}/_sim/faults")).json()
+        counts[carrier] = int(report["injected"]["rate_limit"])
+    return counts
+
+
+# --- the run -------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    tmp: Path
+    client: Client
+    settings: Settings
+    http: httpx.AsyncClient
+    product: Account
+    baseline: Account
+    executor: ThreadPoolExecutor
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sims(self) -> dict[str, str]:
+        return self.product.sims
+
+    @property
+    def carriers(self) -> dict[str, Carrier]:
+        return self.product.carriers
+
+    @property
+    def counted(self) -> Counted:
+        return self.product.counted
+
+    def carrier_of(self, index: int) -> str:
+        return CARRIERS[index % 2]
+
+    async def bare(self) -> None:
+        """Phase 1: the engine's own rotation rate with nothing of ours in it."""
+        queue = f"{self.settings.task_queue}-bare"
+        count = min(self.args.balances, 500)
+        warmup, window = 3.0, float(self.args.bare_seconds)
+        until = datetime.now(UTC) + timedelta(seconds=warmup + window + 2)
+        async with Worker(
+            self.client,
+            task_queue=queue,
+            workflows=[BareWorkflow],
+            activities=[noop],
+            max_concurrent_activities=self.settings.worker_max_concurrent_activities,
+            max_cached_workflows=self.settings.worker_max_cached_workflows,
+        ):
+            handles = [
+                await self.client.start_workflow(
+                    BareWorkflow.run, BareInput(until=until), id=f"bare-{i}", task_queue=queue
+                )
+                for i in range(count)
+            ]
+            await asyncio.sleep(warmup)
+            before = await self._bare_rotations(handles)
+            began = time.monotonic()
+            await asyncio.sleep(window)
+            after = await self._bare_rotations(handles)
+            elapsed = time.monotonic() - began
+            for i in range(count):  # the latest run of each, not the first
+                with suppress(RPCError):
+                    await self.client.get_workflow_handle(f"bare-{i}").terminate()
+        self.result["bare_rotations_per_second"] = round((after - before) / elapsed, 1)
+
+    async def _bare_rotations(self, handles: Sequence[Any]) -> int:
+        """Rotations so far: the number of finished (continued-as-new) runs."""
+        query = (
+            f"TaskQueue = '{self.settings.task_queue}-bare' AND ExecutionStatus = 'ContinuedAsNew'"
+        )
+        return (await self.client.count_workflows(query)).count
+
+    async def herd(self) -> None:
+        """Phase 2: the product's balances meet one boundary."""
+        n, period, url = self.args.balances, self.args.period, self.settings.database_url
+        lead = Policy().lead(period)
+        iccids = bench_iccids(n + SAMPLE)
+        herd, sample = iccids[:n], iccids[n:]
+        baseline = bench_iccids(self.args.baseline_balances)
+        await self._add_esims(self.sims, iccids)
+        await self._add_esims(self.baseline.sims, baseline)
+        enrolments = n + len(baseline)
+        boundary = next_boundary(period, enrolments / ENROL_RATE + lead + 5)
+        if boundary - period - time.time() > self.args.bare_seconds + 8:
+            await self.bare()  # while the clock runs towards the herd's boundary
+        await wait_until(boundary - period + 0.5)
+        rss_before = rss_mb()
+        async with build_worker(self.client, self.settings, self.carriers, self.executor):
+            naive = asyncio.create_task(self.naive(baseline, boundary))
+            began = time.time()
+            jobs = [self._enrol_job(iccid, i, PRODUCTS[period], 2) for i, iccid in enumerate(herd)]
+            jobs += [self._enrol_job(iccid, i, PRODUCTS[30], 3) for i, iccid in enumerate(sample)]
+            await gather_limited(jobs, 50)
+            enrolled = time.time()
+            # Every first line up (or the herd is late: measured anyway).
+            with suppress(TimeoutError):
+                await poll(
+                    "first lines active",
+                    lambda: count_balances(url, col(Balance.line_seq) == 1) >= n,
+                    boundary - 1,
+                )
+            self.result["first_lines_active_before_boundary"] = count_balances(
+                url, col(Balance.line_seq) == 1
+            )
+            if time.time() > boundary - lead:
+                left = boundary - time.time()
+                print(f"enrolment ran into the lead window ({left:.0f} s left)", file=sys.stderr)
+            self.counted.calls.clear()
+            rejected_before = await rejected(self.http, self.sims)
+            rss_open = rss_mb()
+            try:
+                done_at = await poll(
+                    "herd switched",
+                    lambda: count_balances(url, col(Balance.rotations) >= 1) >= n + SAMPLE,
+                    boundary + period * 0.9,
+                )
+            except TimeoutError:
+                done_at = time.time()
+                print("the herd did not switch within 0.9 period", file=sys.stderr)
+            calls = self.counted.total()
+            rejected_after = await rejected(self.http, self.sims)
+            found = await packages(self.http, self.sims)
+            confirm = switch_latencies(url, boundary, list(PRODUCTS[period].values()))
+            # The naive baseline meets its own boundary meanwhile (its own worker).
+            sample_wait = poll(
+                "sample's second rotation",
+                lambda: count_balances(url, col(Balance.rotations) >= 2) >= SAMPLE,
+                time.time() + 75,
+            )
+            # A sample balance slowed by a loaded box may rotate less: measured anyway.
+            await asyncio.gather(naive, sample_wait, return_exceptions=True)
+            events = await history_events_per_rotation(
+                self.client, sample, skip_first_run=True, dump=self.args.dump_history
+            )
+        herd_gaps = gaps(found, set(herd), done_at)
+        seconds = max(done_at - boundary, 0.001)
+        self.result.update(
+            {
+                "balances": n,
+                "period_seconds": period,
+                "lead_seconds": lead,
+                "boundary": datetime.fromtimestamp(boundary, UTC).isoformat(),
+                "enrol_seconds": round(enrolled - began, 1),
+                "rotations": count_balances(url, col(Balance.rotations) >= 1) - SAMPLE,
+                **gap_figures(herd_gaps),
+                "duplicate_orders": duplicates(found, set(iccids)),
+                "switch_seconds_after_boundary": round(done_at - boundary, 2),
+                **confirm,
+                "rotations_per_second": round(n / seconds, 1),
+                "carrier_calls_per_rotation": round(calls / (n + SAMPLE), 2),
+                "carrier_calls": dict(self.counted.calls),
+                "rate_limit_per_second": self.args.rate_limit,
+                "carrier_429s": {c: rejected_after[c] - rejected_before[c] for c in rejected_after},
+                "history_events_per_rotation": round(events, 1),
+                "worker_peak_rss_mb": round(peak_rss_mb(), 1),
+                "worker_kb_per_balance": round((rss_open - rss_before) * 1024 / n, 1),
+            }
+        )
+
+    def _enrol_job(
+        self, iccid: str, index: int, products: dict[str, str], lines: int
+    ) -> Callable[[], Awaitable[Any]]:
+        carrier = self.carrier_of(index)
+        req = EnrolRequest(iccid=iccid, carrier=carrier, product_id=products[carrier], lines=lines)
+
+        async def job() -> None:
+            await enrol(
+                self.client, self.settings.database_url, self.settings.task_queue, req, "bench"
+            )
+
+        return job
+
+    async def _add_esims(self, sims: dict[str, str], iccids: Sequence[str]) -> None:
+        for index, carrier in enumerate(CARRIERS):
+            mine = [i for k, i in enumerate(iccids) if k % 2 == index]
+            for start in range(0, len(mine), 1000):
+                answer = await self.http.post(
+                    f"{sims[carrier]}/_sim/esims", json={"iccids": mine[start : start + 1000]}
+                )
+                answer.raise_for_status()
+
+    async def naive(self, iccids: Sequence[str], boundary: float) -> None:
+        """The same boundary met by expire-then-provision, at the same time as the
+        product's herd (its own task queue and worker, in this process)."""
+        n, period = len(iccids), self.args.period
+        if n <= 0:
+            return
+        queue = f"{self.settings.task_queue}-naive"
+        specs = self._specs(PRODUCTS[period])
+        async with Worker(
+            self.client,
+            task_queue=queue,
+            workflows=[NaiveWorkflow],
+            activities=[
+                CarrierActivities(self.baseline.carriers).order_line,
+                CarrierActivities(self.baseline.carriers).activate_line,
+            ],
+            max_concurrent_activities=self.settings.worker_max_concurrent_activities,
+            max_cached_workflows=self.settings.worker_max_cached_workflows,
+        ):
+            handles = []
+
+            async def start(i: int, iccid: str) -> None:
+                carrier = self.carrier_of(i)
+                req = NaiveInput(
+                    balance_id=f"naive{i}", iccid=iccid, carrier=carrier, product=specs[carrier]
+                )
+                handles.append(
+                    await self.client.start_workflow(
+                        NaiveWorkflow.run, req, id=f"naive-{iccid}", task_queue=queue
+                    )
+                )
+
+            await gather_limited([partial(start, i, c) for i, c in enumerate(iccids)], 50)
+            await wait_until(boundary)
+            deadline = boundary + period * 0.9
+            try:
+                await asyncio.wait_for(
+                    asyncio.gather(*(h.result() for h in handles)), deadline - time.time()
+                )
+            except TimeoutError:
+                pass
+            done_at = min(time.time(), deadline)
+            found = await packages(self.http, self.baseline.sims)
+        figures = gap_figures(gaps(found, set(iccids), done_at))
+        self.result["naive"] = {
+            "balances": n,
+            "boundary": datetime.fromtimestamp(boundary, UTC).isoformat(),
+            **figures,
+            "duplicate_orders": duplicates(found, set(iccids)),
+        }
+
+    def _specs(self, products: dict[str, str]) -> dict[str, ProductSpec]:
+        specs = {}
+        with session_scope(self.settings.database_url) as session:
+            for carrier, product_id in products.items():
+                product = session.get(Product, product_id)
+                assert product is not None, f"{product_id} is not in the catalogue"
+                specs[carrier] = product_spec(product)
+        return specs
+
+
+@dataclass
+class Account:
+    """Both simulated carriers as one operator's account: processes, URLs, clients."""
+
+    procs: list[subprocess.Popen[bytes]]
+    sims: dict[str, str]
+    carriers: dict[str, Carrier]
+    counted: Counted
+
+
+async def open_account(
+    args: argparse.Namespace, tmp: Path, name: str, settings: Settings, stack: AsyncExitStack
+) -> Account:
+    """Both simulators (their rate limit and error faults set) and rate-limited clients."""
+    ports = {carrier: free_port() for carrier in CARRIERS}
+    seed = ["--seed", str(args.seed)]
+    procs = [
+        start_simulator("telna", ports["telna"], tmp / f"{name}-telna.log", seed),
+        start_simulator(
+            "webbing", ports["webbing"], tmp / f"{name}-webbing.log", [*seed, "--usage-lag", "2"]
+        ),
+    ]
+    for proc in procs:
+        stack.callback(stop, proc)
+    sims = {c: f"http://127.0.0.1:{p}" for c, p in ports.items()}
+    counted = Counted()
+    carriers: dict[str, Carrier] = {
+        "telna": TelnaCarrier(
+            sims["telna"],
+            settings.telna.api_key.get_secret_value(),
+            transport=CountingTransport("telna", counted),
+            rate_limit_per_second=args.rate_limit,
+        ),
+        "webbing": WebbingCarrier(
+            sims["webbing"],
+            settings.webbing.username,
+            settings.webbing.password.get_secret_value(),
+            settings.webbing.wskey.get_secret_value(),
+            transport=CountingTransport("webbing", counted),
+            rate_limit_per_second=args.rate_limit,
+        ),
+    }
+    for carrier in carriers.values():
+        stack.push_async_callback(carrier.aclose)
+    async with httpx.AsyncClient(timeout=30) as http:
+        for url in sims.values():
+            faults = {"error_rate": args.error_rate, "rate_limit_per_second": args.rate_limit}
+            (await http.post(f"{url}/_sim/faults", json=faults)).raise_for_status()
+    return Account(procs, sims, carriers, counted)
+
+
+async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    async with AsyncExitStack() as stack:
+        env = await stack.enter_async_context(await dev_server())
+        settings = bench_settings(tmp, {})
+        # The product and the naive baseline each have their own carrier accounts (and
+        # rate limits): one design's traffic must not slow the other's down.
+        product = await open_account(args, tmp, "product", settings, stack)
+        naive = await open_account(args, tmp, "naive", settings, stack)
+        settings.telna.base_url = product.sims["telna"]
+        settings.webbing.base_url = product.sims["webbing"]
+        settings.telna.rate_limit_per_second = args.rate_limit
+        settings.webbing.rate_limit_per_second = args.rate_limit
+        migrate(settings.database_url)
+        await sync_catalogue(product.carriers, settings.database_url)
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
+        executor = stack.enter_context(
+            ThreadPoolExecutor(settings.worker_max_concurrent_activities)
+        )
+        run = Run(args, tmp, env.client, settings, http, product, naive, executor)
+        started = time.monotonic()
+        await run.herd()
+        if "bare_rotations_per_second" not in run.result:
+            await run.bare()
+        run.result["bench_seconds"] = round(time.monotonic() - started, 1)
+    result = run.result
+    bare = result.get("bare_rotations_per_second") or 0
+    result["efficiency"] = round(result["rotations_per_second"] / bare, 2) if bare else None
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--balances", type=int, default=1000)
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.add_argument("--period", type=int, choices=sorted(PRODUCTS), help="compressed day (s)")
+    parser.add_argument("--baseline-balances", type=int, help="naive baseline size (default N)")
+    parser.add_argument("--rate-limit", type=float, default=50.0, help="per carrier, requests/s")
+    parser.add_argument("--error-rate", type=float, default=0.005, help="carrier 503 rate")
+    parser.add_argument("--bare-seconds", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--dump-history", type=Path, help="event list of one rotation's run")
+    args = parser.parse_args(argv)
+    logging.getLogger("temporalio").setLevel(logging.ERROR)  # retried carrier errors
+    if args.balances < 1:
+        parser.error("--balances must be at least 1")
+    if args.baseline_balances is None:
+        args.baseline_balances = args.balances
+    args.period = args.period or choose_period(args.balances + args.baseline_balances)
+    with tempfile.TemporaryDirectory(prefix="herd-") as tmp:
+        result = asyncio.run(measure(args, Path(tmp)))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,6 +26,8 @@ class TelnaSettings(BaseModel):
     """Telna API key, sent raw in `Authorization`."""
     webhook_secret: SecretStr = SecretStr("")
     """Shared secret that signs Telna's usage webhooks."""
+    rate_limit_per_second: float = 0.0
+    """Requests/s one worker process sends to Telna at most (0: none); N workers: limit/N."""
 
 
 class WebbingSettings(BaseModel):
@@ -41,6 +43,8 @@ class WebbingSettings(BaseModel):
     """Webbing account password (SOAP header)."""
     wskey: SecretStr = SecretStr("")
     """Webbing web-service key (SOAP header)."""
+    rate_limit_per_second: float = 0.0
+    """Requests/s one worker process sends to Webbing at most (0: none); N workers: limit/N."""
 
 
 class Settings(BaseSettings):
@@ -66,6 +70,8 @@ class Settings(BaseSettings):
     """Temporal namespace of the Balance workflows."""
     task_queue: str = "esim-balance"
     """Task queue shared by every worker process."""
+    temporal_ui_url: str = "http://127.0.0.1:8233"
+    """Temporal Web UI as operators reach it; the dashboard links each balance's workflow there."""
     api_keys: SecretStr = Field(
         default=SecretStr(""),
         description="Comma-separated `role:key` pairs; roles are `operator` and `service`.",
@@ -94,6 +100,8 @@ class Settings(BaseSettings):
     """Workflows one worker process keeps in its sticky cache."""
     worker_metrics_port: int = 9464
     """Port on 127.0.0.1 where the worker serves Prometheus metrics; 0 turns it off."""
+    worker_log_level: str = "INFO"
+    """Level of the worker's log (`make run` sets WARNING unless `--verbose`)."""
 
     usage_poll_carriers: str = "webbing"
     """Comma-separated carriers without usage webhooks, whose usage a Schedule polls."""
@@ -109,7 +117,6 @@ class Settings(BaseSettings):
     """Shared secret that signs notifications (`Esim-Signature: t=...,v1=HMAC-SHA256`)."""
     notify_max_attempts: int = 10
     """Deliveries of one notification before it is given up (and counted as dropped)."""
-
 
     def telna_webhook_url(self) -> str:
         """Where the Telna-like carrier posts its usage and status events."""

@@ -2,7 +2,10 @@
 
     python worker.py
 
-Any number of these may run against one task queue; Temporal spreads the work.
+Any number of these may run against one task queue; Temporal spreads the work. Beside the
+worker, each process serves its Prometheus metrics (``WORKER_METRICS_PORT``) and runs a
+notification dispatcher (``activities/notify.py``, when ``NOTIFY_URL`` is set); neither
+is in a rotation's path.
 """
 
 from __future__ import annotations
@@ -16,17 +19,34 @@ from concurrent.futures import ThreadPoolExecutor
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.audit import AuditActivities
 from activities.carrier import CarrierActivities
 from activities.catalog import sync_catalogue
+from activities.metrics import serve as serve_metrics
+from activities.metrics import watch_balances
+from activities.notify import Dispatcher
 from activities.store import StoreActivities
+from activities.usage_poll import UsagePollActivities
 from carriers import build_carriers
 from carriers.base import Carrier
 from config import Settings, get_settings
 from models.db import SchemaOutOfDate, init_db
+from workflows.audit import AuditWorkflow, ensure_audit_schedule
 from workflows.balance import BalanceWorkflow
+from workflows.usage_poll import UsagePollWorkflow, ensure_usage_poll_schedules
 
 log = logging.getLogger("worker")
+
+# The sandbox still restricts what workflow code may call (no clock, no I/O), but takes
+# our workflow modules as they are loaded instead of re-importing them for every new
+# run: a rotation continues as new, and re-compiling workflows/balance.py for each run
+# was the largest single cost of a midnight herd (bench/herd.py, BENCHMARKS.md). Those
+# modules keep no state of their own at module level, which is what re-importing guards.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows")
+)
 
 
 async def connect(settings: Settings) -> Client:
@@ -48,27 +68,36 @@ def build_worker(
     """The worker with every workflow and activity of the product registered."""
     carrier_activities = CarrierActivities(carriers)
     store = StoreActivities(settings.database_url)
+    usage_poll = UsagePollActivities(carriers, client, settings.database_url)
+    audit = AuditActivities(
+        carriers, client, settings.database_url, task_queue or settings.task_queue
+    )
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[BalanceWorkflow],
+        workflows=[BalanceWorkflow, UsagePollWorkflow, AuditWorkflow],
         activities=[
             carrier_activities.order_line,
             carrier_activities.activate_line,
             carrier_activities.deactivate_line,
             carrier_activities.line_usage,
             store.record_changes,
+            usage_poll.poll_usage,
+            audit.audit_page,
         ],
         activity_executor=executor,
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_cached_workflows=settings.worker_max_cached_workflows,
+        workflow_runner=WORKFLOW_RUNNER,
     )
 
 
 async def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = get_settings()
+    logging.basicConfig(
+        level=settings.worker_log_level.upper(), format="%(asctime)s %(name)s %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         init_db(settings.database_url, settings.auto_migrate)
     except SchemaOutOfDate as error:
@@ -78,15 +107,26 @@ async def main() -> None:
     synced = await sync_catalogue(carriers, settings.database_url)
     log.info("catalogue synced: %s", synced)
     client = await connect(settings)
+    polled = await ensure_usage_poll_schedules(client, settings)
+    log.info("usage poll schedules: %s", ", ".join(polled) or "none")
+    log.info("audit schedule: %s", await ensure_audit_schedule(client, settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    stop_metrics = serve_metrics(settings.worker_metrics_port)
+    # Beside the worker, never in a rotation's path: gauges and outbound notifications.
+    background = [asyncio.create_task(watch_balances(settings.database_url, stop))]
+    if dispatcher := Dispatcher.from_settings(settings):
+        background.append(asyncio.create_task(dispatcher.run(stop)))
     # Threads are created lazily; only the store activities use them.
     with ThreadPoolExecutor(max_workers=settings.worker_max_concurrent_activities) as executor:
         async with build_worker(client, settings, carriers, executor):
             log.info("worker polling task queue %s", settings.task_queue)
             await stop.wait()
+    await asyncio.gather(*background)
+    if stop_metrics:
+        stop_metrics()
     for carrier in carriers.values():
         await carrier.aclose()
 

@@ -11,8 +11,18 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api import errors
 from api.auth import ApiKeys
+from api.dashboard import routes as dashboard
 from api.limits import BodyLimitMiddleware
-from api.routes import balance_actions, balances, esims, health, metrics, products, webhooks
+from api.routes import (
+    balance_actions,
+    balances,
+    continuity,
+    esims,
+    health,
+    metrics,
+    products,
+    webhooks,
+)
 from api.telemetry import Telemetry, TelemetryMiddleware
 from config import Settings, get_settings
 from models.db import init_db
@@ -56,8 +66,10 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     app.state.api_keys = api_keys
     app.state.telemetry = telemetry
     errors.install(app)
-    for module in (health, metrics, esims, products, balances, balance_actions, webhooks):
+    routers = (health, metrics, esims, products, balances, balance_actions, continuity, webhooks)
+    for module in routers:
         app.include_router(module.router)
+    app.include_router(dashboard.router)
     # The last added runs first: count every request, including those refused as too large.
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(TelemetryMiddleware, telemetry=telemetry)

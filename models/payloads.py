@@ -54,9 +54,11 @@ class ProductSpec(BaseModel):
 
 
 class Policy(BaseModel):
-    """How a balance rotates. ``None`` means the default derived from the product."""
+    """How a balance rotates. ``None`` means the default derived from the product.
 
-    model_config = {"extra": "forbid"}
+    Strict: ``true`` is not a number of lines, whoever sends it (API, CLI, database)."""
+
+    model_config = {"extra": "forbid", "strict": True}
 
     lead_seconds: float | None = Field(default=None, gt=0, le=7 * 86400)
     margin_seconds: float | None = Field(default=None, gt=0, le=86400)
@@ -104,6 +106,9 @@ class Line(BaseModel):
     activated_at: datetime | None = None
     ends_at: datetime | None = None
     ended_at: datetime | None = None
+    # When the carrier says the allowance ran out (first usage seen at the allowance):
+    # the line serves throttled from then on.
+    exhausted_at: datetime | None = None
     used_bytes: int = 0
     usage_observed_at: datetime | None = None
     # The observation before the last one: two points give the traffic rate.
@@ -158,6 +163,20 @@ class ActionRequest(BaseModel):
 
     actor: str = "operator"
     reason: str = ""
+
+
+class AuditNotice(BaseModel):
+    """Payload of the ``audit`` signal: what the audit found about line ``reference``.
+
+    ``kind`` ``ghost_line``: the carrier has ended the line (or does not know it);
+    ``missing_scheduled_line``: past the order time, nothing is ordered. Naming the line
+    makes a repeated or late notice harmless: it acts only while the workflow holds it.
+    """
+
+    kind: str
+    reference: str | None = None
+    reason: str = ""
+    actor: str = "audit"
 
 
 class UsageReport(BaseModel):
@@ -263,3 +282,20 @@ class RecordChanges(BaseModel):
     balance: BalanceRecord | None = None
     lines: list[Line] = []
     events: list[EventRecord] = []
+
+
+class UsagePollInput(BaseModel):
+    """One poll of one carrier's usage (the ``usage-poll-{carrier}`` Schedule's action)."""
+
+    carrier: str
+
+
+class UsagePollResult(BaseModel):
+    """What one poll read and did: pages and lines read, lines of open balances among
+    them, balances signalled, and signals that found no workflow (balance gone)."""
+
+    pages: int = 0
+    lines_read: int = 0
+    lines_open: int = 0
+    signals: int = 0
+    gone: int = 0

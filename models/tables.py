@@ -114,6 +114,8 @@ class BalanceLine(SQLModel, table=True):
     activated_at: datetime | None = _ts()
     ends_at: datetime | None = _ts(index=True)
     ended_at: datetime | None = _ts()
+    # Carrier time the allowance was used up (throttled from then on), if it was.
+    exhausted_at: datetime | None = _ts()
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
 
 
@@ -152,3 +154,37 @@ class IdempotencyRecord(SQLModel, table=True):
     response: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
     expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+
+
+class UsageWatermark(SQLModel, table=True):
+    """What the usage poller last signalled for a carrier line, so it signals a balance
+    only when the line's usage crosses a threshold beyond it (not at every poll).
+
+    Keyed by the carrier's line id; a row whose line is no longer active is removed by
+    the next poll of its carrier.
+    """
+
+    __tablename__ = "usage_watermark"
+
+    carrier: str = Field(primary_key=True, max_length=32)
+    carrier_line_id: str = Field(primary_key=True, max_length=64)
+    signalled_bytes: int = Field(sa_column=Column(sa.BigInteger(), nullable=False))
+    observed_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class NotificationCursor(SQLModel, table=True):
+    """How far outbound notifications have gone through the ledger: every ``line_event``
+    up to ``last_event_id`` was delivered or given up.
+
+    The ledger is the outbox; this row is the only state of delivery. The dispatcher that
+    holds the lease (``owner`` until ``lease_until``) is the only one delivering, so any
+    number of worker processes deliver in ledger order.
+    """
+
+    __tablename__ = "notification_cursor"
+
+    name: str = Field(primary_key=True, max_length=32)
+    last_event_id: int = 0
+    owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = _ts()
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))

@@ -9,6 +9,8 @@ workflow continues as new with its state, so a run's history stays small.
 
 from __future__ import annotations
 
+import asyncio
+import zlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         ARCHIVE_DEPTH,
         CLOSED_STATUSES,
         ActionRequest,
+        AuditNotice,
         BalanceRecord,
         BalanceState,
         BalanceStatus,
@@ -54,6 +57,7 @@ STORE_CALL = timedelta(seconds=30)
 STORE_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 # Shortest wait between two attempts once a step has failed for good.
 FAILING_BACKOFF = timedelta(seconds=30)
+SAFETY_NET_EARLY = timedelta(seconds=1)
 
 
 @workflow.defn
@@ -65,13 +69,16 @@ class BalanceWorkflow:
         self.s = state
         self._wake = False
         self._published: dict[str, Any] = {}
+        self._timers: dict[datetime, asyncio.Future[None]] = {}
 
     @workflow.run
     async def run(self, state: BalanceState) -> BalanceStatusView:
         s = self.s
+        self._describe()
         while True:
             if s.pending_events:
-                await self._record()
+                # With the active line: usage events change its usage and exhaustion.
+                await self._record(lines=[s.active] if s.active else None)
             if s.cancel_requested:
                 await self._end_all_lines(LineState.cancelled, "cancelled")
                 return await self._close(BalanceStatus.Cancelled)
@@ -142,6 +149,23 @@ class BalanceWorkflow:
         if self.s.active is not None and not self.s.paused and not self._is_last_line():
             self.s.rotate_requested = True
             self._note_event("rotate_requested", req.actor, reason=req.reason)
+        self._wake = True
+
+    @workflow.signal
+    def audit(self, notice: AuditNotice) -> None:
+        """The audit saw the carrier disagree: a scheduled line that has ended there is
+        dropped (the next one is ordered when due, at once past the order time); an
+        active one that has ended is rotated away from now; anything else just wakes the
+        workflow to look at its deadlines again."""
+        s = self.s
+        ref = notice.reference
+        if notice.kind == "ghost_line" and s.scheduled is not None and s.scheduled.reference == ref:
+            gone = s.scheduled.model_copy(update={"state": LineState.failed})
+            s.scheduled = None
+            self._archive(gone)
+            self._note_event("scheduled_dropped", notice.actor, seq=gone.seq, reason=notice.reason)
+        elif notice.kind == "ghost_line" and s.active is not None and s.active.reference == ref:
+            self.rotate_now(ActionRequest(actor=notice.actor, reason=notice.reason))
         self._wake = True
 
     # --- updates ----------------------------------------------------------------------
@@ -230,7 +254,7 @@ class BalanceWorkflow:
                 carrier=s.carrier,
                 seq=seq,
                 product=product,
-                start_at=self._ends_at(s.active) if s.active else None,
+                start_at=self._safety_net_start() if s.active else None,
             ),
             start_to_close_timeout=CARRIER_CALL,
             retry_policy=self._carrier_retry(),
@@ -252,16 +276,33 @@ class BalanceWorkflow:
         await self._record(lines=[line], events=[self._event("ordered", line)])
         return True
 
-    async def _activate(self, line: Line, deadline: datetime) -> Line | None:
-        """Activate ``line`` and wait for the carrier to confirm it; None if it failed."""
+    async def _activate(
+        self, line: Line, deadline: datetime, confirm_only: bool = False
+    ) -> Line | None:
+        """Activate ``line`` and wait for the carrier to confirm it; None if it failed.
+
+        ``confirm_only``: the carrier has started the line by itself (a queued start at
+        a reset boundary), so this is a read that is safe to repeat: a local activity
+        (one marker event, no extra workflow task) instead of a scheduled one."""
         s = self.s
-        handle = workflow.start_activity_method(
-            CarrierActivities.activate_line,
-            LineCommand(carrier=s.carrier, iccid=s.iccid, line=line),
-            start_to_close_timeout=CARRIER_CALL,
-            retry_policy=ACTIVATION_RETRY,
-            summary=f"activate line {line.seq} at {s.carrier}, wait for confirmation",
-        )
+        summary = f"activate line {line.seq} at {s.carrier}, wait for confirmation"
+        command = LineCommand(carrier=s.carrier, iccid=s.iccid, line=line)
+        if confirm_only:
+            handle = workflow.start_local_activity_method(
+                CarrierActivities.activate_line,
+                command,
+                start_to_close_timeout=CARRIER_CALL,
+                retry_policy=ACTIVATION_RETRY,
+                summary=summary,
+            )
+        else:
+            handle = workflow.start_activity_method(
+                CarrierActivities.activate_line,
+                command,
+                start_to_close_timeout=CARRIER_CALL,
+                retry_policy=ACTIVATION_RETRY,
+                summary=summary,
+            )
         try:
             active: Line = await self._watch(handle, deadline, f"activating line {line.seq}")
         except ActivityError as error:
@@ -296,14 +337,13 @@ class BalanceWorkflow:
         The activity is never abandoned and restarted: an attempt still in flight could
         then race its successor, and an order placed twice is a purchase made twice.
         """
-        try:
-            await workflow.wait_condition(
-                handle.done,
-                timeout=max(deadline - workflow.now(), timedelta(0)),
-                timeout_summary=f"{what}: Failing if not done by {deadline:%H:%M:%SZ}",
-            )
-        except TimeoutError:
+        timer = self._timer(deadline, f"{what}: Failing if not done by {deadline:%H:%M:%SZ}")
+        await workflow.wait_condition(lambda: handle.done() or timer.done())
+        if not handle.done():
             await self._set_failing(f"{what} still failing at {deadline:%H:%M:%SZ}")
+        elif not self._next_deadline_is(deadline):
+            timer.cancel()
+            self._timers.pop(deadline, None)
         return await handle
 
     async def _deactivate(self, line: Line, end_state: LineState) -> Line:
@@ -339,18 +379,29 @@ class BalanceWorkflow:
         assert old is not None and new is not None
         now = workflow.now()
         reason = self._switch_reason(now)
-        self._set_status(BalanceStatus.Rotating)
         deadline = self._ends_at(old)
+        # At a reset boundary the carrier has already made the switch: the queued start
+        # began the new line as the boundary ended the old one. Confirming it is one quick
+        # read, done as a local activity inside this workflow task, and the old line needs
+        # no deactivation. Rotating would never be seen, so it is not published.
+        at_boundary = s.product.reset != "rolling" and reason == "time"
+        if at_boundary:
+            s.status = BalanceStatus.Rotating
+        else:
+            self._set_status(BalanceStatus.Rotating)
         if s.product.reset != "rolling":  # switching at the boundary itself: allow a margin
             deadline += timedelta(seconds=s.policy.margin(old.validity_seconds))
-        active = await self._activate(new, deadline)
+        active = await self._activate(new, deadline, confirm_only=at_boundary)
         if active is None:
             return False
         end_state = {
             "usage": LineState.exhausted,
             "operator": LineState.cancelled,
         }.get(reason, LineState.expired)
-        ended = await self._deactivate(old, end_state)
+        if at_boundary:
+            ended = old.model_copy(update={"state": end_state, "ended_at": self._ends_at(old)})
+        else:
+            ended = await self._deactivate(old, end_state)
         s.active, s.scheduled = active, None
         self._archive(ended)
         self._adopt_product(active)
@@ -440,7 +491,8 @@ class BalanceWorkflow:
         await self._set_failing(reason)
         # Short passes (compressed time) retry sooner, in proportion to their validity.
         backoff = min(FAILING_BACKOFF, timedelta(seconds=max(1.0, s.product.validity_seconds / 4)))
-        await self._wait(lambda: s.cancel_requested or s.paused, backoff, "wait before retrying")
+        retry = f"Failing ({reason}): retry in {backoff.total_seconds():g} s"
+        await self._wait(lambda: s.cancel_requested or s.paused, backoff, retry)
 
     async def _set_failing(self, reason: str) -> None:
         """Show the balance as Failing (search attribute, ledger event), once per episode."""
@@ -470,7 +522,35 @@ class BalanceWorkflow:
         if s.usage_check_at is not None:
             deadlines.append((s.usage_check_at, f"check usage of line {s.active.seq}"))
         at, what = min(deadlines)
-        await self._wait(lambda: False, at - now, f"sleep until {what} at {at:%H:%M:%SZ}")
+        timer = self._timer(at, f"sleep until {what} at {at:%H:%M:%SZ}")
+        for other, pending in list(self._timers.items()):
+            if other != at:
+                pending.cancel()
+                del self._timers[other]
+        self._wake = False
+        await workflow.wait_condition(lambda: self._wake or timer.done())
+
+    def _next_deadline_is(self, at: datetime) -> bool:
+        """Whether the main loop will sleep until ``at`` next: an order's Failing deadline
+        is the switch time, so its timer is kept and slept on."""
+        return self.s.active is not None and self._switch_at() == at
+
+    def _timer(self, at: datetime, summary: str) -> asyncio.Future[None]:
+        """One Temporal timer per moment, shared by whoever waits for it: the wait for an
+        order's Failing deadline and the sleep until the switch are the same timer, so a
+        rotation's history has one timer where it had two (started, cancelled, started,
+        fired). A moment already past is a future already done (no timer)."""
+        timer = self._timers.get(at)
+        if timer is not None and not timer.cancelled():
+            return timer
+        delay = at - workflow.now()
+        if delay <= timedelta(0):
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        timer = asyncio.ensure_future(workflow.sleep(delay, summary=summary))
+        self._timers[at] = timer
+        return timer
 
     async def _wait(self, done: Any, timeout: timedelta, summary: str) -> None:
         """Sleep until ``timeout`` passes, ``done()`` holds, or a message arrives."""
@@ -494,10 +574,31 @@ class BalanceWorkflow:
         return line.activated_at + timedelta(seconds=line.validity_seconds)
 
     def _order_at(self) -> datetime:
+        """``lead`` before the line ends. Lines that end at a reset boundary end with
+        thousands of others (the midnight herd): those are ordered at a moment spread
+        over the first half of the lead window by a hash of the balance id, the same on
+        every replay, so the carrier sees a smooth rate instead of one burst. The second
+        half stays for retries before the switch."""
         active = self.s.active
         assert active is not None
         lead = self.s.policy.lead(active.validity_seconds)
-        return self._ends_at(active) - timedelta(seconds=lead)
+        at = self._ends_at(active) - timedelta(seconds=lead)
+        if self.s.product.reset != "rolling":
+            spread = zlib.crc32(self.s.balance_id.encode()) / 2**32
+            at += timedelta(seconds=round(lead / 2 * spread, 3))
+        return at
+
+    def _safety_net_start(self) -> datetime:
+        """When the carrier should start the next line by itself, should our own switch
+        not have happened: at a reset boundary the boundary itself (a line started before
+        it would end at it); otherwise a second before the old line's end, since the end
+        we compute comes from the carrier's reported, rounded activation time and a start
+        rounded the other way would leave a gap of a fraction of a second."""
+        assert self.s.active is not None
+        ends_at = self._ends_at(self.s.active)
+        if self.s.product.reset != "rolling":
+            return ends_at
+        return ends_at - SAFETY_NET_EARLY
 
     def _switch_at(self) -> datetime:
         """``margin`` before the line ends — except for passes whose window ends at a
@@ -597,12 +698,37 @@ class BalanceWorkflow:
         if report.reference is not None and report.reference != line.reference:
             return
         last = line.usage_observed_at or line.activated_at
+        self._note_exhaustion(line, report)
         if last is not None and report.observed_at <= last:
             return
+        self._note_thresholds(line, report)
         line.prev_used_bytes, line.prev_observed_at = line.used_bytes, last
         line.used_bytes, line.usage_observed_at = report.used_bytes, report.observed_at
         self._plan_usage_check(line)
         self._wake = True
+
+    def _note_exhaustion(self, line: Line, report: UsageReport) -> None:
+        """The earliest carrier time the allowance was seen used up: throttled from then
+        on (a late-delivered 100 % webhook beats a later read that saw it too)."""
+        if report.used_bytes >= line.allowance_bytes and (
+            line.exhausted_at is None or report.observed_at < line.exhausted_at
+        ):
+            line.exhausted_at = report.observed_at
+
+    def _note_thresholds(self, line: Line, report: UsageReport) -> None:
+        """A ``usage_threshold`` event per threshold this (newer) report crosses: usage
+        only grows, so each fires once per line."""
+        for percent in usage.crossed(line.used_bytes, report.used_bytes, line.allowance_bytes):
+            self._note_event(
+                "usage_threshold",
+                "carrier",
+                seq=line.seq,
+                reference=line.reference,
+                percent=percent,
+                used_bytes=report.used_bytes,
+                allowance_bytes=line.allowance_bytes,
+                observed_at=report.observed_at.isoformat(),
+            )
 
     def _plan_usage_check(self, line: Line) -> None:
         """Webhooks fire only at 50/80/100 %: read usage ourselves when the projection
@@ -725,6 +851,23 @@ class BalanceWorkflow:
             workflow.upsert_search_attributes(changed)
             for update in changed:
                 self._published[update.key.name] = update.value
+        self._describe()
+
+    def _describe(self) -> None:
+        """The run's current details in the Temporal Web UI. The summary given at start is
+        not carried over by continue-as-new, so each run says what it is doing itself (kept
+        by the worker, answered to the UI's query: no history event)."""
+        s = self.s
+        parts = [f"**{s.status.value}**: eSIM {s.iccid} on {s.product.id}"]
+        if s.active is not None:
+            ends = self._ends_at(s.active)
+            parts.append(f"line {s.active.seq} active until {ends:%H:%M:%SZ}")
+        if s.scheduled is not None:
+            parts.append(f"line {s.scheduled.seq} ordered")
+        parts.append(f"rotations {s.rotations} ({s.early_rotations} early by usage)")
+        if s.failing_reason:
+            parts.append(f"failing: {s.failing_reason}")
+        workflow.set_current_details(" · ".join(parts))
 
 
 def policy_problem(policy: Policy, validity_seconds: int) -> str | None:

@@ -1,12 +1,14 @@
 """An end-to-end rig: dev server, Telna-like simulator and API over real HTTP, a worker.
 
 Each test gets a fresh SQLite database and task queue; the simulator and the API run
-under uvicorn in background threads; the worker runs in the test's event loop.
+under uvicorn in background threads; the worker runs in the test's event loop, and the
+usage poller's Schedule (rig-prefixed id, every 2 s) is created for it and deleted after.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -20,15 +22,18 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 from sqlmodel import select
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.catalog import sync_catalogue
 from api.app import create_app as create_api
+from carriers.metered import metered
 from carriers.telna import TelnaCarrier
 from carriers.webbing import WebbingCarrier
 from config import Settings, TelnaSettings, WebbingSettings
 from enrolment import EnrolRequest, enrol, workflow_id
+from models.audit import AuditInput, AuditReport
 from models.db import init_db, session_scope
 from models.identifiers import make_iccid
 from models.payloads import ActionRequest, BalanceStatusView, Policy
@@ -37,7 +42,9 @@ from simulators.telna import create_app as create_telna
 from simulators.webbing import create_app as create_webbing
 from tests.servers import serve
 from worker import build_worker
+from workflows.audit import AuditWorkflow
 from workflows.balance import BalanceWorkflow
+from workflows.usage_poll import ensure_usage_poll_schedules
 
 API_KEY = "telna-test-key"
 WEBHOOK_SECRET = "telna-test-webhook-secret"
@@ -45,6 +52,8 @@ OPERATOR_KEY = "operator-test-key"
 SERVICE_KEY = "service-test-key"
 WEBBING = ("rig-user", "rig-password", "rig-wskey")
 ENDED = {"expired", "exhausted", "cancelled"}
+# The rig's usage poller runs this often (production: 60 s).
+USAGE_POLL_SECONDS = 2.0
 # The same compressed passes at both carriers, by their own ids.
 PRODUCTS = {
     "telna": {
@@ -78,6 +87,7 @@ class Rig:
     http: httpx.AsyncClient
     carrier: str = "telna"
     carrier_of: dict[str, str] = field(default_factory=dict)
+    usage_poll_schedules: list[str] = field(default_factory=list)
 
     @property
     def sim_url(self) -> str:
@@ -111,6 +121,19 @@ class Rig:
         body = {"iccid": iccid, "bytes_per_second": bytes_per_second}
         r = await self.http.post(f"{self._sim(iccid)}/_sim/traffic", json=body)
         r.raise_for_status()
+
+    async def poll_usage(self) -> None:
+        """Start a usage poll of every polled carrier now, besides the schedule's."""
+        for schedule_id in self.usage_poll_schedules:
+            await self.client.get_schedule_handle(schedule_id).trigger()
+
+    async def usage_polls(self) -> int:
+        """Polls the rig's usage poll schedules have started so far."""
+        total = 0
+        for schedule_id in self.usage_poll_schedules:
+            description = await self.client.get_schedule_handle(schedule_id).describe()
+            total += description.info.num_actions
+        return total
 
     async def ledger(self, iccid: str | None = None) -> list[dict[str, Any]]:
         """The carrier's ledger for ``iccid``, or every carrier's ledger."""
@@ -178,6 +201,15 @@ class Rig:
         handle = self.client.get_workflow_handle(workflow_id(iccid))
         await handle.signal(name, ActionRequest(actor="test"))
 
+    async def audit(self, **options: Any) -> AuditReport:
+        """Run one audit now (what the ``audit`` schedule starts), wait for its report."""
+        return await self.client.execute_workflow(
+            AuditWorkflow.run,
+            AuditInput(**options),
+            id=f"audit-{uuid.uuid4().hex[:8]}",
+            task_queue=self.settings.task_queue,
+        )
+
     async def cancel_and_wait(self, *iccid: str) -> None:
         for one in iccid:
             await self.signal(one, "cancel")
@@ -227,6 +259,18 @@ class Rig:
                     ), f"line {line.seq} active in the database but ended at the carrier"
 
 
+async def _drop_schedules(client: Client, schedule_ids: list[str]) -> None:
+    """Delete the rig's schedules and end their running polls, whose task queue goes."""
+    for schedule_id in schedule_ids:
+        handle = client.get_schedule_handle(schedule_id)
+        running = (await handle.describe()).info.running_actions
+        await handle.delete()
+        for action in running:
+            if isinstance(action, ScheduleActionExecutionStartWorkflow):
+                with contextlib.suppress(RPCError):
+                    await client.get_workflow_handle(action.workflow_id).terminate("rig closed")
+
+
 def none_seconds(intervals: list[dict[str, Any]], until: datetime | None = None) -> float:
     """Seconds without any active line in the carrier's timeline (before ``until``)."""
     total = 0.0
@@ -258,6 +302,7 @@ async def rig(
         database_url=database_url or f"sqlite:///{tmp / 'balance.db'}",
         temporal_address=target,
         task_queue=f"esim-balance-{uuid.uuid4().hex[:8]}",
+        usage_poll_interval_seconds=USAGE_POLL_SECONDS,
         api_keys=SecretStr(f"operator:{OPERATOR_KEY},service:{SERVICE_KEY}"),
         telna=TelnaSettings(
             base_url="http://unused",
@@ -289,15 +334,26 @@ async def rig(
         )
         settings.telna.base_url = telna_url
         settings.webbing.base_url = webbing_url
-        carriers = {
-            "telna": TelnaCarrier(telna_url, API_KEY, timeout=5.0),
-            "webbing": WebbingCarrier(webbing_url, username, password, wskey, timeout=5.0),
-        }
+        carriers = metered(
+            {
+                "telna": TelnaCarrier(telna_url, API_KEY, timeout=5.0),
+                "webbing": WebbingCarrier(webbing_url, username, password, wskey, timeout=5.0),
+            }
+        )
         await sync_catalogue(carriers, settings.database_url)
         sims = {"telna": telna_url, "webbing": webbing_url}
         with ThreadPoolExecutor(max_workers=settings.worker_max_concurrent_activities) as executor:
             worker = build_worker(env.client, settings, carriers, executor)
             async with worker, httpx.AsyncClient(timeout=10) as http:
-                yield Rig(env.client, settings, sims, api_url, http, carrier)
+                # Schedules are namespace-wide: the rig's own prefix keeps them apart.
+                polls = await ensure_usage_poll_schedules(
+                    env.client, settings, prefix=f"usage-poll-{settings.task_queue}"
+                )
+                r = Rig(env.client, settings, sims, api_url, http, carrier)
+                r.usage_poll_schedules = polls
+                try:
+                    yield r
+                finally:
+                    await _drop_schedules(env.client, polls)
         for client in carriers.values():
             await client.aclose()

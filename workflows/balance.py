@@ -541,8 +541,11 @@ class BalanceWorkflow:
         rotation's history has one timer where it had two (started, cancelled, started,
         fired). A moment already past is a future already done (no timer)."""
         timer = self._timers.get(at)
-        if timer is not None and not timer.cancelled():
+        if timer is not None and not timer.done():
             return timer
+        # A timer that has fired is not reused: the workflow's clock can read a hair
+        # before ``at`` when it fires (times are rounded on the way), and a fired timer
+        # taken again would wake the loop at once, with nothing due, for ever.
         delay = at - workflow.now()
         if delay <= timedelta(0):
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -16,7 +16,8 @@ from tests.api.conftest import Api, new_iccid, valid_eid
 
 OP = "operator"
 SVC = "service"
-BAD_LUHN = new_iccid()[:-1] + str((int(new_iccid()[-1]) + 1) % 10)
+_GOOD = new_iccid()
+BAD_LUHN = _GOOD[:-1] + str((int(_GOOD[-1]) + 1) % 10)  # one ICCID, its check digit off
 GOOD_EID = valid_eid()
 BAD_EID = GOOD_EID[:-1] + str((int(GOOD_EID[-1]) + 1) % 10)
 BIG = "x" * (70 * 1024)

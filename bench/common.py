@@ -8,6 +8,7 @@ stopped with the run.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import statistics
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +153,25 @@ def _event_line(event: Any) -> str:
     kind = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
     summary = event.user_metadata.summary.data.decode(errors="replace")
     return f"{event.event_time.ToDatetime():%H:%M:%S.%f} {kind} {summary}".rstrip()
+
+
+def report(result: dict[str, Any], json_path: Path | None) -> int:
+    """Print the figures as JSON and, with ``--json``, write them there too."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_path:
+        json_path.write_text(text + "\n")
+    return 0
+
+
+def exit_with(main: Callable[[], int]) -> None:
+    """Run ``main`` and leave with its code without interpreter finalisation: the Temporal
+    client's native runtime threads can crash it ("PyGILState_Release ... finalizing")
+    after the figures are out, turning a good run into exit code -6."""
+    try:
+        code = main()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

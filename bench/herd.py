@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import math
 import resource
@@ -69,8 +68,10 @@ from bench.common import (
     bench_iccids,
     bench_settings,
     dev_server,
+    exit_with,
     free_port,
     history_events_per_rotation,
+    report,
     start_simulator,
     stop,
 )
@@ -595,12 +596,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.period = args.period or choose_period(args.balances + args.baseline_balances)
     with tempfile.TemporaryDirectory(prefix="herd-") as tmp:
         result = asyncio.run(measure(args, Path(tmp)))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
-    return 0
+    return report(result, args.json)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

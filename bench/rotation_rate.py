@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,8 +33,10 @@ from bench.common import (
     bench_iccids,
     bench_settings,
     dev_server,
+    exit_with,
     free_port,
     history_events_per_rotation,
+    report,
     start_simulator,
     stop,
 )
@@ -167,12 +167,8 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rotation-rate-") as tmp:
         result = asyncio.run(measure(args.balances, args.cycles, Path(tmp)))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
-    return 0
+    return report(result, args.json)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

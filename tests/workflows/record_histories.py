@@ -1,0 +1,251 @@
+"""Records the BalanceWorkflow histories that tests/workflows/test_replay.py replays.
+
+    .venv/bin/python -m tests.workflows.record_histories
+
+Runs short real scenarios (compressed passes of 10-60 s) on the Temporal dev server with
+the e2e rig (both simulators and the API over HTTP, an in-process worker) and writes one
+JSON file per workflow run, ``WorkflowHistory.to_json()``, to
+``tests/workflows/histories/{scenario}-{n}.json``: every run of the chain, the first and
+each continue-as-new run, numbered from 1. Files of a scenario recorded before are
+removed first, so a scenario's runs are always those of one recording.
+
+The replay test proves that the workflow code of today makes the same decisions, in the
+same order, as the code that wrote those histories did; a workflow running in
+production when a worker is upgraded is replayed the same way, and a difference stops it
+with a non-determinism error.
+
+When to re-record: never to make a failing replay test pass. A change that fails it
+would break every workflow running at deployment. Make the change compatible instead:
+put the new behaviour behind ``workflow.patched("some-change-id")`` (old histories take
+the old branch, new runs the new one), keep these files, and add a recording of the new
+branch beside them (a new scenario name). Re-record a scenario only when it is
+deliberately incompatible and the deployment plan says how running workflows are moved
+(drained, or reset); once no run older than a ``workflow.deprecate_patch`` remains, the
+old branch and the histories that need it may go together.
+
+A scenario can be recorded alone: ``... record_histories rotation-telna cancel``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from enrolment import product_spec, workflow_id
+from models import search
+from models.db import session_scope
+from models.payloads import BalanceStatus, ChangePolicy, ChangeProduct, Policy
+from models.tables import Product
+from tests.e2e.harness import Rig, iccids, rig
+from workflows.balance import BalanceWorkflow
+
+HISTORIES = Path(__file__).parent / "histories"
+BIN = Path(sys.executable).parent
+# 10 s passes with a 5 s lead and a 3 s margin: a rotation every ~7 s.
+FAST = Policy(lead_seconds=5, margin_seconds=3)
+# 60 s passes rotate by time only ~50 s after activation: room for operator actions.
+SLOW = Policy(lead_seconds=10, margin_seconds=5)
+TIMEOUT = 60.0
+
+Scenario = Callable[[Rig, str], Awaitable[None]]
+
+
+async def _add_esim(r: Rig, iccid: str, carrier: str) -> None:
+    """Register ``iccid`` at ``carrier``'s simulator, whatever the rig's own carrier."""
+    r.carrier_of[iccid] = carrier
+    body = {"iccids": [iccid]}
+    (await r.http.post(f"{r.sims[carrier]}/_sim/esims", json=body)).raise_for_status()
+
+
+async def _first_line(r: Rig, iccid: str) -> None:
+    await r.wait_for(iccid, lambda s: s.active is not None, TIMEOUT, "first line")
+
+
+async def _rotations(r: Rig, iccid: str, n: int) -> None:
+    await r.wait_for(iccid, lambda s: s.rotations >= n, TIMEOUT + 10 * n, f"{n} rotations")
+
+
+async def rotation(r: Rig, iccid: str) -> None:
+    """Rotation by time, twice: the first run and two continue-as-new runs."""
+    await r.enrol(iccid, "compressed-10s", policy=FAST)
+    await _rotations(r, iccid, 2)
+
+
+async def usage_rotation(r: Rig, iccid: str) -> None:
+    """Telna's usage webhooks use a 60 s pass up in ~20 s: an early rotation."""
+    await r.enrol(iccid, "compressed-60s")
+    await _first_line(r, iccid)
+    await r.traffic(iccid, 300_000)
+    await r.wait_for(iccid, lambda s: s.early_rotations >= 1, TIMEOUT, "early rotation")
+    await r.traffic(iccid, 0)
+
+
+async def pause_resume(r: Rig, iccid: str) -> None:
+    await r.enrol(iccid, "compressed-60s", policy=SLOW)
+    await _first_line(r, iccid)
+    await r.signal(iccid, "pause")
+    await r.wait_for(iccid, lambda s: s.status == BalanceStatus.Paused, TIMEOUT, "Paused")
+    await r.signal(iccid, "resume")
+    await r.wait_for(iccid, lambda s: s.active is not None and s.active.seq == 2, TIMEOUT, "line 2")
+
+
+async def rotate_now(r: Rig, iccid: str) -> None:
+    await r.enrol(iccid, "compressed-60s", policy=SLOW)
+    await _first_line(r, iccid)
+    await r.signal(iccid, "rotate_now")
+    await _rotations(r, iccid, 1)
+
+
+async def change_product(r: Rig, iccid: str) -> None:
+    """The ``change_product`` update, then a rotation onto the new product."""
+    await r.enrol(iccid, "compressed-60s", policy=SLOW)
+    await _first_line(r, iccid)
+    with session_scope(r.settings.database_url) as session:
+        row = session.get(Product, r.product(iccid, "compressed-30s"))
+        assert row is not None
+        new = product_spec(row)
+    handle = r.client.get_workflow_handle_for(BalanceWorkflow.run, workflow_id(iccid))
+    await handle.execute_update(BalanceWorkflow.change_product, ChangeProduct(product=new))
+    await r.signal(iccid, "rotate_now")
+    await _rotations(r, iccid, 1)
+
+
+async def change_policy(r: Rig, iccid: str) -> None:
+    """The ``change_policy`` update: a longer lead and margin bring the rotation forward."""
+    await r.enrol(iccid, "compressed-30s", policy=Policy(lead_seconds=8, margin_seconds=4))
+    await _first_line(r, iccid)
+    handle = r.client.get_workflow_handle_for(BalanceWorkflow.run, workflow_id(iccid))
+    policy = Policy(lead_seconds=20, margin_seconds=12)
+    await handle.execute_update(BalanceWorkflow.change_policy, ChangePolicy(policy=policy))
+    await _rotations(r, iccid, 1)
+
+
+async def cancel(r: Rig, iccid: str) -> None:
+    """Cancelled while the next line is ordered: both lines end at the carrier."""
+    await r.enrol(iccid, "compressed-10s", policy=FAST)
+    await r.wait_for(iccid, lambda s: s.scheduled is not None, TIMEOUT, "next line ordered")
+
+
+async def cost_cap(r: Rig, iccid: str) -> None:
+    """One line a day: traffic uses it up and the balance stays Throttled."""
+    await r.enrol(iccid, "compressed-60s", policy=Policy(max_lines_per_day=1))
+    await _first_line(r, iccid)
+    await r.traffic(iccid, 1_000_000)
+    await r.wait_for(iccid, lambda s: s.status == BalanceStatus.Throttled, TIMEOUT, "Throttled")
+    await asyncio.sleep(2)
+    await r.traffic(iccid, 0)
+
+
+async def outage(r: Rig, iccid: str) -> None:
+    """The carrier is down from before the order moment to past the line's end: Failing,
+    then a fresh line once it answers again. Faults hit every carrier of the rig, so
+    this scenario runs alone."""
+    await r.enrol(iccid, "compressed-10s", policy=FAST)
+    first = await r.wait_for(iccid, lambda s: s.active is not None, TIMEOUT, "first line")
+    assert first.active is not None and first.active.ends_at is not None
+    wait = (first.active.ends_at - datetime.now(UTC)).total_seconds() - 7
+    await asyncio.sleep(max(0.0, wait))
+    await r.faults(outage_seconds=15)
+    await r.wait_for(iccid, lambda s: s.status == BalanceStatus.Failing, TIMEOUT, "Failing")
+    await r.wait_for(
+        iccid,
+        lambda s: s.status == BalanceStatus.Active and s.active is not None and s.active.seq >= 2,
+        TIMEOUT,
+        "recovery",
+    )
+
+
+# name -> (carrier, scenario); every one ends with a cancel, so its last run completes.
+SCENARIOS: dict[str, tuple[str, Scenario]] = {
+    "rotation-telna": ("telna", rotation),
+    "rotation-webbing": ("webbing", rotation),
+    "usage-rotation": ("telna", usage_rotation),
+    "pause-resume": ("telna", pause_resume),
+    "rotate-now": ("telna", rotate_now),
+    "change-product": ("telna", change_product),
+    "change-policy": ("telna", change_policy),
+    "cancel": ("telna", cancel),
+    "cost-cap": ("telna", cost_cap),
+    "outage": ("telna", outage),
+}
+# Scenarios that inject faults, run one after another once the others are done.
+ALONE = {"outage"}
+
+
+async def chain(client: Client, wid: str) -> list[WorkflowHistory]:
+    """Every run of ``wid``, first to last, following continue-as-new."""
+    handle = client.get_workflow_handle(wid)
+    info = (await handle.describe()).raw_description.workflow_execution_info
+    run_id: str | None = info.first_run_id or info.execution.run_id
+    runs: list[WorkflowHistory] = []
+    while run_id:
+        history = await client.get_workflow_handle(wid, run_id=run_id).fetch_history()
+        runs.append(history)
+        last = history.events[-1]
+        if last.HasField("workflow_execution_continued_as_new_event_attributes"):
+            run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+        else:
+            run_id = None
+    return runs
+
+
+async def record(r: Rig, name: str) -> list[Path]:
+    """Run scenario ``name`` on a fresh eSIM, cancel it, write its runs' histories."""
+    carrier, scenario = SCENARIOS[name]
+    (iccid,) = iccids(1)
+    await _add_esim(r, iccid, carrier)
+    started = time.monotonic()
+    await scenario(r, iccid)
+    await r.cancel_and_wait(iccid)
+    runs = await chain(r.client, workflow_id(iccid))
+    for old in HISTORIES.glob(f"{name}-*.json"):
+        old.unlink()
+    paths = []
+    for n, history in enumerate(runs, start=1):
+        path = HISTORIES / f"{name}-{n}.json"
+        path.write_text(history.to_json() + "\n")
+        paths.append(path)
+    size = sum(p.stat().st_size for p in paths)
+    print(f"{name}: {len(runs)} runs, {size / 1000:.0f} kB, {time.monotonic() - started:.0f} s")
+    return paths
+
+
+async def main(names: list[str]) -> None:
+    unknown = set(names) - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    names = names or list(SCENARIOS)
+    HISTORIES.mkdir(exist_ok=True)
+    # The outage fails carrier calls on purpose: their retries are not news here.
+    logging.getLogger("temporalio.activity").setLevel(logging.ERROR)
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(BIN / "temporal"),
+        search_attributes=search.ALL_KEYS,
+        dev_server_log_level="error",
+    )
+    async with env:
+        with tempfile.TemporaryDirectory() as tmp:
+            async with rig(env, Path(tmp), carrier="mixed") as r:
+                together = [name for name in names if name not in ALONE]
+                await asyncio.wait_for(
+                    asyncio.gather(*(record(r, name) for name in together)),
+                    timedelta(minutes=5).total_seconds(),
+                )
+                for name in names:
+                    if name in ALONE:
+                        await record(r, name)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))

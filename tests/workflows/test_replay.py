@@ -1,0 +1,134 @@
+"""Recorded BalanceWorkflow histories replay against the code of today.
+
+A workflow running when a new worker is deployed is replayed by that worker: if the new
+code would order another command (activity, timer, search attribute upsert...) where
+the history has the old one, the run stops with a non-determinism error. These tests
+replay real runs (tests/workflows/record_histories.py; how and when to re-record is in
+its docstring) with the worker's own sandbox runner and data converter.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio import workflow
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from tests.workflows.record_histories import HISTORIES, SCENARIOS
+from worker import WORKFLOW_RUNNER
+from workflows.balance import BalanceWorkflow
+
+FILES = sorted(HISTORIES.glob("*.json"))
+
+
+def _replayer() -> Replayer:
+    """What worker.build_worker runs BalanceWorkflow with."""
+    return Replayer(
+        workflows=[BalanceWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=WORKFLOW_RUNNER,
+    )
+
+
+def _history(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
+
+
+def _events(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event type, attributes) of each event in a recorded history."""
+    for event in json.loads(path.read_text())["events"]:
+        kind = event["eventType"].removeprefix("EVENT_TYPE_")
+        attributes: dict[str, Any] = next(
+            (v for k, v in event.items() if k.endswith("Attributes")), {}
+        )
+        yield kind, attributes
+
+
+def _scenario(path: Path) -> str:
+    return path.stem.rsplit("-", 1)[0]
+
+
+@pytest.mark.parametrize("path", FILES, ids=[path.stem for path in FILES])
+async def test_recorded_run_replays(path: Path) -> None:
+    await _replayer().replay_workflow(_history(path))
+
+
+async def test_a_changed_workflow_fails_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Proof the check can fail: a workflow that waits a moment before each order (a new
+    timer ahead of the order activity) is not the workflow that wrote the history. The
+    worker's runner passes workflows/ through the sandbox, so the patched class is the
+    one replayed."""
+    order_next = BalanceWorkflow._order_next
+
+    async def wait_then_order(self: BalanceWorkflow) -> bool:
+        await workflow.sleep(timedelta(seconds=1))
+        return await order_next(self)
+
+    monkeypatch.setattr(BalanceWorkflow, "_order_next", wait_then_order)
+    history = _history(HISTORIES / "rotation-telna-1.json")
+    with pytest.raises(workflow.NondeterminismError):
+        await _replayer().replay_workflow(history)
+
+
+def test_every_scenario_is_recorded_with_what_it_shows() -> None:
+    """A deleted or re-recorded file that no longer shows its signal, update, status or
+    continue-as-new is noticed."""
+    recorded = {_scenario(path) for path in FILES}
+    assert recorded == set(SCENARIOS), recorded ^ set(SCENARIOS)
+    signals: dict[str, set[str]] = {}
+    updates: dict[str, set[str]] = {}
+    states: dict[str, set[str]] = {}
+    runs: dict[str, int] = {}
+    for path in FILES:
+        name = _scenario(path)
+        runs[name] = runs.get(name, 0) + 1
+        for kind, attributes in _events(path):
+            if kind == "WORKFLOW_EXECUTION_SIGNALED":
+                signals.setdefault(name, set()).add(attributes["signalName"])
+            elif kind == "WORKFLOW_EXECUTION_UPDATE_ACCEPTED":
+                update = attributes["acceptedRequest"]["input"]["name"]
+                updates.setdefault(name, set()).add(update)
+            elif kind == "UPSERT_WORKFLOW_SEARCH_ATTRIBUTES":
+                fields = attributes["searchAttributes"]["indexedFields"]
+                if "BalanceState" in fields:
+                    value = json.loads(base64.b64decode(fields["BalanceState"]["data"]))
+                    states.setdefault(name, set()).add(value)
+    for name in SCENARIOS:
+        assert "cancel" in signals.get(name, set()), name
+    assert {"pause", "resume"} <= signals["pause-resume"]
+    assert "rotate_now" in signals["rotate-now"]
+    assert "usage_reported" in signals["usage-rotation"]
+    assert updates["change-product"] == {"change_product"}
+    assert updates["change-policy"] == {"change_policy"}
+    assert "Failing" in states["outage"]
+    assert "Throttled" in states["cost-cap"]
+    # Two rotations by time: the first run and two continue-as-new runs.
+    assert runs["rotation-telna"] >= 3 and runs["rotation-webbing"] >= 3
+    for name, n in runs.items():
+        _assert_whole_chain([HISTORIES / f"{name}-{i}.json" for i in range(1, n + 1)])
+
+
+def _assert_whole_chain(paths: list[Path]) -> None:
+    """Each run continues as the next file's run; the last one completes (the cancel)."""
+    next_run: str | None = None
+    for path in paths:
+        assert path.exists(), f"{path.name} is missing from its chain"
+        events = list(_events(path))
+        kind, started = events[0]
+        assert kind == "WORKFLOW_EXECUTION_STARTED", path.name
+        if next_run is not None:
+            assert started["originalExecutionRunId"] == next_run, path.name
+        kind, last = events[-1]
+        if path is paths[-1]:
+            assert kind == "WORKFLOW_EXECUTION_COMPLETED", f"{path.name} is not the last run"
+        else:
+            assert kind == "WORKFLOW_EXECUTION_CONTINUED_AS_NEW", path.name
+            next_run = last["newExecutionRunId"]

@@ -5,7 +5,7 @@
 ISO 8601 UTC; errors are ``{"error": {"code", "message"}}`` (422 for bad bodies).
 
 Beyond DESIGN: ``GET/POST /_sim/config`` (activation latency of real products, webhook
-target) and ``GET /_sim/packages?iccid=`` (the carrier's packages, for debugging).
+target, duplicate rate and random delay, and the deliveries so far) and ``GET /_sim/packages?iccid=`` (the carrier's packages, for debugging).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from simulators.core import CarrierEngine
 from simulators.errors import SimulationError, UnknownSim
 from simulators.faults import FaultInjectionMiddleware, Faults, FaultSettings
 from simulators.records import Package
-from simulators.webhooks import WebhookTarget
+from simulators.webhooks import WebhookDispatcher
 
 __all__ = ["FaultInjectionMiddleware", "Faults", "create_control_router", "iso"]
 
@@ -65,6 +65,7 @@ class ConfigIn(_Body):
     activation_latency_max_seconds: float | None = Field(default=None, ge=0)
     webhook_url: str | None = None
     webhook_duplicate_rate: float | None = Field(default=None, ge=0, le=1)
+    webhook_delay_seconds: float | None = Field(default=None, ge=0, le=300)
 
 
 class _ControlError(Exception):
@@ -120,7 +121,7 @@ def package_view(p: Package) -> dict[str, Any]:
 
 
 def create_control_router(
-    engine: CarrierEngine, faults: Faults, webhooks: WebhookTarget | None = None
+    engine: CarrierEngine, faults: Faults, webhooks: WebhookDispatcher | None = None
 ) -> APIRouter:
     """The ``/_sim`` routes over one engine; ``webhooks`` None means a polling-only carrier."""
     router = APIRouter(prefix="/_sim", tags=["simulator control"], route_class=ControlRoute)
@@ -203,8 +204,10 @@ def create_control_router(
         return {
             "activation_latency_min_seconds": low,
             "activation_latency_max_seconds": high,
-            "webhook_url": webhooks.url if webhooks else None,
-            "webhook_duplicate_rate": webhooks.duplicate_rate if webhooks else None,
+            "webhook_url": webhooks.target.url if webhooks else None,
+            "webhook_duplicate_rate": webhooks.target.duplicate_rate if webhooks else None,
+            "webhook_delay_seconds": webhooks.target.delay_seconds if webhooks else None,
+            "webhooks": webhooks.counts() if webhooks else None,
         }
 
     @router.get("/config")
@@ -223,14 +226,17 @@ def create_control_router(
             high = body.activation_latency_max_seconds
         if low > high:
             raise _ControlError(400, "invalid_request", "activation latency min exceeds max")
-        if given & {"webhook_url", "webhook_duplicate_rate"} and webhooks is None:
+        hooks = {"webhook_url", "webhook_duplicate_rate", "webhook_delay_seconds"}
+        if given & hooks and webhooks is None:
             raise _ControlError(400, "unsupported", "webhooks are not available here")
         engine.set_activation_latency(low, high)
         if webhooks is not None:
             if "webhook_url" in given:
-                webhooks.url = body.webhook_url or None
+                webhooks.target.url = body.webhook_url or None
             if body.webhook_duplicate_rate is not None:
-                webhooks.duplicate_rate = body.webhook_duplicate_rate
+                webhooks.target.duplicate_rate = body.webhook_duplicate_rate
+            if body.webhook_delay_seconds is not None:
+                webhooks.target.delay_seconds = body.webhook_delay_seconds
         return config_view()
 
     return router

@@ -1,7 +1,10 @@
 """Signed webhook delivery from a background queue: late, retried, sometimes twice.
 
 Delivery never blocks the engine: :meth:`WebhookDispatcher.submit` only enqueues, a few
-worker tasks post with retries, and what still fails is logged and dropped.
+worker tasks post with retries (0.5 s doubling to 10 s, eight attempts: a receiver
+restarting for half a minute loses nothing), and what still fails is logged and dropped. With a
+``delay_seconds`` each copy waits a random time up to it first, so later events can
+overtake earlier ones, as a real carrier's webhooks do.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ MAX_QUEUED = 10_000
 
 @dataclass
 class WebhookTarget:
-    """Where events go (None: nowhere) and the fraction of events delivered twice."""
+    """Where events go (None: nowhere), the fraction of events delivered twice and the
+    longest random delay of one delivery (0: in order)."""
 
     url: str | None = None
     duplicate_rate: float = 0.0
+    delay_seconds: float = 0.0
 
 
 class WebhookDispatcher:
@@ -40,8 +45,9 @@ class WebhookDispatcher:
         sign: Signer,
         *,
         seed: int | None = None,
-        attempts: int = 4,
+        attempts: int = 8,
         backoff_seconds: float = 0.5,
+        max_backoff_seconds: float = 10.0,
         timeout_seconds: float = 5.0,
         workers: int = 4,
     ) -> None:
@@ -49,9 +55,12 @@ class WebhookDispatcher:
         self.sign = sign
         self.attempts = attempts
         self.backoff_seconds = backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
         self.timeout_seconds = timeout_seconds
         self.delivered = 0
         self.failed = 0
+        self.duplicated = 0
+        self.delayed = 0
         self._workers = workers
         self._rng = random.Random(seed)
         self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(MAX_QUEUED)
@@ -65,11 +74,29 @@ class WebhookDispatcher:
             return
         body = json.dumps(event, separators=(",", ":")).encode()
         copies = 2 if self._rng.random() < self.target.duplicate_rate else 1
+        self.duplicated += copies - 1
         for _ in range(copies):
-            try:
-                self._queue.put_nowait((url, body))
-            except asyncio.QueueFull:
-                logger.warning("webhook queue full, dropping an event for %s", url)
+            delay = self._rng.uniform(0, self.target.delay_seconds)
+            if delay > 0:
+                self.delayed += 1
+                asyncio.get_running_loop().call_later(delay, self._enqueue, url, body)
+            else:
+                self._enqueue(url, body)
+
+    def _enqueue(self, url: str, body: bytes) -> None:
+        try:
+            self._queue.put_nowait((url, body))
+        except asyncio.QueueFull:
+            logger.warning("webhook queue full, dropping an event for %s", url)
+
+    def counts(self) -> dict[str, int]:
+        """Deliveries so far: posted, given up, sent twice, held back by the delay."""
+        return {
+            "delivered": self.delivered,
+            "failed": self.failed,
+            "duplicated": self.duplicated,
+            "delayed": self.delayed,
+        }
 
     async def start(self) -> None:
         self._client = httpx.AsyncClient(timeout=self.timeout_seconds)
@@ -107,6 +134,7 @@ class WebhookDispatcher:
             except httpx.HTTPError as exc:
                 problem = repr(exc)
             if attempt < self.attempts:
-                await asyncio.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+                backoff = self.backoff_seconds * 2 ** (attempt - 1)
+                await asyncio.sleep(min(backoff, self.max_backoff_seconds))
         self.failed += 1
         logger.warning("webhook to %s failed after %d attempts: %s", url, self.attempts, problem)

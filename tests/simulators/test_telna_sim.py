@@ -55,6 +55,11 @@ class Receiver:
         with self.lock:
             return [e for e in self.events if e["eventDetails"]["package_id"] == package_id]
 
+    def order(self) -> list[str]:
+        """Package ids in the order their events arrived."""
+        with self.lock:
+            return [e["eventDetails"]["package_id"] for e in self.events]
+
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[tuple[Receiver, str]]:
@@ -414,3 +419,28 @@ def test_command_line_errors_are_one_line(
     assert no_key.value.code != 0
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "API key" in line
+
+
+async def test_delayed_webhooks_can_overtake_each_other(
+    sim: httpx.AsyncClient, receiver: tuple[Receiver, str]
+) -> None:
+    """With a delay each delivery waits up to it at random: events arrive out of order."""
+    hook, _ = receiver
+    iccids = [await enrolled(sim) for _ in range(12)]
+    packages = [await order(sim, iccid, "compressed-10s") for iccid in iccids]
+    await sim.post("/_sim/config", json={"webhook_delay_seconds": 1.0})
+    try:
+        for package_id in packages:
+            await sim.post(f"/v2.1/pcr/packages/{package_id}/terminate")
+
+        async def all_arrived() -> bool:
+            return all(hook.of(p) for p in packages)
+
+        await wait_for(all_arrived)
+        counts = (await sim.get("/_sim/config")).json()["webhooks"]
+    finally:
+        await sim.post("/_sim/config", json={"webhook_delay_seconds": 0})
+    arrived = [p for p in hook.order() if p in packages]
+    assert sorted(arrived, key=packages.index) == packages
+    assert arrived != packages  # 12 deliveries up to 1 s apart: in order by chance 1 in 12!
+    assert counts["delayed"] >= 12

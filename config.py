@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     """Activities one worker process runs at once."""
     worker_max_cached_workflows: int = 10_000
     """Workflows one worker process keeps in its sticky cache."""
+    worker_sticky_timeout_seconds: float = Field(default=5.0, gt=0)
+    """Seconds a balance's task waits for the worker caching it; then any worker takes it."""
     worker_metrics_port: int = 9464
     """Port on 127.0.0.1 where the worker serves Prometheus metrics; 0 turns it off."""
     worker_log_level: str = "INFO"

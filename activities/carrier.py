@@ -4,12 +4,20 @@ Each method translates a payload into one carrier operation. Known carrier rejec
 become non-retryable ``ApplicationError``s; transient failures propagate for Temporal to
 retry with backoff. Nothing here loops or sleeps: an activation the carrier has not yet
 confirmed fails with ``ActivationPending`` and Temporal's retry policy polls for it.
+
+Scheduled (not local) attempts heartbeat every second while their carrier call runs, so
+when a worker dies mid-call Temporal retries elsewhere after the heartbeat timeout (5 s)
+instead of the call's whole start-to-close timeout; calls that answer within a second
+send no heartbeat at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
+from typing import ParamSpec, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
@@ -26,6 +34,33 @@ from models.payloads import Line, LineCommand, LineState, OrderLineInput, UsageR
 ACTIVATION_PENDING = "ActivationPending"
 LINE_ENDED = "LineEnded"
 NON_RETRYABLE = ["CarrierRejected", LINE_ENDED, "UnknownCarrier"]
+HEARTBEAT_EVERY = 1.0  # seconds between heartbeats while one attempt runs
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def heartbeating(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Heartbeat while ``fn`` runs, when the attempt has a heartbeat timeout."""
+
+    @functools.wraps(fn)
+    async def attempt(*args: P.args, **kwargs: P.kwargs) -> R:
+        info = activity.info()
+        if info.is_local or not info.heartbeat_timeout:
+            return await fn(*args, **kwargs)
+        beats = asyncio.create_task(_beat())
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            beats.cancel()
+
+    return attempt
+
+
+async def _beat() -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT_EVERY)
+        activity.heartbeat()
 
 
 def carrier_failure(error: CarrierError) -> ApplicationError:
@@ -76,6 +111,7 @@ class CarrierActivities:
             ) from None
 
     @activity.defn(name="order_line")
+    @heartbeating
     async def order_line(self, req: OrderLineInput) -> Line:
         """Buy line ``seq`` — unless the carrier already has one with our reference.
 
@@ -112,6 +148,7 @@ class CarrierActivities:
         return _merge(line, placed)
 
     @activity.defn(name="activate_line")
+    @heartbeating
     async def activate_line(self, cmd: LineCommand) -> Line:
         """Ask the carrier to activate the line; succeed once it is ACTIVE (or has ended)."""
         carrier = self._carrier(cmd.carrier)
@@ -138,6 +175,7 @@ class CarrierActivities:
         return _merge(cmd.line, found)
 
     @activity.defn(name="deactivate_line")
+    @heartbeating
     async def deactivate_line(self, cmd: LineCommand) -> Line:
         """End the line at the carrier (idempotent); the result carries the carrier's end."""
         carrier = self._carrier(cmd.carrier)
@@ -150,6 +188,7 @@ class CarrierActivities:
         return ended.model_copy(update={"state": cmd.end_state or LineState.cancelled})
 
     @activity.defn(name="line_usage")
+    @heartbeating
     async def line_usage(self, cmd: LineCommand) -> UsageReport:
         """Read the line's used bytes at the carrier."""
         carrier = self._carrier(cmd.carrier)

@@ -46,6 +46,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows import usage
 
 CARRIER_CALL = timedelta(seconds=30)
+# Carrier activities heartbeat while a call runs: a dead worker's attempt is retried
+# after this, not after CARRIER_CALL.
+CARRIER_HEARTBEAT = timedelta(seconds=5)
 # Activation is confirmed by polling: each retry asks the carrier again.
 ACTIVATION_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=300),
@@ -257,6 +260,7 @@ class BalanceWorkflow:
                 start_at=self._safety_net_start() if s.active else None,
             ),
             start_to_close_timeout=CARRIER_CALL,
+            heartbeat_timeout=CARRIER_HEARTBEAT,
             retry_policy=self._carrier_retry(),
             summary=f"order line {seq} ({product.id}) at {s.carrier}",
         )
@@ -300,6 +304,7 @@ class BalanceWorkflow:
                 CarrierActivities.activate_line,
                 command,
                 start_to_close_timeout=CARRIER_CALL,
+                heartbeat_timeout=CARRIER_HEARTBEAT,
                 retry_policy=ACTIVATION_RETRY,
                 summary=summary,
             )
@@ -353,6 +358,7 @@ class BalanceWorkflow:
             CarrierActivities.deactivate_line,
             LineCommand(carrier=s.carrier, iccid=s.iccid, line=line, end_state=end_state),
             start_to_close_timeout=CARRIER_CALL,
+            heartbeat_timeout=CARRIER_HEARTBEAT,
             retry_policy=self._carrier_retry(),
             summary=f"deactivate line {line.seq} at {s.carrier} ({end_state.value})",
         )
@@ -464,6 +470,7 @@ class BalanceWorkflow:
                 CarrierActivities.line_usage,
                 LineCommand(carrier=s.carrier, iccid=s.iccid, line=s.active),
                 start_to_close_timeout=CARRIER_CALL,
+                heartbeat_timeout=CARRIER_HEARTBEAT,
                 # A read may be abandoned (unlike an order): it changes nothing.
                 schedule_to_close_timeout=timedelta(
                     seconds=max(1.0, min(30.0, s.active.validity_seconds / 10))

@@ -292,10 +292,12 @@ class UsagePollInput(BaseModel):
 
 class UsagePollResult(BaseModel):
     """What one poll read and did: pages and lines read, lines of open balances among
-    them, balances signalled, and signals that found no workflow (balance gone)."""
+    them, balances signalled, and signals that found no workflow (balance gone); or why
+    it gave up (the carrier kept failing: the next poll reads again)."""
 
     pages: int = 0
     lines_read: int = 0
     lines_open: int = 0
     signals: int = 0
     gone: int = 0
+    gave_up: str | None = None

@@ -8,7 +8,10 @@ line crossed a threshold (see :mod:`activities.usage_poll`).
 
 Overlap policy SKIP: a poll still running when the next is due makes the schedule skip
 that one, so a slow carrier never piles polls up. A poll's run is bounded (a few
-attempts, a time limit) so a stuck one cannot make the schedule skip for long.
+attempts, a time limit) so a stuck one cannot make the schedule skip for long. A poll
+whose carrier keeps failing (an outage) completes with ``gave_up`` and a warning rather
+than failing: the next poll, an interval later, reads again, and nothing is lost since
+each poll compares the carrier's totals with the watermarks.
 
 :func:`ensure_usage_poll_schedules` creates the schedules or brings them up to date
 (interval, task queue) at every worker start; any number of workers may call it at once.
@@ -22,6 +25,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from temporalio.client import Client, Schedule
@@ -51,14 +55,20 @@ class UsagePollWorkflow:
 
     @workflow.run
     async def run(self, req: UsagePollInput) -> UsagePollResult:
-        return await workflow.execute_activity_method(
-            UsagePollActivities.poll_usage,
-            req,
-            start_to_close_timeout=POLL_CALL,
-            heartbeat_timeout=POLL_HEARTBEAT,
-            retry_policy=POLL_RETRY,
-            summary=f"read {req.carrier} usage, signal crossings",
-        )
+        try:
+            result: UsagePollResult = await workflow.execute_activity_method(
+                UsagePollActivities.poll_usage,
+                req,
+                start_to_close_timeout=POLL_CALL,
+                heartbeat_timeout=POLL_HEARTBEAT,
+                retry_policy=POLL_RETRY,
+                summary=f"read {req.carrier} usage, signal crossings",
+            )
+        except ActivityError as error:
+            cause = str(error.cause or error)
+            workflow.logger.warning("usage poll of %s gave up: %s", req.carrier, cause)
+            return UsagePollResult(gave_up=cause)
+        return result
 
 
 def poll_carriers(settings: Settings) -> list[str]:

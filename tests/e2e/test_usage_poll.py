@@ -16,9 +16,10 @@ from temporalio.testing import WorkflowEnvironment
 from activities.metrics import REGISTRY
 from config import Settings
 from models.db import session_scope
+from models.payloads import UsagePollInput
 from models.tables import Balance, LineEvent
 from tests.e2e.harness import iccids, none_seconds, rig
-from workflows.usage_poll import ensure_usage_poll_schedules
+from workflows.usage_poll import UsagePollWorkflow, ensure_usage_poll_schedules
 
 log = logging.getLogger(__name__)
 # Thresholds a line can cross: pre-order, switch, 100 %. At most one signal each.
@@ -111,3 +112,23 @@ async def test_usage_poll_schedules_are_created_once_and_updated_in_place(
         assert (action.workflow, action.task_queue) == ("UsagePollWorkflow", "poll-queue-b")
     finally:
         await handle.delete()
+
+
+async def test_a_poll_during_an_outage_gives_up_and_completes(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The schedule polls again an interval later: a run that cannot reach the carrier
+    completes with the reason instead of failing (no failed runs in the Web UI)."""
+    async with rig(dev_env, tmp_path, carrier="webbing") as r:
+        await r.faults(outage_seconds=60)
+        try:
+            result = await r.client.execute_workflow(
+                UsagePollWorkflow.run,
+                UsagePollInput(carrier="webbing"),
+                id=f"usage-poll-outage-{uuid.uuid4().hex[:8]}",
+                task_queue=r.settings.task_queue,
+            )
+        finally:
+            await r.faults()
+    assert result.gave_up is not None and "503" in result.gave_up
+    assert (result.pages, result.signals) == (0, 0)

@@ -174,14 +174,21 @@ def _ghosts(view: BalanceView, found: list[CarrierLine], old: datetime) -> list[
 
 
 def _orphans(view: BalanceView, ours: dict[int, CarrierLine], old: datetime) -> list[Finding]:
-    """Packages carrying our reference that the database does not know."""
+    """Packages carrying our reference that the database does not know.
+
+    The seq after the newest the database knows is the workflow's order in flight (its
+    answer lost, or its worker gone before recording it): the order's retry adopts that
+    package by looking before it buys, however long that takes, so it is no orphan."""
     known_ids = {row.carrier_line_id for row in view.lines}
     known_refs = {row.reference for row in view.lines}
+    in_flight = max((row.seq for row in view.lines), default=0) + 1
     owned = owned_active(view, ours)
     current = owned[1] if owned else None
     out: list[Finding] = []
     for seq, line in sorted(ours.items()):
         if line.line_id in known_ids or line.reference in known_refs or line.ordered_at > old:
+            continue
+        if seq == in_flight:
             continue
         repairs = [Repair.record_row]
         if line.status == "scheduled" or (line.status == "active" and line is not current):

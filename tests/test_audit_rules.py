@@ -121,6 +121,16 @@ def test_an_orphan_package_just_ordered_is_left_to_the_workflow() -> None:
     assert compare(view(row(1, "active", "p1")), [current, fresh], NOW, SETTLE, 60) == []
 
 
+def test_the_next_line_ordered_long_ago_is_the_workflows_order_in_flight() -> None:
+    """Its worker died after the carrier took the order: the retry adopts the package."""
+    current = package("p1", 1, "active", activated=60)
+    ordered = package("p2", 2, "scheduled", ordered=600)
+    assert compare(view(row(1, "active", "p1")), [current, ordered], NOW, SETTLE, 60) == []
+    beyond = package("p3", 3, "scheduled", ordered=600)
+    [finding] = compare(view(row(1, "active", "p1")), [current, beyond], NOW, SETTLE, 60)
+    assert (finding.kind, finding.seq) == (Kind.orphan_purchase, 3)
+
+
 def test_the_only_active_line_is_recorded_never_ended() -> None:
     orphan = package("p3", 3, "active", activated=60)
     [finding] = compare(view(line_seq=None), [orphan], NOW, SETTLE, 60)

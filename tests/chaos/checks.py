@@ -1,0 +1,197 @@
+"""The invariants of DESIGN section 8, judged from the carriers' own records and the database.
+
+Nothing here asks the product for its figures: purchases, activations and ends come from
+the simulators' ledgers (``GET /_sim/ledger``), coverage from their timelines
+(``GET /_sim/timeline/{iccid}``), and the product's side from its database rows. Each
+check returns one readable line per violation; an empty list means the invariant held.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+ENDS = {"deactivate", "expire", "cancel"}
+ENDED_STATES = {"expired", "exhausted", "cancelled", "failed"}
+# Carrier times are whole milliseconds: a boundary may be off by one.
+TICK = 0.002
+
+
+def _t(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+@dataclass(frozen=True)
+class DbLine:
+    """A ``balance_line`` row, as far as the checks need it."""
+
+    balance_id: str
+    iccid: str
+    seq: int
+    reference: str
+    carrier_line_id: str | None
+    state: str
+    activated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DbEvent:
+    """A ``line_event`` row: the product's ledger."""
+
+    key: str
+    balance_id: str
+    seq: int | None
+    kind: str
+    reason: str | None = None
+
+
+def duplicate_orders(entries: Iterable[Mapping[str, Any]], iccids: set[str]) -> list[str]:
+    """Invariant 1: at most one purchase per (balance, seq), i.e. per reference; and no
+    purchase of ours without one."""
+    problems = []
+    orders = [e for e in entries if e["action"] == "order" and e["iccid"] in iccids]
+    for reference, n in Counter(e["reference"] for e in orders).items():
+        if reference is None:
+            problems.append(f"{n} purchase(s) without a reference on our eSIMs")
+        elif n > 1:
+            problems.append(f"reference {reference} bought {n} times")
+    return problems
+
+
+def active_spans(
+    entries: Iterable[Mapping[str, Any]], until: datetime
+) -> dict[str, list[tuple[datetime, datetime, str]]]:
+    """Per ICCID, when each package was active at the carrier (start, end, package id)."""
+    started: dict[str, tuple[str, datetime]] = {}
+    ended: dict[str, datetime] = {}
+    for e in entries:
+        if e["action"] == "activate":
+            started.setdefault(e["package_id"], (e["iccid"], _t(e["at"])))
+        elif e["action"] in ENDS:
+            ended.setdefault(e["package_id"], _t(e["at"]))
+    spans: dict[str, list[tuple[datetime, datetime, str]]] = defaultdict(list)
+    for package, (iccid, start) in started.items():
+        spans[iccid].append((start, ended.get(package, until), package))
+    return spans
+
+
+def overlaps(
+    spans: Mapping[str, Sequence[tuple[datetime, datetime, str]]], allowed_seconds: float
+) -> tuple[list[str], float]:
+    """Invariant 2: at most one active line per eSIM, except during a switch (an overlap of
+    two lines no longer than ``allowed_seconds``). Also the longest overlap seen."""
+    problems, longest = [], 0.0
+    for iccid, lines in spans.items():
+        moments = sorted(
+            [(start, 1) for start, _, _ in lines] + [(end, -1) for _, end, _ in lines],
+            key=lambda m: (m[0], m[1]),
+        )
+        active, since = 0, None
+        for at, step in moments:
+            if active >= 2 and step == -1 and since is not None:
+                seconds = (at - since).total_seconds()
+                longest = max(longest, seconds)
+                if seconds > allowed_seconds + TICK:
+                    problems.append(f"{iccid}: two lines active for {seconds:.1f}s from {since}")
+            active += step
+            if active >= 2 and step == 1:
+                since = at
+                if active > 2:
+                    problems.append(f"{iccid}: {active} lines active at once at {at}")
+    return problems, longest
+
+
+def coverage(
+    intervals: Sequence[Mapping[str, Any]], open_until: datetime
+) -> tuple[float, float, float]:
+    """(gap, throttled, high-speed) seconds of one eSIM's timeline from its first
+    activation until ``open_until``; gaps within a boundary's rounding are not counted."""
+    gap = throttled = high = 0.0
+    for interval in intervals:
+        start = _t(interval["start"])
+        end = min(_t(interval["end"]) if interval["end"] else open_until, open_until)
+        seconds = max(0.0, (end - start).total_seconds())
+        if interval["state"] == "none" and seconds > TICK:
+            gap += seconds
+        elif interval["state"] == "throttled":
+            throttled += seconds
+        elif interval["state"] == "high_speed":
+            high += seconds
+    return gap, throttled, high
+
+
+def agreement(
+    entries: Sequence[Mapping[str, Any]], lines: Sequence[DbLine], iccids: set[str]
+) -> list[str]:
+    """Invariant 3: every purchase at the carrier is a line in the database with the same
+    package, and the reverse; a line ended at the carrier is ended in the database, and a
+    line still active at the carrier is active in the database."""
+    problems = []
+    ours = [e for e in entries if e["iccid"] in iccids]
+    orders = {e["package_id"]: e for e in ours if e["action"] == "order"}
+    known = {line.carrier_line_id: line for line in lines if line.carrier_line_id}
+    for package, order in orders.items():
+        line = known.get(package)
+        if line is None:
+            problems.append(f"{order['iccid']}: package {package} bought but not in the database")
+        elif line.reference != order["reference"]:
+            problems.append(f"{package}: reference {order['reference']} vs {line.reference}")
+    for package, line in known.items():
+        if package not in orders:
+            problems.append(f"{line.iccid}: line {line.seq} ({package}) unknown to the carrier")
+    ended = {e["package_id"] for e in ours if e["action"] in ENDS}
+    activated = {e["package_id"] for e in ours if e["action"] == "activate"}
+    for package, line in known.items():
+        if package in ended and line.state not in ENDED_STATES:
+            problems.append(
+                f"{line.iccid}: line {line.seq} ended at the carrier, {line.state} here"
+            )
+        if package in activated and package not in ended and line.state != "active":
+            problems.append(
+                f"{line.iccid}: line {line.seq} active at the carrier, {line.state} here"
+            )
+        if line.state == "active" and package not in activated - ended:
+            problems.append(f"{line.iccid}: line {line.seq} active here, not at the carrier")
+    return problems
+
+
+def missing_ledger_events(
+    entries: Sequence[Mapping[str, Any]], lines: Sequence[DbLine], events: Sequence[DbEvent]
+) -> list[str]:
+    """No ledger event is missing: each carrier action on a line of ours has its event in
+    the product's ledger, and each balance's workflow events are numbered 1..n without a
+    hole (their keys are ``{balance_id}:{n}``)."""
+    problems = []
+    by_package = {line.carrier_line_id: line for line in lines if line.carrier_line_id}
+    kinds: dict[tuple[str, int], set[str]] = defaultdict(set)
+    for event in events:
+        if event.seq is not None:
+            kinds[(event.balance_id, event.seq)].add(event.kind)
+    # A line's end is the workflow's event, or the audit's that ended or recorded it.
+    ended = {"expired", "cancelled", "exhausted", "activation_failed", "order_failed"}
+    wanted = {"order": {"ordered"}, "activate": {"activated"}} | dict.fromkeys(ENDS, ended)
+    for e in entries:
+        line = by_package.get(e["package_id"])
+        need = wanted.get(e["action"])
+        if line is None or need is None:
+            continue  # not ours (agreement() reports it), or not an action of ours
+        seen = kinds[(line.balance_id, line.seq)]
+        if e["action"] in ENDS and any(kind.startswith("audit_") for kind in seen):
+            continue
+        if not seen & need:
+            kind = "/".join(sorted(need))
+            problems.append(f"{line.iccid}: no {kind} event for {e['action']} of line {line.seq}")
+    numbers: dict[str, list[int]] = defaultdict(list)
+    for event in events:
+        match = re.fullmatch(re.escape(event.balance_id) + r":(\d+)", event.key)
+        if match:
+            numbers[event.balance_id].append(int(match.group(1)))
+    for balance_id, seen_numbers in numbers.items():
+        holes = sorted(set(range(1, max(seen_numbers) + 1)) - set(seen_numbers))
+        if holes:
+            problems.append(f"balance {balance_id}: ledger events {holes[:5]} missing")
+    return problems

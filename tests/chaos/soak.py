@@ -1,0 +1,514 @@
+"""The chaos soak: a fleet rotating for ten compressed days while everything fails.
+
+``python -m tests.chaos.soak --seed N`` (or ``tests/chaos/test_soak.py``, marked slow)
+starts the product's own stack (``stack.py``: Temporal dev server on a SQLite file, both
+simulators, the worker, the API) in a fresh directory and enrols a fleet on 30 s passes
+at both carriers. For ten validities it then injects, at seeded random moments:
+
+- SIGKILL of the worker, five times, one of them while an order waits for its activation
+  (the supervisor restarts it, as in production);
+- a restart of the Temporal dev server (its SQLite file keeps the state);
+- a SIGKILL and restart of the API, which receives the Telna webhooks;
+- one outage per carrier, shorter than the lead time;
+- throughout: 5 % of carrier requests answered 503 and 2 % whose response is lost after
+  the request took effect; every Telna webhook delivered twice, each copy up to 2 s late,
+  so some arrive out of order;
+- probes of every API route and the webhook without valid credentials.
+
+Then it stops the faults, cancels every balance and judges DESIGN section 8 from the
+simulators' ledgers and timelines and the database (:mod:`tests.chaos.checks`), checks
+every workflow run closed properly, and scans logs, search attributes and error bodies
+for secrets. It prints one summary; ``Summary.problems`` empty means it passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlmodel import select
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from models.db import session_scope
+from models.identifiers import make_iccid
+from models.tables import BalanceLine, LineEvent
+from tests.chaos import checks
+from tests.chaos.stackrun import StackRun, make_secrets
+
+VALIDITY = 30.0  # seconds: one compressed "day"
+PRODUCTS = {"telna": "telna-compressed-30s", "webbing": "webbing-9030"}
+LEAD, MARGIN = 25.0, 10.0
+POLICY = {"lead_seconds": LEAD, "margin_seconds": MARGIN}
+# Heavy users would run out at 80 % of a validity: they are moved at 40 % of their
+# allowance, by usage. That leaves 14 s before they would be throttled, more than a
+# worker's recovery after SIGKILL (restart ~3 s, then WORKER_STICKY_TIMEOUT_SECONDS 5 s,
+# or a carrier call's heartbeat timeout 5 s). Compressed time makes seconds count: on a
+# real day the same fractions leave hours.
+HEAVY_POLICY = POLICY | {"preorder_fraction": 0.25, "switch_fraction": 0.4}
+HEAVY_SHARE, MEDIUM_SHARE = 1.25, 0.9  # allowances per validity
+ERRORS = {"error_rate": 0.05, "lose_responses": 0.02}
+WEBHOOK_FAULTS = {"webhook_duplicate_rate": 1.0, "webhook_delay_seconds": 2.0}
+KILLS = 5
+KILL_SPACING = 62.0  # the supervisor's restart delay resets after 60 s up
+STACK_SETTINGS = {
+    "USAGE_POLL_INTERVAL_SECONDS": "2",
+    "AUDIT_INTERVAL_SECONDS": "30",
+    "WORKER_LOG_LEVEL": "INFO",
+}
+BAD_STATUSES = {
+    WorkflowExecutionStatus.FAILED,
+    WorkflowExecutionStatus.TERMINATED,
+    WorkflowExecutionStatus.TIMED_OUT,
+    WorkflowExecutionStatus.CANCELED,
+}
+
+
+@dataclass(order=True)
+class Fault:
+    """One planned fault: seconds after the fleet is enrolled, and what."""
+
+    at: float
+    kind: str
+    detail: str = ""
+
+
+@dataclass
+class Esim:
+    iccid: str
+    carrier: str
+    heavy: bool
+    balance_id: str = ""
+
+
+@dataclass
+class Summary:
+    """What the soak did and found; ``problems`` empty means every check held."""
+
+    seed: int
+    esims: int = 0
+    days: float = 0.0
+    faults: Counter[str] = field(default_factory=Counter)
+    injected: dict[str, dict[str, Any]] = field(default_factory=dict)
+    webhooks: dict[str, Any] = field(default_factory=dict)
+    killed_between_order_and_activation: list[str] = field(default_factory=list)
+    rotations: int = 0
+    early_rotations: int = 0
+    gap_seconds: float = 0.0
+    throttled_seconds: float = 0.0
+    duplicate_orders: int = 0
+    longest_overlap_seconds: float = 0.0
+    disagreements: int = 0
+    missing_ledger_events: int = 0
+    improper_workflows: int = 0
+    probes: int = 0
+    refused: int = 0
+    secrets_found: int = 0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        f = self.faults
+        return [
+            f"[soak] seed {self.seed}: {self.esims} eSIMs for {self.days:.1f} days "
+            f"of {VALIDITY:.0f}s in {self.seconds:.0f}s",
+            f"[soak] faults: worker SIGKILL {f['kill-worker']} "
+            f"({len(self.killed_between_order_and_activation)} between order and activation: "
+            f"{', '.join(self.killed_between_order_and_activation)}), Temporal restart "
+            f"{f['restart-temporal']}, API restart {f['restart-api']}, carrier outages "
+            f"{f['outage']}, security probes {self.probes} ({self.refused} refused)",
+            "[soak] carriers injected: "
+            + "; ".join(f"{c} {json.dumps(v, sort_keys=True)}" for c, v in self.injected.items()),
+            f"[soak] telna webhooks: {json.dumps(self.webhooks, sort_keys=True)}",
+            f"[soak] rotations {self.rotations} ({self.early_rotations} early by usage) · "
+            f"gap {self.gap_seconds:.3f}s · throttled {self.throttled_seconds:.3f}s · "
+            f"duplicate orders {self.duplicate_orders} · longest overlap "
+            f"{self.longest_overlap_seconds:.1f}s · disagreements {self.disagreements} · "
+            f"missing ledger events {self.missing_ledger_events} · improper workflows "
+            f"{self.improper_workflows} · secrets found {self.secrets_found}",
+            f"[soak] {'PASSED' if not self.problems else f'FAILED: {len(self.problems)} problems'}",
+            *(f"[soak]   {p}" for p in self.problems[:40]),
+        ]
+
+
+def plan(rng: random.Random, window: float) -> list[Fault]:
+    """Seeded fault moments within the window: five worker kills a minute apart (one of
+    them after an order), the Temporal and API restarts between kills, one outage per
+    carrier (6-12 s: shorter than the lead) and security probes."""
+    kills, at = [], rng.uniform(12, 25)
+    for _ in range(KILLS):
+        kills.append(at)
+        at += KILL_SPACING + rng.uniform(0, 2)
+    between = rng.randrange(KILLS)
+    faults = [
+        Fault(t, "kill-worker", "after-order" if i == between else "") for i, t in enumerate(kills)
+    ]
+    gaps = rng.sample(range(KILLS - 1), 2)  # which pairs of kills get the two restarts
+    faults.append(Fault(kills[gaps[0]] + rng.uniform(25, 37), "restart-temporal"))
+    faults.append(Fault(kills[gaps[1]] + rng.uniform(25, 37), "restart-api"))
+    for carrier in ("telna", "webbing"):
+        seconds = rng.uniform(6, 12)
+        faults.append(Fault(rng.uniform(10, window - 30), "outage", f"{carrier}:{seconds:.1f}"))
+    faults += [Fault(t, "probe") for t in (5.0, window / 2, window - 5)]
+    return sorted(faults)
+
+
+def fleet(rng: random.Random, size: int) -> list[Esim]:
+    """Half at each carrier; every fifth Telna eSIM a heavy user (Telna's webhooks)."""
+    base = rng.randrange(10**9)
+    esims = []
+    for i in range(size):
+        carrier = "telna" if i % 2 == 0 else "webbing"
+        iccid = make_iccid(f"8944{base:09d}{i:05d}")
+        esims.append(Esim(iccid, carrier, heavy=carrier == "telna" and i % 10 == 0))
+    return esims
+
+
+class Soak:
+    """One run: the stack, the fleet, the faults, the end checks."""
+
+    def __init__(self, seed: int, size: int, days: float, data: Path) -> None:
+        self.seed, self.size, self.days = seed, size, days
+        self.rng = random.Random(seed)
+        self.secrets = make_secrets()
+        self.stack = StackRun(data, STACK_SETTINGS, self.secrets)
+        self.summary = Summary(seed)
+        self.esims = fleet(self.rng, size)
+        self.window = days * VALIDITY
+        self.operator = self.secrets["API_KEYS"].split(",")[0].split(":", 1)[1]
+        self.bodies: list[str] = []
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def api(self) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {self.operator}"}
+        return httpx.AsyncClient(base_url=self.stack.api_url, headers=headers, timeout=30.0)
+
+    def sim(self, carrier: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.stack.sim_url(carrier), timeout=30.0)
+
+    def say(self, text: str) -> None:
+        print(f"[soak] {time.strftime('%H:%M:%S')} {text}", flush=True)
+
+    async def _call(self, client: httpx.AsyncClient, method: str, url: str, **kw: Any) -> Any:
+        """A request that must succeed; retried while a service restarts."""
+        for attempt in range(40):
+            try:
+                response = await client.request(method, url, **kw)
+                if response.status_code < 500:
+                    if response.is_error:
+                        raise RuntimeError(
+                            f"{method} {url}: {response.status_code} {response.text}"
+                        )
+                    return response.json() if response.content else None
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(min(0.5 * (attempt + 1), 3.0))
+        raise RuntimeError(f"{method} {url} kept failing")
+
+    # --- phases --------------------------------------------------------------------------
+
+    async def enrol(self) -> None:
+        async with self.api() as api:
+            for carrier in PRODUCTS:
+                async with self.sim(carrier) as sim:
+                    iccids = [e.iccid for e in self.esims if e.carrier == carrier]
+                    await self._call(sim, "POST", "/_sim/esims", json={"iccids": iccids})
+                    for esim in self.esims:
+                        if esim.carrier != carrier:
+                            continue
+                        share = HEAVY_SHARE if esim.heavy else MEDIUM_SHARE
+                        allowance = 3_000_000
+                        rate = share * allowance / VALIDITY
+                        traffic = {"iccid": esim.iccid, "bytes_per_second": rate}
+                        await self._call(sim, "POST", "/_sim/traffic", json=traffic)
+            for esim in self.esims:
+                await self._call(
+                    api, "POST", "/v1/esims", json={"iccid": esim.iccid, "carrier": esim.carrier}
+                )
+                body = {
+                    "iccid": esim.iccid,
+                    "product_id": PRODUCTS[esim.carrier],
+                    "policy": HEAVY_POLICY if esim.heavy else POLICY,
+                }
+                started = await self._call(api, "POST", "/v1/balances", json=body)
+                esim.balance_id = started["id"]
+        # Ten days each: the window starts once every first line is active.
+        iccids = {e.iccid for e in self.esims}
+        for _ in range(120):
+            entries = [e for ledger in (await self.ledgers()).values() for e in ledger]
+            if iccids <= {e["iccid"] for e in entries if e["action"] == "activate"}:
+                return
+            await asyncio.sleep(0.5)
+        raise RuntimeError("first lines not all active within 60 s")
+
+    async def set_faults(self, carrier: str, outage: float = 0.0) -> None:
+        body = dict(ERRORS) | ({"outage_seconds": outage} if outage else {})
+        async with self.sim(carrier) as sim:
+            await self._call(sim, "POST", "/_sim/faults", json=body)
+
+    async def ledgers(self) -> dict[str, list[dict[str, Any]]]:
+        out = {}
+        for carrier in PRODUCTS:
+            async with self.sim(carrier) as sim:
+                out[carrier] = (await self._call(sim, "GET", "/_sim/ledger"))["entries"]
+        return out
+
+    async def kill_worker(self, after_order: bool) -> None:
+        if after_order:
+            reference = await self._pending_order()
+            self.summary.killed_between_order_and_activation.append(reference)
+        old = self.stack.kill("worker")
+        new = self.stack.wait_restarted("worker", old, timeout=60)
+        self.say(f"worker {old} killed (SIGKILL); restarted as {new}")
+
+    async def _pending_order(self) -> str:
+        """Wait for a line ordered and not yet activated; its reference."""
+        for _ in range(150):
+            ledger = [e for entries in (await self.ledgers()).values() for e in entries]
+            activated = {e["package_id"] for e in ledger if e["action"] == "activate"}
+            ended = {e["package_id"] for e in ledger if e["action"] in checks.ENDS}
+            pending = [
+                e
+                for e in ledger
+                if e["action"] == "order"
+                and e["package_id"] not in activated | ended
+                and e["reference"]
+            ]
+            if pending:
+                return str(pending[-1]["reference"])
+            await asyncio.sleep(0.1)
+        raise RuntimeError("no order waited for its activation within 15 s")
+
+    async def restart(self, service: str, sig: signal.Signals) -> None:
+        old = self.stack.kill(service, sig)
+        new = self.stack.wait_restarted(service, old, timeout=60)
+        self.say(f"{service} {old} stopped ({sig.name}); restarted as {new}")
+
+    async def probe(self) -> None:
+        from tests.chaos.security import probe_refusals
+
+        probe = await probe_refusals(
+            self.stack.api_url,
+            valid_key=self.operator,
+            telna_webhook_secret=self.secrets["TELNA__WEBHOOK_SECRET"],
+            api_keys=self.secrets["API_KEYS"],
+        )
+        self.summary.probes += probe.requests
+        self.summary.refused += probe.refusals
+        self.summary.problems += [f"security: {p}" for p in probe.problems + probe.skipped]
+        self.bodies += probe.bodies
+
+    async def inject(self, fault: Fault) -> None:
+        self.summary.faults[fault.kind] += 1
+        if fault.kind == "kill-worker":
+            await self.kill_worker(fault.detail == "after-order")
+        elif fault.kind == "restart-temporal":
+            await self.restart("temporal", signal.SIGTERM)
+        elif fault.kind == "restart-api":
+            await self.restart("api", signal.SIGKILL)
+        elif fault.kind == "outage":
+            carrier, seconds = fault.detail.split(":")
+            await self.set_faults(carrier, float(seconds))
+            self.say(f"{carrier} down for {seconds}s")
+        elif fault.kind == "probe":
+            await self.probe()
+
+    async def chaos(self) -> None:
+        for carrier in PRODUCTS:
+            await self.set_faults(carrier)
+        async with self.sim("telna") as sim:
+            await self._call(sim, "POST", "/_sim/config", json=WEBHOOK_FAULTS)
+        began = time.monotonic()
+        for fault in plan(self.rng, self.window):
+            await asyncio.sleep(max(0.0, began + fault.at - time.monotonic()))
+            await self.inject(fault)
+        await asyncio.sleep(max(0.0, began + self.window - time.monotonic()))
+
+    async def settle(self) -> None:
+        """Faults off; every balance running and none failing, then each one cancelled."""
+        for carrier in PRODUCTS:
+            async with self.sim(carrier) as sim:
+                injected = (await self._call(sim, "GET", "/_sim/faults"))["injected"]
+                self.summary.injected[carrier] = injected
+                await self._call(sim, "POST", "/_sim/faults", json={})
+        async with self.sim("telna") as sim:
+            config = await self._call(sim, "GET", "/_sim/config")
+            self.summary.webhooks = config["webhooks"]
+        client = await Client.connect(self.stack.temporal_address)
+        deadline = time.monotonic() + 60
+        while True:
+            failing = [
+                w.id
+                async for w in client.list_workflows(
+                    "WorkflowType = 'BalanceWorkflow' AND ExecutionStatus = 'Running' "
+                    "AND BalanceState = 'Failing'"
+                )
+            ]
+            running = [
+                w.id
+                async for w in client.list_workflows(
+                    "WorkflowType = 'BalanceWorkflow' AND ExecutionStatus = 'Running'"
+                )
+            ]
+            if not failing and len(running) == len(self.esims):
+                break
+            if time.monotonic() > deadline:
+                self.summary.problems.append(
+                    f"after the faults: {len(running)} of {len(self.esims)} balances running, "
+                    f"{len(failing)} failing ({', '.join(failing[:5])})"
+                )
+                break
+            await asyncio.sleep(1)
+        self.closed_at = datetime.now(UTC)
+        async with self.api() as api:
+            for esim in self.esims:
+                await self._call(api, "POST", f"/v1/balances/{esim.balance_id}/cancel", json={})
+        for esim in self.esims:
+            handle = client.get_workflow_handle(f"balance-{esim.iccid}")
+            try:
+                await asyncio.wait_for(handle.result(), timeout=90)
+            except Exception as error:  # reported, then judged by the checks below
+                self.summary.problems.append(f"balance {esim.iccid} did not close: {error!r}")
+        await asyncio.sleep(2)  # the carriers' last ledger entries
+        self.client = client
+
+    async def judge(self) -> None:
+        s = self.summary
+        ledgers = await self.ledgers()
+        entries = [e for carrier in PRODUCTS for e in ledgers[carrier]]
+        iccids = {e.iccid for e in self.esims}
+        dup = checks.duplicate_orders(entries, iccids)
+        s.duplicate_orders = len(dup)
+        spans = checks.active_spans(entries, datetime.now(UTC))
+        over, s.longest_overlap_seconds = checks.overlaps(spans, MARGIN + 60)
+        lines, events = self.database()
+        disagree = checks.agreement(entries, lines, iccids)
+        s.disagreements = len(disagree)
+        missing = checks.missing_ledger_events(entries, lines, events)
+        s.missing_ledger_events = len(missing)
+        gaps: list[str] = []
+        async with self.sim("telna") as telna, self.sim("webbing") as webbing:
+            sims = {"telna": telna, "webbing": webbing}
+            for esim in self.esims:
+                timeline = await self._call(
+                    sims[esim.carrier], "GET", f"/_sim/timeline/{esim.iccid}"
+                )
+                gap, throttled, high = checks.coverage(timeline["intervals"], self.closed_at)
+                s.gap_seconds += gap
+                s.throttled_seconds += throttled
+                if gap or throttled:
+                    gaps.append(f"{esim.iccid}: gap {gap:.3f}s, throttled {throttled:.3f}s")
+                if gap + throttled + high < self.window:
+                    open_seconds = gap + throttled + high
+                    gaps.append(f"{esim.iccid}: open {open_seconds:.0f}s, under {self.days:g} days")
+        activations = Counter(e["iccid"] for e in entries if e["action"] == "activate")
+        s.rotations = sum(max(0, n - 1) for i, n in activations.items() if i in iccids)
+        s.early_rotations = sum(1 for e in events if e.kind == "activated" and e.reason == "usage")
+        improper = await self.improper_workflows()
+        s.improper_workflows = len(improper)
+        found = await self.secrets_found()
+        s.secrets_found = len(found)
+        s.problems += dup + over + disagree + missing + gaps + improper + found
+
+    def database(self) -> tuple[list[checks.DbLine], list[checks.DbEvent]]:
+        url = f"sqlite:///{self.stack.data / 'esim_balance.db'}"
+        with session_scope(url) as session:
+            lines = [
+                checks.DbLine(
+                    r.balance_id,
+                    r.iccid,
+                    r.seq,
+                    r.reference,
+                    r.carrier_line_id,
+                    r.state,
+                    r.activated_at,
+                )
+                for r in session.exec(select(BalanceLine)).all()
+            ]
+            events = [
+                checks.DbEvent(r.key, r.balance_id, r.seq, r.kind, r.detail.get("reason"))
+                for r in session.exec(select(LineEvent)).all()
+            ]
+        return lines, events
+
+    async def improper_workflows(self) -> list[str]:
+        """Every run of every workflow completed, continued as new, or still running (the
+        schedules' pollers): none failed, timed out, was terminated or cancelled."""
+        problems = []
+        async for run in self.client.list_workflows(""):
+            if run.status in BAD_STATUSES:
+                problems.append(f"workflow {run.id} run {run.run_id}: {run.status.name}")
+            if (
+                run.workflow_type == "BalanceWorkflow"
+                and run.status == WorkflowExecutionStatus.RUNNING
+            ):
+                problems.append(f"workflow {run.id} still running after its cancel")
+        return problems
+
+    async def secrets_found(self) -> list[str]:
+        from tests.chaos.security import find_secrets, search_attribute_texts
+
+        texts = self.stack.logs()
+        texts |= await search_attribute_texts(self.client, "")
+        texts |= {f"error body {i}": body for i, body in enumerate(self.bodies)}
+        named = {name: value for name, value in self.secrets.items() if name != "API_KEYS"}
+        for i, pair in enumerate(self.secrets["API_KEYS"].split(",")):
+            named[f"API_KEYS[{i}]"] = pair.split(":", 1)[1]
+        return [f"secret: {line}" for line in find_secrets(named, texts)]
+
+    async def run(self) -> Summary:
+        began = time.monotonic()
+        self.stack.wait_for("[stack] ready", timeout=120)
+        self.say(f"stack up in {time.monotonic() - began:.0f}s ({self.stack.data})")
+        await self.enrol()
+        self.say(f"{len(self.esims)} balances started; chaos for {self.window:.0f}s")
+        await self.chaos()
+        self.say("faults off; settling and cancelling")
+        await self.settle()
+        await self.judge()
+        self.summary.esims = len(self.esims)
+        self.summary.days = self.days
+        self.summary.seconds = time.monotonic() - began
+        return self.summary
+
+
+async def soak(seed: int, size: int = 50, days: float = 10, data: Path | None = None) -> Summary:
+    """Run the soak once; the stack is always stopped, whatever happened."""
+    with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
+        run = Soak(seed, size, days, data or Path(tmp))
+        try:
+            summary = await run.run()
+        finally:
+            code = run.stack.stop()
+        if code != 0:
+            summary.problems.append(f"stack.py exited with {code} on Ctrl-C")
+        for line in summary.lines():
+            print(line, flush=True)
+        return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Chaos soak of the whole stack.")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--esims", type=int, default=50)
+    parser.add_argument("--days", type=float, default=10)
+    parser.add_argument("--data-dir", type=Path, help="keep the stack's files here")
+    args = parser.parse_args(argv)
+    summary = asyncio.run(soak(args.seed, args.esims, args.days, args.data_dir))
+    return 0 if not summary.problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

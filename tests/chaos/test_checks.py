@@ -1,0 +1,106 @@
+"""The soak's judges catch what they are there to catch (planted carrier records)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tests.chaos import checks
+from tests.chaos.checks import DbEvent, DbLine
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+ICCID = "8944000000000000001"
+
+
+def at(seconds: float) -> str:
+    return (T0 + timedelta(seconds=seconds)).isoformat()
+
+
+def entry(action: str, seconds: float, package: str, reference: str | None) -> dict[str, Any]:
+    return {
+        "at": at(seconds),
+        "action": action,
+        "iccid": ICCID,
+        "package_id": package,
+        "reference": reference,
+        "product_id": "compressed-30s",
+    }
+
+
+def chain(switch_overlap: float = 0.5) -> list[dict[str, Any]]:
+    """Two lines handed over with an overlap, the second ended at 50 s."""
+    return [
+        entry("order", 0, "p1", "b:1"),
+        entry("activate", 1, "p1", "b:1"),
+        entry("order", 10, "p2", "b:2"),
+        entry("activate", 20, "p2", "b:2"),
+        entry("deactivate", 20 + switch_overlap, "p1", "b:1"),
+        entry("deactivate", 50, "p2", "b:2"),
+    ]
+
+
+def db(states: tuple[str, str] = ("cancelled", "cancelled")) -> list[DbLine]:
+    return [
+        DbLine("b", ICCID, 1, "b:1", "p1", states[0], T0),
+        DbLine("b", ICCID, 2, "b:2", "p2", states[1], T0),
+    ]
+
+
+def ledger(*kinds: tuple[int, str]) -> list[DbEvent]:
+    return [DbEvent(f"b:{n}", "b", seq, kind) for n, (seq, kind) in enumerate(kinds, 1)]
+
+
+FULL = ledger((1, "ordered"), (1, "activated"), (2, "ordered"), (2, "activated"))
+FULL += [DbEvent("b:5", "b", 1, "cancelled"), DbEvent("b:6", "b", 2, "cancelled")]
+
+
+def test_a_clean_chain_passes_every_check() -> None:
+    entries = chain()
+    spans = checks.active_spans(entries, T0 + timedelta(seconds=60))
+    assert checks.duplicate_orders(entries, {ICCID}) == []
+    assert checks.overlaps(spans, 70) == ([], 0.5)
+    assert checks.agreement(entries, db(), {ICCID}) == []
+    assert checks.missing_ledger_events(entries, db(), FULL) == []
+
+
+def test_a_second_purchase_of_a_reference_is_reported() -> None:
+    entries = [*chain(), entry("order", 11, "p3", "b:2")]
+    assert checks.duplicate_orders(entries, {ICCID}) == ["reference b:2 bought 2 times"]
+
+
+def test_a_long_overlap_is_reported() -> None:
+    spans = checks.active_spans(chain(switch_overlap=25), T0 + timedelta(seconds=60))
+    problems, longest = checks.overlaps(spans, 20)
+    assert longest == 25 and len(problems) == 1
+
+
+def test_gaps_and_throttling_are_measured_from_the_timeline() -> None:
+    intervals = [
+        {"state": "high_speed", "start": at(0), "end": at(10)},
+        {"state": "none", "start": at(10), "end": at(10.001)},  # a boundary's rounding
+        {"state": "high_speed", "start": at(10.001), "end": at(20)},
+        {"state": "throttled", "start": at(20), "end": at(23)},
+        {"state": "none", "start": at(23), "end": at(25)},
+        {"state": "high_speed", "start": at(25), "end": None},
+    ]
+    gap, throttled, high = checks.coverage(intervals, T0 + timedelta(seconds=30))
+    assert (round(gap, 3), throttled, round(high, 3)) == (2.0, 3.0, 24.999)
+
+
+def test_database_and_carrier_disagreeing_is_reported() -> None:
+    entries = chain()
+    still_active = checks.agreement(entries, db(("cancelled", "active")), {ICCID})
+    assert still_active == [
+        f"{ICCID}: line 2 ended at the carrier, active here",
+        f"{ICCID}: line 2 active here, not at the carrier",
+    ]
+    unknown = checks.agreement([*entries, entry("order", 30, "p9", "b:3")], db(), {ICCID})
+    assert unknown == [f"{ICCID}: package p9 bought but not in the database"]
+
+
+def test_a_missing_ledger_event_is_reported() -> None:
+    without_activation = [e for e in FULL if (e.seq, e.kind) != (2, "activated")]
+    assert checks.missing_ledger_events(chain(), db(), without_activation) == [
+        f"{ICCID}: no activated event for activate of line 2",
+        "balance b: ledger events [4] missing",
+    ]

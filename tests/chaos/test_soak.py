@@ -1,0 +1,29 @@
+"""The chaos soak in the test suite (slow; CI runs it too): see :mod:`tests.chaos.soak`.
+
+``SOAK_SEED`` picks the fault moments (default 1); the summary is printed either way.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.chaos.soak import soak
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+async def test_nothing_is_lost_under_chaos() -> None:
+    summary = await soak(seed=int(os.environ.get("SOAK_SEED", "1")))
+
+    assert summary.problems == []
+    assert summary.faults["kill-worker"] >= 5
+    assert summary.killed_between_order_and_activation
+    assert summary.faults["restart-temporal"] == summary.faults["restart-api"] == 1
+    assert summary.faults["outage"] == 2
+    assert summary.webhooks["duplicated"] > 0 and summary.webhooks["delayed"] > 0
+    assert all(figures["error"] > 0 for figures in summary.injected.values())
+    assert summary.rotations >= 9 * summary.esims  # ten compressed days each
+    assert summary.early_rotations > 0
+    assert summary.refused > 0  # every probe that must be refused was (else a problem)

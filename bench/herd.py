@@ -292,7 +292,8 @@ class Run:
         queue = f"{self.settings.task_queue}-bare"
         count = min(self.args.balances, 500)
         warmup, window = 3.0, float(self.args.bare_seconds)
-        until = datetime.now(UTC) + timedelta(seconds=warmup + window + 2)
+        # A safety stop only: starting hundreds of runs takes a while; all are ended below.
+        until = datetime.now(UTC) + timedelta(seconds=warmup + window + 300)
         async with Worker(
             self.client,
             task_queue=queue,

@@ -49,13 +49,9 @@ CARRIER_CALL = timedelta(seconds=30)
 # Carrier activities heartbeat while a call runs: a dead worker's attempt is retried
 # after this, not after CARRIER_CALL.
 CARRIER_HEARTBEAT = timedelta(seconds=5)
-# Activation is confirmed by polling: each retry asks the carrier again.
-ACTIVATION_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=300),
-    backoff_coefficient=1.5,
-    maximum_interval=timedelta(seconds=5),
-    non_retryable_error_types=NON_RETRYABLE,
-)
+# Activation is confirmed by polling: each retry asks the carrier again (at most every
+# 5 s, or a tenth of the lead if that is shorter: see _activation_retry).
+ACTIVATION_POLL_MAX = timedelta(seconds=5)
 STORE_CALL = timedelta(seconds=30)
 STORE_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 # Shortest wait between two attempts once a step has failed for good.
@@ -296,7 +292,7 @@ class BalanceWorkflow:
                 CarrierActivities.activate_line,
                 command,
                 start_to_close_timeout=CARRIER_CALL,
-                retry_policy=ACTIVATION_RETRY,
+                retry_policy=self._activation_retry(),
                 summary=summary,
             )
         else:
@@ -305,7 +301,7 @@ class BalanceWorkflow:
                 command,
                 start_to_close_timeout=CARRIER_CALL,
                 heartbeat_timeout=CARRIER_HEARTBEAT,
-                retry_policy=ACTIVATION_RETRY,
+                retry_policy=self._activation_retry(),
                 summary=summary,
             )
         try:
@@ -687,6 +683,18 @@ class BalanceWorkflow:
         return RetryPolicy(
             initial_interval=min(timedelta(seconds=1), cap),
             backoff_coefficient=2.0,
+            maximum_interval=cap,
+            non_retryable_error_types=NON_RETRYABLE,
+        )
+
+    def _activation_retry(self) -> RetryPolicy:
+        """Polls for the carrier's confirmation from 0.3 s, backing off to 5 s or a tenth
+        of the lead: after an outage a short pass's switch is retried within seconds."""
+        lead = self.s.policy.lead(self.s.product.validity_seconds)
+        cap = min(ACTIVATION_POLL_MAX, timedelta(seconds=max(1.0, lead / 10)))
+        return RetryPolicy(
+            initial_interval=timedelta(milliseconds=300),
+            backoff_coefficient=1.5,
             maximum_interval=cap,
             non_retryable_error_types=NON_RETRYABLE,
         )

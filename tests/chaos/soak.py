@@ -51,13 +51,15 @@ VALIDITY = 30.0  # seconds: one compressed "day"
 PRODUCTS = {"telna": "telna-compressed-30s", "webbing": "webbing-9030"}
 LEAD, MARGIN = 25.0, 10.0
 POLICY = {"lead_seconds": LEAD, "margin_seconds": MARGIN}
-# Heavy users would run out at 80 % of a validity: they are moved at 40 % of their
-# allowance, by usage. That leaves 14 s before they would be throttled, more than a
-# worker's recovery after SIGKILL (restart ~3 s, then WORKER_STICKY_TIMEOUT_SECONDS 5 s,
-# or a carrier call's heartbeat timeout 5 s). Compressed time makes seconds count: on a
-# real day the same fractions leave hours.
+# Heavy users use their whole allowance in one validity: they are moved at 40 % of it,
+# by usage, 12 s into the line instead of 20 s. That leaves 18 s before they would be
+# throttled: more than an outage (at most 12 s) plus the confirmation polls after it, or
+# a worker's recovery after SIGKILL (restart ~3 s, WORKER_STICKY_TIMEOUT_SECONDS 5 s, a
+# carrier call's heartbeat timeout 5 s, activation 0.3-1.5 s). With 14 s of slack, a
+# fault right after the switch point throttled a heavy user for up to 6 s. Compressed time
+# makes these seconds count: on a real day the same fractions leave hours.
 HEAVY_POLICY = POLICY | {"preorder_fraction": 0.25, "switch_fraction": 0.4}
-HEAVY_SHARE, MEDIUM_SHARE = 1.25, 0.9  # allowances per validity
+HEAVY_SHARE, MEDIUM_SHARE = 1.0, 0.9  # allowances per validity
 ERRORS = {"error_rate": 0.05, "lose_responses": 0.02}
 WEBHOOK_FAULTS = {"webhook_duplicate_rate": 1.0, "webhook_delay_seconds": 2.0}
 KILLS = 5

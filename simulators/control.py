@@ -5,7 +5,8 @@
 ISO 8601 UTC; errors are ``{"error": {"code", "message"}}`` (422 for bad bodies).
 
 Beyond DESIGN: ``GET/POST /_sim/config`` (activation latency of real products, webhook
-target, duplicate rate and random delay, and the deliveries so far) and ``GET /_sim/packages?iccid=`` (the carrier's packages, for debugging).
+target, duplicate rate and random delay, and the deliveries so far) and
+``GET /_sim/packages?iccid=`` (the carrier's packages, for debugging).
 """
 
 from __future__ import annotations

@@ -179,7 +179,8 @@ def create_app(
     app = FastAPI(title="Telna-like carrier simulator", version="2.1", lifespan=lifespan)
     app.state.engine, app.state.faults, app.state.webhooks = engine, faults, dispatcher
     app.include_router(create_telna_router(engine, api_key))
-    app.include_router(create_control_router(engine, faults, dispatcher if webhook_secret else None))
+    webhooks = dispatcher if webhook_secret else None
+    app.include_router(create_control_router(engine, faults, webhooks))
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(FaultInjectionMiddleware, faults=faults)

@@ -675,11 +675,15 @@ class BalanceWorkflow:
         s = self.s
         return s.lines_total is not None and s.last_seq >= s.lines_total
 
-    def _carrier_retry(self) -> RetryPolicy:
-        """Backoff capped at a tenth of the lead (1 s to 30 s): after an outage the next
-        attempts come while there is still time to order and switch before the line ends."""
+    def _tenth_of_lead(self, most: timedelta) -> timedelta:
+        """A tenth of the lead, between 1 s and ``most``: retries after an outage come
+        while there is still time to order and switch before the line ends."""
         lead = self.s.policy.lead(self.s.product.validity_seconds)
-        cap = timedelta(seconds=min(30.0, max(1.0, lead / 10)))
+        return min(most, timedelta(seconds=max(1.0, lead / 10)))
+
+    def _carrier_retry(self) -> RetryPolicy:
+        """Backoff from 1 s doubling to a tenth of the lead (at most 30 s)."""
+        cap = self._tenth_of_lead(timedelta(seconds=30))
         return RetryPolicy(
             initial_interval=min(timedelta(seconds=1), cap),
             backoff_coefficient=2.0,
@@ -688,10 +692,9 @@ class BalanceWorkflow:
         )
 
     def _activation_retry(self) -> RetryPolicy:
-        """Polls for the carrier's confirmation from 0.3 s, backing off to 5 s or a tenth
-        of the lead: after an outage a short pass's switch is retried within seconds."""
-        lead = self.s.policy.lead(self.s.product.validity_seconds)
-        cap = min(ACTIVATION_POLL_MAX, timedelta(seconds=max(1.0, lead / 10)))
+        """Polls for the carrier's confirmation from 0.3 s, backing off to a tenth of the
+        lead (at most 5 s): after an outage a short pass's switch is retried within seconds."""
+        cap = self._tenth_of_lead(ACTIVATION_POLL_MAX)
         return RetryPolicy(
             initial_interval=timedelta(milliseconds=300),
             backoff_coefficient=1.5,

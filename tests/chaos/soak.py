@@ -45,6 +45,7 @@ from models.db import session_scope
 from models.identifiers import make_iccid
 from models.tables import BalanceLine, LineEvent
 from tests.chaos import checks
+from tests.chaos.security import find_secrets, probe_refusals, search_attribute_texts
 from tests.chaos.stackrun import StackRun, make_secrets
 
 VALIDITY = 30.0  # seconds: one compressed "day"
@@ -299,8 +300,6 @@ class Soak:
         self.say(f"{service} {old} stopped ({sig.name}); restarted as {new}")
 
     async def probe(self) -> None:
-        from tests.chaos.security import probe_refusals
-
         probe = await probe_refusals(
             self.stack.api_url,
             valid_key=self.operator,
@@ -460,8 +459,6 @@ class Soak:
         return problems
 
     async def secrets_found(self) -> list[str]:
-        from tests.chaos.security import find_secrets, search_attribute_texts
-
         texts = self.stack.logs()
         texts |= await search_attribute_texts(self.client, "")
         texts |= {f"error body {i}": body for i, body in enumerate(self.bodies)}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import stack
+from tests.test_stack import free_port, proc_stat
 
 # Environment variables of ours that must not leak into the stack (it gets its own).
 OWN_SETTINGS = ("DATABASE_URL", "TEMPORAL_", "TELNA", "WEBBING", "API_", "NOTIFY_", "TASK_QUEUE")
@@ -32,13 +32,6 @@ COMMANDS = {
 }
 
 
-def free_port() -> int:
-    """A local TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -47,12 +40,9 @@ def _cmdline(pid: int) -> str:
 
 
 def _parent(pid: int) -> int | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    state, ppid = text[text.rindex(")") + 2 :].split()[:2]
-    return None if state == "Z" else int(ppid)
+    """The live process's parent pid; None once it is gone (or a zombie)."""
+    stat = proc_stat(pid)
+    return None if stat is None or stat[0] == "Z" else stat[1]
 
 
 def make_secrets() -> dict[str, str]:

@@ -17,6 +17,7 @@ import csv
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -177,13 +178,18 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-if __name__ == "__main__":
+def exit_with(main: Callable[[], int]) -> NoReturn:
+    """Run ``main`` and leave with its code without interpreter finalisation: the Temporal
+    client's native runtime threads can crash it ("PyGILState_Release ... finalizing")
+    after the work is done, and nothing is left to clean up."""
     try:
         code = main()
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
     sys.stdout.flush()
     sys.stderr.flush()
-    # The Temporal client's native runtime threads can crash interpreter finalisation
-    # ("PyGILState_Release ... finalizing"); nothing is left to clean up, so leave now.
     os._exit(code)
+
+
+if __name__ == "__main__":
+    exit_with(main)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,16 +162,3 @@ def report(result: dict[str, Any], json_path: Path | None) -> int:
     if json_path:
         json_path.write_text(text + "\n")
     return 0
-
-
-def exit_with(main: Callable[[], int]) -> None:
-    """Run ``main`` and leave with its code without interpreter finalisation: the Temporal
-    client's native runtime threads can crash it ("PyGILState_Release ... finalizing")
-    after the figures are out, turning a good run into exit code -6."""
-    try:
-        code = main()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

@@ -68,7 +68,6 @@ from bench.common import (
     bench_iccids,
     bench_settings,
     dev_server,
-    exit_with,
     free_port,
     history_events_per_rotation,
     report,
@@ -83,6 +82,7 @@ from enrolment import EnrolRequest, enrol, product_spec
 from models.db import migrate, session_scope
 from models.payloads import Policy, ProductSpec
 from models.tables import Balance, BalanceLine, Product
+from starter import exit_with
 from worker import build_worker
 
 CARRIERS = ("telna", "webbing")

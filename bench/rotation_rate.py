@@ -33,7 +33,6 @@ from bench.common import (
     bench_iccids,
     bench_settings,
     dev_server,
-    exit_with,
     free_port,
     history_events_per_rotation,
     report,
@@ -46,6 +45,7 @@ from enrolment import EnrolRequest, enrol, workflow_id
 from models.db import migrate, session_scope
 from models.payloads import ActionRequest, Policy
 from models.tables import Balance, BalanceLine
+from starter import exit_with
 from worker import build_worker
 
 PRODUCT, PERIOD = "telna-compressed-30s", 30

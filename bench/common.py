@@ -8,6 +8,7 @@ stopped with the run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from carriers.base import Carrier
+from carriers.telna import TelnaCarrier
+from carriers.webbing import WebbingCarrier
 from config import Settings, TelnaSettings, WebbingSettings
 from enrolment import workflow_id
 from models import search
@@ -116,6 +120,40 @@ def bench_settings(tmp: Path, sims: dict[str, str], **overrides: object) -> Sett
         worker_metrics_port=0,
         **overrides,  # type: ignore[arg-type]
     )
+
+
+def carrier_clients(
+    sims: dict[str, str],
+    rate_limit: float,
+    transport: Callable[[str], httpx.AsyncBaseTransport | None] = lambda carrier: None,
+) -> dict[str, Carrier]:
+    """Both carriers' clients for the simulators at ``sims``, keeping ``rate_limit``
+    requests/s each; ``transport(carrier)`` may wrap their HTTP (to count it)."""
+    user, password, wskey = WEBBING_LOGIN
+    return {
+        "telna": TelnaCarrier(
+            sims["telna"], KEY, transport=transport("telna"), rate_limit_per_second=rate_limit
+        ),
+        "webbing": WebbingCarrier(
+            sims["webbing"],
+            user,
+            password,
+            wskey,
+            transport=transport("webbing"),
+            rate_limit_per_second=rate_limit,
+        ),
+    }
+
+
+async def gather_limited(jobs: Sequence[Callable[[], Awaitable[Any]]], limit: int) -> None:
+    """Runs every job, at most ``limit`` at a time."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(job: Callable[[], Awaitable[Any]]) -> None:
+        async with gate:
+            await job()
+
+    await asyncio.gather(*(one(job) for job in jobs))
 
 
 def bench_iccids(n: int) -> list[str]:

@@ -11,7 +11,7 @@ Webbing's usage lag, a small error rate (``--error-rate``, 503s the clients retr
 per-carrier rate limit (``--rate-limit``) that the clients are configured to keep and
 the simulators enforce with 429s, counted in the result.
 
-Phases, all in one run, in one worker process (this one):
+Phases, all in one run; the product's worker is this process and holds nothing else:
 
 1. bare engine: ``BareWorkflow`` loops (one timer, three no-op activities per rotation)
    for ``--bare-seconds`` (while the clock runs towards the herd's boundary, or after the
@@ -22,10 +22,11 @@ Phases, all in one run, in one worker process (this one):
    the switch at B is measured. A small side sample of balances on the 30 s pass does
    two rotations, so one of its runs is a whole steady-state rotation: that run gives
    ``history_events_per_rotation``.
-3. naive baseline, at the same boundary B and at the same time (own task queue and
-   worker): ``--baseline-balances`` (default N) ``NaiveWorkflow`` balances on the same
-   pass, which order and activate line 2 only once line 1 has expired (a sweep-based
-   design). Both designs meet the same midnight on the same box.
+3. naive baseline, at the same boundary B and at the same time, in a process of its own
+   (``bench/naive.py``: own task queue, worker and carrier account):
+   ``--baseline-balances`` (default N) ``NaiveWorkflow`` balances on the same pass, which
+   order and activate line 2 only once line 1 has expired (a sweep-based design). Both
+   designs meet the same midnight on the same box.
 
 Gaps come from the carriers' own records (``/_sim/packages``): for each eSIM, the time
 between line 1's end and line 2's activation. Carrier calls are the HTTP requests the
@@ -41,7 +42,6 @@ import asyncio
 import logging
 import math
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,7 +51,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,22 +60,22 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from activities.carrier import CarrierActivities
 from activities.catalog import sync_catalogue
-from bench.baselines import BareInput, BareWorkflow, NaiveInput, NaiveWorkflow, noop
+from bench.baselines import BareInput, BareWorkflow, noop
 from bench.common import (
     bench_iccids,
     bench_settings,
+    carrier_clients,
     dev_server,
     free_port,
+    gather_limited,
     history_events_per_rotation,
     report,
     start_simulator,
     stop,
 )
+from bench.naive import NaivePlan
 from carriers.base import Carrier
-from carriers.telna import TelnaCarrier
-from carriers.webbing import WebbingCarrier
 from config import Settings
 from enrolment import EnrolRequest, enrol, product_spec
 from models.db import migrate, session_scope
@@ -91,6 +90,7 @@ PRODUCTS = {
     30: {"telna": "telna-compressed-30s-utc", "webbing": "webbing-9130"},
     120: {"telna": "telna-compressed-120s-utc", "webbing": "webbing-9120"},
     600: {"telna": "telna-compressed-600s-utc", "webbing": "webbing-9160"},
+    1800: {"telna": "telna-compressed-1800s-utc", "webbing": "webbing-9180"},
 }
 # Enrolments per second assumed when choosing the boundary (a first line each: order,
 # activation polls, records; measured about 10/s on the 2-core box, loaded).
@@ -136,10 +136,10 @@ def peak_rss_mb() -> float:
 
 def choose_period(enrolments: int) -> int:
     """The shortest compressed day in which this many enrolments fit before the lead."""
-    for period in (30, 120, 600):
+    for period in sorted(PRODUCTS):
         if enrolments / ENROL_RATE + period / 4 + 5 < period * 0.9:
             return period
-    return 600
+    return max(PRODUCTS)
 
 
 def next_boundary(period: int, need_seconds: float) -> float:
@@ -184,16 +184,6 @@ def switch_latencies(url: str, boundary: float, products: list[str]) -> dict[str
 def count_balances(url: str, *where: Any) -> int:
     with session_scope(url) as session:
         return int(session.exec(select(func.count()).select_from(Balance).where(*where)).one())
-
-
-async def gather_limited(jobs: Sequence[Callable[[], Awaitable[Any]]], limit: int) -> None:
-    gate = asyncio.Semaphore(limit)
-
-    async def one(job: Callable[[], Awaitable[Any]]) -> None:
-        async with gate:
-            await job()
-
-    await asyncio.gather(*(one(job) for job in jobs))
 
 
 # --- carrier records -----------------------------------------------------------------
@@ -267,22 +257,12 @@ class Run:
     client: Client
     settings: Settings
     http: httpx.AsyncClient
-    product: Account
-    baseline: Account
+    sims: dict[str, str]  # the product's carrier account
+    carriers: dict[str, Carrier]  # its clients, counting their requests
+    counted: Counted
+    baseline: dict[str, str]  # the naive baseline's own carrier account
     executor: ThreadPoolExecutor
     result: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def sims(self) -> dict[str, str]:
-        return self.product.sims
-
-    @property
-    def carriers(self) -> dict[str, Carrier]:
-        return self.product.carriers
-
-    @property
-    def counted(self) -> Counted:
-        return self.product.counted
 
     def carrier_of(self, index: int) -> str:
         return CARRIERS[index % 2]
@@ -334,7 +314,7 @@ class Run:
         herd, sample = iccids[:n], iccids[n:]
         baseline = bench_iccids(self.args.baseline_balances)
         await self._add_esims(self.sims, iccids)
-        await self._add_esims(self.baseline.sims, baseline)
+        await self._add_esims(self.baseline, baseline)
         enrolments = n + len(baseline)
         boundary = next_boundary(period, enrolments / ENROL_RATE + lead + 5)
         if boundary - period - time.time() > self.args.bare_seconds + 8:
@@ -437,47 +417,40 @@ class Run:
 
     async def naive(self, iccids: Sequence[str], boundary: float) -> None:
         """The same boundary met by expire-then-provision, at the same time as the
-        product's herd (its own task queue and worker, in this process)."""
+        product's herd, by ``bench/naive.py`` in a process of its own (so the product's
+        worker process holds only the product)."""
         n, period = len(iccids), self.args.period
         if n <= 0:
             return
-        queue = f"{self.settings.task_queue}-naive"
-        specs = self._specs(PRODUCTS[period])
-        async with Worker(
-            self.client,
-            task_queue=queue,
-            workflows=[NaiveWorkflow],
-            activities=[
-                CarrierActivities(self.baseline.carriers).order_line,
-                CarrierActivities(self.baseline.carriers).activate_line,
-            ],
+        deadline = boundary + period * 0.9
+        plan = NaivePlan(
+            temporal_address=self.client.service_client.config.target_host,
+            namespace=self.client.namespace,
+            task_queue=f"{self.settings.task_queue}-naive",
+            sims=self.baseline,
+            rate_limit=self.args.rate_limit,
+            specs=self._specs(PRODUCTS[period]),
+            esims=[(iccid, self.carrier_of(i)) for i, iccid in enumerate(iccids)],
+            deadline=deadline,
             max_concurrent_activities=self.settings.worker_max_concurrent_activities,
-            max_cached_workflows=self.settings.worker_max_cached_workflows,
-        ):
-            handles = []
-
-            async def start(i: int, iccid: str) -> None:
-                carrier = self.carrier_of(i)
-                req = NaiveInput(
-                    balance_id=f"naive{i}", iccid=iccid, carrier=carrier, product=specs[carrier]
-                )
-                handles.append(
-                    await self.client.start_workflow(
-                        NaiveWorkflow.run, req, id=f"naive-{iccid}", task_queue=queue
-                    )
-                )
-
-            await gather_limited([partial(start, i, c) for i, c in enumerate(iccids)], 50)
-            await wait_until(boundary)
-            deadline = boundary + period * 0.9
+        )
+        path = self.tmp / "naive-plan.json"
+        path.write_text(plan.model_dump_json())
+        with (self.tmp / "naive.log").open("wb") as log:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.naive", str(path), stdout=log, stderr=log
+            )
             try:
-                await asyncio.wait_for(
-                    asyncio.gather(*(h.result() for h in handles)), deadline - time.time()
-                )
-            except TimeoutError:
-                pass
-            done_at = min(time.time(), deadline)
-            found = await packages(self.http, self.baseline.sims)
+                await asyncio.wait_for(proc.wait(), deadline - time.time() + 60)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+        if proc.returncode != 0:
+            tail = (self.tmp / "naive.log").read_text()[-2000:]
+            raise RuntimeError(f"the naive baseline failed ({proc.returncode}): {tail}")
+        done_at = min(time.time(), deadline)
+        found = await packages(self.http, self.baseline)
         figures = gap_figures(gaps(found, set(iccids), done_at))
         self.result["naive"] = {
             "balances": n,
@@ -496,20 +469,10 @@ class Run:
         return specs
 
 
-@dataclass
-class Account:
-    """Both simulated carriers as one operator's account: processes, URLs, clients."""
-
-    procs: list[subprocess.Popen[bytes]]
-    sims: dict[str, str]
-    carriers: dict[str, Carrier]
-    counted: Counted
-
-
-async def open_account(
-    args: argparse.Namespace, tmp: Path, name: str, settings: Settings, stack: AsyncExitStack
-) -> Account:
-    """Both simulators (their rate limit and error faults set) and rate-limited clients."""
+async def start_simulators(
+    args: argparse.Namespace, tmp: Path, name: str, stack: AsyncExitStack
+) -> dict[str, str]:
+    """Both simulators of one carrier account, their rate limit and error faults set."""
     ports = {carrier: free_port() for carrier in CARRIERS}
     seed = ["--seed", str(args.seed)]
     procs = [
@@ -521,30 +484,11 @@ async def open_account(
     for proc in procs:
         stack.callback(stop, proc)
     sims = {c: f"http://127.0.0.1:{p}" for c, p in ports.items()}
-    counted = Counted()
-    carriers: dict[str, Carrier] = {
-        "telna": TelnaCarrier(
-            sims["telna"],
-            settings.telna.api_key.get_secret_value(),
-            transport=CountingTransport("telna", counted),
-            rate_limit_per_second=args.rate_limit,
-        ),
-        "webbing": WebbingCarrier(
-            sims["webbing"],
-            settings.webbing.username,
-            settings.webbing.password.get_secret_value(),
-            settings.webbing.wskey.get_secret_value(),
-            transport=CountingTransport("webbing", counted),
-            rate_limit_per_second=args.rate_limit,
-        ),
-    }
-    for carrier in carriers.values():
-        stack.push_async_callback(carrier.aclose)
     async with httpx.AsyncClient(timeout=30) as http:
         for url in sims.values():
             faults = {"error_rate": args.error_rate, "rate_limit_per_second": args.rate_limit}
             (await http.post(f"{url}/_sim/faults", json=faults)).raise_for_status()
-    return Account(procs, sims, carriers, counted)
+    return sims
 
 
 async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -553,19 +497,25 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         settings = bench_settings(tmp, {})
         # The product and the naive baseline each have their own carrier accounts (and
         # rate limits): one design's traffic must not slow the other's down.
-        product = await open_account(args, tmp, "product", settings, stack)
-        naive = await open_account(args, tmp, "naive", settings, stack)
-        settings.telna.base_url = product.sims["telna"]
-        settings.webbing.base_url = product.sims["webbing"]
+        sims = await start_simulators(args, tmp, "product", stack)
+        naive = await start_simulators(args, tmp, "naive", stack)
+        counted = Counted()
+        carriers = carrier_clients(
+            sims, args.rate_limit, lambda carrier: CountingTransport(carrier, counted)
+        )
+        for carrier in carriers.values():
+            stack.push_async_callback(carrier.aclose)
+        settings.telna.base_url = sims["telna"]
+        settings.webbing.base_url = sims["webbing"]
         settings.telna.rate_limit_per_second = args.rate_limit
         settings.webbing.rate_limit_per_second = args.rate_limit
         migrate(settings.database_url)
-        await sync_catalogue(product.carriers, settings.database_url)
+        await sync_catalogue(carriers, settings.database_url)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
         executor = stack.enter_context(
             ThreadPoolExecutor(settings.worker_max_concurrent_activities)
         )
-        run = Run(args, tmp, env.client, settings, http, product, naive, executor)
+        run = Run(args, tmp, env.client, settings, http, sims, carriers, counted, naive, executor)
         started = time.monotonic()
         await run.herd()
         if "bare_rotations_per_second" not in run.result:

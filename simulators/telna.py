@@ -66,6 +66,9 @@ CATALOGUE = (
     # Longer compressed UTC days for the midnight-herd benchmark (bench/herd.py).
     Product("compressed-120s-utc", "Compressed 120 s, UTC day", 12 * MB, 120, 128, 1, UTC_MIDNIGHT),
     Product("compressed-600s-utc", "Compressed 600 s, UTC day", 60 * MB, 600, 128, 1, UTC_MIDNIGHT),
+    Product(
+        "compressed-1800s-utc", "Compressed 1800 s, UTC day", 180 * MB, 1800, 128, 1, UTC_MIDNIGHT
+    ),
 )
 _REASONS = {"expire": "EXPIRED", "deactivate": "DEACTIVATED", "cancel": "CANCELLED"}
 

@@ -71,6 +71,7 @@ CATALOGUE = (
     # enrol thousands of balances before their lines all end at the same boundary.
     Product("9120", "Compressed 120 s, UTC day", 12 * MB, 120, 128, 1, UTC_MIDNIGHT),
     Product("9160", "Compressed 600 s, UTC day", 60 * MB, 600, 128, 1, UTC_MIDNIGHT),
+    Product("9180", "Compressed 1800 s, UTC day", 180 * MB, 1800, 128, 1, UTC_MIDNIGHT),
 )
 
 N = TypeVar("N", int, float)

@@ -22,11 +22,11 @@ Phases, all in one run; the product's worker is this process and holds nothing e
    the switch at B is measured. A small side sample of balances on the 30 s pass does
    two rotations, so one of its runs is a whole steady-state rotation: that run gives
    ``history_events_per_rotation``.
-3. naive baseline, at the same boundary B and at the same time, in a process of its own
-   (``bench/naive.py``: own task queue, worker and carrier account):
-   ``--baseline-balances`` (default N) ``NaiveWorkflow`` balances on the same pass, which
-   order and activate line 2 only once line 1 has expired (a sweep-based design). Both
-   designs meet the same midnight on the same box.
+3. naive baseline, in a process of its own (``bench/naive.py``: own task queue, worker
+   and carrier account): ``--baseline-balances`` (default N) ``NaiveWorkflow`` balances,
+   which order and activate line 2 only once line 1 has expired (a sweep-based design),
+   on the same pass at UTC+8: their midnight comes a third of a day before B, so the two
+   herds do not share the box's two cores and each design's figures are its own.
 
 Gaps come from the carriers' own records (``/_sim/packages``): for each eSIM, the time
 between line 1's end and line 2's activation. Carrier calls are the HTTP requests the
@@ -81,6 +81,7 @@ from enrolment import EnrolRequest, enrol, product_spec
 from models.db import migrate, session_scope
 from models.payloads import Policy, ProductSpec
 from models.tables import Balance, BalanceLine, Product
+from models.windows import window_end_epoch
 from starter import exit_with
 from worker import build_worker
 
@@ -92,6 +93,15 @@ PRODUCTS = {
     600: {"telna": "telna-compressed-600s-utc", "webbing": "webbing-9160"},
     1800: {"telna": "telna-compressed-1800s-utc", "webbing": "webbing-9180"},
 }
+# The same passes on a UTC+8 day: the naive baseline's boundary, a third of a day before
+# the product's, so the two designs do not share the box's cores at their midnights.
+NAIVE_PRODUCTS = {
+    30: {"telna": "telna-compressed-30s-utc8", "webbing": "webbing-9230"},
+    120: {"telna": "telna-compressed-120s-utc8", "webbing": "webbing-9220"},
+    600: {"telna": "telna-compressed-600s-utc8", "webbing": "webbing-9260"},
+    1800: {"telna": "telna-compressed-1800s-utc8", "webbing": "webbing-9280"},
+}
+NAIVE_OFFSET_MINUTES = 480
 # Enrolments per second assumed when choosing the boundary (a first line each: order,
 # activation polls, records; measured about 10/s on the 2-core box, loaded).
 ENROL_RATE = 6.0
@@ -316,13 +326,20 @@ class Run:
         await self._add_esims(self.sims, iccids)
         await self._add_esims(self.baseline, baseline)
         enrolments = n + len(baseline)
-        boundary = next_boundary(period, enrolments / ENROL_RATE + lead + 5)
-        if boundary - period - time.time() > self.args.bare_seconds + 8:
+        # The naive baseline's day starts a third of a day before the product's.
+        early = period / 3 if baseline else 0.0
+        boundary = next_boundary(period, early + enrolments / ENROL_RATE + lead + 5)
+        naive_boundary = window_end_epoch(
+            boundary - period, period, "local_midnight", NAIVE_OFFSET_MINUTES
+        )
+        first_start = boundary - period - early
+        if first_start - time.time() > self.args.bare_seconds + 8:
             await self.bare()  # while the clock runs towards the herd's boundary
+        await wait_until(first_start + 0.5)
+        naive = asyncio.create_task(self.naive(baseline, naive_boundary))
         await wait_until(boundary - period + 0.5)
         rss_before = rss_mb()
         async with build_worker(self.client, self.settings, self.carriers, self.executor):
-            naive = asyncio.create_task(self.naive(baseline, boundary))
             began = time.time()
             jobs = [self._enrol_job(iccid, i, PRODUCTS[period], 2) for i, iccid in enumerate(herd)]
             jobs += [self._enrol_job(iccid, i, PRODUCTS[30], 3) for i, iccid in enumerate(sample)]
@@ -330,11 +347,13 @@ class Run:
             enrolled = time.time()
             # Every first line up (or the herd is late: measured anyway).
             with suppress(TimeoutError):
-                await poll(
+                up = await poll(
                     "first lines active",
                     lambda: count_balances(url, col(Balance.line_seq) == 1) >= n,
                     boundary - 1,
                 )
+                # Bring-up: every first line ordered, activated and recorded.
+                self.result["first_lines_seconds"] = round(up - began, 1)
             self.result["first_lines_active_before_boundary"] = count_balances(
                 url, col(Balance.line_seq) == 1
             )
@@ -357,14 +376,14 @@ class Run:
             rejected_after = await rejected(self.http, self.sims)
             found = await packages(self.http, self.sims)
             confirm = switch_latencies(url, boundary, list(PRODUCTS[period].values()))
-            # The naive baseline meets its own boundary meanwhile (its own worker).
-            sample_wait = poll(
-                "sample's second rotation",
-                lambda: count_balances(url, col(Balance.rotations) >= 2) >= SAMPLE,
-                time.time() + 75,
-            )
             # A sample balance slowed by a loaded box may rotate less: measured anyway.
-            await asyncio.gather(naive, sample_wait, return_exceptions=True)
+            with suppress(TimeoutError):
+                await poll(
+                    "sample's second rotation",
+                    lambda: count_balances(url, col(Balance.rotations) >= 2) >= SAMPLE,
+                    time.time() + 75,
+                )
+            await naive  # met its own boundary before this one, in its own process
             events = await history_events_per_rotation(
                 self.client, sample, skip_first_run=True, dump=self.args.dump_history
             )
@@ -416,9 +435,9 @@ class Run:
                 answer.raise_for_status()
 
     async def naive(self, iccids: Sequence[str], boundary: float) -> None:
-        """The same boundary met by expire-then-provision, at the same time as the
-        product's herd, by ``bench/naive.py`` in a process of its own (so the product's
-        worker process holds only the product)."""
+        """A midnight herd met by expire-then-provision: ``bench/naive.py``, in a process
+        of its own, on the same pass at UTC+8, whose ``boundary`` is a third of a day
+        before the product's (so neither design's herd shares the cores with the other)."""
         n, period = len(iccids), self.args.period
         if n <= 0:
             return
@@ -429,7 +448,7 @@ class Run:
             task_queue=f"{self.settings.task_queue}-naive",
             sims=self.baseline,
             rate_limit=self.args.rate_limit,
-            specs=self._specs(PRODUCTS[period]),
+            specs=self._specs(NAIVE_PRODUCTS[period]),
             esims=[(iccid, self.carrier_of(i)) for i, iccid in enumerate(iccids)],
             deadline=deadline,
             max_concurrent_activities=self.settings.worker_max_concurrent_activities,

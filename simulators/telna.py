@@ -69,6 +69,21 @@ CATALOGUE = (
     Product(
         "compressed-1800s-utc", "Compressed 1800 s, UTC day", 180 * MB, 1800, 128, 1, UTC_MIDNIGHT
     ),
+    # The same days at UTC+8, whose boundary comes a third of a day before UTC's: the
+    # benchmark's naive baseline meets its midnight there, not at the product's.
+    *(
+        Product(
+            f"compressed-{day}s-utc8",
+            f"Compressed {day} s, UTC+8 day",
+            day * MB // 10,
+            day,
+            128,
+            1,
+            LOCAL_MIDNIGHT,
+            480,
+        )
+        for day in (120, 600, 1800)
+    ),
 )
 _REASONS = {"expire": "EXPIRED", "deactivate": "DEACTIVATED", "cancel": "CANCELLED"}
 

@@ -96,8 +96,8 @@ class Settings(BaseSettings):
     )
     worker_max_concurrent_activities: int = 200
     """Activities one worker process runs at once."""
-    worker_max_cached_workflows: int = 10_000
-    """Workflows one worker process keeps in its sticky cache."""
+    worker_max_cached_workflows: int = 2_000
+    """Workflows one worker keeps cached; one asleep beyond them replays its run on waking."""
     worker_sticky_timeout_seconds: float = Field(default=5.0, gt=0)
     """Seconds a balance's task waits for the worker caching it; then any worker takes it."""
     worker_metrics_port: int = 9464

@@ -103,7 +103,8 @@ NAIVE_PRODUCTS = {
 }
 NAIVE_OFFSET_MINUTES = 480
 # Enrolments per second assumed when choosing the boundary (a first line each: order,
-# activation polls, records; measured about 10/s on the 2-core box, loaded).
+# activation polls, records), unless --bring-up-rate says otherwise; measured 5-10/s on
+# the 2-core box (BENCHMARKS.md, first_lines_seconds).
 ENROL_RATE = 6.0
 SAMPLE = 6
 SAMPLE_POLICY = Policy()
@@ -144,10 +145,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def choose_period(enrolments: int) -> int:
+def choose_period(enrolments: int, rate: float) -> int:
     """The shortest compressed day in which this many enrolments fit before the lead."""
     for period in sorted(PRODUCTS):
-        if enrolments / ENROL_RATE + period / 4 + 5 < period * 0.9:
+        if enrolments / rate + period / 4 + 5 < period * 0.9:
             return period
     return max(PRODUCTS)
 
@@ -328,7 +329,8 @@ class Run:
         enrolments = n + len(baseline)
         # The naive baseline's day starts a third of a day before the product's.
         early = period / 3 if baseline else 0.0
-        boundary = next_boundary(period, early + enrolments / ENROL_RATE + lead + 5)
+        bring_up = enrolments / self.args.bring_up_rate
+        boundary = next_boundary(period, early + bring_up + lead + 5)
         naive_boundary = window_end_epoch(
             boundary - period, period, "local_midnight", NAIVE_OFFSET_MINUTES
         )
@@ -555,15 +557,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate-limit", type=float, default=50.0, help="per carrier, requests/s")
     parser.add_argument("--error-rate", type=float, default=0.005, help="carrier 503 rate")
     parser.add_argument("--bare-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--bring-up-rate", type=float, default=ENROL_RATE, help="enrolments/s, for the boundary"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--dump-history", type=Path, help="event list of one rotation's run")
     args = parser.parse_args(argv)
     logging.getLogger("temporalio").setLevel(logging.ERROR)  # retried carrier errors
     if args.balances < 1:
         parser.error("--balances must be at least 1")
+    if args.bring_up_rate <= 0:
+        parser.error("--bring-up-rate must be positive")
     if args.baseline_balances is None:
         args.baseline_balances = args.balances
-    args.period = args.period or choose_period(args.balances + args.baseline_balances)
+    enrolments = args.balances + args.baseline_balances
+    args.period = args.period or choose_period(enrolments, args.bring_up_rate)
     with tempfile.TemporaryDirectory(prefix="herd-") as tmp:
         result = asyncio.run(measure(args, Path(tmp)))
     return report(result, args.json)

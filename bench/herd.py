@@ -4,12 +4,13 @@
 
 Daily passes that reset at 00:00 UTC all end at once. This runs that moment on a private
 dev server against both simulators (as processes, half the balances at each carrier),
-with carrier behaviour scaled down to a compressed day of ``--period`` seconds (30, 120
-or 600; by default the shortest in which N balances can be enrolled before the
-boundary): activation latency in proportion to the day (the simulators' 1-5 % of it),
-Webbing's usage lag, a small error rate (``--error-rate``, 503s the clients retry) and a
-per-carrier rate limit (``--rate-limit``) that the clients are configured to keep and
-the simulators enforce with 429s, counted in the result.
+with carrier behaviour scaled down to a compressed day of ``--period`` seconds (30, 120,
+600 or 1800; by default the shortest in which N balances can be enrolled before the
+boundary at ``--bring-up-rate`` enrolments/s): activation latency in proportion to the
+day (the simulators' 1-5 % of it), Webbing's usage lag, a small error rate
+(``--error-rate``, 503s the clients retry) and a per-carrier rate limit
+(``--rate-limit``) that the clients are configured to keep and the simulators enforce
+with 429s, counted in the result.
 
 Phases, all in one run; the product's worker is this process and holds nothing else:
 

@@ -15,7 +15,8 @@ from activities import carrier as carrier_activities
 from activities.carrier import ACTIVATION_PENDING, CarrierActivities
 from carriers.base import CarrierLine
 from carriers.errors import CarrierUnavailable
-from models.payloads import Line, LineCommand, LineState
+from models.payloads import LineState
+from tests.test_carrier_heartbeats import command
 
 
 class SlowActivation:
@@ -41,21 +42,6 @@ class SlowActivation:
             ends_at=now + timedelta(seconds=30) if active else None,
             allowance_bytes=3_000_000,
         )
-
-
-def command(poll: float) -> LineCommand:
-    line = Line(
-        seq=1,
-        reference="b:1",
-        product_id="telna-compressed-30s",
-        carrier_product_id="compressed-30s",
-        allowance_bytes=3_000_000,
-        validity_seconds=30,
-        line_id="pkg-1",
-    )
-    return LineCommand(
-        carrier="telna", iccid="8944000000000000001", line=line, poll_up_to_seconds=poll
-    )
 
 
 def environment(beats: list[Any], is_local: bool = False) -> ActivityEnvironment:

@@ -37,7 +37,7 @@ class SlowCarrier:
         )
 
 
-def command() -> LineCommand:
+def command(poll_up_to_seconds: float = 0.0) -> LineCommand:
     line = Line(
         seq=1,
         reference="b:1",
@@ -48,7 +48,12 @@ def command() -> LineCommand:
         line_id="pkg-1",
         state=LineState.active,
     )
-    return LineCommand(carrier="telna", iccid="8944000000000000001", line=line)
+    return LineCommand(
+        carrier="telna",
+        iccid="8944000000000000001",
+        line=line,
+        poll_up_to_seconds=poll_up_to_seconds,
+    )
 
 
 async def run(seconds: float, heartbeat_timeout: timedelta | None) -> list[Any]:

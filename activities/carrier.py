@@ -2,20 +2,13 @@
 
 Each method translates a payload into one carrier operation. Known carrier rejections
 become non-retryable ``ApplicationError``s; transient failures propagate for Temporal to
-retry with backoff.
+retry with backoff. Nothing here loops or sleeps: an activation the carrier has not yet
+confirmed fails with ``ActivationPending`` and Temporal's retry policy polls for it.
 
 Scheduled (not local) attempts heartbeat every second while their carrier call runs, so
 when a worker dies mid-call Temporal retries elsewhere after the heartbeat timeout (5 s)
 instead of the call's whole start-to-close timeout; calls that answer within a second
 send no heartbeat at all.
-
-An activation the carrier has not yet confirmed is polled inside the attempt when the
-command asks for it (``LineCommand.poll_up_to_seconds``): reads 0.3 s apart backing off to
-that many seconds, heartbeating meanwhile. That is Temporal's pattern for frequent
-polling: one scheduled attempt instead of a retry (timer, task, failure) on the server for
-every read, which is what a fleet's bring-up spent most of its time on (BENCHMARKS.md).
-Without it (local activities, the naive baseline) a pending activation fails with
-``ActivationPending`` and the retry policy polls.
 """
 
 from __future__ import annotations
@@ -42,7 +35,6 @@ ACTIVATION_PENDING = "ActivationPending"
 LINE_ENDED = "LineEnded"
 NON_RETRYABLE = ["CarrierRejected", LINE_ENDED, "UnknownCarrier"]
 HEARTBEAT_EVERY = 1.0  # seconds between heartbeats while one attempt runs
-POLL_FIRST, POLL_BACKOFF = 0.3, 1.5  # activation reads within one attempt
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -69,22 +61,6 @@ async def _beat() -> None:
     while True:
         await asyncio.sleep(HEARTBEAT_EVERY)
         activity.heartbeat()
-
-
-async def _activate(carrier: Carrier, line_id: str) -> CarrierLine:
-    """One activation request (idempotent at the carrier): the line as it is now."""
-    try:
-        try:
-            return await carrier.activate(line_id)
-        except CarrierRejected as refused:
-            # Refused because the package has ended meanwhile (it may have been active: a
-            # queued start, or activation on attach)? Report what it was.
-            found = await carrier.get_line(line_id)
-            if found.status != "ended":
-                raise carrier_failure(refused) from refused
-            return found
-    except CarrierError as error:
-        raise carrier_failure(error) from error
 
 
 def carrier_failure(error: CarrierError) -> ApplicationError:
@@ -177,17 +153,24 @@ class CarrierActivities:
         """Ask the carrier to activate the line; succeed once it is ACTIVE (or has ended)."""
         carrier = self._carrier(cmd.carrier)
         assert cmd.line.line_id is not None
-        wait = POLL_FIRST
-        while (found := await _activate(carrier, cmd.line.line_id)).status == "scheduled":
-            if cmd.poll_up_to_seconds <= 0 or activity.info().is_local:
-                # Benign: Temporal retries to poll, without logging each attempt as a failure.
-                raise ApplicationError(
-                    f"line {cmd.line.seq} not yet active at {cmd.carrier}",
-                    type=ACTIVATION_PENDING,
-                    category=ApplicationErrorCategory.BENIGN,
-                )
-            await asyncio.sleep(wait)
-            wait = min(wait * POLL_BACKOFF, cmd.poll_up_to_seconds)
+        try:
+            try:
+                found = await carrier.activate(cmd.line.line_id)
+            except CarrierRejected as refused:
+                # Refused because the package has ended meanwhile (it may have been
+                # active: a queued start, or activation on attach)? Report what it was.
+                found = await carrier.get_line(cmd.line.line_id)
+                if found.status != "ended":
+                    raise carrier_failure(refused) from refused
+        except CarrierError as error:
+            raise carrier_failure(error) from error
+        if found.status == "scheduled":
+            # Benign: Temporal retries to poll, without logging each attempt as a failure.
+            raise ApplicationError(
+                f"line {cmd.line.seq} not yet active at {cmd.carrier}",
+                type=ACTIVATION_PENDING,
+                category=ApplicationErrorCategory.BENIGN,
+            )
         # Active — or ended before we could confirm it: the workflow records what it was.
         return _merge(cmd.line, found)
 

@@ -23,8 +23,6 @@ with workflow.unsafe.imports_passed_through():
 
 NOOP = timedelta(seconds=10)
 CARRIER_CALL = timedelta(seconds=30)
-# Activation polled within the attempt, as the product does (LineCommand).
-ACTIVATION_CALL, ACTIVATION_HEARTBEAT = timedelta(minutes=5), timedelta(seconds=5)
 POLL = RetryPolicy(
     initial_interval=timedelta(milliseconds=300),
     backoff_coefficient=1.5,
@@ -89,9 +87,8 @@ class NaiveWorkflow:
         )
         active: Line = await workflow.execute_activity_method(
             CarrierActivities.activate_line,
-            LineCommand(carrier=req.carrier, iccid=req.iccid, line=ordered, poll_up_to_seconds=5),
-            start_to_close_timeout=ACTIVATION_CALL,
-            heartbeat_timeout=ACTIVATION_HEARTBEAT,
+            LineCommand(carrier=req.carrier, iccid=req.iccid, line=ordered),
+            start_to_close_timeout=CARRIER_CALL,
             retry_policy=POLL,
         )
         return active

@@ -249,17 +249,12 @@ class OrderLineInput(BaseModel):
 
 
 class LineCommand(BaseModel):
-    """Act on one line at its carrier; ``end_state`` says why a deactivation happens.
-
-    ``poll_up_to_seconds``: an activation attempt reads again until the line is active,
-    from 0.3 s apart backing off to this many seconds, heartbeating meanwhile; 0 means a
-    single read that fails with ``ActivationPending`` (the retry policy polls instead)."""
+    """Act on one line at its carrier; ``end_state`` says why a deactivation happens."""
 
     carrier: str
     iccid: str
     line: Line
     end_state: LineState | None = None
-    poll_up_to_seconds: float = 0.0
 
 
 class BalanceRecord(BaseModel):

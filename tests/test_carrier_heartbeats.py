@@ -37,7 +37,7 @@ class SlowCarrier:
         )
 
 
-def command(poll_up_to_seconds: float = 0.0) -> LineCommand:
+def command() -> LineCommand:
     line = Line(
         seq=1,
         reference="b:1",
@@ -48,12 +48,7 @@ def command(poll_up_to_seconds: float = 0.0) -> LineCommand:
         line_id="pkg-1",
         state=LineState.active,
     )
-    return LineCommand(
-        carrier="telna",
-        iccid="8944000000000000001",
-        line=line,
-        poll_up_to_seconds=poll_up_to_seconds,
-    )
+    return LineCommand(carrier="telna", iccid="8944000000000000001", line=line)
 
 
 async def run(seconds: float, heartbeat_timeout: timedelta | None) -> list[Any]:

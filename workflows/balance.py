@@ -49,11 +49,9 @@ CARRIER_CALL = timedelta(seconds=30)
 # Carrier activities heartbeat while a call runs: a dead worker's attempt is retried
 # after this, not after CARRIER_CALL.
 CARRIER_HEARTBEAT = timedelta(seconds=5)
-# Activation is confirmed by polling: the attempt reads again, at most 5 s apart (or a
-# tenth of the lead if that is shorter: _tenth_of_lead), until the carrier says it
-# is active; the attempt heartbeats meanwhile, so this bounds only a stuck one.
+# Activation is confirmed by polling: each retry asks the carrier again (at most every
+# 5 s, or a tenth of the lead if that is shorter: see _activation_retry).
 ACTIVATION_POLL_MAX = timedelta(seconds=5)
-ACTIVATION_CALL = timedelta(minutes=5)
 STORE_CALL = timedelta(seconds=30)
 STORE_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 # Shortest wait between two attempts once a step has failed for good.
@@ -288,20 +286,20 @@ class BalanceWorkflow:
         (one marker event, no extra workflow task) instead of a scheduled one."""
         s = self.s
         summary = f"activate line {line.seq} at {s.carrier}, wait for confirmation"
+        command = LineCommand(carrier=s.carrier, iccid=s.iccid, line=line)
         if confirm_only:
             handle = workflow.start_local_activity_method(
                 CarrierActivities.activate_line,
-                LineCommand(carrier=s.carrier, iccid=s.iccid, line=line),
+                command,
                 start_to_close_timeout=CARRIER_CALL,
                 retry_policy=self._activation_retry(),
                 summary=summary,
             )
         else:
-            poll = self._tenth_of_lead(ACTIVATION_POLL_MAX).total_seconds()
             handle = workflow.start_activity_method(
                 CarrierActivities.activate_line,
-                LineCommand(carrier=s.carrier, iccid=s.iccid, line=line, poll_up_to_seconds=poll),
-                start_to_close_timeout=ACTIVATION_CALL,
+                command,
+                start_to_close_timeout=CARRIER_CALL,
                 heartbeat_timeout=CARRIER_HEARTBEAT,
                 retry_policy=self._activation_retry(),
                 summary=summary,
@@ -694,9 +692,8 @@ class BalanceWorkflow:
         )
 
     def _activation_retry(self) -> RetryPolicy:
-        """Retries from 0.3 s, backing off to a tenth of the lead (at most 5 s): after an
-        outage a short pass's switch is retried within seconds. A local (confirm-only)
-        activation also polls by these retries."""
+        """Polls for the carrier's confirmation from 0.3 s, backing off to a tenth of the
+        lead (at most 5 s): after an outage a short pass's switch is retried within seconds."""
         cap = self._tenth_of_lead(ACTIVATION_POLL_MAX)
         return RetryPolicy(
             initial_interval=timedelta(milliseconds=300),

@@ -18,7 +18,7 @@ from carriers.errors import CarrierOutcomeUnknown, CarrierRejected, CarrierUnava
 from carriers.webbing import WebbingCarrier
 from config import Settings, TelnaSettings, WebbingSettings
 from models.identifiers import make_iccid
-from simulators.webbing import create_app
+from simulators.webbing import CATALOGUE, create_app
 from simulators.webbing_usage import UsageLag
 from tests.servers import serve
 
@@ -130,12 +130,12 @@ async def test_find_lines_pages_through_every_instance(
     try:
         ordered = [(await carrier.order(iccid, "1042", f"bal-2:{n}")).line_id for n in range(5)]
         lines = await carrier.find_lines(iccid)
-        products = await carrier.list_products()  # 12 products: 6 pages of 2
+        products = await carrier.list_products()  # every product, 2 to a page
     finally:
         await carrier.aclose()
     assert [line.line_id for line in lines] == ordered
     assert [line.reference for line in lines] == [f"bal-2:{n}" for n in range(5)]
-    assert len(products) == len({p.carrier_product_id for p in products}) == 14
+    assert len(products) == len({p.carrier_product_id for p in products}) == len(CATALOGUE)
 
 
 async def test_settings_build_both_carriers(sim_url: str) -> None:

@@ -3,6 +3,8 @@ whose windows end at a reset boundary, on both carriers."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,6 +50,9 @@ async def test_boundary_passes_hand_over_at_the_reset_with_no_gap(
         (iccid,) = iccids(1)
         await r.add_esims(iccid)
         # A compressed "UTC day" is 10 s: every line ends at a multiple of 10 s since the epoch.
+        # Enrol just after a boundary: a first line bought in a day's last seconds ends
+        # before the next one can be ordered in its lead, which is a gap by design.
+        await asyncio.sleep(10 - time.time() % 10 + 0.2)
         await r.enrol(iccid, "compressed-10s-utc", policy=FAST)
         done = await r.wait_for(iccid, lambda s: s.rotations >= 3, 60, "three rotations")
         stopped_at = datetime.now(UTC)

@@ -50,8 +50,8 @@ async def test_boundary_passes_hand_over_at_the_reset_with_no_gap(
         (iccid,) = iccids(1)
         await r.add_esims(iccid)
         # A compressed "UTC day" is 10 s: every line ends at a multiple of 10 s since the epoch.
-        # Enrol just after a boundary: a first line bought in a day's last seconds ends
-        # before the next one can be ordered in its lead, which is a gap by design.
+        # Enrol just after a boundary: a first line bought in a day's last second ends
+        # before any order for its successor can reach the carrier.
         await asyncio.sleep(10 - time.time() % 10 + 0.2)
         await r.enrol(iccid, "compressed-10s-utc", policy=FAST)
         done = await r.wait_for(iccid, lambda s: s.rotations >= 3, 60, "three rotations")

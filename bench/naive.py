@@ -19,6 +19,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +80,7 @@ async def run(plan: NaivePlan) -> dict[str, Any]:
                     )
                 )
 
-            jobs = [
-                lambda i=i, iccid=iccid, carrier=carrier: start(i, iccid, carrier)
-                for i, (iccid, carrier) in enumerate(plan.esims)
-            ]
+            jobs = [partial(start, i, *esim) for i, esim in enumerate(plan.esims)]
             await gather_limited(jobs, 50)
             finished = 0
             try:

@@ -56,6 +56,8 @@ STORE_CALL = timedelta(seconds=30)
 STORE_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 # Shortest wait between two attempts once a step has failed for good.
 FAILING_BACKOFF = timedelta(seconds=30)
+# A clock this far behind a timer it has seen fire is stale, not rounded (see _now).
+STALE_CLOCK = timedelta(milliseconds=10)
 SAFETY_NET_EARLY = timedelta(seconds=1)
 
 
@@ -69,6 +71,8 @@ class BalanceWorkflow:
         self._wake = False
         self._published: dict[str, Any] = {}
         self._timers: dict[datetime, asyncio.Future[None]] = {}
+        # The latest moment a fired timer proves has passed (see _now).
+        self._floor: datetime | None = None
 
     @workflow.run
     async def run(self, state: BalanceState) -> BalanceStatusView:
@@ -89,7 +93,7 @@ class BalanceWorkflow:
                     return await self._close(BalanceStatus.Completed)
                 await self._bring_up_line()
                 continue
-            now = workflow.now()
+            now = self._now()
             self._note_cap(now)
             if self._is_last_line():
                 if now >= self._ends_at(s.active):
@@ -379,7 +383,7 @@ class BalanceWorkflow:
         s = self.s
         old, new = s.active, s.scheduled
         assert old is not None and new is not None
-        now = workflow.now()
+        now = self._now()
         reason = self._switch_reason(now)
         deadline = self._ends_at(old)
         # At a reset boundary the carrier has already made the switch: the queued start
@@ -475,7 +479,7 @@ class BalanceWorkflow:
                 summary=f"read usage of line {s.active.seq} at {s.carrier}",
             )
         except ActivityError:
-            s.usage_check_at = workflow.now() + timedelta(
+            s.usage_check_at = self._now() + timedelta(
                 seconds=max(1.0, s.active.validity_seconds / 20)
             )
             return
@@ -549,14 +553,33 @@ class BalanceWorkflow:
         # A timer that has fired is not reused: the workflow's clock can read a hair
         # before ``at`` when it fires (times are rounded on the way), and a fired timer
         # taken again would wake the loop at once, with nothing due, for ever.
-        delay = at - workflow.now()
+        delay = at - self._now()
         if delay <= timedelta(0):
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             done.set_result(None)
             return done
-        timer = asyncio.ensure_future(workflow.sleep(delay, summary=summary))
+        timer = asyncio.ensure_future(self._sleep_until(at, delay, summary))
         self._timers[at] = timer
         return timer
+
+    async def _sleep_until(self, at: datetime, delay: timedelta, summary: str) -> None:
+        await workflow.sleep(delay, summary=summary)
+        self._floor = max(self._floor or at, at)
+
+    def _now(self) -> datetime:
+        """The workflow's time, never earlier than a timer it has seen fire.
+
+        A worker that first built this run to answer a query, while another worker held
+        the run's first workflow task, can later be handed the run and wake it with the
+        clock of that first task (seen with temporalio 1.35 when the other worker died).
+        A timer that fired proves its moment has passed: woken by the order timer, the
+        run orders, as any replay of it, which reads the true clock, will. A clock read
+        a hair before a timer's moment (rounding) is taken as it was, so recorded runs
+        replay as they ran."""
+        now = workflow.now()
+        if self._floor is not None and self._floor - now > STALE_CLOCK:
+            return self._floor
+        return now
 
     async def _wait(self, done: Any, timeout: timedelta, summary: str) -> None:
         """Sleep until ``timeout`` passes, ``done()`` holds, or a message arrives."""
@@ -662,7 +685,7 @@ class BalanceWorkflow:
 
     def _count_line_today(self, line: Line) -> None:
         s = self.s
-        day = (line.activated_at or workflow.now()).date()
+        day = (line.activated_at or self._now()).date()
         if s.day != day:
             s.day, s.lines_today = day, 0
         s.lines_today += 1
@@ -706,7 +729,7 @@ class BalanceWorkflow:
         """When a step with no line deadline (the first line, a resume) shows Failing:
         after a quarter of the validity, between 1 s and 60 s."""
         quarter = self.s.product.validity_seconds / 4
-        return workflow.now() + timedelta(seconds=min(60.0, max(1.0, quarter)))
+        return self._now() + timedelta(seconds=min(60.0, max(1.0, quarter)))
 
     # --- usage ------------------------------------------------------------------------
 
@@ -755,7 +778,7 @@ class BalanceWorkflow:
         """Webhooks fire only at 50/80/100 %: read usage ourselves when the projection
         says the switch point is near."""
         s = self.s
-        s.usage_check_at = usage.next_check(line, s.policy, workflow.now(), self._switch_at())
+        s.usage_check_at = usage.next_check(line, s.policy, self._now(), self._switch_at())
 
     # --- bookkeeping ------------------------------------------------------------------
 
@@ -785,7 +808,7 @@ class BalanceWorkflow:
             seq=line.seq if line else None,
             kind=kind,
             actor="workflow",
-            at=workflow.now(),
+            at=self._now(),
             detail=detail,
         )
 
@@ -803,7 +826,7 @@ class BalanceWorkflow:
                 seq=seq,
                 kind=kind,
                 actor=actor,
-                at=workflow.now(),
+                at=self._now(),
                 detail=detail,
             )
         )

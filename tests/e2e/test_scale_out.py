@@ -160,6 +160,7 @@ async def test_a_killed_worker_leaves_no_gap_and_no_double_purchase(
             orders = Counter(e["reference"] for e in await r.ledger() if e["action"] == "order")
             assert orders and max(orders.values()) == 1, orders
             await r.assert_database_matches_carrier(*fleet)
+            await r.assert_histories_replay(*fleet, keep=tmp_path / "failed-histories")
 
             doomed_id = f"{doomed.pid}@"
             seen: dict[str, list[datetime]] = {}

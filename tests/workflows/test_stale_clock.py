@@ -1,0 +1,112 @@
+"""A worker that wakes a run with a stale clock must not fork the run's history.
+
+Found by tests/e2e/test_scale_out.py (temporalio 1.35). A worker first built a run only
+to answer a query, while another worker still held the run's first workflow task. That
+other worker then died, and the run was handed to the first one. It woke the run from
+its order timer with the clock of that first task. So the run slept again, where every
+replay of it, reading the true clock, orders. The next replay (a query, a cache
+eviction, another worker) failed with a non-determinism error, and the balance stuck.
+
+Here every first run reads the clock of its first task for its whole life: the worst
+such a worker could do. The run must still rotate, and its history must replay on the
+true clock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import pytest
+from temporalio import workflow
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer, Worker
+
+from models.payloads import ActionRequest, BalanceState, ProductSpec
+from tests.fakes import FakeCarrier
+from worker import WORKFLOW_RUNNER
+from workflows.balance import BalanceWorkflow
+
+TEN_MINUTES = ProductSpec(
+    id="telna-10min",
+    carrier="telna",
+    carrier_product_id="10min",
+    allowance_bytes=1_000_000_000,
+    validity_seconds=600,
+)
+
+
+def _stuck_clock(true_now: Callable[[], datetime]) -> Callable[[], datetime]:
+    """``workflow.now`` as that worker read it: a first run's clock stops at its first task."""
+    first: dict[str, datetime] = {}
+
+    def now() -> datetime:
+        info = workflow.info()
+        if info.continued_run_id is not None:
+            return true_now()
+        return first.setdefault(info.run_id, true_now())
+
+    return now
+
+
+async def _run_on_stuck_clock(
+    env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, str, int]:
+    """One balance for 11 minutes of a 10-minute pass: its workflow id, its first run's
+    id and the rotations it made."""
+    fake = FakeCarrier()
+    queue = str(uuid.uuid4())
+    with monkeypatch.context() as patch:
+        patch.setattr(workflow, "now", _stuck_clock(workflow.now))
+        async with Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[BalanceWorkflow],
+            activities=fake.activities(),
+            workflow_runner=WORKFLOW_RUNNER,
+        ):
+            state = BalanceState(
+                balance_id=f"bal_{uuid.uuid4().hex[:12]}",
+                iccid="8944000000000000019",
+                carrier="telna",
+                product=TEN_MINUTES,
+            )
+            handle = await env.client.start_workflow(
+                BalanceWorkflow.run, state, id=f"balance-{uuid.uuid4()}", task_queue=queue
+            )
+            await env.sleep(timedelta(minutes=11))
+            rotations = (await handle.query(BalanceWorkflow.status)).rotations
+            await handle.signal(BalanceWorkflow.cancel, ActionRequest(actor="test"))
+            await handle.result()
+    return handle.id, handle.result_run_id or "", rotations
+
+
+async def _replays_on_true_clock(env: WorkflowEnvironment, workflow_id: str, run_id: str) -> None:
+    history = await env.client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+    await Replayer(
+        workflows=[BalanceWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=WORKFLOW_RUNNER,
+    ).replay_workflow(history)
+
+
+async def test_a_run_woken_on_a_stale_clock_rotates_and_replays_on_the_true_clock(
+    time_skipping_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workflow_id, run_id, rotations = await _run_on_stuck_clock(time_skipping_env, monkeypatch)
+    assert rotations == 1
+    await _replays_on_true_clock(time_skipping_env, workflow_id, run_id)
+
+
+async def test_without_the_floor_a_stale_clock_forks_the_history(
+    time_skipping_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Proof the test above can fail: the workflow as it was, reading the raw clock."""
+    monkeypatch.setattr(BalanceWorkflow, "_now", lambda self: workflow.now())
+    workflow_id, run_id, rotations = await _run_on_stuck_clock(time_skipping_env, monkeypatch)
+    assert rotations == 0  # woken by the order timer, it slept again
+    monkeypatch.undo()
+    with pytest.raises(workflow.NondeterminismError):
+        await _replays_on_true_clock(time_skipping_env, workflow_id, run_id)

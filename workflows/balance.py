@@ -569,12 +569,12 @@ class BalanceWorkflow:
     def _now(self) -> datetime:
         """The workflow's time, never earlier than a timer it has seen fire.
 
-        A worker that first built this run to answer a query, while another worker held
-        the run's first workflow task, can later be handed the run and wake it with the
-        clock of that first task (seen with temporalio 1.35 when the other worker died).
-        A timer that fired proves its moment has passed: woken by the order timer, the
-        run orders, as any replay of it, which reads the true clock, will. A clock read
-        a hair before a timer's moment (rounding) is taken as it was, so recorded runs
+        A worker handed this run after another worker died has woken it with the clock
+        of the run's first workflow task (seen with temporalio 1.35; most likely it had
+        built the run to answer a query while the other worker held that task). A timer
+        that fired proves its moment has passed: woken by the order timer, the run
+        orders, as any replay of it, which reads the true clock, will. A clock read a
+        hair before a timer's moment (rounding) is taken as it was, so recorded runs
         replay as they ran."""
         now = workflow.now()
         if self._floor is not None and self._floor - now > STALE_CLOCK:

@@ -1,11 +1,12 @@
 """A worker that wakes a run with a stale clock must not fork the run's history.
 
-Found by tests/e2e/test_scale_out.py (temporalio 1.35). A worker first built a run only
-to answer a query, while another worker still held the run's first workflow task. That
-other worker then died, and the run was handed to the first one. It woke the run from
-its order timer with the clock of that first task. So the run slept again, where every
-replay of it, reading the true clock, orders. The next replay (a query, a cache
-eviction, another worker) failed with a non-determinism error, and the balance stuck.
+Found by tests/e2e/test_scale_out.py (temporalio 1.35). One worker was killed; the
+other, handed a run whose order timer had fired, woke it with the clock of the run's
+first workflow task (its new timer had the first timer's duration to the microsecond),
+most likely because it had built the run to answer a query while the killed worker held
+that task. So the run slept again, where every replay of it, reading the true clock,
+orders. The next replay (a query, a cache eviction, another worker) failed with a
+non-determinism error, and the balance was stuck.
 
 Here every first run reads the clock of its first task for its whole life: the worst
 such a worker could do. The run must still rotate, and its history must replay on the

@@ -47,6 +47,7 @@ from models.tables import BalanceLine, LineEvent
 from tests.chaos import checks
 from tests.chaos.security import find_secrets, probe_refusals, search_attribute_texts
 from tests.chaos.stackrun import StackRun, make_secrets
+from tests.replay import replay_failures
 
 VALIDITY = 30.0  # seconds: one compressed "day"
 PRODUCTS = {"telna": "telna-compressed-30s", "webbing": "webbing-9030"}
@@ -115,6 +116,7 @@ class Summary:
     disagreements: int = 0
     missing_ledger_events: int = 0
     improper_workflows: int = 0
+    replay_failures: int = 0
     probes: int = 0
     refused: int = 0
     secrets_found: int = 0
@@ -139,7 +141,8 @@ class Summary:
             f"duplicate orders {self.duplicate_orders} · longest overlap "
             f"{self.longest_overlap_seconds:.1f}s · disagreements {self.disagreements} · "
             f"missing ledger events {self.missing_ledger_events} · improper workflows "
-            f"{self.improper_workflows} · secrets found {self.secrets_found}",
+            f"{self.improper_workflows} · runs that do not replay {self.replay_failures} · "
+            f"secrets found {self.secrets_found}",
             f"[soak] {'PASSED' if not self.problems else f'FAILED: {len(self.problems)} problems'}",
             *(f"[soak]   {p}" for p in self.problems[:40]),
         ]
@@ -419,9 +422,11 @@ class Soak:
         s.early_rotations = sum(1 for e in events if e.kind == "activated" and e.reason == "usage")
         improper = await self.improper_workflows()
         s.improper_workflows = len(improper)
+        unreplayable = await replay_failures(self.client, keep=self.stack.data / "unreplayable")
+        s.replay_failures = len(unreplayable)
         found = await self.secrets_found()
         s.secrets_found = len(found)
-        s.problems += dup + over + disagree + missing + gaps + improper + found
+        s.problems += dup + over + disagree + missing + gaps + improper + unreplayable + found
 
     def database(self) -> tuple[list[checks.DbLine], list[checks.DbEvent]]:
         url = f"sqlite:///{self.stack.data / 'esim_balance.db'}"

@@ -23,10 +23,8 @@ import httpx
 from pydantic import SecretStr
 from sqlmodel import select
 from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
 
 from activities.catalog import sync_catalogue
 from api.app import create_app as create_api
@@ -42,8 +40,9 @@ from models.payloads import ActionRequest, BalanceStatusView, Policy
 from models.tables import BalanceLine, LineEvent
 from simulators.telna import create_app as create_telna
 from simulators.webbing import create_app as create_webbing
+from tests.replay import replay_failures
 from tests.servers import serve
-from worker import WORKFLOW_RUNNER, build_worker
+from worker import build_worker
 from workflows.audit import AuditWorkflow
 from workflows.balance import BalanceWorkflow
 from workflows.usage_poll import ensure_usage_poll_schedules
@@ -260,29 +259,12 @@ class Rig:
                         for e in entries
                     ), f"line {line.seq} active in the database but ended at the carrier"
 
-
     async def assert_histories_replay(self, *iccid: str, keep: Path | None = None) -> None:
-        """Every run of these balances replays against today's code with the worker's own
-        runner: a run whose replay orders a different command would fail on the next
-        worker that has to rebuild it (after a kill, a cache eviction or a query). A run
-        that fails is written to ``keep`` (as the Web UI's JSON) for a look."""
-        replayer = Replayer(
-            workflows=[BalanceWorkflow],
-            data_converter=pydantic_data_converter,
-            workflow_runner=WORKFLOW_RUNNER,
-        )
-        failed: list[str] = []
-        for one in iccid:
-            async for run in self.client.list_workflows(f"WorkflowId = '{workflow_id(one)}'"):
-                handle = self.client.get_workflow_handle(run.id, run_id=run.run_id)
-                history = await handle.fetch_history()
-                result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-                if result.replay_failure is not None:
-                    failed.append(f"{run.id}/{run.run_id}: {result.replay_failure}")
-                    if keep is not None:
-                        keep.mkdir(parents=True, exist_ok=True)
-                        (keep / f"{run.id}-{run.run_id}.json").write_text(history.to_json())
+        """Every run of these balances replays against today's code (tests/replay.py)."""
+        ids = " OR ".join(f"WorkflowId = '{workflow_id(one)}'" for one in iccid)
+        failed = await replay_failures(self.client, ids, keep)
         assert not failed, (failed, keep)
+
 
 async def _drop_schedules(client: Client, schedule_ids: list[str]) -> None:
     """Delete the rig's schedules and end their running polls, whose task queue goes."""

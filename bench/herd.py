@@ -20,9 +20,10 @@ Phases, all in one run; the product's worker is this process and holds nothing e
    capacity here.
 2. herd: N balances enrolled on a two-line term of a UTC-boundary pass, so every first
    line ends at the same boundary B; line 2 is ordered in the lead window before B and
-   the switch at B is measured. A small side sample of balances on the 30 s pass does
-   two rotations, so one of its runs is a whole steady-state rotation: that run gives
-   ``history_events_per_rotation``.
+   the switch at B is measured. Enrolment keeps at most ``--bring-up-window`` balances
+   waiting for a first line (default: 3/4 of the worker's workflow cache). A small side
+   sample of balances on the 30 s pass does two rotations, so one of its runs is a whole
+   steady-state rotation: that run gives ``history_events_per_rotation``.
 3. naive baseline, in a process of its own (``bench/naive.py``: own task queue, worker
    and carrier account): ``--baseline-balances`` (default N) ``NaiveWorkflow`` balances,
    which order and activate line 2 only once line 1 has expired (a sweep-based design),
@@ -354,7 +355,7 @@ class Run:
                 self._enrol_job(iccid, i, PRODUCTS[30], SAMPLE_LINES)
                 for i, iccid in enumerate(sample)
             ]
-            await gather_limited(jobs, 50)
+            await self._enrol_paced(jobs, url)
             enrolled = time.time()
             # The herd is what is timed: a side-sample balance whose 30 s lines a loaded
             # box activated only as they ended never rotates, and must not hold it up.
@@ -426,6 +427,21 @@ class Run:
                 "worker_kb_per_balance": round((rss_open - rss_before) * 1024 / n, 1),
             }
         )
+
+    async def _enrol_paced(self, jobs: Sequence[Callable[[], Awaitable[Any]]], url: str) -> None:
+        """Enrol, 50 at a time, keeping at most ``--bring-up-window`` balances without a
+        first line: a worker caching fewer workflows than are bringing up rebuilds each
+        one (a fresh sandbox and a replay) at every step, and the bring-up crawls."""
+        window = self.args.bring_up_window
+        if window <= 0:
+            window = max(100, self.settings.worker_max_cached_workflows * 3 // 4)
+        started, step = 0, min(100, window)
+        for first in range(0, len(jobs), step):
+            while started - count_balances(url, col(Balance.line_seq) >= 1) >= window:
+                await asyncio.sleep(0.5)
+            batch = jobs[first : first + step]
+            await gather_limited(batch, 50)
+            started += len(batch)
 
     def _enrol_job(
         self, iccid: str, index: int, products: dict[str, str], lines: int
@@ -573,12 +589,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--bring-up-rate", type=float, default=ENROL_RATE, help="enrolments/s, for the boundary"
     )
+    parser.add_argument(
+        "--bring-up-window",
+        type=int,
+        default=0,
+        help="most balances bringing up at once (default: 3/4 of the worker's cache)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--dump-history", type=Path, help="event list of one rotation's run")
     args = parser.parse_args(argv)
     logging.getLogger("temporalio").setLevel(logging.ERROR)  # retried carrier errors
     if args.balances < 1:
         parser.error("--balances must be at least 1")
+    if args.bring_up_window < 0:
+        parser.error("--bring-up-window must be 0 (the default) or more")
     if args.bring_up_rate <= 0:
         parser.error("--bring-up-rate must be positive")
     if args.baseline_balances is None:

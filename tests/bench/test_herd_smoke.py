@@ -35,6 +35,7 @@ NAIVE_FIELDS = {"gap_seconds_max", "gap_seconds_p99", "throttled_seconds_total"}
 def test_herd_of_24(tmp_path: Path) -> None:
     out = tmp_path / "herd.json"
     argv = [sys.executable, "-m", "bench.herd", "--balances", "24", "--bare-seconds", "4"]
+    argv += ["--bring-up-window", "8"]  # enrolled in three waves
     done = subprocess.run(
         [*argv, "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=240
     )
@@ -51,3 +52,11 @@ def test_herd_of_24(tmp_path: Path) -> None:
     assert 0 < result["carrier_calls_per_rotation"] <= 4
     assert 0 < result["history_events_per_rotation"] <= 25
     assert result["bare_rotations_per_second"] > 0 and result["efficiency"] > 0
+
+
+def test_a_negative_bring_up_window_is_refused_in_one_line() -> None:
+    argv = [sys.executable, "-m", "bench.herd", "--bring-up-window", "-1"]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    last = done.stderr.splitlines()[-1]
+    assert last.endswith("--bring-up-window must be 0 (the default) or more"), last

@@ -25,18 +25,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from models.payloads import ActionRequest, BalanceState, ProductSpec
+from models.payloads import ActionRequest, BalanceState
 from tests.fakes import FakeCarrier
+from tests.workflows.test_balance_long_term import DAILY
 from worker import WORKFLOW_RUNNER
 from workflows.balance import BalanceWorkflow
 
-TEN_MINUTES = ProductSpec(
-    id="telna-10min",
-    carrier="telna",
-    carrier_product_id="10min",
-    allowance_bytes=1_000_000_000,
-    validity_seconds=600,
-)
+# The daily pass, made a 10-minute one.
+TEN_MINUTES = DAILY.model_copy(update={"id": "telna-10min", "validity_seconds": 600})
 
 
 def _stuck_clock(true_now: Callable[[], datetime]) -> Callable[[], datetime]:

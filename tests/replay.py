@@ -16,19 +16,24 @@ from worker import WORKFLOW_RUNNER
 from workflows.balance import BalanceWorkflow
 
 
-async def replay_failures(client: Client, query: str = "", keep: Path | None = None) -> list[str]:
-    """Every BalanceWorkflow run (that the visibility ``query`` lists) is replayed; one line
-    per run that fails. A failed run's history is written to ``keep`` (the Web UI's JSON)."""
-    replayer = Replayer(
+def replayer() -> Replayer:
+    """What worker.build_worker runs BalanceWorkflow with."""
+    return Replayer(
         workflows=[BalanceWorkflow],
         data_converter=pydantic_data_converter,
         workflow_runner=WORKFLOW_RUNNER,
     )
+
+
+async def replay_failures(client: Client, query: str = "", keep: Path | None = None) -> list[str]:
+    """Every BalanceWorkflow run (that the visibility ``query`` lists) is replayed; one line
+    per run that fails. A failed run's history is written to ``keep`` (the Web UI's JSON)."""
+    replaying = replayer()
     failed: list[str] = []
     listed = "WorkflowType = 'BalanceWorkflow'" + (f" AND ({query})" if query else "")
     async for run in client.list_workflows(listed):
         history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
-        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        result = await replaying.replay_workflow(history, raise_on_replay_failure=False)
         if result.replay_failure is None:
             continue
         failed.append(f"run {run.id}/{run.run_id} does not replay: {result.replay_failure}")

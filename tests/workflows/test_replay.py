@@ -19,23 +19,12 @@ from typing import Any
 import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 
+from tests.replay import replayer
 from tests.workflows.record_histories import HISTORIES, SCENARIOS
-from worker import WORKFLOW_RUNNER
 from workflows.balance import BalanceWorkflow
 
 FILES = sorted(HISTORIES.glob("*.json"))
-
-
-def _replayer() -> Replayer:
-    """What worker.build_worker runs BalanceWorkflow with."""
-    return Replayer(
-        workflows=[BalanceWorkflow],
-        data_converter=pydantic_data_converter,
-        workflow_runner=WORKFLOW_RUNNER,
-    )
 
 
 def _history(path: Path) -> WorkflowHistory:
@@ -58,7 +47,7 @@ def _scenario(path: Path) -> str:
 
 @pytest.mark.parametrize("path", FILES, ids=[path.stem for path in FILES])
 async def test_recorded_run_replays(path: Path) -> None:
-    await _replayer().replay_workflow(_history(path))
+    await replayer().replay_workflow(_history(path))
 
 
 async def test_a_changed_workflow_fails_replay(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,7 +64,7 @@ async def test_a_changed_workflow_fails_replay(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(BalanceWorkflow, "_order_next", wait_then_order)
     history = _history(HISTORIES / "rotation-telna-1.json")
     with pytest.raises(workflow.NondeterminismError):
-        await _replayer().replay_workflow(history)
+        await replayer().replay_workflow(history)
 
 
 def test_every_scenario_is_recorded_with_what_it_shows() -> None:

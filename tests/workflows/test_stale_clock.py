@@ -21,12 +21,12 @@ from datetime import datetime, timedelta
 
 import pytest
 from temporalio import workflow
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Worker
 
 from models.payloads import ActionRequest, BalanceState
 from tests.fakes import FakeCarrier
+from tests.replay import replayer
 from tests.workflows.test_balance_long_term import DAILY
 from worker import WORKFLOW_RUNNER
 from workflows.balance import BalanceWorkflow
@@ -82,11 +82,7 @@ async def _run_on_stuck_clock(
 
 async def _replays_on_true_clock(env: WorkflowEnvironment, workflow_id: str, run_id: str) -> None:
     history = await env.client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
-    await Replayer(
-        workflows=[BalanceWorkflow],
-        data_converter=pydantic_data_converter,
-        workflow_runner=WORKFLOW_RUNNER,
-    ).replay_workflow(history)
+    await replayer().replay_workflow(history)
 
 
 async def test_a_run_woken_on_a_stale_clock_rotates_and_replays_on_the_true_clock(

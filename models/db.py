@@ -12,6 +12,8 @@ Every process that touches the database calls :func:`init_db` at start: with
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -34,6 +36,9 @@ from models import tables  # noqa: F401  (registers the tables on SQLModel.metad
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 # Any constant: the key of the PostgreSQL advisory lock that serialises migrations.
 MIGRATION_LOCK_KEY = 0x65_53_49_4D  # "eSIM"
+# How long a connection waits for SQLite's locks: the busy timeout, and the bound on
+# retrying the switch to WAL (which SQLite refuses at once, not after the timeout).
+SQLITE_LOCK_WAIT_S = 30.0
 
 
 class SchemaOutOfDate(RuntimeError):
@@ -45,7 +50,9 @@ def get_engine(url: str) -> Engine:
     """The engine for ``url``, created once; SQLite parent folders are created."""
     if url.startswith("sqlite"):
         _make_sqlite_folder(url)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": SQLITE_LOCK_WAIT_S}
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -57,12 +64,31 @@ def _make_sqlite_folder(url: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+def _use_wal(dbapi_connection: sqlite3.Connection) -> None:
+    """Put the database in WAL mode (it stays so: this is a no-op after the first time).
+
+    Switching needs the database to itself, and when another connection holds a write
+    lock SQLite answers "database is locked" at once instead of waiting out the busy
+    timeout (waiting could deadlock). Only a new database's first connections race for
+    it, so the switch is retried, for as long as the busy timeout would have waited.
+    """
+    deadline = time.monotonic() + SQLITE_LOCK_WAIT_S
+    while True:
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    _use_wal(dbapi_connection)
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_LOCK_WAIT_S * 1000)}")
     cursor.close()
 
 
@@ -193,12 +219,14 @@ def _migration_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, poolclass=pool.NullPool)
     _make_sqlite_folder(url)
-    engine = create_engine(url, poolclass=pool.NullPool, connect_args={"timeout": 30})
+    engine = create_engine(
+        url, poolclass=pool.NullPool, connect_args={"timeout": SQLITE_LOCK_WAIT_S}
+    )
 
     @event.listens_for(engine, "connect")
     def _manual_transactions(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
-        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        _use_wal(dbapi_connection)
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection: Any) -> None:

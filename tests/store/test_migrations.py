@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
 from argparse import Namespace
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -120,3 +122,22 @@ def test_a_database_made_before_migrations_that_differs_is_refused(database_url:
     with pytest.raises(SchemaOutOfDate, match="no migration history"):
         migrate(database_url)
     assert current_revision(database_url) is None
+
+
+def test_a_new_database_locked_by_another_writer_is_waited_for(tmp_path: Path) -> None:
+    """SQLite refuses the switch to WAL at once while another connection writes; a
+    starter must wait for it as it waits for any lock, not fail (it did, now and then,
+    when several processes started on a new database together)."""
+    path = tmp_path / "balance.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")  # holds the write lock until rolled back
+    release = threading.Timer(0.5, writer.rollback)
+    release.start()
+    try:
+        migrate(f"sqlite:///{path}")
+    finally:
+        release.join()
+        writer.close()
+    assert _tables(f"sqlite:///{path}") == TABLES
+    with sqlite3.connect(path) as reader:
+        assert reader.execute("PRAGMA journal_mode").fetchone() == ("wal",)

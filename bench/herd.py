@@ -5,7 +5,7 @@
 Daily passes that reset at 00:00 UTC all end at once. This runs that moment on a private
 dev server against both simulators (as processes, half the balances at each carrier),
 with carrier behaviour scaled down to a compressed day of ``--period`` seconds (30, 120,
-600 or 1800; by default the shortest in which N balances can be enrolled before the
+600, 1800 or 3600; by default the shortest in which N balances can be enrolled before the
 boundary at ``--bring-up-rate`` enrolments/s): activation latency in proportion to the
 day (the simulators' 1-5 % of it), Webbing's usage lag, a small error rate
 (``--error-rate``, 503s the clients retry) and a per-carrier rate limit
@@ -95,6 +95,7 @@ PRODUCTS = {
     120: {"telna": "telna-compressed-120s-utc", "webbing": "webbing-9120"},
     600: {"telna": "telna-compressed-600s-utc", "webbing": "webbing-9160"},
     1800: {"telna": "telna-compressed-1800s-utc", "webbing": "webbing-9180"},
+    3600: {"telna": "telna-compressed-3600s-utc", "webbing": "webbing-9190"},
 }
 # The same passes on a UTC+8 day: the naive baseline's boundary, a third of a day before
 # the product's, so the two designs do not share the box's cores at their midnights.
@@ -103,6 +104,7 @@ NAIVE_PRODUCTS = {
     120: {"telna": "telna-compressed-120s-utc8", "webbing": "webbing-9220"},
     600: {"telna": "telna-compressed-600s-utc8", "webbing": "webbing-9260"},
     1800: {"telna": "telna-compressed-1800s-utc8", "webbing": "webbing-9280"},
+    3600: {"telna": "telna-compressed-3600s-utc8", "webbing": "webbing-9290"},
 }
 NAIVE_OFFSET_MINUTES = 480
 # Enrolments per second assumed when choosing the boundary (a first line each: order,

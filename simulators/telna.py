@@ -69,6 +69,9 @@ CATALOGUE = (
     Product(
         "compressed-1800s-utc", "Compressed 1800 s, UTC day", 180 * MB, 1800, 128, 1, UTC_MIDNIGHT
     ),
+    Product(
+        "compressed-3600s-utc", "Compressed 3600 s, UTC day", 360 * MB, 3600, 128, 1, UTC_MIDNIGHT
+    ),
     # The same days at UTC+8, whose boundary comes a third of a day before UTC's: the
     # benchmark's naive baseline meets its midnight there, not at the product's.
     *(
@@ -82,7 +85,7 @@ CATALOGUE = (
             LOCAL_MIDNIGHT,
             480,
         )
-        for day in (120, 600, 1800)
+        for day in (120, 600, 1800, 3600)
     ),
 )
 _REASONS = {"expire": "EXPIRED", "deactivate": "DEACTIVATED", "cancel": "CANCELLED"}

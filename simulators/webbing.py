@@ -72,11 +72,13 @@ CATALOGUE = (
     Product("9120", "Compressed 120 s, UTC day", 12 * MB, 120, 128, 1, UTC_MIDNIGHT),
     Product("9160", "Compressed 600 s, UTC day", 60 * MB, 600, 128, 1, UTC_MIDNIGHT),
     Product("9180", "Compressed 1800 s, UTC day", 180 * MB, 1800, 128, 1, UTC_MIDNIGHT),
+    Product("9190", "Compressed 3600 s, UTC day", 360 * MB, 3600, 128, 1, UTC_MIDNIGHT),
     # The same days at UTC+8, whose boundary comes a third of a day before UTC's: the
     # benchmark's naive baseline meets its midnight there, not at the product's.
     Product("9220", "Compressed 120 s, UTC+8 day", 12 * MB, 120, 128, 1, LOCAL_MIDNIGHT, 480),
     Product("9260", "Compressed 600 s, UTC+8 day", 60 * MB, 600, 128, 1, LOCAL_MIDNIGHT, 480),
     Product("9280", "Compressed 1800 s, UTC+8 day", 180 * MB, 1800, 128, 1, LOCAL_MIDNIGHT, 480),
+    Product("9290", "Compressed 3600 s, UTC+8 day", 360 * MB, 3600, 128, 1, LOCAL_MIDNIGHT, 480),
 )
 
 N = TypeVar("N", int, float)

@@ -21,9 +21,10 @@ Phases, all in one run; the product's worker is this process and holds nothing e
 2. herd: N balances enrolled on a two-line term of a UTC-boundary pass, so every first
    line ends at the same boundary B; line 2 is ordered in the lead window before B and
    the switch at B is measured. Enrolment keeps at most ``--bring-up-window`` balances
-   waiting for a first line (default: 3/4 of the worker's workflow cache). A small side
-   sample of balances on the 30 s pass does two rotations, so one of its runs is a whole
-   steady-state rotation: that run gives ``history_events_per_rotation``.
+   waiting for a first line (default 1,500, at most 3/4 of the worker's workflow
+   cache). A small side sample of balances on the 30 s pass does two rotations, so one
+   of its runs is a whole steady-state rotation: that run gives
+   ``history_events_per_rotation``.
 3. naive baseline, in a process of its own (``bench/naive.py``: own task queue, worker
    and carrier account): ``--baseline-balances`` (default N) ``NaiveWorkflow`` balances,
    which order and activate line 2 only once line 1 has expired (a sweep-based design),
@@ -111,6 +112,9 @@ NAIVE_OFFSET_MINUTES = 480
 # activation polls, records), unless --bring-up-rate says otherwise; measured 5-10/s on
 # the 2-core box (BENCHMARKS.md, first_lines_seconds).
 ENROL_RATE = 6.0
+# Most balances bringing up at once, by default (and at most 3/4 of the worker's cache):
+# 1,500 made 6-7 first lines a second on the 2-core box, 9,100 made 0.2.
+BRING_UP_WINDOW = 1500
 SAMPLE = 6
 HERD_LINES, SAMPLE_LINES = 2, 3  # terms: the herd's two lines meet at B; the sample rotates twice
 SAMPLE_POLICY = Policy()
@@ -431,12 +435,15 @@ class Run:
         )
 
     async def _enrol_paced(self, jobs: Sequence[Callable[[], Awaitable[Any]]], url: str) -> None:
-        """Enrol, 50 at a time, keeping at most ``--bring-up-window`` balances without a
-        first line: a worker caching fewer workflows than are bringing up rebuilds each
-        one (a fresh sandbox and a replay) at every step, and the bring-up crawls."""
+        """Enrol in batches of 100, keeping at most ``--bring-up-window`` balances without
+        a first line. Too many at once and the bring-up crawls: a worker caching fewer
+        workflows than are bringing up rebuilds each one (a fresh sandbox and a replay)
+        at every step, and even with all of them cached the dev server drowns in their
+        activation polls (BENCHMARKS.md, 10,000 balances)."""
         window = self.args.bring_up_window
         if window <= 0:
-            window = max(100, self.settings.worker_max_cached_workflows * 3 // 4)
+            cache = self.settings.worker_max_cached_workflows
+            window = max(100, min(BRING_UP_WINDOW, cache * 3 // 4))
         started, step = 0, min(100, window)
         for first in range(0, len(jobs), step):
             while started - count_balances(url, col(Balance.line_seq) >= 1) >= window:
@@ -595,7 +602,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--bring-up-window",
         type=int,
         default=0,
-        help="most balances bringing up at once (default: 3/4 of the worker's cache)",
+        help=f"most balances bringing up at once (default {BRING_UP_WINDOW}, "
+        "at most 3/4 of the worker's cache)",
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--dump-history", type=Path, help="event list of one rotation's run")

@@ -101,6 +101,8 @@ class CarrierActivities:
 
     def __init__(self, carriers: Mapping[str, Carrier]) -> None:
         self._carriers = carriers
+        # Orders running in this worker, by reference (see order_line).
+        self._ordering: dict[str, asyncio.Future[Line]] = {}
 
     def _carrier(self, name: str) -> Carrier:
         try:
@@ -117,7 +119,22 @@ class CarrierActivities:
 
         Carriers have no idempotency keys, so this looks before it buys: an earlier
         attempt whose response was lost has left a package carrying our reference.
+        Looking cannot see an earlier attempt that is still running, as on a loaded
+        worker, where the server retries an attempt it has given up on (a late heartbeat)
+        while that attempt still waits to send its order: the 10,000-balance herd had
+        23,365 order attempts complete after the server had given up on them, and bought
+        5 packages twice. A retry in the same worker therefore joins the order in flight
+        for its reference instead of starting another; the order runs to its end even
+        when the attempt that started it is cancelled.
         """
+        ordering = self._ordering.get(req.reference)
+        if ordering is None:
+            ordering = asyncio.ensure_future(self._order_line(req))
+            self._ordering[req.reference] = ordering
+            ordering.add_done_callback(lambda _: self._ordering.pop(req.reference, None))
+        return await asyncio.shield(ordering)
+
+    async def _order_line(self, req: OrderLineInput) -> Line:
         carrier = self._carrier(req.carrier)
         line = Line(
             seq=req.seq,

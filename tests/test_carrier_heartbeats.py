@@ -1,4 +1,5 @@
-"""Carrier activities heartbeat while a slow call runs, so a dead worker is noticed fast."""
+"""Carrier activities heartbeat while a slow call runs, so a dead worker is noticed fast;
+an order attempt retried while it still runs does not buy twice."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities import carrier as carrier_activities
 from activities.carrier import CarrierActivities
 from carriers.base import CarrierLine
-from models.payloads import Line, LineCommand, LineState
+from models.payloads import Line, LineCommand, LineState, OrderLineInput, ProductSpec
 
 
 class SlowCarrier:
@@ -71,3 +73,73 @@ async def test_a_fast_call_or_no_heartbeat_timeout_sends_none(monkeypatch: Any) 
     monkeypatch.setattr(carrier_activities, "HEARTBEAT_EVERY", 0.1)
     assert await run(0.05, timedelta(seconds=5)) == []
     assert await run(0.35, None) == []
+
+
+class OrderingCarrier:
+    """Finds nothing for a while, then the package its one order placed; counts orders."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.placed: list[CarrierLine] = []
+
+    async def find_lines(self, iccid: str) -> list[CarrierLine]:
+        return list(self.placed)
+
+    async def order(
+        self, iccid: str, product_id: str, reference: str, start_at: datetime | None
+    ) -> CarrierLine:
+        await asyncio.sleep(self.seconds)  # the request waits, as on a loaded worker
+        line = CarrierLine(
+            line_id=f"pkg-{len(self.placed) + 1}",
+            iccid=iccid,
+            carrier_product_id=product_id,
+            reference=reference,
+            status="scheduled",
+            ordered_at=datetime.now(UTC),
+            allowance_bytes=3_000_000,
+        )
+        self.placed.append(line)
+        return line
+
+
+def order_input() -> OrderLineInput:
+    product = ProductSpec(
+        id="telna-compressed-30s",
+        carrier="telna",
+        carrier_product_id="compressed-30s",
+        allowance_bytes=3_000_000,
+        validity_seconds=30,
+    )
+    return OrderLineInput(
+        balance_id="b", iccid="8944000000000000001", carrier="telna", seq=2, product=product
+    )
+
+
+async def test_a_retry_beside_a_running_order_attempt_joins_it_and_buys_once() -> None:
+    """The server retries an attempt it gave up on while that one still runs: looking
+    first finds nothing yet, so only joining the running order prevents a second buy."""
+    carrier = OrderingCarrier(0.3)
+    activities = CarrierActivities({"telna": carrier})  # type: ignore[dict-item]
+    first = asyncio.create_task(ActivityEnvironment().run(activities.order_line, order_input()))
+    await asyncio.sleep(0.1)
+    retry = ActivityEnvironment().run(activities.order_line, order_input())
+    lines = await asyncio.gather(first, retry)
+    assert len(carrier.placed) == 1
+    assert {line.line_id for line in lines} == {"pkg-1"}
+
+
+async def test_an_order_outlives_its_cancelled_attempt_and_the_retry_gets_it() -> None:
+    carrier = OrderingCarrier(0.3)
+    activities = CarrierActivities({"telna": carrier})  # type: ignore[dict-item]
+    env = ActivityEnvironment()
+    first = asyncio.create_task(env.run(activities.order_line, order_input()))
+    await asyncio.sleep(0.1)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    # The request was on its way: abandoning it would leave the purchase's fate unknown.
+    await asyncio.sleep(0.4)
+    assert [line.line_id for line in carrier.placed] == ["pkg-1"]
+    # Done, nothing is held: the retry looks, finds the package and adopts it.
+    line = await ActivityEnvironment().run(activities.order_line, order_input())
+    assert line.line_id == "pkg-1" and len(carrier.placed) == 1

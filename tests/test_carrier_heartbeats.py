@@ -14,7 +14,8 @@ from temporalio.testing import ActivityEnvironment
 from activities import carrier as carrier_activities
 from activities.carrier import CarrierActivities
 from carriers.base import CarrierLine
-from models.payloads import Line, LineCommand, LineState, OrderLineInput, ProductSpec
+from models.payloads import Line, LineCommand, LineState, OrderLineInput
+from tests.workflows.test_balance_long_term import DAILY
 
 
 class SlowCarrier:
@@ -103,15 +104,8 @@ class OrderingCarrier:
 
 
 def order_input() -> OrderLineInput:
-    product = ProductSpec(
-        id="telna-compressed-30s",
-        carrier="telna",
-        carrier_product_id="compressed-30s",
-        allowance_bytes=3_000_000,
-        validity_seconds=30,
-    )
     return OrderLineInput(
-        balance_id="b", iccid="8944000000000000001", carrier="telna", seq=2, product=product
+        balance_id="b", iccid="8944000000000000001", carrier="telna", seq=2, product=DAILY
     )
 
 

@@ -120,8 +120,8 @@ class CarrierActivities:
         Carriers have no idempotency keys, so this looks before it buys: an earlier
         attempt whose response was lost has left a package carrying our reference.
         Looking cannot see an earlier attempt that is still running, as on a loaded
-        worker, where the server retries an attempt it has given up on (a late heartbeat)
-        while that attempt still waits to send its order: the 10,000-balance herd had
+        worker, where the server retries an attempt it has timed out while that attempt
+        still waits to send its order: the 10,000-balance herd had
         23,365 order attempts complete after the server had given up on them, and bought
         5 packages twice. A retry in the same worker therefore joins the order in flight
         for its reference instead of starting another; the order runs to its end even

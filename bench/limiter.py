@@ -26,35 +26,45 @@ LOADS = (0, 5, 20)
 WAITING = 500
 
 
-async def _busy(stop: asyncio.Event, seconds: float) -> None:
-    while not stop.is_set():
-        until = time.perf_counter() + seconds
-        while time.perf_counter() < until:
-            pass
-        await asyncio.sleep(0)
+async def let_go(
+    spacer: RequestSpacer,
+    seconds: float,
+    busy_callbacks: int,
+    busy_ms: float = 1.0,
+    waiting: int = WAITING,
+) -> list[float]:
+    """When each of ``waiting`` requests looping on ``spacer`` was let go over ``seconds``,
+    with ``busy_callbacks`` callbacks of ``busy_ms`` each in every pass of the loop."""
+    stop = asyncio.Event()
+    sent: list[float] = []
+
+    async def request() -> None:
+        while not stop.is_set():
+            await spacer.wait()
+            sent.append(time.monotonic())
+
+    async def busy() -> None:
+        while not stop.is_set():
+            until = time.perf_counter() + busy_ms / 1000
+            while time.perf_counter() < until:
+                pass
+            await asyncio.sleep(0)
+
+    tasks = [asyncio.create_task(busy()) for _ in range(busy_callbacks)]
+    tasks += [asyncio.create_task(request()) for _ in range(waiting)]
+    await asyncio.sleep(seconds)
+    stop.set()
+    counted = list(sent)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return counted
 
 
 async def let_through(rate: float, busy_callbacks: int, busy_ms: float, seconds: float) -> float:
     """Requests/s the spacer lets go with ``busy_callbacks`` busy callbacks per loop pass."""
-    stop = asyncio.Event()
-    spacer = RequestSpacer(rate)
-    sent = 0
-
-    async def request() -> None:
-        nonlocal sent
-        while not stop.is_set():
-            await spacer.wait()
-            sent += 1
-
-    tasks = [asyncio.create_task(_busy(stop, busy_ms / 1000)) for _ in range(busy_callbacks)]
-    tasks += [asyncio.create_task(request()) for _ in range(WAITING)]
-    await asyncio.sleep(seconds)
-    stop.set()
-    counted = sent
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return round(counted / seconds, 1)
+    sent = await let_go(RequestSpacer(rate), seconds, busy_callbacks, busy_ms)
+    return round(len(sent) / seconds, 1)
 
 
 async def measure(args: argparse.Namespace) -> dict[str, object]:

@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 
+from bench.limiter import let_go
 from carriers.ratelimit import RequestSpacer, limited
 from carriers.telna import TelnaCarrier
 
@@ -53,33 +54,6 @@ async def test_the_setting_reaches_the_client() -> None:
     assert times[-1] - times[0] >= 0.3 * 0.9
 
 
-async def _send_for(spacer: RequestSpacer, seconds: float, busy_callbacks: int) -> list[float]:
-    """Times 200 waiting requests were let go, with the loop kept busy beside them."""
-    sent: list[float] = []
-    stop = asyncio.Event()
-
-    async def request() -> None:
-        while not stop.is_set():
-            await spacer.wait()
-            sent.append(time.monotonic())
-
-    async def busy() -> None:  # one millisecond of work per pass of the loop
-        while not stop.is_set():
-            until = time.perf_counter() + 0.001
-            while time.perf_counter() < until:
-                pass
-            await asyncio.sleep(0)
-
-    tasks = [asyncio.create_task(busy()) for _ in range(busy_callbacks)]
-    tasks += [asyncio.create_task(request()) for _ in range(200)]
-    await asyncio.sleep(seconds)
-    stop.set()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return sent
-
-
 def _most_in_one_second(sent: list[float]) -> int:
     return max(sum(1 for t in sent if start <= t < start + 1.0) for start in sent)
 
@@ -87,7 +61,7 @@ def _most_in_one_second(sent: list[float]) -> int:
 async def test_a_busy_event_loop_still_gets_its_limit() -> None:
     """With every pass of the loop taking 20 ms (a worker amid a herd), a lock handed from
     waiter to waiter let one request through per pass: half of this limit."""
-    sent = await _send_for(RequestSpacer(100), 2.0, busy_callbacks=20)
+    sent = await let_go(RequestSpacer(100), 2.0, busy_callbacks=20, waiting=200)
     assert len(sent) >= 0.75 * 100 * 2.0, len(sent)
     assert _most_in_one_second(sent) <= 100
 
@@ -95,7 +69,7 @@ async def test_a_busy_event_loop_still_gets_its_limit() -> None:
 async def test_a_stalled_loop_does_not_release_a_second_over_the_limit() -> None:
     spacer = RequestSpacer(50)
     stall = asyncio.get_running_loop().call_later(0.3, time.sleep, 0.8)  # blocks the loop
-    sent = await _send_for(spacer, 2.5, busy_callbacks=0)
+    sent = await let_go(spacer, 2.5, busy_callbacks=0, waiting=200)
     stall.cancel()
     assert len(sent) >= 50
     assert _most_in_one_second(sent) <= 50

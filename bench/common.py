@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,41 @@ async def history_events_per_rotation(
                 dump.write_text("\n".join(_event_line(e) for e in events) + "\n")
                 dump = None
     return statistics.mean(sizes) if sizes else 0.0
+
+
+async def activity_retries(
+    client: Client, workflow_ids: set[str], workflow_type: str = "BalanceWorkflow"
+) -> dict[str, dict[str, int]]:
+    """Activity attempts that ran out of time or failed, then were retried, by activity
+    type, over every run of those workflows. A retried attempt leaves no event of its own:
+    the ``ActivityTaskStarted`` event of the attempt that ended it carries the attempt
+    number and the failure of the attempt before it. So ``retried`` counts every attempt
+    after the first, and ``after_timeout`` those whose predecessor was timed out by the
+    server (whose worker may still have been running it: see ``order_line``)."""
+    every = client.list_workflows(f"WorkflowType = '{workflow_type}'")
+    runs = [run async for run in every if run.id in workflow_ids]
+    counts: dict[str, dict[str, int]] = {}
+
+    async def one(run_id: str, wf_id: str) -> None:
+        history = await client.get_workflow_handle(wf_id, run_id=run_id).fetch_history()
+        scheduled: dict[int, str] = {}
+        for event in history.events:
+            if event.HasField("activity_task_scheduled_event_attributes"):
+                name = event.activity_task_scheduled_event_attributes.activity_type.name
+                scheduled[event.event_id] = name
+            elif event.HasField("activity_task_started_event_attributes"):
+                started = event.activity_task_started_event_attributes
+                if started.attempt <= 1:
+                    continue
+                kind = counts.setdefault(
+                    scheduled[started.scheduled_event_id], {"retried": 0, "after_timeout": 0}
+                )
+                kind["retried"] += started.attempt - 1
+                if started.last_failure.HasField("timeout_failure_info"):
+                    kind["after_timeout"] += 1
+
+    await gather_limited([partial(one, run.run_id, run.id) for run in runs], 16)
+    return dict(sorted(counts.items()))
 
 
 def _event_line(event: Any) -> str:

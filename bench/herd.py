@@ -15,8 +15,8 @@ with 429s, counted in the result.
 Phases, all in one run; the product's worker is this process and holds nothing else:
 
 1. bare engine: ``BareWorkflow`` loops (one timer, three no-op activities per rotation)
-   for ``--bare-seconds`` (while the clock runs towards the herd's boundary, or after the
-   herd when there is no time before it); its rotations per second are the engine's
+   for ``--bare-seconds`` (before the herd when the boundary leaves time for it, or after
+   the herd when there is none); its rotations per second are the engine's
    capacity here.
 2. herd: N balances enrolled on a two-line term of a UTC-boundary pass, so every first
    line ends at the same boundary B; line 2 is ordered in the lead window before B and
@@ -33,7 +33,9 @@ Phases, all in one run; the product's worker is this process and holds nothing e
 
 Gaps come from the carriers' own records (``/_sim/packages``): for each eSIM, the time
 between line 1's end and line 2's activation. Carrier calls are the HTTP requests the
-worker's carrier clients sent from the end of enrolment until the herd had switched.
+worker's carrier clients sent from the end of enrolment until the herd had switched. Activity
+retries (``activity_retries``) are read from the herd's histories: attempts after the
+first, by activity, and how many followed an attempt the server had timed out.
 Bounded: every wait has a deadline (the herd must finish within one period after B) and
 everything started here is stopped at the end.
 """
@@ -67,6 +69,7 @@ from temporalio.worker import Worker
 from activities.catalog import sync_catalogue
 from bench.baselines import BareInput, BareWorkflow, noop
 from bench.common import (
+    activity_retries,
     bench_iccids,
     bench_settings,
     carrier_clients,
@@ -81,7 +84,7 @@ from bench.common import (
 from bench.naive import NaivePlan
 from carriers.base import Carrier
 from config import Settings
-from enrolment import EnrolRequest, enrol, product_spec
+from enrolment import EnrolRequest, enrol, product_spec, workflow_id
 from models.db import migrate, session_scope
 from models.payloads import Policy, ProductSpec
 from models.tables import Balance, BalanceLine, Product
@@ -116,6 +119,9 @@ ENROL_RATE = 6.0
 # 1,500 made 6-7 first lines a second on the 2-core box, 9,100 made 0.2.
 BRING_UP_WINDOW = 1500
 SAMPLE = 6
+# Starting and ending the bare loop's workflows, beside its measured window: the bare
+# loop runs first, delaying the bring-up, when the boundary leaves this much to spare.
+BARE_SETUP_SECONDS = 60
 HERD_LINES, SAMPLE_LINES = 2, 3  # terms: the herd's two lines meet at B; the sample rotates twice
 SAMPLE_POLICY = Policy()
 
@@ -339,14 +345,16 @@ class Run:
         enrolments = n + len(baseline)
         # The naive baseline's day starts a third of a day before the product's.
         early = period / 3 if baseline else 0.0
-        bring_up = enrolments / self.args.bring_up_rate
-        boundary = next_boundary(period, early + bring_up + lead + 5)
+        need = early + enrolments / self.args.bring_up_rate + lead + 5
+        boundary = next_boundary(period, need)
         naive_boundary = window_end_epoch(
             boundary - period, period, "local_midnight", NAIVE_OFFSET_MINUTES
         )
         first_start = boundary - period - early
-        if first_start - time.time() > self.args.bare_seconds + 8:
-            await self.bare()  # while the clock runs towards the herd's boundary
+        spare = boundary - time.time() - need  # how long the bring-up may wait
+        bare = self.args.bare_seconds
+        if first_start - time.time() > bare + 8 or spare > bare + BARE_SETUP_SECONDS:
+            await self.bare()  # before the herd, on a box with nothing else on it
         await wait_until(first_start + 0.5)
         naive = asyncio.create_task(self.naive(baseline, naive_boundary))
         await wait_until(boundary - period + 0.5)
@@ -409,6 +417,7 @@ class Run:
             events = await history_events_per_rotation(
                 self.client, sample, skip_first_run=True, dump=self.args.dump_history
             )
+            retries = await activity_retries(self.client, {workflow_id(i) for i in herd})
         herd_gaps = gaps(found, set(herd), done_at)
         seconds = max(done_at - boundary, 0.001)
         self.result.update(
@@ -429,6 +438,7 @@ class Run:
                 "rate_limit_per_second": self.args.rate_limit,
                 "carrier_429s": {c: rejected_after[c] - rejected_before[c] for c in rejected_after},
                 "history_events_per_rotation": round(events, 1),
+                "activity_retries": retries,
                 "worker_peak_rss_mb": round(peak_rss_mb(), 1),
                 "worker_kb_per_balance": round((rss_open - rss_before) * 1024 / n, 1),
             }

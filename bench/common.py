@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 import httpx
 from pydantic import SecretStr
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -195,11 +196,12 @@ async def activity_retries(
     type, over every run of those workflows. A retried attempt leaves no event of its own:
     the ``ActivityTaskStarted`` event of the attempt that ended it carries the attempt
     number and the failure of the attempt before it. So ``retried`` counts every attempt
-    after the first, and ``after_timeout`` those whose predecessor was timed out by the
-    server (whose worker may still have been running it: see ``order_line``)."""
+    after the first, and ``after_{kind}_timeout`` those whose predecessor the server had
+    timed out (``start_to_close``, ``heartbeat``), whose worker may still have been
+    running it: see ``order_line``."""
     every = client.list_workflows(f"WorkflowType = '{workflow_type}'")
     runs = [run async for run in every if run.id in workflow_ids]
-    counts: dict[str, dict[str, int]] = {}
+    counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
 
     async def one(run_id: str, wf_id: str) -> None:
         history = await client.get_workflow_handle(wf_id, run_id=run_id).fetch_history()
@@ -212,15 +214,14 @@ async def activity_retries(
                 started = event.activity_task_started_event_attributes
                 if started.attempt <= 1:
                     continue
-                kind = counts.setdefault(
-                    scheduled[started.scheduled_event_id], {"retried": 0, "after_timeout": 0}
-                )
-                kind["retried"] += started.attempt - 1
+                tally = counts[scheduled[started.scheduled_event_id]]
+                tally["retried"] += started.attempt - 1
                 if started.last_failure.HasField("timeout_failure_info"):
-                    kind["after_timeout"] += 1
+                    kind = TimeoutType.Name(started.last_failure.timeout_failure_info.timeout_type)
+                    tally[f"after_{kind.removeprefix('TIMEOUT_TYPE_').lower()}_timeout"] += 1
 
     await gather_limited([partial(one, run.run_id, run.id) for run in runs], 16)
-    return dict(sorted(counts.items()))
+    return {name: dict(tally) for name, tally in sorted(counts.items())}
 
 
 def _event_line(event: Any) -> str:

@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     """Activities one worker process runs at once."""
     worker_max_cached_workflows: int = 2_000
     """Workflows one worker keeps cached; one asleep beyond them replays its run on waking."""
+    # Off by default: a worker replays every balance it cannot cache at a boundary, and a
+    # replay costs half without the sandbox. The e2e tests and the replay tests run the
+    # workflows in it, which is where it catches a non-deterministic call.
+    worker_workflow_sandbox: bool = False
+    """Run workflow code in Temporal's sandbox (the tests do; off, a replay costs half)."""
     worker_sticky_timeout_seconds: float = Field(default=5.0, gt=0)
     """Seconds a balance's task waits for the worker caching it; then any worker takes it."""
     worker_metrics_port: int = 9464

@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.audit import AuditActivities
@@ -48,6 +48,11 @@ log = logging.getLogger("worker")
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows")
 )
+
+
+def workflow_runner(settings: Settings) -> WorkflowRunner:
+    """The sandbox (WORKER_WORKFLOW_SANDBOX) or none."""
+    return WORKFLOW_RUNNER if settings.worker_workflow_sandbox else UnsandboxedWorkflowRunner()
 
 
 async def connect(settings: Settings) -> Client:
@@ -92,7 +97,7 @@ def build_worker(
         sticky_queue_schedule_to_start_timeout=timedelta(
             seconds=settings.worker_sticky_timeout_seconds
         ),
-        workflow_runner=WORKFLOW_RUNNER,
+        workflow_runner=workflow_runner(settings),
     )
 
 

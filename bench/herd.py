@@ -90,7 +90,7 @@ from models.payloads import Policy, ProductSpec
 from models.tables import Balance, BalanceLine, Product
 from models.windows import window_end_epoch
 from starter import exit_with
-from worker import build_worker
+from worker import build_worker, workflow_runner
 
 CARRIERS = ("telna", "webbing")
 # Pass of each compressed day length, by catalogue id, at each carrier.
@@ -308,6 +308,7 @@ class Run:
             activities=[noop],
             max_concurrent_activities=self.settings.worker_max_concurrent_activities,
             max_cached_workflows=self.settings.worker_max_cached_workflows,
+            workflow_runner=workflow_runner(self.settings),  # the same as the product's
         ):
             handles = [
                 await self.client.start_workflow(

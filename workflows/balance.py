@@ -48,10 +48,14 @@ with workflow.unsafe.imports_passed_through():
 CARRIER_CALL = timedelta(seconds=30)
 # Carrier activities heartbeat while a call runs: a dead worker's attempt is retried
 # after this, not after CARRIER_CALL.
-CARRIER_HEARTBEAT = timedelta(seconds=5)
+# 15 s: at a boundary a busy worker's heartbeats can lag by seconds, and a timed-out
+# attempt that still completes is work thrown away and done again (BENCHMARKS.md).
+CARRIER_HEARTBEAT = timedelta(seconds=15)
 # Activation is confirmed by polling: each retry asks the carrier again (at most every
 # 5 s, or a tenth of the lead if that is shorter: see _activation_retry).
 ACTIVATION_POLL_MAX = timedelta(seconds=5)
+# The part of the lead window over which a reset boundary's orders are spread.
+ORDER_SPREAD = 2 / 3
 STORE_CALL = timedelta(seconds=30)
 STORE_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 # Shortest wait between two attempts once a step has failed for good.
@@ -605,16 +609,16 @@ class BalanceWorkflow:
     def _order_at(self) -> datetime:
         """``lead`` before the line ends. Lines that end at a reset boundary end with
         thousands of others (the midnight herd): those are ordered at a moment spread
-        over the first half of the lead window by a hash of the balance id, the same on
-        every replay, so the carrier sees a smooth rate instead of one burst. The second
-        half stays for retries before the switch."""
+        over the first two thirds of the lead window by a hash of the balance id, the same
+        on every replay, so the carrier sees a smooth rate instead of one burst. The last
+        third stays for retries before the switch."""
         active = self.s.active
         assert active is not None
         lead = self.s.policy.lead(active.validity_seconds)
         at = self._ends_at(active) - timedelta(seconds=lead)
         if self.s.product.reset != "rolling":
             spread = zlib.crc32(self.s.balance_id.encode()) / 2**32
-            at += timedelta(seconds=round(lead / 2 * spread, 3))
+            at += timedelta(seconds=round(lead * ORDER_SPREAD * spread, 3))
         return at
 
     def _safety_net_start(self) -> datetime:

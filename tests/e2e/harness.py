@@ -310,6 +310,7 @@ async def rig(
         temporal_address=target,
         task_queue=f"esim-balance-{uuid.uuid4().hex[:8]}",
         usage_poll_interval_seconds=USAGE_POLL_SECONDS,
+        worker_workflow_sandbox=True,  # the guard against a non-deterministic call
         api_keys=SecretStr(f"operator:{OPERATOR_KEY},service:{SERVICE_KEY}"),
         telna=TelnaSettings(
             base_url="http://unused",

@@ -1,6 +1,6 @@
 """What one replay costs the worker, in Temporal's sandbox and without it.
 
-    python -m bench.replay --rounds 20 --json replay.json
+    python -m bench.replay --rounds 3 --copies 10 --json replay.json
 
 A worker replays a balance's run whenever it wakes a balance it no longer caches: at a
 midnight herd larger than WORKER_MAX_CACHED_WORKFLOWS, every balance, twice (the order,

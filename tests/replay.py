@@ -17,7 +17,8 @@ from workflows.balance import BalanceWorkflow
 
 
 def replayer() -> Replayer:
-    """What worker.build_worker runs BalanceWorkflow with."""
+    """The worker's converter, and the sandbox (the worker's own runs skip it by default):
+    a replay here also fails on a call the sandbox forbids."""
     return Replayer(
         workflows=[BalanceWorkflow],
         data_converter=pydantic_data_converter,

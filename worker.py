@@ -25,6 +25,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.audit import AuditActivities
 from activities.carrier import CarrierActivities
 from activities.catalog import sync_catalogue
+from activities.claims import OrderClaims
 from activities.metrics import serve as serve_metrics
 from activities.metrics import watch_balances
 from activities.notify import Dispatcher
@@ -72,7 +73,8 @@ def build_worker(
     task_queue: str | None = None,
 ) -> Worker:
     """The worker with every workflow and activity of the product registered."""
-    carrier_activities = CarrierActivities(carriers)
+    claims = OrderClaims(settings.database_url, settings.carrier_timeout_seconds)
+    carrier_activities = CarrierActivities(carriers, claims)
     store = StoreActivities(settings.database_url)
     usage_poll = UsagePollActivities(carriers, client, settings.database_url)
     audit = AuditActivities(

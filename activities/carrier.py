@@ -6,7 +6,7 @@ retry with backoff. Nothing here loops or sleeps: an activation the carrier has 
 confirmed fails with ``ActivationPending`` and Temporal's retry policy polls for it.
 
 Scheduled (not local) attempts heartbeat every second while their carrier call runs, so
-when a worker dies mid-call Temporal retries elsewhere after the heartbeat timeout (5 s)
+when a worker dies mid-call Temporal retries elsewhere after the heartbeat timeout (15 s)
 instead of the call's whole start-to-close timeout; calls that answer within a second
 send no heartbeat at all.
 """
@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import ParamSpec, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from activities.claims import ClaimHeld, OrderClaims
 from carriers.base import Carrier, CarrierLine
 from carriers.errors import (
     CarrierError,
@@ -29,9 +30,13 @@ from carriers.errors import (
     CarrierRejected,
     CarrierUnavailable,
 )
+from carriers.ratelimit import SEND_BY
 from models.payloads import Line, LineCommand, LineState, OrderLineInput, UsageReport
 
 ACTIVATION_PENDING = "ActivationPending"
+ORDER_IN_FLIGHT = "OrderInFlight"
+SETTLED_FAILURES = ("CarrierRejected", "CarrierUnavailable")  # the carrier took no order
+CLAIM_RETRY_MAX = timedelta(seconds=30)  # a retry waiting for another worker's claim
 LINE_ENDED = "LineEnded"
 NON_RETRYABLE = ["CarrierRejected", LINE_ENDED, "UnknownCarrier"]
 HEARTBEAT_EVERY = 1.0  # seconds between heartbeats while one attempt runs
@@ -99,10 +104,11 @@ def _merge(line: Line, found: CarrierLine) -> Line:
 class CarrierActivities:
     """Activities against the carriers; one long-lived client per carrier, injected."""
 
-    def __init__(self, carriers: Mapping[str, Carrier]) -> None:
+    def __init__(self, carriers: Mapping[str, Carrier], claims: OrderClaims | None = None) -> None:
         self._carriers = carriers
         # Orders running in this worker, by reference (see order_line).
         self._ordering: dict[str, asyncio.Future[Line]] = {}
+        self._claims = claims  # orders running in other workers (None: this one only)
 
     def _carrier(self, name: str) -> Carrier:
         try:
@@ -125,16 +131,42 @@ class CarrierActivities:
         23,365 order attempts complete after the server had given up on them, and bought
         5 packages twice. A retry in the same worker therefore joins the order in flight
         for its reference instead of starting another; the order runs to its end even
-        when the attempt that started it is cancelled.
+        when the attempt that started it is cancelled. A retry in another worker finds
+        the order claimed (activities/claims.py) and fails with ``OrderInFlight``, to be
+        retried until the claim is gone.
         """
         ordering = self._ordering.get(req.reference)
         if ordering is None:
-            ordering = asyncio.ensure_future(self._order_line(req))
+            ordering = asyncio.ensure_future(self._claimed_order(req))
             self._ordering[req.reference] = ordering
             ordering.add_done_callback(lambda _: self._ordering.pop(req.reference, None))
         return await asyncio.shield(ordering)
 
-    async def _order_line(self, req: OrderLineInput) -> Line:
+    async def _claimed_order(self, req: OrderLineInput) -> Line:
+        if self._claims is None:
+            return await self._order_line(req, send_by=None)
+        try:
+            claim = await asyncio.to_thread(self._claims.take, req.reference)
+        except ClaimHeld as held:
+            wait = held.lease_until - datetime.now(UTC)
+            raise ApplicationError(
+                str(held),
+                type=ORDER_IN_FLIGHT,
+                category=ApplicationErrorCategory.BENIGN,
+                next_retry_delay=min(max(wait, timedelta(seconds=1)), CLAIM_RETRY_MAX),
+            ) from None
+        try:
+            line = await self._order_line(req, send_by=claim.send_by)
+        except ApplicationError as failed:
+            if failed.type in SETTLED_FAILURES:  # no order went out: let anyone retry
+                await asyncio.to_thread(self._claims.release, req.reference)
+            raise
+        # Bought or adopted. (An attempt whose request may have gone out keeps the claim
+        # until its lease ends, or until a retry in this process takes it again.)
+        await asyncio.to_thread(self._claims.release, req.reference)
+        return line
+
+    async def _order_line(self, req: OrderLineInput, send_by: datetime | None) -> Line:
         carrier = self._carrier(req.carrier)
         line = Line(
             seq=req.seq,
@@ -157,9 +189,15 @@ class CarrierActivities:
                     )
                 activity.logger.info("adopting %s for %s", mine[0].line_id, req.reference)
                 return _merge(line, mine[0])
-            placed = await carrier.order(
-                req.iccid, req.product.carrier_product_id, req.reference, req.start_at
-            )
+            if send_by is not None and datetime.now(UTC) > send_by:
+                raise CarrierUnavailable(req.carrier, f"order for {req.reference} not sent: late")
+            token = SEND_BY.set(send_by)
+            try:
+                placed = await carrier.order(
+                    req.iccid, req.product.carrier_product_id, req.reference, req.start_at
+                )
+            finally:
+                SEND_BY.reset(token)
         except CarrierError as error:
             raise carrier_failure(error) from error
         return _merge(line, placed)

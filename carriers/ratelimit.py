@@ -17,8 +17,15 @@ import asyncio
 import math
 import time
 from collections import deque
+from contextvars import ContextVar
+from datetime import UTC, datetime
 
 import httpx
+
+# A request sent in this context must leave by this time (UTC), or not at all: an
+# order may only go while its claim lasts (activities/claims.py). Checked after the wait
+# for the request's turn, which at a busy carrier can be long.
+SEND_BY: ContextVar[datetime | None] = ContextVar("SEND_BY", default=None)
 
 # The log's second, with a margin: requests let go a second apart can arrive at the
 # carrier closer together than that, and count in the same second of its own limit.
@@ -71,10 +78,19 @@ class RateLimitedTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await self._spacer.wait()
+        check_send_by(request)
         return await self._inner.handle_async_request(request)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def check_send_by(request: httpx.Request) -> None:
+    """Raise, sending nothing, if ``request`` is too late to leave (``SEND_BY``)."""
+    send_by = SEND_BY.get()
+    if send_by is not None and datetime.now(UTC) > send_by:
+        # A pool timeout: the clients map it to CarrierUnavailable, "nothing was sent".
+        raise httpx.PoolTimeout(f"not sent: it had to leave by {send_by:%H:%M:%S}", request=request)
 
 
 def limited(

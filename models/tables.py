@@ -188,3 +188,18 @@ class NotificationCursor(SQLModel, table=True):
     owner: str | None = Field(default=None, max_length=64)
     lease_until: datetime | None = _ts()
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+
+
+class OrderClaim(SQLModel, table=True):
+    """An order in flight for one line reference: the worker process ``owner`` may buy it
+    until ``lease_until``; no other may, so two processes never buy one line twice.
+
+    Taken before the order looks at the carrier, removed once the order is settled;
+    a claim left by a dead process lapses at ``lease_until``. See ``activities/claims.py``.
+    """
+
+    __tablename__ = "order_claim"
+
+    reference: str = Field(primary_key=True, max_length=64)
+    owner: str = Field(max_length=64)
+    lease_until: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

@@ -1,0 +1,148 @@
+"""An order retried in another worker process while the first attempt still runs buys
+nothing: the claim in the database holds it off until the first attempt is done, then it
+adopts what that attempt bought. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlmodel import select
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities import claims as claims_module
+from activities.carrier import ORDER_IN_FLIGHT, CarrierActivities
+from activities.claims import OrderClaims
+from carriers.ratelimit import SEND_BY, RateLimitedTransport
+from models.db import migrate, session_scope
+from models.tables import OrderClaim
+from tests.test_carrier_heartbeats import OrderingCarrier, order_input
+
+
+def worker(url: str, carrier: OrderingCarrier, owner: str) -> CarrierActivities:
+    """The carrier activities of one worker process."""
+    claims = OrderClaims(url, request_seconds=1.0, owner=owner)
+    return CarrierActivities({"telna": carrier}, claims)  # type: ignore[dict-item]
+
+
+def claims_left(url: str) -> list[str]:
+    with session_scope(url) as session:
+        return [claim.owner for claim in session.exec(select(OrderClaim)).all()]
+
+
+async def test_a_retry_in_another_worker_waits_for_the_order_in_flight(database_url: str) -> None:
+    migrate(database_url)
+    carrier = OrderingCarrier(0.5)
+    first = worker(database_url, carrier, "worker-a")
+    second = worker(database_url, carrier, "worker-b")
+    running = asyncio.create_task(ActivityEnvironment().run(first.order_line, order_input()))
+    await asyncio.sleep(0.2)
+    # Looking now would find nothing, and buying would buy the line twice.
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(second.order_line, order_input())
+    assert refused.value.type == ORDER_IN_FLIGHT and not refused.value.non_retryable
+    assert "worker-a" in str(refused.value)
+    assert refused.value.next_retry_delay is not None
+    assert refused.value.next_retry_delay <= timedelta(seconds=30)
+    bought = await running
+    # Temporal's next retry: the claim is gone, the package is found and adopted.
+    assert claims_left(database_url) == []
+    adopted = await ActivityEnvironment().run(second.order_line, order_input())
+    assert adopted.line_id == bought.line_id == "pkg-1"
+    assert len(carrier.placed) == 1
+    assert claims_left(database_url) == []
+
+
+async def test_a_claim_left_by_a_dead_worker_lapses(database_url: str) -> None:
+    migrate(database_url)
+    carrier = OrderingCarrier(0.0)
+    dead = OrderClaims(database_url, request_seconds=1.0, owner="worker-a")
+    reference = order_input().reference
+    dead.take(reference, now=datetime.now(UTC) - dead.lease - timedelta(seconds=1))
+    assert claims_left(database_url) == ["worker-a"]
+    line = await ActivityEnvironment().run(
+        worker(database_url, carrier, "worker-b").order_line, order_input()
+    )
+    assert line.line_id == "pkg-1" and len(carrier.placed) == 1
+    assert claims_left(database_url) == []
+
+
+async def test_a_live_claim_is_not_taken_over(database_url: str) -> None:
+    migrate(database_url)
+    reference = order_input().reference
+    OrderClaims(database_url, request_seconds=1.0, owner="worker-a").take(reference)
+    other = OrderClaims(database_url, request_seconds=1.0, owner="worker-b")
+    with pytest.raises(claims_module.ClaimHeld):
+        other.take(reference)
+    # Its own process may take it again (an attempt of its own has ended).
+    OrderClaims(database_url, request_seconds=1.0, owner="worker-a").take(reference)
+    assert claims_left(database_url) == ["worker-a"]
+
+
+class SlowLookCarrier(OrderingCarrier):
+    """Looks slowly, as a carrier behind a long queue of requests."""
+
+    async def find_lines(self, iccid: str) -> list:  # type: ignore[type-arg]
+        await asyncio.sleep(0.3)
+        return await super().find_lines(iccid)
+
+
+async def test_an_order_that_could_outlast_its_claim_is_not_sent(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migrate(database_url)
+    monkeypatch.setattr(claims_module, "SEND_WINDOW", timedelta(seconds=0.1))
+    carrier = SlowLookCarrier(0.0)
+    with pytest.raises(ApplicationError) as late:
+        await ActivityEnvironment().run(
+            worker(database_url, carrier, "worker-a").order_line, order_input()
+        )
+    assert late.value.type == "CarrierUnavailable" and "not sent" in str(late.value)
+    assert carrier.placed == []
+
+
+async def test_a_request_past_its_send_by_never_leaves_the_rate_limiter() -> None:
+    sent: list[httpx.Request] = []
+    inner = httpx.MockTransport(lambda request: sent.append(request) or httpx.Response(200))
+    transport = RateLimitedTransport(inner, per_second=1000)
+    async with httpx.AsyncClient(transport=transport) as client:
+        assert (await client.get("http://carrier/")).status_code == 200
+        token = SEND_BY.set(datetime.now(UTC) - timedelta(seconds=1))
+        try:
+            with pytest.raises(httpx.PoolTimeout, match="not sent"):
+                await client.post("http://carrier/orders")
+        finally:
+            SEND_BY.reset(token)
+        assert (await client.post("http://carrier/orders")).status_code == 200
+    assert [r.method for r in sent] == ["GET", "POST"]
+
+
+async def test_a_claim_of_a_process_gone_from_this_host_is_taken_at_once(
+    database_url: str,
+) -> None:
+    """A worker killed and restarted on the same host does not wait for its lease; a
+    live process here, or any process elsewhere, keeps its claim until the lease ends."""
+    migrate(database_url)
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    host = socket.gethostname()[:40]
+    holders = {
+        "b:1": f"{host}:{os.getpid()}:aaaaaaaa",  # alive: this test's process
+        "b:2": f"elsewhere:{ended.pid}:aaaaaaaa",  # cannot be told from here
+        "b:3": f"{host}:{ended.pid}:aaaaaaaa",  # gone
+    }
+    for reference, owner in holders.items():
+        OrderClaims(database_url, 1.0, owner=owner).take(reference)
+    restarted = OrderClaims(database_url, 1.0, owner=f"{host}:{os.getpid()}:bbbbbbbb")
+    for reference in ("b:1", "b:2"):
+        with pytest.raises(claims_module.ClaimHeld):
+            restarted.take(reference)
+    restarted.take("b:3")
+    kept = [holders["b:1"], holders["b:2"], restarted.owner]
+    assert sorted(claims_left(database_url)) == sorted(kept)

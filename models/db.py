@@ -25,7 +25,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, inspect, make_url, pool, text
+from sqlalchemy import Table, event, inspect, make_url, pool, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
@@ -235,10 +235,10 @@ def _migration_engine(url: str) -> Engine:
     return engine
 
 
-def dialect_insert(session: Session, model: type[Any]) -> Any:
-    """``INSERT`` into ``model``'s table in the session's dialect (SQLite or PostgreSQL),
-    which offers ``on_conflict_do_nothing`` / ``on_conflict_do_update``: upserts that stay
-    correct when two writers race, where select-then-insert does not."""
+def dialect_insert(session: Session, model: type[Any] | Table) -> Any:
+    """``INSERT`` into ``model``'s table (or a Core table) in the session's dialect (SQLite
+    or PostgreSQL), which offers ``on_conflict_do_nothing`` / ``on_conflict_do_update``:
+    upserts that stay correct when two writers race, where select-then-insert does not."""
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(model)
     return sqlite.insert(model)

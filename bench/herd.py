@@ -22,7 +22,7 @@ Phases, all in one run; the product's worker is this process and holds nothing e
    line ends at the same boundary B; line 2 is ordered in the lead window before B and
    the switch at B is measured. Enrolment keeps at most ``--bring-up-window`` balances
    waiting for a first line (default 1,500, at most 3/4 of the worker's workflow
-   cache). A small side sample of balances on the 30 s pass does two rotations, so one
+   cache). A small side sample of balances on the 120 s pass does two rotations, so one
    of its runs is a whole steady-state rotation: that run gives
    ``history_events_per_rotation``.
 3. naive baseline, in a process of its own (``bench/naive.py``: own task queue, worker
@@ -119,6 +119,11 @@ ENROL_RATE = 6.0
 # 1,500 made 6-7 first lines a second on the 2-core box, 9,100 made 0.2.
 BRING_UP_WINDOW = 1500
 SAMPLE = 6
+# The sample's pass: 120 s, or the herd's day if shorter. On the 30 s pass an order has
+# 4 s before its Failing deadline, which a loaded box overran during the 10,000 bring-up
+# (a Failing mark and its recovery: 27 events instead of 25, BENCHMARKS.md attempt 9);
+# 120 s leaves it 18 s, still a compressed day.
+SAMPLE_PERIOD = 120
 # Starting and ending the bare loop's workflows, beside its measured window: the bare
 # loop runs first, delaying the bring-up, when the boundary leaves this much to spare.
 BARE_SETUP_SECONDS = 60
@@ -338,6 +343,7 @@ class Run:
         """Phase 2: the product's balances meet one boundary."""
         n, period, url = self.args.balances, self.args.period, self.settings.database_url
         lead = Policy().lead(period)
+        sample_period = min(SAMPLE_PERIOD, period)
         iccids = bench_iccids(n + SAMPLE)
         herd, sample = iccids[:n], iccids[n:]
         baseline = bench_iccids(self.args.baseline_balances)
@@ -367,12 +373,12 @@ class Run:
                 for i, iccid in enumerate(herd)
             ]
             jobs += [
-                self._enrol_job(iccid, i, PRODUCTS[30], SAMPLE_LINES)
+                self._enrol_job(iccid, i, PRODUCTS[sample_period], SAMPLE_LINES)
                 for i, iccid in enumerate(sample)
             ]
             await self._enrol_paced(jobs, url)
             enrolled = time.time()
-            # The herd is what is timed: a side-sample balance whose 30 s lines a loaded
+            # The herd is what is timed: a side-sample balance whose short lines a loaded
             # box activated only as they ended never rotates, and must not hold it up.
             in_herd = col(Balance.lines_total) == HERD_LINES
             in_sample = col(Balance.lines_total) == SAMPLE_LINES
@@ -412,7 +418,7 @@ class Run:
                 await poll(
                     "sample's second rotation",
                     lambda: count_balances(url, in_sample, col(Balance.rotations) >= 2) >= SAMPLE,
-                    time.time() + 75,
+                    time.time() + 3 * sample_period,
                 )
             await naive  # met its own boundary before this one, in its own process
             events = await history_events_per_rotation(
@@ -630,10 +636,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.baseline_balances = args.balances
     enrolments = args.balances + args.baseline_balances
     args.period = args.period or choose_period(enrolments, args.bring_up_rate)
-    # SIGTERM unwinds like Ctrl-C: the run stops the dev server and simulators it started.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with tempfile.TemporaryDirectory(prefix="herd-") as tmp:
-        result = asyncio.run(measure(args, Path(tmp)))
+    # SIGTERM stops the run as Ctrl-C does: asyncio.run cancels the measurement, which
+    # stops the worker, the dev server and the simulators it started on its way out.
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    try:
+        with tempfile.TemporaryDirectory(prefix="herd-") as tmp:
+            result = asyncio.run(measure(args, Path(tmp)))
+    except KeyboardInterrupt:
+        print("herd: stopped before its figures were taken", file=sys.stderr)
+        return 130
     return report(result, args.json)
 
 

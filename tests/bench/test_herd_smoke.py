@@ -9,9 +9,14 @@ twice, no request over a carrier's rate limit.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {
@@ -63,3 +68,25 @@ def test_a_negative_bring_up_window_is_refused_in_one_line() -> None:
     assert done.returncode == 2
     last = done.stderr.splitlines()[-1]
     assert last.endswith("--bring-up-window must be 0 (the default) or more"), last
+
+
+def test_sigterm_stops_the_run_and_everything_it_started_in_one_line() -> None:
+    argv = [sys.executable, "-m", "bench.herd", "--balances", "24", "--bare-seconds", "30"]
+    herd = subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    time.sleep(12)  # servers up, the bare loop running
+    herd.send_signal(signal.SIGTERM)
+    _, err = herd.communicate(timeout=60)
+    assert herd.returncode == 130, err.decode()[-3000:]
+    lines = err.decode().splitlines()
+    assert "Traceback" not in err.decode(), err.decode()[-3000:]
+    assert lines[-1] == "herd: stopped before its figures were taken"
+    deadline = time.time() + 10
+    while time.time() < deadline:  # the dev server and simulators it started are gone
+        try:
+            os.killpg(herd.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    pytest.fail("processes the herd started are still running")

@@ -95,6 +95,7 @@ def build_worker(
         ],
         activity_executor=executor,
         max_concurrent_activities=settings.worker_max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         max_cached_workflows=settings.worker_max_cached_workflows,
         sticky_queue_schedule_to_start_timeout=timedelta(
             seconds=settings.worker_sticky_timeout_seconds

@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     )
     worker_max_concurrent_activities: int = 200
     """Activities one worker process runs at once."""
+    worker_activity_threads: int = Field(default=200, ge=1)
+    """Threads for the synchronous (database) activities of one worker process."""
     worker_max_concurrent_workflow_tasks: int = Field(default=100, ge=2)
     """Workflow tasks one worker process works on at once (Temporal's default, 100)."""
     worker_max_cached_workflows: int = 2_000

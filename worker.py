@@ -132,7 +132,7 @@ async def main() -> None:
     if dispatcher := Dispatcher.from_settings(settings):
         background.append(asyncio.create_task(dispatcher.run(stop)))
     # Threads are created lazily; only the store activities use them.
-    with ThreadPoolExecutor(max_workers=settings.worker_max_concurrent_activities) as executor:
+    with ThreadPoolExecutor(max_workers=settings.worker_activity_threads) as executor:
         async with build_worker(client, settings, carriers, executor):
             log.info("worker polling task queue %s", settings.task_queue)
             await stop.wait()

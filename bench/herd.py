@@ -588,9 +588,7 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         migrate(settings.database_url)
         await sync_catalogue(carriers, settings.database_url)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
-        executor = stack.enter_context(
-            ThreadPoolExecutor(settings.worker_max_concurrent_activities)
-        )
+        executor = stack.enter_context(ThreadPoolExecutor(settings.worker_activity_threads))
         run = Run(args, tmp, env.client, settings, http, sims, carriers, counted, naive, executor)
         started = time.monotonic()
         await run.herd()

@@ -71,7 +71,7 @@ async def measure(balances: int, cycles: int, tmp: Path) -> dict[str, Any]:
     try:
         async with env, httpx.AsyncClient(timeout=30) as http:
             (await http.post(f"{sim_url}/_sim/esims", json={"iccids": iccids})).raise_for_status()
-            with ThreadPoolExecutor(settings.worker_max_concurrent_activities) as executor:
+            with ThreadPoolExecutor(settings.worker_activity_threads) as executor:
                 worker = build_worker(env.client, settings, {"telna": carrier}, executor)
                 async with worker:
                     result = await _herds(env.client, settings, http, sim_url, iccids, cycles)

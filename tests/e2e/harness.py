@@ -350,7 +350,7 @@ async def rig(
         )
         await sync_catalogue(carriers, settings.database_url)
         sims = {"telna": telna_url, "webbing": webbing_url}
-        with ThreadPoolExecutor(max_workers=settings.worker_max_concurrent_activities) as executor:
+        with ThreadPoolExecutor(max_workers=settings.worker_activity_threads) as executor:
             worker = build_worker(env.client, settings, carriers, executor)
             async with worker, httpx.AsyncClient(timeout=10) as http:
                 # Schedules are namespace-wide: the rig's own prefix keeps them apart.

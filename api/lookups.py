@@ -7,7 +7,7 @@ from sqlmodel import Session, col, select
 from api.errors import ApiError
 from models.payloads import Policy
 from models.tables import Balance, BalanceLine, Product
-from workflows.balance import policy_problem
+from workflows.timing import policy_problem
 
 
 def balance_or_404(session: Session, balance_id: str) -> Balance:

@@ -10,7 +10,6 @@ workflow continues as new with its state, so a run's history stays small.
 from __future__ import annotations
 
 import asyncio
-import zlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +19,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
-    from activities.carrier import NON_RETRYABLE, CarrierActivities
+    from activities.carrier import CarrierActivities
     from activities.store import StoreActivities
     from models import search
     from models.payloads import (
@@ -39,11 +38,10 @@ with workflow.unsafe.imports_passed_through():
         LineCommand,
         LineState,
         OrderLineInput,
-        Policy,
         RecordChanges,
         UsageReport,
     )
-    from workflows import usage
+    from workflows import timing, usage
 
 CARRIER_CALL = timedelta(seconds=30)
 # Carrier activities heartbeat while a call runs: a dead worker's attempt is retried
@@ -51,18 +49,12 @@ CARRIER_CALL = timedelta(seconds=30)
 # heartbeats lag by seconds, and an attempt timed out while it still runs is done twice
 # (the 10,000 herd retried 5,655 orders after a heartbeat timeout at 5 s, 0 and 27 at 15 s).
 CARRIER_HEARTBEAT = timedelta(seconds=15)
-# Activation is confirmed by polling: each retry asks the carrier again (at most every
-# 5 s, or a tenth of the lead if that is shorter: see _activation_retry).
-ACTIVATION_POLL_MAX = timedelta(seconds=5)
-# The part of the lead window over which a reset boundary's orders are spread.
-ORDER_SPREAD = 2 / 3
 STORE_CALL = timedelta(seconds=30)
 STORE_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 # Shortest wait between two attempts once a step has failed for good.
 FAILING_BACKOFF = timedelta(seconds=30)
 # A clock this far behind a timer it has seen fire is stale, not rounded (see _now).
 STALE_CLOCK = timedelta(milliseconds=10)
-SAFETY_NET_EARLY = timedelta(seconds=1)
 
 
 @workflow.defn
@@ -93,20 +85,20 @@ class BalanceWorkflow:
                 await self._pause()
                 continue
             if s.active is None:
-                if self._term_done():
+                if timing.term_done(s):
                     return await self._close(BalanceStatus.Completed)
                 await self._bring_up_line()
                 continue
             now = self._now()
             self._note_cap(now)
-            if self._is_last_line():
-                if now >= self._ends_at(s.active):
+            if timing.is_last_line(s):
+                if now >= timing.ends_at(s.active):
                     await self._end_all_lines(LineState.expired, "term complete")
                     continue
-            elif s.scheduled is None and self._order_due(now):
+            elif s.scheduled is None and timing.order_due(s, now):
                 await self._order_next()
                 continue
-            elif s.scheduled is not None and self._switch_due(now):
+            elif s.scheduled is not None and timing.switch_reason(s, now):
                 if await self._switch():
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     workflow.continue_as_new(s)
@@ -153,7 +145,7 @@ class BalanceWorkflow:
     @workflow.signal
     def rotate_now(self, req: ActionRequest) -> None:
         """Switch to a fresh line now, whatever the active one's time or usage."""
-        if self.s.active is not None and not self.s.paused and not self._is_last_line():
+        if self.s.active is not None and not self.s.paused and not timing.is_last_line(self.s):
             self.s.rotate_requested = True
             self._note_event("rotate_requested", req.actor, reason=req.reason)
         self._wake = True
@@ -212,7 +204,7 @@ class BalanceWorkflow:
         if s.status in CLOSED_STATUSES or s.cancel_requested:
             raise ValueError(f"balance {s.balance_id} is closed")
         for product in filter(None, (s.product, s.next_product)):
-            problem = policy_problem(req.policy, product.validity_seconds)
+            problem = timing.policy_problem(req.policy, product.validity_seconds)
             if problem is not None:
                 raise ValueError(problem)
 
@@ -223,6 +215,7 @@ class BalanceWorkflow:
         """The stack of lines (active, scheduled, archived), usage, deadlines and flags."""
         s = self.s
         active = s.active
+        steering = active is not None and not timing.is_last_line(s)
         return BalanceStatusView(
             balance_id=s.balance_id,
             iccid=s.iccid,
@@ -235,8 +228,8 @@ class BalanceWorkflow:
             scheduled=s.scheduled,
             archived=s.archived,
             usage_fraction=usage.fraction(active) if active else None,
-            order_at=self._order_at() if active and not self._is_last_line() else None,
-            switch_at=self._switch_at() if active and not self._is_last_line() else None,
+            order_at=timing.order_at(s) if steering else None,
+            switch_at=timing.switch_at(s) if steering else None,
             usage_check_at=s.usage_check_at,
             paused=s.paused,
             capped=s.capped,
@@ -261,14 +254,14 @@ class BalanceWorkflow:
                 carrier=s.carrier,
                 seq=seq,
                 product=product,
-                start_at=self._safety_net_start() if s.active else None,
+                start_at=timing.safety_net_start(s) if s.active else None,
             ),
             start_to_close_timeout=CARRIER_CALL,
             heartbeat_timeout=CARRIER_HEARTBEAT,
-            retry_policy=self._carrier_retry(),
+            retry_policy=timing.carrier_retry(s),
             summary=f"order line {seq} ({product.id}) at {s.carrier}",
         )
-        deadline = self._switch_at() if s.active else self._patience()
+        deadline = timing.switch_at(s) if s.active else timing.patience(s, self._now())
         try:
             line: Line = await self._watch(handle, deadline, f"ordering line {seq}")
         except ActivityError as error:
@@ -300,7 +293,7 @@ class BalanceWorkflow:
                 CarrierActivities.activate_line,
                 command,
                 start_to_close_timeout=CARRIER_CALL,
-                retry_policy=self._activation_retry(),
+                retry_policy=timing.activation_retry(s),
                 summary=summary,
             )
         else:
@@ -309,7 +302,7 @@ class BalanceWorkflow:
                 command,
                 start_to_close_timeout=CARRIER_CALL,
                 heartbeat_timeout=CARRIER_HEARTBEAT,
-                retry_policy=self._activation_retry(),
+                retry_policy=timing.activation_retry(s),
                 summary=summary,
             )
         try:
@@ -363,7 +356,7 @@ class BalanceWorkflow:
             LineCommand(carrier=s.carrier, iccid=s.iccid, line=line, end_state=end_state),
             start_to_close_timeout=CARRIER_CALL,
             heartbeat_timeout=CARRIER_HEARTBEAT,
-            retry_policy=self._carrier_retry(),
+            retry_policy=timing.carrier_retry(s),
             summary=f"deactivate line {line.seq} at {s.carrier} ({end_state.value})",
         )
         return ended
@@ -374,7 +367,7 @@ class BalanceWorkflow:
         if s.scheduled is None and not await self._order_next():
             return
         assert s.scheduled is not None
-        active = await self._activate(s.scheduled, self._patience())
+        active = await self._activate(s.scheduled, timing.patience(s, self._now()))
         if active is None:
             return
         s.active, s.scheduled = active, None
@@ -388,8 +381,8 @@ class BalanceWorkflow:
         old, new = s.active, s.scheduled
         assert old is not None and new is not None
         now = self._now()
-        reason = self._switch_reason(now)
-        deadline = self._ends_at(old)
+        reason = timing.switch_reason(s, now)
+        deadline = timing.ends_at(old)
         # At a reset boundary the carrier has already made the switch: the queued start
         # began the new line as the boundary ended the old one. Confirming it is one quick
         # read, done as a local activity inside this workflow task, and the old line needs
@@ -409,7 +402,7 @@ class BalanceWorkflow:
             "operator": LineState.cancelled,
         }.get(reason, LineState.expired)
         if at_boundary:
-            ended = old.model_copy(update={"state": end_state, "ended_at": self._ends_at(old)})
+            ended = old.model_copy(update={"state": end_state, "ended_at": timing.ends_at(old)})
         else:
             ended = await self._deactivate(old, end_state)
         s.active, s.scheduled = active, None
@@ -479,7 +472,7 @@ class BalanceWorkflow:
                 schedule_to_close_timeout=timedelta(
                     seconds=max(1.0, min(30.0, s.active.validity_seconds / 10))
                 ),
-                retry_policy=self._carrier_retry(),
+                retry_policy=timing.carrier_retry(s),
                 summary=f"read usage of line {s.active.seq} at {s.carrier}",
             )
         except ActivityError:
@@ -524,12 +517,12 @@ class BalanceWorkflow:
         s = self.s
         assert s.active is not None
         deadlines: list[tuple[datetime, str]] = []
-        if self._is_last_line():
-            deadlines.append((self._ends_at(s.active), f"line {s.active.seq} ends (last line)"))
+        if timing.is_last_line(s):
+            deadlines.append((timing.ends_at(s.active), f"line {s.active.seq} ends (last line)"))
         elif s.scheduled is None:
-            deadlines.append((self._order_at(), f"order line {s.last_seq + 1}"))
+            deadlines.append((timing.order_at(s), f"order line {s.last_seq + 1}"))
         else:
-            deadlines.append((self._switch_at(), f"switch to line {s.scheduled.seq}"))
+            deadlines.append((timing.switch_at(s), f"switch to line {s.scheduled.seq}"))
         if s.usage_check_at is not None:
             deadlines.append((s.usage_check_at, f"check usage of line {s.active.seq}"))
         at, what = min(deadlines)
@@ -544,7 +537,7 @@ class BalanceWorkflow:
     def _next_deadline_is(self, at: datetime) -> bool:
         """Whether the main loop will sleep until ``at`` next: an order's Failing deadline
         is the switch time, so its timer is kept and slept on."""
-        return self.s.active is not None and self._switch_at() == at
+        return self.s.active is not None and timing.switch_at(self.s) == at
 
     def _timer(self, at: datetime, summary: str) -> asyncio.Future[None]:
         """One Temporal timer per moment, shared by whoever waits for it: the wait for an
@@ -597,144 +590,6 @@ class BalanceWorkflow:
         except TimeoutError:
             pass
 
-    # --- timing -----------------------------------------------------------------------
-
-    def _ends_at(self, line: Line) -> datetime:
-        assert line.ends_at is not None or line.activated_at is not None
-        if line.ends_at is not None:
-            return line.ends_at
-        assert line.activated_at is not None
-        return line.activated_at + timedelta(seconds=line.validity_seconds)
-
-    def _order_at(self) -> datetime:
-        """``lead`` before the line ends. Lines that end at a reset boundary end with
-        thousands of others (the midnight herd): those are ordered at a moment spread
-        over the first two thirds of the lead window by a hash of the balance id, the same
-        on every replay, so the carrier sees a smooth rate instead of one burst. The last
-        third stays for retries before the switch."""
-        active = self.s.active
-        assert active is not None
-        lead = self.s.policy.lead(active.validity_seconds)
-        at = self._ends_at(active) - timedelta(seconds=lead)
-        if self.s.product.reset != "rolling":
-            spread = zlib.crc32(self.s.balance_id.encode()) / 2**32
-            at += timedelta(seconds=round(lead * ORDER_SPREAD * spread, 3))
-        return at
-
-    def _safety_net_start(self) -> datetime:
-        """When the carrier should start the next line by itself, should our own switch
-        not have happened: at a reset boundary the boundary itself (a line started before
-        it would end at it); otherwise a second before the old line's end, since the end
-        we compute comes from the carrier's reported, rounded activation time and a start
-        rounded the other way would leave a gap of a fraction of a second."""
-        assert self.s.active is not None
-        ends_at = self._ends_at(self.s.active)
-        if self.s.product.reset != "rolling":
-            return ends_at
-        return ends_at - SAFETY_NET_EARLY
-
-    def _switch_at(self) -> datetime:
-        """``margin`` before the line ends — except for passes whose window ends at a
-        reset boundary (00:00 UTC, local midnight): a line activated before the boundary
-        would end at it too. Those switch at the boundary itself, and the carrier's
-        queued start (ordered with ``start_at``) makes the hand-over gapless."""
-        active = self.s.active
-        assert active is not None
-        if self.s.product.reset != "rolling":
-            return self._ends_at(active)
-        margin = self.s.policy.margin(active.validity_seconds)
-        return self._ends_at(active) - timedelta(seconds=margin)
-
-    def _order_due(self, now: datetime) -> bool:
-        s = self.s
-        assert s.active is not None
-        return (
-            s.rotate_requested
-            or now >= self._order_at()
-            or usage.order_due(s.active, s.policy, now)
-        )
-
-    def _switch_due(self, now: datetime) -> bool:
-        return self._switch_reason(now) != ""
-
-    def _switch_reason(self, now: datetime) -> str:
-        s = self.s
-        if s.rotate_requested:
-            return "operator"
-        if now >= self._switch_at():
-            return "time"
-        assert s.active is not None
-        if usage.switch_due(s.active, s.policy, now) and not self._cap_reached(now):
-            return "usage"
-        return ""
-
-    def _cap_reached(self, now: datetime) -> bool:
-        cap = self.s.policy.max_lines_per_day
-        return cap is not None and self.s.day == now.date() and self.s.lines_today >= cap
-
-    def _note_cap(self, now: datetime) -> None:
-        """At the switch threshold with the day's cap spent, stay throttled and say so."""
-        s = self.s
-        if s.capped or s.active is None or not usage.switch_due(s.active, s.policy, now):
-            return
-        if self._cap_reached(now):
-            s.capped = True
-            self._set_status(BalanceStatus.Throttled)
-            self._note_event(
-                "cap_reached",
-                "workflow",
-                seq=s.active.seq if s.active else None,
-                max_lines_per_day=s.policy.max_lines_per_day,
-            )
-
-    def _count_line_today(self, line: Line) -> None:
-        s = self.s
-        day = (line.activated_at or self._now()).date()
-        if s.day != day:
-            s.day, s.lines_today = day, 0
-        s.lines_today += 1
-
-    def _is_last_line(self) -> bool:
-        s = self.s
-        return s.lines_total is not None and s.last_seq >= s.lines_total and s.scheduled is None
-
-    def _term_done(self) -> bool:
-        s = self.s
-        return s.lines_total is not None and s.last_seq >= s.lines_total
-
-    def _tenth_of_lead(self, most: timedelta) -> timedelta:
-        """A tenth of the lead, between 1 s and ``most``: retries after an outage come
-        while there is still time to order and switch before the line ends."""
-        lead = self.s.policy.lead(self.s.product.validity_seconds)
-        return min(most, timedelta(seconds=max(1.0, lead / 10)))
-
-    def _carrier_retry(self) -> RetryPolicy:
-        """Backoff from 1 s doubling to a tenth of the lead (at most 30 s)."""
-        cap = self._tenth_of_lead(timedelta(seconds=30))
-        return RetryPolicy(
-            initial_interval=min(timedelta(seconds=1), cap),
-            backoff_coefficient=2.0,
-            maximum_interval=cap,
-            non_retryable_error_types=NON_RETRYABLE,
-        )
-
-    def _activation_retry(self) -> RetryPolicy:
-        """Polls for the carrier's confirmation from 0.3 s, backing off to a tenth of the
-        lead (at most 5 s): after an outage a short pass's switch is retried within seconds."""
-        cap = self._tenth_of_lead(ACTIVATION_POLL_MAX)
-        return RetryPolicy(
-            initial_interval=timedelta(milliseconds=300),
-            backoff_coefficient=1.5,
-            maximum_interval=cap,
-            non_retryable_error_types=NON_RETRYABLE,
-        )
-
-    def _patience(self) -> datetime:
-        """When a step with no line deadline (the first line, a resume) shows Failing:
-        after a quarter of the validity, between 1 s and 60 s."""
-        quarter = self.s.product.validity_seconds / 4
-        return self._now() + timedelta(seconds=min(60.0, max(1.0, quarter)))
-
     # --- usage ------------------------------------------------------------------------
 
     def _apply_usage(self, report: UsageReport) -> None:
@@ -782,7 +637,29 @@ class BalanceWorkflow:
         """Webhooks fire only at 50/80/100 %: read usage ourselves when the projection
         says the switch point is near."""
         s = self.s
-        s.usage_check_at = usage.next_check(line, s.policy, self._now(), self._switch_at())
+        s.usage_check_at = usage.next_check(line, s.policy, self._now(), timing.switch_at(s))
+
+    def _note_cap(self, now: datetime) -> None:
+        """At the switch threshold with the day's cap spent, stay throttled and say so."""
+        s = self.s
+        if s.capped or s.active is None or not usage.switch_due(s.active, s.policy, now):
+            return
+        if timing.cap_reached(s, now):
+            s.capped = True
+            self._set_status(BalanceStatus.Throttled)
+            self._note_event(
+                "cap_reached",
+                "workflow",
+                seq=s.active.seq if s.active else None,
+                max_lines_per_day=s.policy.max_lines_per_day,
+            )
+
+    def _count_line_today(self, line: Line) -> None:
+        s = self.s
+        day = (line.activated_at or self._now()).date()
+        if s.day != day:
+            s.day, s.lines_today = day, 0
+        s.lines_today += 1
 
     # --- bookkeeping ------------------------------------------------------------------
 
@@ -908,7 +785,7 @@ class BalanceWorkflow:
         s = self.s
         parts = [f"**{s.status.value}**: eSIM {s.iccid} on {s.product.id}"]
         if s.active is not None:
-            ends = self._ends_at(s.active)
+            ends = timing.ends_at(s.active)
             parts.append(f"line {s.active.seq} active until {ends:%H:%M:%SZ}")
         if s.scheduled is not None:
             parts.append(f"line {s.scheduled.seq} ordered")
@@ -916,21 +793,6 @@ class BalanceWorkflow:
         if s.failing_reason:
             parts.append(f"failing: {s.failing_reason}")
         workflow.set_current_details(" · ".join(parts))
-
-
-def policy_problem(policy: Policy, validity_seconds: int) -> str | None:
-    """Why ``policy`` cannot drive lines of this validity, or None if it can.
-
-    The switch starts ``margin`` before a line ends: with a margin close to the validity
-    every line would be switched away from soon after it is up, a pass bought per loop.
-    So a line must serve at least half its validity, and ordering comes before switching.
-    """
-    margin, lead = policy.margin(validity_seconds), policy.lead(validity_seconds)
-    if margin >= lead:
-        return f"margin {margin:g} s must be shorter than the lead {lead:g} s"
-    if margin > validity_seconds / 2:
-        return f"margin {margin:g} s must be at most half the validity {validity_seconds} s"
-    return None
 
 
 def _cause(error: ActivityError) -> str:

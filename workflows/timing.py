@@ -1,0 +1,154 @@
+"""When a balance orders, switches and retries: pure, deterministic functions of its state.
+
+Make before break: the next line is ordered ``lead`` before the active one ends, and
+activated ``margin`` before it ends (or at the reset boundary itself, for passes whose
+window ends there). Usage moves both moments earlier (see ``workflows.usage``) unless the
+balance's cost cap for the UTC day is reached. The workflow asks these functions and
+sleeps until the earliest answer; they read only the state and the time given, so every
+replay computes the same moments.
+"""
+
+from __future__ import annotations
+
+import zlib
+from datetime import datetime, timedelta
+
+from temporalio.common import RetryPolicy
+
+from activities.carrier import NON_RETRYABLE
+from models.payloads import BalanceState, Line, Policy
+from workflows import usage
+
+# Activation is confirmed by polling: each retry asks the carrier again (at most every
+# 5 s, or a tenth of the lead if that is shorter: see activation_retry).
+ACTIVATION_POLL_MAX = timedelta(seconds=5)
+# The part of the lead window over which a reset boundary's orders are spread.
+ORDER_SPREAD = 2 / 3
+SAFETY_NET_EARLY = timedelta(seconds=1)
+
+
+def ends_at(line: Line) -> datetime:
+    if line.ends_at is not None:
+        return line.ends_at
+    assert line.activated_at is not None
+    return line.activated_at + timedelta(seconds=line.validity_seconds)
+
+
+def order_at(s: BalanceState) -> datetime:
+    """``lead`` before the line ends. Lines that end at a reset boundary end with
+    thousands of others (the midnight herd): those are ordered at a moment spread over
+    the first two thirds of the lead window by a hash of the balance id, the same on every
+    replay, so the carrier sees a smooth rate instead of one burst. The last third stays
+    for retries before the switch."""
+    assert s.active is not None
+    lead = s.policy.lead(s.active.validity_seconds)
+    at = ends_at(s.active) - timedelta(seconds=lead)
+    if s.product.reset != "rolling":
+        spread = zlib.crc32(s.balance_id.encode()) / 2**32
+        at += timedelta(seconds=round(lead * ORDER_SPREAD * spread, 3))
+    return at
+
+
+def safety_net_start(s: BalanceState) -> datetime:
+    """When the carrier should start the next line by itself, should our own switch not
+    have happened: at a reset boundary the boundary itself (a line started before it would
+    end at it); otherwise a second before the old line's end, since the end we compute
+    comes from the carrier's reported, rounded activation time and a start rounded the
+    other way would leave a gap of a fraction of a second."""
+    assert s.active is not None
+    end = ends_at(s.active)
+    return end if s.product.reset != "rolling" else end - SAFETY_NET_EARLY
+
+
+def switch_at(s: BalanceState) -> datetime:
+    """``margin`` before the line ends — except for passes whose window ends at a reset
+    boundary (00:00 UTC, local midnight): a line activated before the boundary would end
+    at it too. Those switch at the boundary itself, and the carrier's queued start
+    (ordered with ``start_at``) makes the hand-over gapless."""
+    assert s.active is not None
+    if s.product.reset != "rolling":
+        return ends_at(s.active)
+    margin = s.policy.margin(s.active.validity_seconds)
+    return ends_at(s.active) - timedelta(seconds=margin)
+
+
+def order_due(s: BalanceState, now: datetime) -> bool:
+    assert s.active is not None
+    return s.rotate_requested or now >= order_at(s) or usage.order_due(s.active, s.policy, now)
+
+
+def switch_reason(s: BalanceState, now: datetime) -> str:
+    """Why the balance should switch now ("operator", "time", "usage"), or ""."""
+    if s.rotate_requested:
+        return "operator"
+    if now >= switch_at(s):
+        return "time"
+    assert s.active is not None
+    if usage.switch_due(s.active, s.policy, now) and not cap_reached(s, now):
+        return "usage"
+    return ""
+
+
+def cap_reached(s: BalanceState, now: datetime) -> bool:
+    cap = s.policy.max_lines_per_day
+    return cap is not None and s.day == now.date() and s.lines_today >= cap
+
+
+def term_done(s: BalanceState) -> bool:
+    return s.lines_total is not None and s.last_seq >= s.lines_total
+
+
+def is_last_line(s: BalanceState) -> bool:
+    return term_done(s) and s.scheduled is None
+
+
+def patience(s: BalanceState, now: datetime) -> datetime:
+    """When a step with no line deadline (the first line, a resume) shows Failing: after
+    a quarter of the validity, between 1 s and 60 s."""
+    quarter = s.product.validity_seconds / 4
+    return now + timedelta(seconds=min(60.0, max(1.0, quarter)))
+
+
+def _tenth_of_lead(s: BalanceState, most: timedelta) -> timedelta:
+    """A tenth of the lead, between 1 s and ``most``: retries after an outage come while
+    there is still time to order and switch before the line ends."""
+    lead = s.policy.lead(s.product.validity_seconds)
+    return min(most, timedelta(seconds=max(1.0, lead / 10)))
+
+
+def carrier_retry(s: BalanceState) -> RetryPolicy:
+    """Backoff from 1 s doubling to a tenth of the lead (at most 30 s)."""
+    cap = _tenth_of_lead(s, timedelta(seconds=30))
+    return RetryPolicy(
+        initial_interval=min(timedelta(seconds=1), cap),
+        backoff_coefficient=2.0,
+        maximum_interval=cap,
+        non_retryable_error_types=NON_RETRYABLE,
+    )
+
+
+def activation_retry(s: BalanceState) -> RetryPolicy:
+    """Polls for the carrier's confirmation from 0.3 s, backing off to a tenth of the lead
+    (at most 5 s): after an outage a short pass's switch is retried within seconds."""
+    cap = _tenth_of_lead(s, ACTIVATION_POLL_MAX)
+    return RetryPolicy(
+        initial_interval=timedelta(milliseconds=300),
+        backoff_coefficient=1.5,
+        maximum_interval=cap,
+        non_retryable_error_types=NON_RETRYABLE,
+    )
+
+
+def policy_problem(policy: Policy, validity_seconds: int) -> str | None:
+    """Why ``policy`` cannot drive lines of this validity, or None if it can.
+
+    The switch starts ``margin`` before a line ends: with a margin close to the validity
+    every line would be switched away from soon after it is up, a pass bought per loop.
+    So a line must serve at least half its validity, and ordering comes before switching.
+    """
+    margin, lead = policy.margin(validity_seconds), policy.lead(validity_seconds)
+    if margin >= lead:
+        return f"margin {margin:g} s must be shorter than the lead {lead:g} s"
+    if margin > validity_seconds / 2:
+        return f"margin {margin:g} s must be at most half the validity {validity_seconds} s"
+    return None

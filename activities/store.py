@@ -18,7 +18,7 @@ from sqlmodel import Session
 from temporalio import activity
 
 from activities.metrics import observe_rotations
-from activities.notify import hold_ledger_writes
+from activities.outbox import hold_ledger_writes
 from models.db import dialect_insert, session_scope
 from models.payloads import BalanceRecord, EventRecord, RecordChanges
 from models.tables import Balance, BalanceLine, Esim, LineEvent, UTCDateTime

@@ -10,9 +10,10 @@ import httpx
 import pytest
 from sqlmodel import col, select
 
-from activities import notify
+from activities import outbox
 from activities.metrics import notifications
-from activities.notify import Cursor, Dispatcher, Notification, backoff, notification_type, signed
+from activities.notify import Dispatcher, backoff, signed
+from activities.outbox import Cursor, Notification, notification_type
 from models.db import migrate, session_scope
 from models.signature import SignatureError, verify
 from models.tables import Balance, Esim, LineEvent, NotificationCursor
@@ -68,7 +69,7 @@ def _ledger(url: str, *kinds: tuple[str, int | None]) -> tuple[str, list[int]]:
 
 def _position(url: str) -> int:
     with session_scope(url) as session:
-        row = session.get(NotificationCursor, notify.CURSOR)
+        row = session.get(NotificationCursor, outbox.CURSOR)
         assert row is not None
         return row.last_event_id
 
@@ -129,10 +130,10 @@ def test_the_cursor_starts_at_the_ledger_end_and_reads_in_id_order(database_url:
     assert [event_id for event_id, _ in small.notes] == [ids[1]]
     assert small.scanned_to == ids[2]  # the balance's own cancellation: read, not sent
     with session_scope(database_url) as session:
-        assert notify.pending(session) == 3
+        assert outbox.pending(session) == 3
     assert cursor.renew(ids[3])
     with session_scope(database_url) as session:
-        assert notify.pending(session) == 1
+        assert outbox.pending(session) == 1
 
 
 def test_one_dispatcher_holds_the_lease_until_released_or_lapsed(database_url: str) -> None:

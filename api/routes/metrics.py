@@ -7,7 +7,7 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlmodel import col, func, select
 
-from activities import notify
+from activities import outbox
 from api.deps import SessionDep, TelemetryDep
 from models.tables import Balance, LineEvent
 
@@ -23,5 +23,5 @@ def metrics(session: SessionDep, telemetry: TelemetryDep) -> PlainTextResponse:
     audit = col(LineEvent.kind).startswith("audit_")
     found = session.exec(select(LineEvent.kind, func.count()).where(audit).group_by(LineEvent.kind))
     telemetry.set_audit_findings(dict(found.all()))
-    telemetry.notifications_pending.set(notify.pending(session))
+    telemetry.notifications_pending.set(outbox.pending(session))
     return PlainTextResponse(generate_latest(telemetry.registry), media_type=CONTENT_TYPE_LATEST)

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from activities.notify import Cursor
+from activities.outbox import Cursor
 from models.db import init_db, session_scope
 from models.tables import LineEvent
 from tests.api.helpers import offline_api, offline_settings

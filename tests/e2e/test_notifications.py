@@ -12,7 +12,8 @@ import httpx
 from sqlmodel import col, select
 from temporalio.testing import WorkflowEnvironment
 
-from activities.notify import Dispatcher, notification_type
+from activities.notify import Dispatcher
+from activities.outbox import notification_type
 from models.db import session_scope
 from models.payloads import Policy
 from models.signature import verify

@@ -1,0 +1,123 @@
+"""The audit's reads and writes of the database: open balances by page, one balance as
+the database says now, a ghost line's correction, and a finding's ledger event (keyed so
+that an audit seeing the same thing again adds no second event)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+
+from activities.audit_rules import BalanceView, DbLine, Finding, Kind
+from carriers.base import CarrierLine
+from models.db import dialect_insert, session_scope
+from models.payloads import Policy
+from models.tables import Balance, BalanceLine, LineEvent, Product
+
+KEY_LIMIT = 160  # LineEvent.key's column width
+
+
+@dataclass(frozen=True)
+class OpenBalance:
+    balance_id: str
+    iccid: str
+    carrier: str
+
+
+def read_page(database_url: str, after: str | None, limit: int) -> list[OpenBalance]:
+    """Up to ``limit`` open balances with ids after ``after`` (keyset paging)."""
+    query = sa.select(col(Balance.id), col(Balance.iccid), col(Balance.carrier)).where(
+        col(Balance.open_iccid).is_not(None)
+    )
+    if after is not None:
+        query = query.where(col(Balance.id) > after)
+    with session_scope(database_url) as session:
+        rows = session.execute(query.order_by(col(Balance.id)).limit(limit)).all()
+    return [OpenBalance(*row) for row in rows]
+
+
+def read_view(database_url: str, balance_id: str) -> BalanceView | None:
+    """The balance with its lines as the database says now; None once it is closed, or
+    when its product left the catalogue (nothing to judge it by)."""
+    with session_scope(database_url) as session:
+        b = session.get(Balance, balance_id)
+        product = session.get(Product, b.product_id) if b is not None else None
+        if b is None or b.open_iccid is None or product is None:
+            return None
+        lines = session.exec(select(BalanceLine).where(BalanceLine.balance_id == balance_id))
+        return BalanceView(
+            balance_id=b.id,
+            iccid=b.iccid,
+            carrier=b.carrier,
+            line_seq=b.line_seq,
+            paused=b.paused,
+            lines_total=b.lines_total,
+            policy=Policy.model_validate(b.policy or {}),
+            validity_seconds=product.validity_seconds,
+            reset=product.reset,
+            lines=[
+                DbLine(
+                    seq=line.seq,
+                    reference=line.reference,
+                    state=line.state,
+                    carrier_line_id=line.carrier_line_id,
+                    ordered_at=line.ordered_at,
+                )
+                for line in lines
+            ],
+        )
+
+
+def correct_row(
+    database_url: str, view: BalanceView, finding: Finding, found: CarrierLine | None
+) -> None:
+    """A ghost line's row takes the carrier's end; only while it still says open."""
+    values: dict[str, Any] = {"state": finding.detail["state"], "updated_at": datetime.now(UTC)}
+    if found is not None:
+        values.update(activated_at=found.activated_at, ended_at=found.ended_at)
+    with session_scope(database_url) as session:
+        session.execute(
+            sa.update(BalanceLine)
+            .where(col(BalanceLine.balance_id) == view.balance_id)
+            .where(col(BalanceLine.seq) == finding.seq)
+            .where(col(BalanceLine.state).in_(("active", "scheduled")))
+            .values(values)
+        )
+
+
+def event_key(balance_id: str, kind: Kind, subject: str) -> str:
+    key = f"audit:{balance_id}:{kind.value}:{subject}"
+    if len(key) <= KEY_LIMIT:
+        return key
+    digest = hashlib.sha256(subject.encode()).hexdigest()[:32]
+    return f"audit:{balance_id}:{kind.value}:{digest}"
+
+
+def record_finding(
+    database_url: str, view: BalanceView, finding: Finding, repaired: bool, now: datetime
+) -> bool:
+    """Insert the finding's ledger event; True if it is new (not seen by an earlier audit)."""
+    row = {
+        "key": event_key(view.balance_id, finding.kind, finding.subject),
+        "balance_id": view.balance_id,
+        "seq": finding.seq,
+        "kind": f"audit_{finding.kind.value}",
+        "actor": "audit",
+        "at": now,
+        "detail": {
+            **finding.detail,
+            "subject": finding.subject,
+            "line_id": finding.line_id,
+            "repairs": [r.value for r in finding.repairs],
+            "repaired": repaired,
+        },
+    }
+    with session_scope(database_url) as session:
+        result = session.execute(
+            dialect_insert(session, LineEvent).values(row).on_conflict_do_nothing()
+        )
+        return bool(getattr(result, "rowcount", 0))

@@ -1,0 +1,139 @@
+"""What the midnight herd reads to give its figures: carrier calls counted on the way out,
+the worker's memory, the database's confirmation times, and the carriers' own records
+(``/_sim/packages``, ``/_sim/faults``) for gaps, duplicate purchases and 429s."""
+
+from __future__ import annotations
+
+import math
+import resource
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlmodel import col, func, select
+
+from models.db import session_scope
+from models.tables import Balance, BalanceLine
+
+
+@dataclass
+class Counted:
+    """HTTP requests the carrier clients sent, per carrier."""
+
+    calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+
+class CountingTransport(httpx.AsyncBaseTransport):
+    def __init__(self, carrier: str, counted: Counted) -> None:
+        self._inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=50))
+        self._carrier, self._counted = carrier, counted
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self._counted.calls[self._carrier] += 1
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (the worker runs in it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def switch_latencies(url: str, boundary: float, products: list[str]) -> dict[str, float]:
+    """Seconds from the boundary until each balance had confirmed line 2 and written it
+    to the database (the line row's last write): how long the midnight work took."""
+    with session_scope(url) as session:
+        query = select(BalanceLine.updated_at).where(
+            BalanceLine.seq == 2,
+            col(BalanceLine.activated_at).is_not(None),
+            col(BalanceLine.product_id).in_(products),
+        )
+        late = sorted(at.timestamp() - boundary for at in session.exec(query).all())
+    if not late:
+        return {}
+    return {
+        "confirm_seconds_p50": round(late[len(late) // 2], 2),
+        "confirm_seconds_p99": round(late[max(0, math.ceil(len(late) * 0.99) - 1)], 2),
+        "confirm_seconds_max": round(late[-1], 2),
+    }
+
+
+def count_balances(url: str, *where: Any) -> int:
+    with session_scope(url) as session:
+        return int(session.exec(select(func.count()).select_from(Balance).where(*where)).one())
+
+
+# --- carrier records -----------------------------------------------------------------
+
+
+async def packages(http: httpx.AsyncClient, sims: dict[str, str]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for url in sims.values():
+        answer = await http.get(f"{url}/_sim/packages", timeout=120)
+        answer.raise_for_status()
+        found.extend(answer.json()["packages"])
+    return found
+
+
+def _t(text: str | None) -> float | None:
+    return datetime.fromisoformat(text).timestamp() if text else None
+
+
+def gaps(found: list[dict[str, Any]], iccids: set[str], until: float) -> list[float]:
+    """Per eSIM, seconds between line 1's end and line 2's activation (0 if they met or
+    overlapped; up to ``until`` if line 2 never came)."""
+    by_ref: dict[tuple[str, int], dict[str, Any]] = {}
+    for package in found:
+        ref = package.get("reference") or ""
+        if package["iccid"] in iccids and ":" in ref:
+            by_ref[(package["iccid"], int(ref.rsplit(":", 1)[1]))] = package
+    result = []
+    for iccid in iccids:
+        first, second = by_ref.get((iccid, 1)), by_ref.get((iccid, 2))
+        if first is None:
+            continue
+        ended = _t(first["terminated_at"]) or _t(first["expires_at"]) or until
+        started = _t(second["activated_at"]) if second else None
+        result.append(max(0.0, min(started or until, until) - ended))
+    return result
+
+
+def duplicates(found: list[dict[str, Any]], iccids: set[str]) -> int:
+    """Packages beyond the first bought for one reference: a purchase made twice."""
+    refs = [p["reference"] for p in found if p["iccid"] in iccids and p.get("reference")]
+    return len(refs) - len(set(refs))
+
+
+def gap_figures(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values) or [0.0]
+    p99 = ordered[max(0, math.ceil(len(ordered) * 0.99) - 1)]
+    return {
+        "gap_seconds_max": round(ordered[-1], 3),
+        "gap_seconds_p99": round(p99, 3),
+        "throttled_seconds_total": round(sum(ordered), 3),
+        "balances_with_gap": sum(1 for v in ordered if v > 0),
+    }
+
+
+async def rejected(http: httpx.AsyncClient, sims: dict[str, str]) -> dict[str, int]:
+    """429s each simulator answered so far (its rate limit fault)."""
+    counts = {}
+    for carrier, url in sims.items():
+        report = (await http.get(f"{url}/_sim/faults")).json()
+        counts[carrier] = int(report["injected"]["rate_limit"])
+    return counts

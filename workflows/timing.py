@@ -10,6 +10,7 @@ replay computes the same moments.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from datetime import datetime, timedelta
 
@@ -25,6 +26,9 @@ ACTIVATION_POLL_MAX = timedelta(seconds=5)
 # The part of the lead window over which a reset boundary's orders are spread.
 ORDER_SPREAD = 2 / 3
 SAFETY_NET_EARLY = timedelta(seconds=1)
+# Reads of a line the carrier should have started by itself before the workflow stops
+# polling inside its workflow task (see BalanceWorkflow._confirm_started).
+CONFIRM_ATTEMPTS = 6
 
 
 def ends_at(line: Line) -> datetime:
@@ -137,6 +141,11 @@ def activation_retry(s: BalanceState) -> RetryPolicy:
         maximum_interval=cap,
         non_retryable_error_types=NON_RETRYABLE,
     )
+
+
+def confirm_retry(s: BalanceState) -> RetryPolicy:
+    """The activation polls, cut short: six reads in about four seconds."""
+    return dataclasses.replace(activation_retry(s), maximum_attempts=CONFIRM_ATTEMPTS)
 
 
 def policy_problem(policy: Policy, validity_seconds: int) -> str | None:

@@ -1,0 +1,91 @@
+"""A boundary's confirmation gives way to a scheduled activity when the carrier is slow.
+
+At a reset boundary the carrier starts the queued line itself and the workflow confirms
+it with a local activity, inside its workflow task. A line the carrier has not started
+yet (ordered after the boundary, it takes the carrier's activation latency) must not be
+polled there: a local activity holds the worker's workflow task slot while it runs, and
+in the 10,000 herd a few hundred such balances held every slot and stalled the rest.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from models.payloads import BalanceState, BalanceStatus, Line, LineCommand, LineState
+from tests.fakes import FakeCarrier
+from tests.workflows.test_balance_long_term import DAILY
+from workflows.balance import BalanceWorkflow
+from workflows.timing import CONFIRM_ATTEMPTS
+
+UTC_DAY = DAILY.model_copy(update={"id": "telna-daily-utc", "reset": "utc_midnight"})
+
+
+class SlowToStart(FakeCarrier):
+    """A carrier whose queued starts have not happened yet when the workflow first looks:
+    a line not yet active is reported as not active to the local confirmation, and is
+    activated when a scheduled activity asks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local_reads = 0
+        self.local_seconds: list[float] = []
+
+    @activity.defn(name="activate_line")
+    async def activate_line(self, cmd: LineCommand) -> Line:
+        line = self.lines[cmd.line.line_id or ""]
+        if activity.info().is_local and line.state == LineState.scheduled:
+            self.local_reads += 1
+            self.local_seconds.append(time.monotonic())
+            raise ApplicationError(f"line {line.line_id} is not active yet")
+        return await super().activate_line(cmd)
+
+
+async def test_a_line_the_carrier_has_not_started_is_confirmed_by_a_scheduled_activity(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    env = time_skipping_env
+    carrier = SlowToStart()
+    queue = str(uuid.uuid4())
+    state = BalanceState(
+        balance_id=f"bal_{uuid.uuid4().hex[:12]}",
+        iccid="8944000000000000019",
+        carrier="telna",
+        product=UTC_DAY,
+        lines_total=2,
+    )
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[BalanceWorkflow],
+        activities=carrier.activities(),
+    ):
+        handle = await env.client.start_workflow(
+            BalanceWorkflow.run, state, id=f"balance-{uuid.uuid4()}", task_queue=queue
+        )
+        result = await handle.result()
+    assert result.status == BalanceStatus.Completed
+    assert result.rotations == 1
+    assert [line.seq for line in result.archived] == [1, 2]
+    # The local confirmation polled six times in about 4 s, then gave up.
+    assert carrier.local_reads == CONFIRM_ATTEMPTS
+    assert carrier.local_seconds[-1] - carrier.local_seconds[0] < 8
+    # Line 2 was confirmed by a scheduled activity, after the local one's marker.
+    kinds = []
+    first_run = env.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+    async for event in first_run.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            kinds.append("marker")
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            kinds.append(event.activity_task_scheduled_event_attributes.activity_type.name)
+    # The bring-up's activation, then the boundary's: the local read's marker (it gave
+    # up) comes right before the scheduled activation that confirmed line 2.
+    activations = [i for i, kind in enumerate(kinds) if kind == "activate_line"]
+    assert len(activations) == 2, kinds
+    assert kinds[activations[1] - 1] == "marker", kinds

@@ -335,7 +335,7 @@ class BalanceWorkflow:
         A local activity holds its workflow task, and the worker's workflow task slot with
         it, for as long as it runs. Polling a carrier that is slow to start the line (a
         line ordered after the boundary takes the carrier's activation latency) must not
-        hold it: in the 10,000 herd a few hundred such balances held every slot and
+        hold it: in the 10,000 herd such balances held every slot (24 there) and
         stalled the rest. So the local read gives up after six tries in about 4 s
         (``timing.confirm_retry``: under the 10 s workflow task timeout, so the task is
         not heartbeated either), and on any failure the scheduled activity, which polls

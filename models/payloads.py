@@ -156,10 +156,6 @@ class BalanceState(BaseModel):
     usage_check_at: datetime | None = None
     # Events from message handlers, written with the next store call.
     pending_events: list[EventRecord] = []
-    # Where a run of the workflow ends: True, at the next order (a run orders, switches,
-    # and sleeps until the next order); False, at its switch (runs recorded before that).
-    # None until the balance's first run decides (BalanceWorkflow.run).
-    runs_begin_at_order: bool | None = None
 
 
 class ActionRequest(BaseModel):

@@ -3,14 +3,8 @@
 Make before break: the next line is ordered ``lead`` before the active one ends, and
 activated ``margin`` before it ends; only once the carrier confirms it active is the old
 line deactivated. Usage moves both moments earlier (pre-order / switch thresholds)
-unless the balance's cost cap for the UTC day is reached.
-
-A run of the workflow covers one rotation and begins with its order: when the next line
-comes due, a run that has brought up or switched to a line continues as new, and the new
-run orders, switches, and sleeps until the next order. So a run's history stays small,
-and at a reset boundary, when thousands of balances switch in the same second, each one
-replays a short history and hands over no run (the hand-over is spread over the lead
-window with the orders).
+unless the balance's cost cap for the UTC day is reached. After each rotation the
+workflow continues as new with its state, so a run's history stays small.
 """
 
 from __future__ import annotations
@@ -61,8 +55,6 @@ STORE_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 FAILING_BACKOFF = timedelta(seconds=30)
 # A clock this far behind a timer it has seen fire is stale, not rounded (see _now).
 STALE_CLOCK = timedelta(milliseconds=10)
-# Runs began after the switch before this change (their histories must replay as they ran).
-RUNS_BEGIN_AT_ORDER = "runs-begin-at-order"
 
 
 @workflow.defn
@@ -77,16 +69,10 @@ class BalanceWorkflow:
         self._timers: dict[datetime, asyncio.Future[None]] = {}
         # The latest moment a fired timer proves has passed (see _now).
         self._floor: datetime | None = None
-        # The active line this run began with: a run that has moved on from it hands over
-        # to a new run at the next order.
-        self._first_seq = state.active.seq if state.active else None
 
     @workflow.run
     async def run(self, state: BalanceState) -> BalanceStatusView:
         s = self.s
-        if s.runs_begin_at_order is None:
-            # Decided once per balance and carried on: only its first run has the marker.
-            s.runs_begin_at_order = workflow.patched(RUNS_BEGIN_AT_ORDER)
         self._describe()
         while True:
             if s.pending_events:
@@ -110,27 +96,20 @@ class BalanceWorkflow:
                     await self._end_all_lines(LineState.expired, "term complete")
                     continue
             elif s.scheduled is None and timing.order_due(s, now):
-                if s.runs_begin_at_order and s.active.seq != self._first_seq:
-                    await self._continue_as_new()
                 await self._order_next()
                 continue
             elif s.scheduled is not None and timing.switch_reason(s, now):
-                if await self._switch() and not s.runs_begin_at_order:
-                    # A run begun the earlier way ends here; the next one begins the new.
-                    s.runs_begin_at_order = True
-                    await self._continue_as_new()
+                if await self._switch():
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    workflow.continue_as_new(s)
                 continue
             if s.usage_check_at is not None and now >= s.usage_check_at:
                 await self._check_usage()
                 continue
             if workflow.info().is_continue_as_new_suggested():
-                await self._continue_as_new()
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(s)
             await self._sleep_until_next_deadline(now)
-
-    async def _continue_as_new(self) -> None:
-        """Hand the state over to a new run, once every message handler has finished."""
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        workflow.continue_as_new(self.s)
 
     # --- signals ----------------------------------------------------------------------
 

@@ -5,10 +5,6 @@ code would order another command (activity, timer, search attribute upsert...) w
 the history has the old one, the run stops with a non-determinism error. These tests
 replay real runs (tests/workflows/record_histories.py; how and when to re-record is in
 its docstring) with the worker's own sandbox runner and data converter.
-
-Two generations are kept: ``histories/`` from today's code, and
-``histories/runs-end-at-switch/``, recorded when each run ended at its switch (before
-``RUNS_BEGIN_AT_ORDER``): a run of that kind in flight at the upgrade still replays.
 """
 
 from __future__ import annotations
@@ -28,9 +24,7 @@ from tests.replay import replayer
 from tests.workflows.record_histories import HISTORIES, SCENARIOS
 from workflows.balance import BalanceWorkflow
 
-EARLIER = HISTORIES / "runs-end-at-switch"
-GENERATIONS = [HISTORIES, EARLIER]
-FILES = [path for folder in GENERATIONS for path in sorted(folder.glob("*.json"))]
+FILES = sorted(HISTORIES.glob("*.json"))
 
 
 def _history(path: Path) -> WorkflowHistory:
@@ -51,7 +45,7 @@ def _scenario(path: Path) -> str:
     return path.stem.rsplit("-", 1)[0]
 
 
-@pytest.mark.parametrize("path", FILES, ids=[f"{p.parent.name}/{p.stem}" for p in FILES])
+@pytest.mark.parametrize("path", FILES, ids=[path.stem for path in FILES])
 async def test_recorded_run_replays(path: Path) -> None:
     await replayer().replay_workflow(_history(path))
 
@@ -73,18 +67,16 @@ async def test_a_changed_workflow_fails_replay(monkeypatch: pytest.MonkeyPatch) 
         await replayer().replay_workflow(history)
 
 
-@pytest.mark.parametrize("folder", GENERATIONS, ids=[f.name for f in GENERATIONS])
-def test_every_scenario_is_recorded_with_what_it_shows(folder: Path) -> None:
+def test_every_scenario_is_recorded_with_what_it_shows() -> None:
     """A deleted or re-recorded file that no longer shows its signal, update, status or
     continue-as-new is noticed."""
-    files = sorted(folder.glob("*.json"))
-    recorded = {_scenario(path) for path in files}
+    recorded = {_scenario(path) for path in FILES}
     assert recorded == set(SCENARIOS), recorded ^ set(SCENARIOS)
     signals: dict[str, set[str]] = {}
     updates: dict[str, set[str]] = {}
     states: dict[str, set[str]] = {}
     runs: dict[str, int] = {}
-    for path in files:
+    for path in FILES:
         name = _scenario(path)
         runs[name] = runs.get(name, 0) + 1
         for kind, attributes in _events(path):
@@ -110,42 +102,7 @@ def test_every_scenario_is_recorded_with_what_it_shows(folder: Path) -> None:
     # Two rotations by time: the first run and two continue-as-new runs.
     assert runs["rotation-telna"] >= 3 and runs["rotation-webbing"] >= 3
     for name, n in runs.items():
-        _assert_whole_chain([folder / f"{name}-{i}.json" for i in range(1, n + 1)])
-
-
-def test_each_run_of_today_begins_with_its_order_and_switches_without_handing_over() -> None:
-    """Today's runs: the first brings up line 1 and hands over at the order of line 2;
-    each later run orders first, switches, and hands over at the next order (or
-    completes). So the switch, the moment a reset boundary puts on every balance at once,
-    is never where a run hands over."""
-    later = [p for p in sorted(HISTORIES.glob("rotation-*.json")) if not p.stem.endswith("-1")]
-    assert len(later) >= 4, later
-    for path in later:
-        events = json.loads(path.read_text())["events"]
-        kinds = [event["eventType"].removeprefix("EVENT_TYPE_") for event in events]
-        summaries = [_summary(event) for event in events]
-        first_activity = kinds.index("ACTIVITY_TASK_SCHEDULED")
-        assert summaries[first_activity].startswith("order line"), path.name
-        switched = [i for i, s in enumerate(summaries) if s.startswith("record activated")]
-        assert len(switched) == 1, path.name
-        if kinds[-1] == "WORKFLOW_EXECUTION_CONTINUED_AS_NEW":
-            # Handed over in the workflow task woken by the sleep until the next order.
-            assert summaries[kinds.index("TIMER_STARTED", switched[0])].startswith(
-                "sleep until order line"
-            ), path.name
-            assert kinds[-5:-1] == [
-                "TIMER_FIRED",
-                "WORKFLOW_TASK_SCHEDULED",
-                "WORKFLOW_TASK_STARTED",
-                "WORKFLOW_TASK_COMPLETED",
-            ], path.name
-        else:
-            assert kinds[-1] == "WORKFLOW_EXECUTION_COMPLETED", path.name
-
-
-def _summary(event: dict[str, Any]) -> str:
-    data = event.get("userMetadata", {}).get("summary", {}).get("data")
-    return str(json.loads(base64.b64decode(data))) if data else ""
+        _assert_whole_chain([HISTORIES / f"{name}-{i}.json" for i in range(1, n + 1)])
 
 
 def _assert_whole_chain(paths: list[Path]) -> None:

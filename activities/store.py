@@ -10,10 +10,13 @@ These are synchronous (SQLAlchemy sessions) and run in the worker's thread pool.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 from temporalio import activity
 
@@ -78,13 +81,70 @@ def _append_events(session: Session, events: list[EventRecord]) -> list[EventRec
     The ledger is also the notification outbox: the caller holds ``hold_ledger_writes``,
     which keeps the dispatcher from reading past an id taken here but not committed.
     """
-    insert = dialect_insert(session, LEDGER).on_conflict_do_nothing()
     # RETURNING, not rowcount: psycopg reports -1 for a single-row upsert.
     written = session.execute(
-        insert.returning(LEDGER.c.key), [event.model_dump() for event in events]
+        _statements(session).append_events, [event.model_dump() for event in events]
     )
     keys = set(written.scalars())
     return [event for event in events if event.key in keys]
+
+
+# The balance row's update, built once: a statement built per call coerces each value
+# into a fresh bind parameter and computes its cache key anew, and at a boundary that was
+# the largest single cost of the worker's event loop and threads (BENCHMARKS.md). Bind
+# names are prefixed: a name equal to a column's is reserved for the SET clause.
+BALANCE_FIELDS = (
+    "state product_id next_product_id line_seq line_ends_at rotations paused capped "
+    "failing_reason updated_at"
+).split()
+_SET_BALANCE = {
+    name: sa.bindparam(f"v_{name}", type_=BALANCES.c[name].type) for name in BALANCE_FIELDS
+}
+_UPDATE_BALANCE = (
+    sa.update(BALANCES)
+    .where(BALANCES.c.id == sa.bindparam("v_id", type_=BALANCES.c.id.type))
+    .values(_SET_BALANCE)
+    .returning(BALANCES.c.id)
+)
+_CLOSE_BALANCE = (
+    sa.update(BALANCES)
+    .where(BALANCES.c.id == sa.bindparam("v_id", type_=BALANCES.c.id.type))
+    .values(
+        {
+            **_SET_BALANCE,
+            "open_iccid": None,
+            "closed_at": sa.func.coalesce(
+                BALANCES.c.closed_at, sa.bindparam("v_closed_at", type_=UTCDateTime())
+            ),
+        }
+    )
+    .returning(BALANCES.c.id)
+)
+
+
+@dataclass(frozen=True)
+class _Upserts:
+    """The dialect's upserts of lines and ledger events, built once (see _UPDATE_BALANCE)."""
+
+    upsert_lines: Any
+    append_events: Any
+
+
+@cache
+def _upserts(dialect: str) -> _Upserts:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    lines = insert(LINES)
+    return _Upserts(
+        upsert_lines=lines.on_conflict_do_update(
+            index_elements=["balance_id", "seq"],
+            set_={name: lines.excluded[name] for name in LINE_UPDATES},
+        ),
+        append_events=insert(LEDGER).on_conflict_do_nothing().returning(LEDGER.c.key),
+    )
+
+
+def _statements(session: Session) -> _Upserts:
+    return _upserts(session.get_bind().dialect.name)
 
 
 def _update_balance(session: Session, balance_id: str, record: BalanceRecord) -> bool:
@@ -92,23 +152,23 @@ def _update_balance(session: Session, balance_id: str, record: BalanceRecord) ->
     # The first write takes the balance row's lock (PostgreSQL) or the database's write
     # lock (SQLite), so a racing attempt waits here and then writes the same values.
     now = datetime.now(UTC)
-    values: dict[str, Any] = {
-        "state": record.status.value,
-        "product_id": record.product_id,
-        "next_product_id": record.next_product_id,
-        "line_seq": record.line_seq,
-        "line_ends_at": record.line_ends_at,
-        "rotations": record.rotations,
-        "paused": record.paused,
-        "capped": record.capped,
-        "failing_reason": record.failing_reason,
-        "updated_at": now,
+    params: dict[str, Any] = {
+        "v_id": balance_id,
+        "v_state": record.status.value,
+        "v_product_id": record.product_id,
+        "v_next_product_id": record.next_product_id,
+        "v_line_seq": record.line_seq,
+        "v_line_ends_at": record.line_ends_at,
+        "v_rotations": record.rotations,
+        "v_paused": record.paused,
+        "v_capped": record.capped,
+        "v_failing_reason": record.failing_reason,
+        "v_updated_at": now,
     }
     if record.closed:
-        values["open_iccid"] = None
-        values["closed_at"] = sa.func.coalesce(BALANCES.c.closed_at, sa.literal(now, UTCDateTime()))
-    update = sa.update(BALANCES).where(BALANCES.c.id == balance_id).values(values)
-    return session.execute(update.returning(BALANCES.c.id)).first() is not None
+        params["v_closed_at"] = now
+    update = _CLOSE_BALANCE if record.closed else _UPDATE_BALANCE
+    return session.execute(update, params).first() is not None
 
 
 def _adopt_balance(session: Session, changes: RecordChanges) -> None:
@@ -156,9 +216,4 @@ def _upsert_lines(session: Session, changes: RecordChanges) -> None:
         }
         for line in changes.lines
     ]
-    insert = dialect_insert(session, LINES)
-    upsert = insert.on_conflict_do_update(
-        index_elements=["balance_id", "seq"],
-        set_={name: insert.excluded[name] for name in LINE_UPDATES},
-    )
-    session.execute(upsert, rows)
+    session.execute(_statements(session).upsert_lines, rows)

@@ -156,6 +156,9 @@ class BalanceState(BaseModel):
     usage_check_at: datetime | None = None
     # Events from message handlers, written with the next store call.
     pending_events: list[EventRecord] = []
+    # Whether a run hands over once a line it brought up is active (BalanceWorkflow.run):
+    # decided in a balance's first workflow task, None until then.
+    hand_over_after_bring_up: bool | None = None
 
 
 class ActionRequest(BaseModel):

@@ -3,8 +3,9 @@
 Make before break: the next line is ordered ``lead`` before the active one ends, and
 activated ``margin`` before it ends; only once the carrier confirms it active is the old
 line deactivated. Usage moves both moments earlier (pre-order / switch thresholds)
-unless the balance's cost cap for the UTC day is reached. After each rotation the
-workflow continues as new with its state, so a run's history stays small.
+unless the balance's cost cap for the UTC day is reached. After each rotation, and once a
+line brought up (first line, resume) is active, the workflow continues as new with its
+state, so a run's history stays small.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ STORE_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 FAILING_BACKOFF = timedelta(seconds=30)
 # A clock this far behind a timer it has seen fire is stale, not rounded (see _now).
 STALE_CLOCK = timedelta(milliseconds=10)
+# Runs that brought up a line before this change kept running (see run).
+HAND_OVER_AFTER_BRING_UP = "hand-over-after-bring-up"
 
 
 @workflow.defn
@@ -73,6 +76,12 @@ class BalanceWorkflow:
     @workflow.run
     async def run(self, state: BalanceState) -> BalanceStatusView:
         s = self.s
+        if s.hand_over_after_bring_up is None:
+            # Decided once per balance, in its first workflow task, and carried on: runs
+            # recorded before the hand-over replay without it. Asked before any local
+            # activity: a patch asked after one can land in another workflow task than
+            # its marker (a query that splits the task), and then not replay.
+            s.hand_over_after_bring_up = workflow.patched(HAND_OVER_AFTER_BRING_UP)
         self._describe()
         while True:
             if s.pending_events:
@@ -88,6 +97,13 @@ class BalanceWorkflow:
                 if timing.term_done(s):
                     return await self._close(BalanceStatus.Completed)
                 await self._bring_up_line()
+                if s.active is not None and s.hand_over_after_bring_up:
+                    # The bring-up (order, activation polls, Failing marks) is the
+                    # longest history a run has. Handing over here, a balance's next
+                    # wakes (the order, the switch) replay a short run instead: a fleet
+                    # enrolled in a wave meets its first boundary as a herd, and a
+                    # worker that no longer caches those balances replays each one.
+                    await self._continue_as_new()
                 continue
             now = self._now()
             self._note_cap(now)
@@ -100,16 +116,19 @@ class BalanceWorkflow:
                 continue
             elif s.scheduled is not None and timing.switch_reason(s, now):
                 if await self._switch():
-                    await workflow.wait_condition(workflow.all_handlers_finished)
-                    workflow.continue_as_new(s)
+                    await self._continue_as_new()
                 continue
             if s.usage_check_at is not None and now >= s.usage_check_at:
                 await self._check_usage()
                 continue
             if workflow.info().is_continue_as_new_suggested():
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(s)
+                await self._continue_as_new()
             await self._sleep_until_next_deadline(now)
+
+    async def _continue_as_new(self) -> None:
+        """Hand the state over to a new run, once every message handler has finished."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(self.s)
 
     # --- signals ----------------------------------------------------------------------
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from models.payloads import ActionRequest, BalanceState, BalanceStatus, LineState, ProductSpec
 from tests.fakes import FakeCarrier
+from tests.workflows.record_histories import chain
 from workflows.balance import BalanceWorkflow
 
 DAILY = ProductSpec(
@@ -22,13 +25,13 @@ DAILY = ProductSpec(
 )
 
 
-def _state(lines_total: int | None = None) -> BalanceState:
+def _state(product: ProductSpec = DAILY, **fields: Any) -> BalanceState:
     return BalanceState(
         balance_id=f"bal_{uuid.uuid4().hex[:12]}",
         iccid="8944000000000000019",
         carrier="telna",
-        product=DAILY,
-        lines_total=lines_total,
+        product=product,
+        **fields,
     )
 
 
@@ -90,3 +93,40 @@ async def test_term_of_three_lines_ends_after_the_third(
         assert last.ended_at == last.ends_at  # the last line ran to the end of its window
         desc = await handle.describe()
         assert desc.status == WorkflowExecutionStatus.COMPLETED
+
+
+async def test_the_run_that_brought_up_a_line_hands_over_once_it_is_active(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """The bring-up is the longest history a run has (order, activation polls): the run
+    hands over as soon as the line is active, so the next wake (the order) replays a run
+    of one timer, and the switch after it a run of that order."""
+    env = time_skipping_env
+    fake = FakeCarrier()
+    queue = str(uuid.uuid4())
+    async with Worker(
+        env.client, task_queue=queue, workflows=[BalanceWorkflow], activities=fake.activities()
+    ):
+        state = _state(lines_total=3)
+        handle = await env.client.start_workflow(
+            BalanceWorkflow.run, state, id=f"balance-{uuid.uuid4()}", task_queue=queue
+        )
+        await handle.result()
+    runs = await chain(env.client, handle.id)
+    # Bring-up run, two rotations, and the last line's run.
+    assert len(runs) == 4
+
+    def scheduled(events: list[Any]) -> list[str]:
+        wanted = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        return [
+            e.activity_task_scheduled_event_attributes.activity_type.name
+            for e in events
+            if e.event_type == wanted
+        ]
+
+    first, second = runs[0].events, runs[1].events
+    assert scheduled(first) == ["order_line", "activate_line"]
+    assert first[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+    # The next run's first command is its sleep until the order.
+    assert second[4].event_type == EventType.EVENT_TYPE_TIMER_STARTED
+    assert scheduled(second) == ["order_line", "activate_line", "deactivate_line"]

@@ -5,6 +5,11 @@ code would order another command (activity, timer, search attribute upsert...) w
 the history has the old one, the run stops with a non-determinism error. These tests
 replay real runs (tests/workflows/record_histories.py; how and when to re-record is in
 its docstring) with the worker's own sandbox runner and data converter.
+
+Two generations are kept: ``histories/`` from today's code, and
+``histories/bring-up-kept-its-run/``, recorded before a run handed over once its
+bring-up was done (``HAND_OVER_AFTER_BRING_UP``): such a run in flight at the upgrade
+still replays.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from tests.replay import replayer
 from tests.workflows.record_histories import HISTORIES, SCENARIOS
 from workflows.balance import BalanceWorkflow
 
-FILES = sorted(HISTORIES.glob("*.json"))
+EARLIER = HISTORIES / "bring-up-kept-its-run"
+GENERATIONS = [HISTORIES, EARLIER]
+FILES = [path for folder in GENERATIONS for path in sorted(folder.glob("*.json"))]
 
 
 def _history(path: Path) -> WorkflowHistory:
@@ -45,7 +52,7 @@ def _scenario(path: Path) -> str:
     return path.stem.rsplit("-", 1)[0]
 
 
-@pytest.mark.parametrize("path", FILES, ids=[path.stem for path in FILES])
+@pytest.mark.parametrize("path", FILES, ids=[f"{p.parent.name}/{p.stem}" for p in FILES])
 async def test_recorded_run_replays(path: Path) -> None:
     await replayer().replay_workflow(_history(path))
 
@@ -67,16 +74,18 @@ async def test_a_changed_workflow_fails_replay(monkeypatch: pytest.MonkeyPatch) 
         await replayer().replay_workflow(history)
 
 
-def test_every_scenario_is_recorded_with_what_it_shows() -> None:
+@pytest.mark.parametrize("folder", GENERATIONS, ids=[f.name for f in GENERATIONS])
+def test_every_scenario_is_recorded_with_what_it_shows(folder: Path) -> None:
     """A deleted or re-recorded file that no longer shows its signal, update, status or
     continue-as-new is noticed."""
-    recorded = {_scenario(path) for path in FILES}
+    files = sorted(folder.glob("*.json"))
+    recorded = {_scenario(path) for path in files}
     assert recorded == set(SCENARIOS), recorded ^ set(SCENARIOS)
     signals: dict[str, set[str]] = {}
     updates: dict[str, set[str]] = {}
     states: dict[str, set[str]] = {}
     runs: dict[str, int] = {}
-    for path in FILES:
+    for path in files:
         name = _scenario(path)
         runs[name] = runs.get(name, 0) + 1
         for kind, attributes in _events(path):
@@ -102,7 +111,7 @@ def test_every_scenario_is_recorded_with_what_it_shows() -> None:
     # Two rotations by time: the first run and two continue-as-new runs.
     assert runs["rotation-telna"] >= 3 and runs["rotation-webbing"] >= 3
     for name, n in runs.items():
-        _assert_whole_chain([HISTORIES / f"{name}-{i}.json" for i in range(1, n + 1)])
+        _assert_whole_chain([folder / f"{name}-{i}.json" for i in range(1, n + 1)])
 
 
 def _assert_whole_chain(paths: list[Path]) -> None:

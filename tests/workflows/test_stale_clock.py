@@ -8,9 +8,9 @@ that task. So the run slept again, where every replay of it, reading the true cl
 orders. The next replay (a query, a cache eviction, another worker) failed with a
 non-determinism error, and the balance was stuck.
 
-Here every first run reads the clock of its first task for its whole life: the worst
-such a worker could do. The run must still rotate, and its history must replay on the
-true clock.
+Here every run reads the clock of its first task for its whole life: the worst such a
+worker could do. The balance must still rotate, and its histories must replay on the true
+clock.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ from datetime import datetime, timedelta
 
 import pytest
 from temporalio import workflow
+from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from models.payloads import ActionRequest, BalanceState
 from tests.fakes import FakeCarrier
 from tests.replay import replayer
+from tests.workflows.record_histories import chain
 from tests.workflows.test_balance_long_term import DAILY
 from worker import WORKFLOW_RUNNER
 from workflows.balance import BalanceWorkflow
@@ -36,23 +38,20 @@ TEN_MINUTES = DAILY.model_copy(update={"id": "telna-10min", "validity_seconds": 
 
 
 def _stuck_clock(true_now: Callable[[], datetime]) -> Callable[[], datetime]:
-    """``workflow.now`` as that worker read it: a first run's clock stops at its first task."""
+    """``workflow.now`` as that worker read it: each run's clock stops at its first task."""
     first: dict[str, datetime] = {}
 
     def now() -> datetime:
-        info = workflow.info()
-        if info.continued_run_id is not None:
-            return true_now()
-        return first.setdefault(info.run_id, true_now())
+        return first.setdefault(workflow.info().run_id, true_now())
 
     return now
 
 
 async def _run_on_stuck_clock(
     env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
-) -> tuple[str, str, int]:
-    """One balance for 11 minutes of a 10-minute pass: its workflow id, its first run's
-    id and the rotations it made."""
+) -> tuple[list[WorkflowHistory], int]:
+    """One balance for 11 minutes of a 10-minute pass: the histories of its runs and the
+    rotations it made."""
     fake = FakeCarrier()
     queue = str(uuid.uuid4())
     with monkeypatch.context() as patch:
@@ -77,20 +76,20 @@ async def _run_on_stuck_clock(
             rotations = (await handle.query(BalanceWorkflow.status)).rotations
             await handle.signal(BalanceWorkflow.cancel, ActionRequest(actor="test"))
             await handle.result()
-    return handle.id, handle.result_run_id or "", rotations
+    return await chain(env.client, handle.id), rotations
 
 
-async def _replays_on_true_clock(env: WorkflowEnvironment, workflow_id: str, run_id: str) -> None:
-    history = await env.client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
-    await replayer().replay_workflow(history)
+async def _replays_on_true_clock(histories: list[WorkflowHistory]) -> None:
+    for history in histories:
+        await replayer().replay_workflow(history)
 
 
 async def test_a_run_woken_on_a_stale_clock_rotates_and_replays_on_the_true_clock(
     time_skipping_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    workflow_id, run_id, rotations = await _run_on_stuck_clock(time_skipping_env, monkeypatch)
+    histories, rotations = await _run_on_stuck_clock(time_skipping_env, monkeypatch)
     assert rotations == 1
-    await _replays_on_true_clock(time_skipping_env, workflow_id, run_id)
+    await _replays_on_true_clock(histories)
 
 
 async def test_without_the_floor_a_stale_clock_forks_the_history(
@@ -98,8 +97,8 @@ async def test_without_the_floor_a_stale_clock_forks_the_history(
 ) -> None:
     """Proof the test above can fail: the workflow as it was, reading the raw clock."""
     monkeypatch.setattr(BalanceWorkflow, "_now", lambda self: workflow.now())
-    workflow_id, run_id, rotations = await _run_on_stuck_clock(time_skipping_env, monkeypatch)
+    histories, rotations = await _run_on_stuck_clock(time_skipping_env, monkeypatch)
     assert rotations == 0  # woken by the order timer, it slept again
     monkeypatch.undo()
     with pytest.raises(workflow.NondeterminismError):
-        await _replays_on_true_clock(time_skipping_env, workflow_id, run_id)
+        await _replays_on_true_clock(histories)

@@ -25,14 +25,42 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col
 
-from models.db import dialect_insert, session_scope
+from models.db import session_scope
 from models.tables import OrderClaim
 
 SEND_WINDOW = timedelta(seconds=30)  # how long after taking the claim an order may leave
+
+
+# Taking and releasing a claim are on every order's path: built once, with bound
+# parameters (as the store's writes: activities/store.py).
+CLAIMS: sa.Table = OrderClaim.__table__  # type: ignore[attr-defined]
+_RELEASE = (
+    sa.delete(CLAIMS)
+    .where(CLAIMS.c.reference == sa.bindparam("c_reference", type_=CLAIMS.c.reference.type))
+    .where(CLAIMS.c.owner == sa.bindparam("c_owner", type_=CLAIMS.c.owner.type))
+)
+
+
+@cache
+def _take_claim(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(CLAIMS)
+        .values(
+            reference=sa.bindparam("c_reference", type_=CLAIMS.c.reference.type),
+            owner=sa.bindparam("c_owner", type_=CLAIMS.c.owner.type),
+            lease_until=sa.bindparam("c_until", type_=CLAIMS.c.lease_until.type),
+        )
+        .on_conflict_do_nothing()
+        .returning(CLAIMS.c.reference)  # not rowcount: psycopg says -1
+    )
 
 
 def process_owner() -> str:
@@ -90,11 +118,9 @@ class OrderClaims:
         now = now or datetime.now(UTC)
         until = now + self.lease
         with session_scope(self._url) as session:
+            claim = _take_claim(session.get_bind().dialect.name)
             inserted = session.execute(
-                dialect_insert(session, OrderClaim)
-                .values(reference=reference, owner=self.owner, lease_until=until)
-                .on_conflict_do_nothing()
-                .returning(col(OrderClaim.reference))  # not rowcount: psycopg says -1
+                claim, {"c_reference": reference, "c_owner": self.owner, "c_until": until}
             )
             if inserted.first() is None:
                 # Ours already (an attempt of this process ended), its lease ran out, or
@@ -119,8 +145,4 @@ class OrderClaims:
     def release(self, reference: str) -> None:
         """The order is settled (bought, adopted or refused): remove this process's claim."""
         with session_scope(self._url) as session:
-            session.execute(
-                sa.delete(OrderClaim)
-                .where(col(OrderClaim.reference) == reference)
-                .where(col(OrderClaim.owner) == self.owner)
-            )
+            session.execute(_RELEASE, {"c_reference": reference, "c_owner": self.owner})

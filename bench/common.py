@@ -165,21 +165,32 @@ def bench_iccids(n: int) -> list[str]:
 
 
 async def history_events_per_rotation(
-    client: Client, iccids: Sequence[str], skip_first_run: bool = False, dump: Path | None = None
+    client: Client,
+    iccids: Sequence[str],
+    last_run_after: int = 0,
+    dump: Path | None = None,
 ) -> float:
     """Mean history length of the balances' finished runs: one run per rotation, since
-    the workflow continues as new after each. ``skip_first_run`` leaves out each
-    balance's first run (it also brought up the first line). ``dump`` gets the event
-    types of one run, to see where the events go."""
+    the workflow continues as new after each. ``last_run_after=k``: each balance's last
+    finished run only, once it has more than ``k`` (waited for, up to a minute: the list
+    is eventually consistent). The herd passes 2: a balance's first run brings up its
+    first line and hands over, and its second may begin with its order already due (a
+    bring-up that ran late in a short pass); the last is a whole steady-state rotation.
+    ``dump`` gets the event types of one run, to see where the events go."""
     sizes = []
     for iccid in iccids:
-        runs = [
-            run
-            async for run in client.list_workflows(f"WorkflowId = '{workflow_id(iccid)}'")
-            if run.status == WorkflowExecutionStatus.CONTINUED_AS_NEW
-        ]
+        deadline = time.monotonic() + 60
+        while True:
+            runs = [
+                run
+                async for run in client.list_workflows(f"WorkflowId = '{workflow_id(iccid)}'")
+                if run.status == WorkflowExecutionStatus.CONTINUED_AS_NEW
+            ]
+            if len(runs) > last_run_after or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1)
         runs.sort(key=lambda run: run.start_time)
-        for run in runs[1:] if skip_first_run else runs:
+        for run in runs[-1:] if last_run_after else runs:
             handle = client.get_workflow_handle(run.id, run_id=run.run_id)
             events = (await handle.fetch_history()).events
             sizes.append(len(events))

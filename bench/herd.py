@@ -315,7 +315,7 @@ class Run:
                 )
             await naive  # met its own boundary before this one, in its own process
             events = await history_events_per_rotation(
-                self.client, sample, skip_first_run=True, dump=self.args.dump_history
+                self.client, sample, last_run_after=2, dump=self.args.dump_history
             )
             retries = await activity_retries(self.client, {workflow_id(i) for i in herd})
         herd_gaps = gaps(found, set(herd), done_at)

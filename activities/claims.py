@@ -29,10 +29,9 @@ from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col
 
-from models.db import session_scope
+from models.db import dialect_insert_for, session_scope
 from models.tables import OrderClaim
 
 SEND_WINDOW = timedelta(seconds=30)  # how long after taking the claim an order may leave
@@ -50,9 +49,8 @@ _RELEASE = (
 
 @cache
 def _take_claim(dialect: str) -> Any:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return (
-        insert(CLAIMS)
+        dialect_insert_for(dialect, CLAIMS)
         .values(
             reference=sa.bindparam("c_reference", type_=CLAIMS.c.reference.type),
             owner=sa.bindparam("c_owner", type_=CLAIMS.c.owner.type),

@@ -16,13 +16,12 @@ from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 from temporalio import activity
 
 from activities.metrics import observe_rotations
 from activities.outbox import hold_ledger_writes
-from models.db import dialect_insert, session_scope
+from models.db import dialect_insert, dialect_insert_for, session_scope
 from models.payloads import BalanceRecord, EventRecord, RecordChanges
 from models.tables import Balance, BalanceLine, Esim, LineEvent, UTCDateTime
 
@@ -132,14 +131,15 @@ class _Upserts:
 
 @cache
 def _upserts(dialect: str) -> _Upserts:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    lines = insert(LINES)
+    lines = dialect_insert_for(dialect, LINES)
     return _Upserts(
         upsert_lines=lines.on_conflict_do_update(
             index_elements=["balance_id", "seq"],
             set_={name: lines.excluded[name] for name in LINE_UPDATES},
         ),
-        append_events=insert(LEDGER).on_conflict_do_nothing().returning(LEDGER.c.key),
+        append_events=dialect_insert_for(dialect, LEDGER)
+        .on_conflict_do_nothing()
+        .returning(LEDGER.c.key),
     )
 
 

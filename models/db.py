@@ -239,9 +239,12 @@ def dialect_insert(session: Session, model: type[Any] | Table) -> Any:
     """``INSERT`` into ``model``'s table (or a Core table) in the session's dialect (SQLite
     or PostgreSQL), which offers ``on_conflict_do_nothing`` / ``on_conflict_do_update``:
     upserts that stay correct when two writers race, where select-then-insert does not."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(model)
-    return sqlite.insert(model)
+    return dialect_insert_for(session.get_bind().dialect.name, model)
+
+
+def dialect_insert_for(dialect: str, model: type[Any] | Table) -> Any:
+    """``dialect_insert`` by the dialect's name: for statements built once per dialect."""
+    return postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model)
 
 
 @contextmanager

@@ -56,7 +56,7 @@ STORE_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 FAILING_BACKOFF = timedelta(seconds=30)
 # A clock this far behind a timer it has seen fire is stale, not rounded (see _now).
 STALE_CLOCK = timedelta(milliseconds=10)
-# Runs that brought up a line before this change kept running (see run).
+# The patch behind a run's hand-over once a line it brought up is active (see run).
 HAND_OVER_AFTER_BRING_UP = "hand-over-after-bring-up"
 
 

@@ -70,7 +70,7 @@ async def test_thirty_days_rotate_thirty_times_in_small_runs(
         assert result.status == BalanceStatus.Cancelled
 
 
-async def test_term_of_three_lines_ends_after_the_third(
+async def test_term_of_three_lines_ends_after_the_third_in_small_runs(
     time_skipping_env: WorkflowEnvironment,
 ) -> None:
     env = time_skipping_env
@@ -93,25 +93,9 @@ async def test_term_of_three_lines_ends_after_the_third(
         assert last.ended_at == last.ends_at  # the last line ran to the end of its window
         desc = await handle.describe()
         assert desc.status == WorkflowExecutionStatus.COMPLETED
-
-
-async def test_the_run_that_brought_up_a_line_hands_over_once_it_is_active(
-    time_skipping_env: WorkflowEnvironment,
-) -> None:
-    """The bring-up is the longest history a run has (order, activation polls): the run
-    hands over as soon as the line is active, so the next wake (the order) replays a run
-    of one timer, and the switch after it a run of that order."""
-    env = time_skipping_env
-    fake = FakeCarrier()
-    queue = str(uuid.uuid4())
-    async with Worker(
-        env.client, task_queue=queue, workflows=[BalanceWorkflow], activities=fake.activities()
-    ):
-        state = _state(lines_total=3)
-        handle = await env.client.start_workflow(
-            BalanceWorkflow.run, state, id=f"balance-{uuid.uuid4()}", task_queue=queue
-        )
-        await handle.result()
+    # The bring-up is the longest history a run has (order, activation polls): the run
+    # hands over as soon as the line is active, so the next wake (the order) replays a
+    # run of one timer, and the switch after it a run of that order.
     runs = await chain(env.client, handle.id)
     # Bring-up run, two rotations, and the last line's run.
     assert len(runs) == 4

@@ -483,13 +483,14 @@ class BalanceWorkflow:
         s = self.s
         ended: list[Line] = []
         events: list[EventRecord] = []
-        for line in (s.scheduled, s.active):
+        for line, is_active in ((s.scheduled, False), (s.active, True)):
             if line is None:
                 continue
-            state = end_state if line.state == LineState.active else LineState.cancelled
+            state = end_state if is_active else LineState.cancelled
             done = await self._deactivate(line, state)
-            if line.state == LineState.scheduled and done.activated_at is not None:
-                # The carrier's safety net started it (the line before ended first).
+            if not is_active and done.activated_at is not None:
+                # The carrier's safety net started it as the line before ended, perhaps
+                # before our order's answer came back: its state may read either way.
                 events.append(self._carrier_activated(done))
             ended.append(done)
             events.append(self._event(state.value, done, reason=reason))

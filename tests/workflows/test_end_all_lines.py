@@ -1,0 +1,64 @@
+"""Ending a balance's lines records what the carrier did with them.
+
+The order of the next line carries a queued start at the current line's end (the
+carrier's safety net). When the order's answer is lost and a retry reads the package
+after that start, the workflow holds its scheduled line as ``active``. A cancel then
+must still record that the carrier activated it: the ledger and the carrier agree.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from temporalio import activity
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from models.payloads import ActionRequest, BalanceStatus, Line, LineState, OrderLineInput
+from tests.fakes import FakeCarrier
+from tests.workflows.test_balance_long_term import _state
+from workflows.balance import BalanceWorkflow
+
+
+class StartedBeforeTheAnswer(FakeCarrier):
+    """Line 2's order is read back after the carrier's safety net has started it."""
+
+    @activity.defn(name="order_line")
+    async def order_line(self, req: OrderLineInput) -> Line:
+        line = await super().order_line(req)
+        if req.seq == 2 and line.state == LineState.scheduled:
+            line.state = LineState.active
+            line.activated_at = self._now()
+            line.ends_at = line.activated_at + timedelta(seconds=line.validity_seconds)
+        return line
+
+
+async def test_cancel_records_the_carriers_start_of_a_line_read_back_as_active(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    env = time_skipping_env
+    fake = StartedBeforeTheAnswer()
+    queue = str(uuid.uuid4())
+    async with Worker(
+        env.client, task_queue=queue, workflows=[BalanceWorkflow], activities=fake.activities()
+    ):
+        state = _state()
+        handle = await env.client.start_workflow(
+            BalanceWorkflow.run, state, id=f"balance-{uuid.uuid4()}", task_queue=queue
+        )
+        for _ in range(24 * 12):  # line 2 is ordered in the lead before line 1's end (a day)
+            if len(fake.orders) == 2:
+                break
+            await env.sleep(timedelta(minutes=5))
+        assert len(fake.orders) == 2, fake.orders
+        await handle.signal(BalanceWorkflow.cancel, ActionRequest(actor="test"))
+        result = await handle.result()
+    assert result.status == BalanceStatus.Cancelled
+    line_2 = [
+        (event.kind, event.actor)
+        for record in fake.records
+        for event in record.events
+        if event.seq == 2
+    ]
+    assert line_2 == [("ordered", "workflow"), ("activated", "carrier"), ("cancelled", "workflow")]

@@ -23,7 +23,7 @@ import httpx
 from pydantic import SecretStr
 from sqlmodel import select
 from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, WorkflowHandle
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from activities.catalog import sync_catalogue
@@ -190,13 +190,24 @@ class Rig:
         what: str,
     ) -> BalanceStatusView:
         deadline = time.monotonic() + timeout
-        status = await self.status(iccid)
-        while not check(status):
+        status = await self._status_if_answered(iccid)
+        while status is None or not check(status):
             if time.monotonic() > deadline:
                 raise AssertionError(f"{iccid}: timed out waiting for {what}; last {status}")
             await asyncio.sleep(0.25)
-            status = await self.status(iccid)
+            status = await self._status_if_answered(iccid)
         return status
+
+    async def _status_if_answered(self, iccid: str) -> BalanceStatusView | None:
+        """The status, or None when the query went unanswered: a query waits for a worker,
+        and just after one is killed the server may give up on it (``context canceled``)
+        before another worker has taken the balance over."""
+        try:
+            return await self.status(iccid)
+        except RPCError as error:
+            if error.status not in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
+                raise
+            return None
 
     async def signal(self, iccid: str, name: str) -> None:
         handle = self.client.get_workflow_handle(workflow_id(iccid))

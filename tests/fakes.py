@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import activity
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
-from models.payloads import Line, LineCommand, LineState, OrderLineInput, RecordChanges, UsageReport
+from models.payloads import (
+    BalanceState,
+    BalanceStatusView,
+    Line,
+    LineCommand,
+    LineState,
+    OrderLineInput,
+    RecordChanges,
+    UsageReport,
+)
+from workflows.balance import BalanceWorkflow
 
 
 class FakeCarrier:
@@ -81,3 +98,22 @@ class FakeCarrier:
             self.line_usage,
             self.record_changes,
         ]
+
+
+@asynccontextmanager
+async def running_balance(
+    env: WorkflowEnvironment, carrier: FakeCarrier, state: BalanceState, **worker: Any
+) -> AsyncIterator[WorkflowHandle[BalanceWorkflow, BalanceStatusView]]:
+    """``state``'s balance started on a worker of its own queue with ``carrier``'s
+    activities (``worker``: more ``Worker`` options), which runs until the block ends."""
+    queue = str(uuid.uuid4())
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[BalanceWorkflow],
+        activities=carrier.activities(),
+        **worker,
+    ):
+        yield await env.client.start_workflow(
+            BalanceWorkflow.run, state, id=f"balance-{uuid.uuid4()}", task_queue=queue
+        )

@@ -9,10 +9,9 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from models.payloads import ActionRequest, BalanceState, BalanceStatus, LineState, ProductSpec
-from tests.fakes import FakeCarrier
+from tests.fakes import FakeCarrier, running_balance
 from tests.workflows.record_histories import chain
 from workflows.balance import BalanceWorkflow
 
@@ -40,14 +39,8 @@ async def test_thirty_days_rotate_thirty_times_in_small_runs(
 ) -> None:
     env = time_skipping_env
     fake = FakeCarrier()
-    queue = str(uuid.uuid4())
-    async with Worker(
-        env.client, task_queue=queue, workflows=[BalanceWorkflow], activities=fake.activities()
-    ):
-        state = _state()
-        handle = await env.client.start_workflow(
-            BalanceWorkflow.run, state, id=f"balance-{uuid.uuid4()}", task_queue=queue
-        )
+    state = _state()
+    async with running_balance(env, fake, state) as handle:
         await env.sleep(timedelta(days=30))
         status = await handle.query(BalanceWorkflow.status)
         assert status.rotations == 30
@@ -75,14 +68,8 @@ async def test_term_of_three_lines_ends_after_the_third_in_small_runs(
 ) -> None:
     env = time_skipping_env
     fake = FakeCarrier()
-    queue = str(uuid.uuid4())
-    async with Worker(
-        env.client, task_queue=queue, workflows=[BalanceWorkflow], activities=fake.activities()
-    ):
-        state = _state(lines_total=3)
-        handle = await env.client.start_workflow(
-            BalanceWorkflow.run, state, id=f"balance-{uuid.uuid4()}", task_queue=queue
-        )
+    state = _state(lines_total=3)
+    async with running_balance(env, fake, state) as handle:
         result = await handle.result()
         assert result.status == BalanceStatus.Completed
         assert fake.orders == [f"{state.balance_id}:{seq}" for seq in (1, 2, 3)]

@@ -10,19 +10,16 @@ in the 10,000 herd a few hundred such balances held every slot and stalled the r
 from __future__ import annotations
 
 import time
-import uuid
 
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from models.payloads import BalanceStatus, Line, LineCommand, LineState
-from tests.fakes import FakeCarrier
+from tests.fakes import FakeCarrier, running_balance
 from tests.workflows.record_histories import chain
 from tests.workflows.test_balance_long_term import DAILY, _state
-from workflows.balance import BalanceWorkflow
 from workflows.timing import CONFIRM_ATTEMPTS
 
 UTC_DAY = DAILY.model_copy(update={"id": "telna-daily-utc", "reset": "utc_midnight"})
@@ -53,17 +50,7 @@ async def test_a_line_the_carrier_has_not_started_is_confirmed_by_a_scheduled_ac
 ) -> None:
     env = time_skipping_env
     carrier = SlowToStart()
-    queue = str(uuid.uuid4())
-    state = _state(UTC_DAY, lines_total=2)
-    async with Worker(
-        env.client,
-        task_queue=queue,
-        workflows=[BalanceWorkflow],
-        activities=carrier.activities(),
-    ):
-        handle = await env.client.start_workflow(
-            BalanceWorkflow.run, state, id=f"balance-{uuid.uuid4()}", task_queue=queue
-        )
+    async with running_balance(env, carrier, _state(UTC_DAY, lines_total=2)) as handle:
         result = await handle.result()
     assert result.status == BalanceStatus.Completed
     assert result.rotations == 1

@@ -8,15 +8,13 @@ must still record that the carrier activated it: the ledger and the carrier agre
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from models.payloads import ActionRequest, BalanceStatus, Line, LineState, OrderLineInput
-from tests.fakes import FakeCarrier
+from tests.fakes import FakeCarrier, running_balance
 from tests.workflows.test_balance_long_term import _state
 from workflows.balance import BalanceWorkflow
 
@@ -39,14 +37,7 @@ async def test_cancel_records_the_carriers_start_of_a_line_read_back_as_active(
 ) -> None:
     env = time_skipping_env
     fake = StartedBeforeTheAnswer()
-    queue = str(uuid.uuid4())
-    async with Worker(
-        env.client, task_queue=queue, workflows=[BalanceWorkflow], activities=fake.activities()
-    ):
-        state = _state()
-        handle = await env.client.start_workflow(
-            BalanceWorkflow.run, state, id=f"balance-{uuid.uuid4()}", task_queue=queue
-        )
+    async with running_balance(env, fake, _state()) as handle:
         for _ in range(24 * 12):  # line 2 is ordered in the lead before line 1's end (a day)
             if len(fake.orders) == 2:
                 break

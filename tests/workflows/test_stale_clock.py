@@ -23,10 +23,9 @@ import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from models.payloads import ActionRequest, BalanceState
-from tests.fakes import FakeCarrier
+from tests.fakes import FakeCarrier, running_balance
 from tests.replay import replayer
 from tests.workflows.record_histories import chain
 from tests.workflows.test_balance_long_term import DAILY
@@ -52,26 +51,17 @@ async def _run_on_stuck_clock(
 ) -> tuple[list[WorkflowHistory], int]:
     """One balance for 11 minutes of a 10-minute pass: the histories of its runs and the
     rotations it made."""
-    fake = FakeCarrier()
-    queue = str(uuid.uuid4())
+    state = BalanceState(
+        balance_id=f"bal_{uuid.uuid4().hex[:12]}",
+        iccid="8944000000000000019",
+        carrier="telna",
+        product=TEN_MINUTES,
+    )
     with monkeypatch.context() as patch:
         patch.setattr(workflow, "now", _stuck_clock(workflow.now))
-        async with Worker(
-            env.client,
-            task_queue=queue,
-            workflows=[BalanceWorkflow],
-            activities=fake.activities(),
-            workflow_runner=WORKFLOW_RUNNER,
-        ):
-            state = BalanceState(
-                balance_id=f"bal_{uuid.uuid4().hex[:12]}",
-                iccid="8944000000000000019",
-                carrier="telna",
-                product=TEN_MINUTES,
-            )
-            handle = await env.client.start_workflow(
-                BalanceWorkflow.run, state, id=f"balance-{uuid.uuid4()}", task_queue=queue
-            )
+        async with running_balance(
+            env, FakeCarrier(), state, workflow_runner=WORKFLOW_RUNNER
+        ) as handle:
             await env.sleep(timedelta(minutes=11))
             rotations = (await handle.query(BalanceWorkflow.status)).rotations
             await handle.signal(BalanceWorkflow.cancel, ActionRequest(actor="test"))

@@ -11,8 +11,7 @@ import pytest
 
 from tests.chaos.soak import soak
 
-# Solo: its 30 s passes leave seconds of slack, which a second test process takes.
-pytestmark = [pytest.mark.slow, pytest.mark.solo, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 async def test_nothing_is_lost_under_chaos() -> None:

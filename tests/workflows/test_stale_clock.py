@@ -15,7 +15,6 @@ clock.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -24,11 +23,11 @@ from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
-from models.payloads import ActionRequest, BalanceState
+from models.payloads import ActionRequest
 from tests.fakes import FakeCarrier, running_balance
 from tests.replay import replayer
 from tests.workflows.record_histories import chain
-from tests.workflows.test_balance_long_term import DAILY
+from tests.workflows.test_balance_long_term import DAILY, _state
 from worker import WORKFLOW_RUNNER
 from workflows.balance import BalanceWorkflow
 
@@ -51,12 +50,7 @@ async def _run_on_stuck_clock(
 ) -> tuple[list[WorkflowHistory], int]:
     """One balance for 11 minutes of a 10-minute pass: the histories of its runs and the
     rotations it made."""
-    state = BalanceState(
-        balance_id=f"bal_{uuid.uuid4().hex[:12]}",
-        iccid="8944000000000000019",
-        carrier="telna",
-        product=TEN_MINUTES,
-    )
+    state = _state(TEN_MINUTES)
     with monkeypatch.context() as patch:
         patch.setattr(workflow, "now", _stuck_clock(workflow.now))
         async with running_balance(

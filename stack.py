@@ -110,7 +110,6 @@ class Service:
     argv: list[str]
     port: int | None = None  # ready once this port accepts TCP connections (None: at once)
     http_path: str | None = None  # ... and answers HTTP (any status) on this path
-    health: tuple[str, ...] = ()  # ... and this command exits 0
     depends_on: tuple[str, ...] = ()  # started only once these are ready
     requires: str | None = None  # a file of the project without which it is skipped
     url: str | None = None  # where operators reach it, for the block printed once all is up
@@ -126,18 +125,9 @@ def port_open(port: int) -> bool:
 
 
 def is_ready(service: Service) -> bool:
-    """Whether the service accepts connections on its port (and passes its health command,
-    or answers HTTP with any status)."""
+    """Whether the service accepts connections (and answers HTTP, any status) on its port."""
     if service.port is None:
         return True
-    if service.health:
-        if not port_open(service.port):
-            return False
-        try:
-            done = subprocess.run(service.health, capture_output=True, timeout=10, check=False)
-        except subprocess.TimeoutExpired:
-            return False
-        return done.returncode == 0
     if service.http_path is None:
         return port_open(service.port)
     try:
@@ -169,9 +159,6 @@ def build_services(s: Settings, data: Path, temporal: str, verbose: bool) -> lis
             # Its warnings are mostly a busy SQLite file retried inside the server: noise.
             + ["--log-level", "info" if verbose else "error", *attributes],
             port=s.temporal_port,
-            # Its port opens a moment before its frontend serves: ask the frontend.
-            health=(temporal, "operator", "cluster", "health")
-            + ("--address", f"127.0.0.1:{s.temporal_port}"),
             url=ui,
         ),
         Service(

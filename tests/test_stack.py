@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -266,9 +267,18 @@ def test_prints_where_everything_is_once_up(
 
 
 async def test_dev_server_has_the_search_attributes(running: StackRun, env: dict[str, str]) -> None:
-    # Ready means the dev server's frontend answers its health check, not only its port.
     running.wait_for("[stack] ready")
-    client = await Client.connect(f"127.0.0.1:{env['TEMPORAL_PORT']}", namespace="default")
+    # With --only temporal the stack is ready once the server's port accepts connections,
+    # which can be a moment before its frontend is healthy.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client = await Client.connect(f"127.0.0.1:{env['TEMPORAL_PORT']}", namespace="default")
+            break
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
     response = await client.operator_service.list_search_attributes(
         ListSearchAttributesRequest(namespace="default")

@@ -91,6 +91,26 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def history_cache_args(open_workflows: int) -> list[str]:
+    """Dev server flags that size its history caches for ``open_workflows``.
+
+    The dev server has one history shard, a mutable-state cache of 8,096 workflows (its
+    ``cache_size`` metric) and an events cache of 512 KiB. A cluster has these caches per
+    host and per shard, over many, so a serving cluster holds a herd of 10,000 in memory;
+    the one default shard would re-read part of it from its store at the boundary. The bare
+    loop runs on the same server.
+    """
+    entries = max(8096, 2 * open_workflows)
+    values = {
+        "history.hostLevelCacheMaxSize": entries,
+        "history.cacheMaxSize": entries,
+        "history.eventsCacheMaxSizeBytes": entries * 32 * 1024,
+    }
+    return [
+        arg for key, value in values.items() for arg in ("--dynamic-config-value", f"{key}={value}")
+    ]
+
+
 async def dev_server(extra_args: Sequence[str] = ()) -> WorkflowEnvironment:
     """A fresh dev server (in memory) with the product's search attributes registered."""
     return await WorkflowEnvironment.start_local(

@@ -74,6 +74,7 @@ from bench.common import (
     dev_server,
     free_port,
     gather_limited,
+    history_cache_args,
     history_events_per_rotation,
     report,
     start_simulator,
@@ -462,7 +463,8 @@ async def start_simulators(
 
 async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     async with AsyncExitStack() as stack:
-        env = await stack.enter_async_context(await dev_server())
+        open_workflows = args.balances + args.baseline_balances + SAMPLE
+        env = await stack.enter_async_context(await dev_server(history_cache_args(open_workflows)))
         settings = bench_settings(tmp, {})
         # The product and the naive baseline each have their own carrier accounts (and
         # rate limits): one design's traffic must not slow the other's down.

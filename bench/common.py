@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,17 +36,11 @@ from config import Settings, TelnaSettings, WebbingSettings
 from enrolment import workflow_id
 from models import search
 from models.identifiers import make_iccid
+from stack import free_port
 
 KEY, SECRET = "bench-key", "bench-secret"
 WEBBING_LOGIN = ("bench-user", "bench-password", "bench-wskey")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start_simulator(
@@ -119,6 +112,7 @@ async def dev_server(extra_args: Sequence[str] = ()) -> WorkflowEnvironment:
         search_attributes=search.ALL_KEYS,
         dev_server_log_level="error",
         dev_server_extra_args=list(extra_args),
+        port=free_port(),
     )
 
 

@@ -72,7 +72,6 @@ from bench.common import (
     bench_settings,
     carrier_clients,
     dev_server,
-    free_port,
     gather_limited,
     history_cache_args,
     history_events_per_rotation,
@@ -101,6 +100,7 @@ from models.db import migrate, session_scope
 from models.payloads import Policy, ProductSpec
 from models.tables import Balance, Product
 from models.windows import window_end_epoch
+from stack import free_port
 from starter import exit_with
 from worker import build_worker, workflow_runner
 

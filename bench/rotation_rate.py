@@ -33,7 +33,6 @@ from bench.common import (
     bench_iccids,
     bench_settings,
     dev_server,
-    free_port,
     history_events_per_rotation,
     report,
     start_simulator,
@@ -45,6 +44,7 @@ from enrolment import EnrolRequest, enrol, workflow_id
 from models.db import migrate, session_scope
 from models.payloads import ActionRequest, Policy
 from models.tables import Balance, BalanceLine
+from stack import free_port
 from starter import exit_with
 from worker import build_worker
 

@@ -13,6 +13,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from models import search
+from stack import free_port
 from tests.postgres import database_url, postgres_cluster  # noqa: F401  (fixtures)
 
 BIN = Path(sys.executable).parent
@@ -31,6 +32,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=_binary("temporal-test-server"),
+        port=free_port(),
     )
     async with env:
         # The time-skipping server knows no custom search attributes until told.
@@ -54,6 +56,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=_binary("temporal"),
         search_attributes=search.ALL_KEYS,
         dev_server_log_level="error",
+        port=free_port(),
     )
     async with env:
         yield env

@@ -42,13 +42,6 @@ SEARCH_ATTRIBUTES = {
 PORT_SETTINGS = ("TEMPORAL_PORT", "TEMPORAL_UI_PORT", "API_PORT", "TELNA_PORT", "WEBBING_PORT")
 
 
-def free_port() -> int:
-    """A local TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def proc_stat(pid: int) -> tuple[str, int, int] | None:
     """(state, parent pid, process group) of a process, from /proc; None once it is gone."""
     try:
@@ -165,7 +158,7 @@ def wait_until_listening(port: int, timeout: float = 20.0) -> None:
 def env() -> dict[str, str]:
     """Our environment without secrets, with free ports for every service."""
     env = {k: v for k, v in os.environ.items() if k not in SECRET_NAMES}
-    return env | {name: str(free_port()) for name in PORT_SETTINGS}
+    return env | {name: str(stack.free_port()) for name in PORT_SETTINGS}
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +181,25 @@ def running(data_dir: Path, env: dict[str, str]) -> Iterator[StackRun]:
 
 
 # --- pure functions ---
+
+
+def test_free_ports_come_from_this_processs_slice_below_the_ephemeral_range(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    monkeypatch.setattr(stack, "_handed_out", set())
+    ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    size = (ephemeral - stack.PRIVATE_PORTS_FROM) // 2
+    ports = [stack.free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    assert all(stack.PRIVATE_PORTS_FROM + size <= port < ephemeral for port in ports)
+
+    monkeypatch.setattr(stack, "_handed_out", set())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ports[0]))
+        taken.listen()
+        assert stack.free_port() != ports[0]
 
 
 def test_api_keys_secret_holds_an_operator_and_a_service_key() -> None:

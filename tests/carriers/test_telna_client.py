@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +27,7 @@ from carriers.telna import TelnaCarrier
 from config import Settings, TelnaSettings
 from models.identifiers import make_iccid
 from simulators.telna import create_app
+from stack import free_port
 from tests.servers import serve
 
 API_KEY = "client-test-key"
@@ -207,9 +207,7 @@ async def test_read_timeouts_are_unknown_for_orders_and_unavailable_for_reads(
 
 
 async def test_refused_connections_are_unavailable() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nobody listens there
     carrier = TelnaCarrier(f"http://127.0.0.1:{port}", API_KEY, timeout=1.0)
     try:
         with pytest.raises(CarrierUnavailable):

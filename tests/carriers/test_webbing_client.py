@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +19,7 @@ from config import Settings, TelnaSettings, WebbingSettings
 from models.identifiers import make_iccid
 from simulators.webbing import CATALOGUE, create_app
 from simulators.webbing_usage import UsageLag
+from stack import free_port
 from tests.servers import serve
 
 USERNAME, PASSWORD, WSKEY = "client-user", "client-password", "client-wskey"
@@ -255,9 +255,7 @@ async def test_read_timeouts_are_unknown_for_writes_and_unavailable_for_reads(
 
 
 async def test_refused_connections_are_unavailable() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nobody listens there
     carrier = client(f"http://127.0.0.1:{port}", timeout=1.0)
     try:
         with pytest.raises(CarrierUnavailable):

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import stack
-from tests.test_stack import free_port, proc_stat
+from tests.test_stack import proc_stat
 
 # Environment variables of ours that must not leak into the stack (it gets its own).
 OWN_SETTINGS = ("DATABASE_URL", "TEMPORAL_", "TELNA", "WEBBING", "API_", "NOTIFY_", "TASK_QUEUE")
@@ -59,7 +59,7 @@ class StackRun:
     def __init__(self, data: Path, settings: Mapping[str, str], secret_values: Mapping[str, str]):
         self.data = data
         self.ports = {
-            name: free_port()
+            name: stack.free_port()
             for name in (
                 "TEMPORAL_PORT",
                 "TEMPORAL_UI_PORT",

@@ -4,7 +4,6 @@ carrier call latency by operation, balances by state."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import httpx
@@ -13,17 +12,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import metrics
 from models.payloads import Policy
+from stack import free_port
 from tests.e2e.harness import iccids, rig
 
 FAST = Policy(lead_seconds=5, margin_seconds=3)
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def _scrape(http: httpx.AsyncClient, url: str) -> Samples:
@@ -44,7 +37,7 @@ def _get(samples: Samples, name: str, **labels: str) -> float:
 async def test_worker_metrics_show_a_rotation_as_it_happened(
     dev_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     stop_serving = metrics.serve(port)
     assert stop_serving is not None
     url = f"http://127.0.0.1:{port}/metrics"

@@ -23,8 +23,12 @@ lint: install
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
+# Two test processes (pytest-xdist), then the tests marked solo, alone. Exit status 5 is
+# "nothing selected", as when ARGS names tests of only one of the two kinds.
+TEST_WORKERS ?= 2
 test: lint
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not solo" $(ARGS) || [ $$? -eq 5 ]
+	$(PY) -m pytest -m solo $(ARGS) || [ $$? -eq 5 ]
 
 # A new migration from the difference between models/tables.py and the migrations so far,
 # found on a scratch SQLite database brought to head first. Review the file it writes.

@@ -11,7 +11,8 @@ import pytest
 
 from tests.chaos.soak import soak
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+# Solo: its 30 s passes leave seconds of slack, which a second test process takes.
+pytestmark = [pytest.mark.slow, pytest.mark.solo, pytest.mark.timeout(900)]
 
 
 async def test_nothing_is_lost_under_chaos() -> None:

@@ -24,8 +24,11 @@ async def test_a_burst_is_spaced_to_the_limit() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://carrier") as client:
         await asyncio.gather(*(client.get("/x") for _ in range(30)))
     assert len(sent) == 30
-    gaps = [b - a for a, b in zip(sent, sent[1:], strict=False)]
-    assert min(gaps) >= 0.05 * 0.9, min(gaps)  # 1/20 s apart, timer slack aside
+    # No request leaves before its slot, 1/20 s after the one before it. A loop that
+    # wakes the sleepers late lets every passed slot go at once (RequestSpacer), so two
+    # sends can be closer than 1/20 s; the k-th is never sooner than k/20 s after the first.
+    early = [k for k, t in enumerate(sent) if t - sent[0] < k * 0.05 - 0.002]
+    assert not early, [round(sent[k] - sent[0], 4) for k in early]
     for start in sent:  # any one-second window holds at most 20 (+1 at its edge)
         assert sum(1 for t in sent if start <= t < start + 1.0) <= 21
 

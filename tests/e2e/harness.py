@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 from sqlmodel import select
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
@@ -193,10 +194,24 @@ class Rig:
         status = await self._status_if_answered(iccid)
         while status is None or not check(status):
             if time.monotonic() > deadline:
-                raise AssertionError(f"{iccid}: timed out waiting for {what}; last {status}")
+                runs = await self.runs(iccid)
+                raise AssertionError(
+                    f"{iccid}: timed out waiting for {what}; last {status}; runs {runs}"
+                )
             await asyncio.sleep(0.25)
             status = await self._status_if_answered(iccid)
         return status
+
+    async def runs(self, iccid: str) -> list[str]:
+        """Each run of the balance's workflow, newest first: its status, then its
+        history's event types in order (what a timed-out wait shows)."""
+        described = []
+        async for run in self.client.list_workflows(f'WorkflowId="{workflow_id(iccid)}"'):
+            handle = self.client.get_workflow_handle(run.id, run_id=run.run_id)
+            history = await handle.fetch_history()
+            kinds = [EventType.Name(event.event_type)[11:] for event in history.events]
+            described.append(f"{run.run_id} {run.status and run.status.name}: {' '.join(kinds)}")
+        return described
 
     async def _status_if_answered(self, iccid: str) -> BalanceStatusView | None:
         """The status, or None when the query went unanswered: a query waits for a worker,

@@ -1,6 +1,7 @@
 """How fast one worker takes N workflow tasks that fall due in the same second.
 
     python -m bench.wakeup --workflows 10000 --pollers default autoscale --json wakeup.json
+    python -m bench.wakeup --workflows 3000 --sticky-timeouts 5 600
 
 The midnight herd's boundary without the product around it: N workflows sleep until one
 moment W, then each completes (one workflow task). For each poller setting in turn, on a
@@ -11,6 +12,10 @@ the seconds from W until all N had completed and the rate, by the dev server's o
 Poller settings: ``default`` is the SDK's (5 workflow task polls, a fifth of them on the
 task queue the rest on the worker's sticky queue); ``autoscale`` lets the server's
 backlog hints scale them (``PollerBehaviorAutoscaling``); a number N means N polls.
+
+Sticky timeouts: how long a task due on the worker's sticky queue (the workflows it has
+run) may wait there before the server moves it to the task queue; each value runs with
+each poller setting. A herd's tasks wait far longer than the SDK's 10 s.
 
 Bounded: every wait has a deadline (starting N, then ``--timeout`` after W), and each
 setting's dev server and worker stop before the next starts.
@@ -23,6 +28,7 @@ import asyncio
 import sys
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +58,9 @@ async def completed(client: Client) -> int:
     return (await client.count_workflows("ExecutionStatus = 'Completed'")).count
 
 
-async def one_setting(n: int, setting: str, wake_after: float, timeout: float) -> dict[str, Any]:
+async def one_setting(
+    n: int, setting: str, sticky: float, wake_after: float, timeout: float
+) -> dict[str, Any]:
     async with await dev_server(history_cache_args(n)) as env:
         client, queue = env.client, f"wakeup-{uuid.uuid4().hex[:8]}"
         async with Worker(
@@ -61,6 +69,7 @@ async def one_setting(n: int, setting: str, wake_after: float, timeout: float) -
             workflows=[WakeWorkflow],
             max_cached_workflows=2000,
             max_concurrent_workflow_tasks=100,
+            sticky_queue_schedule_to_start_timeout=timedelta(seconds=sticky),
             **poller_args(setting),
         ):
             wake_at = time.time() + wake_after
@@ -87,8 +96,12 @@ async def one_setting(n: int, setting: str, wake_after: float, timeout: float) -
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"workflows": args.workflows}
     for setting in args.pollers:
-        result[setting] = await one_setting(args.workflows, setting, args.wake_after, args.timeout)
-        print(setting, result[setting], file=sys.stderr, flush=True)
+        for sticky in args.sticky_timeouts:
+            name = setting if args.sticky_timeouts == [10.0] else f"{setting} sticky {sticky:g} s"
+            result[name] = await one_setting(
+                args.workflows, setting, sticky, args.wake_after, args.timeout
+            )
+            print(name, result[name], file=sys.stderr, flush=True)
     return result
 
 
@@ -96,6 +109,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workflows", type=int, default=10000)
     parser.add_argument("--pollers", nargs="+", default=["default", "autoscale"])
+    parser.add_argument(
+        "--sticky-timeouts", nargs="+", type=float, default=[10.0], help="seconds (SDK: 10)"
+    )
     parser.add_argument("--wake-after", type=float, default=150.0, help="seconds from start")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--json", type=Path)
@@ -103,6 +119,8 @@ def main() -> int:
     for setting in args.pollers:
         if setting not in ("default", "autoscale") and not setting.isdigit():
             parser.error(f"--pollers: {setting!r} is not default, autoscale or a number")
+    if any(sticky <= 0 for sticky in args.sticky_timeouts):
+        parser.error("--sticky-timeouts: each must be more than 0 seconds")
     return report(asyncio.run(measure(args)), args.json)
 
 

@@ -23,7 +23,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -62,6 +62,7 @@ def worker_process(settings: Settings, log: Path) -> Iterator[subprocess.Popen[b
         "TELNA__API_KEY": API_KEY,
         "TELNA__WEBHOOK_SECRET": WEBHOOK_SECRET,
         "WEBBING__BASE_URL": "http://127.0.0.1:9",  # not used here; its sync just fails
+        "WORKER_STICKY_TIMEOUT_SECONDS": "5",  # compressed, as the passes are
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -173,4 +174,6 @@ async def test_a_killed_worker_leaves_no_gap_and_no_double_purchase(
             ]
             assert by_doomed, f"the killed worker never worked: {list(seen)}"
             assert by_survivor, f"the surviving worker never worked: {list(seen)}"
-            assert max(by_doomed) <= killed_at
+            # A poll the dead worker had open may still be handed a task in the moment
+            # before the server sees its connection close; that task then times out.
+            assert max(by_doomed) <= killed_at + timedelta(seconds=2), (max(by_doomed), killed_at)

@@ -62,7 +62,6 @@ def worker_process(settings: Settings, log: Path) -> Iterator[subprocess.Popen[b
         "TELNA__API_KEY": API_KEY,
         "TELNA__WEBHOOK_SECRET": WEBHOOK_SECRET,
         "WEBBING__BASE_URL": "http://127.0.0.1:9",  # not used here; its sync just fails
-        "WORKER_STICKY_TIMEOUT_SECONDS": "5",  # compressed, as the passes are
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(

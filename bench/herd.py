@@ -310,7 +310,7 @@ class Run:
             except TimeoutError:
                 done_at = time.time()
                 print("the herd did not switch within 0.9 period", file=sys.stderr)
-            calls = self.counted.total()
+            calls, calls_by_carrier = self.counted.total(), dict(self.counted.calls)
             rejected_after = await rejected(self.http, self.sims)
             found = await packages(self.http, self.sims)
             confirm = switch_latencies(url, boundary, list(PRODUCTS[period].values()))
@@ -343,7 +343,7 @@ class Run:
                 **confirm,
                 "rotations_per_second": round(n / seconds, 1),
                 "carrier_calls_per_rotation": round(calls / (n + SAMPLE), 2),
-                "carrier_calls": dict(self.counted.calls),
+                "carrier_calls": calls_by_carrier,  # the same window as the figure above
                 "rate_limit_per_second": self.args.rate_limit,
                 "carrier_429s": {c: rejected_after[c] - rejected_before[c] for c in rejected_after},
                 "history_events_per_rotation": round(events, 1),

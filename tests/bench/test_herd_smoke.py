@@ -59,9 +59,10 @@ def test_herd_of_24(tmp_path: Path) -> None:
     for tally in result["activity_retries"].values():  # read from the herd's histories
         timed_out = sum(n for key, n in tally.items() if key.endswith("_timeout"))
         assert 0 <= timed_out <= tally["retried"]
-    # The bare loop ran after the herd too; the faster run is the one the ratio uses.
+    # The bare loop ran after the herd (and before it, if the boundary left time); the
+    # faster run is the one the ratio uses.
     bare = result["bare_rotations_per_second_runs"]
-    assert set(bare) == {"before_herd", "after_herd"}, bare
+    assert "after_herd" in bare and set(bare) <= {"before_herd", "after_herd"}, bare
     assert result["bare_rotations_per_second"] == max(bare.values()) > 0
     assert result["efficiency"] == round(
         result["rotations_per_second"] / result["bare_rotations_per_second"], 2

@@ -9,7 +9,8 @@ at both carriers. For ten validities it then injects, at seeded random moments:
   (the supervisor restarts it, as in production);
 - a restart of the Temporal dev server (its SQLite file keeps the state);
 - a SIGKILL and restart of the API, which receives the Telna webhooks;
-- one outage per carrier, shorter than the lead time;
+- one outage per carrier, shorter than the lead time, between two worker kills and away
+  from both (see ``plan``);
 - throughout: 5 % of carrier requests answered 503 and 2 % whose response is lost after
   the request took effect; every Telna webhook delivered twice, each copy up to 2 s late,
   so some arrive out of order;
@@ -66,6 +67,9 @@ ERRORS = {"error_rate": 0.05, "lose_responses": 0.02}
 WEBHOOK_FAULTS = {"webhook_duplicate_rate": 1.0, "webhook_delay_seconds": 2.0}
 KILLS = 5
 KILL_SPACING = 62.0  # the supervisor's restart delay resets after 60 s up
+# An outage (at most OUTAGE_MAX s) keeps this far from the kills on either side: the
+# orders a kill delayed are placed before it, and those it delayed before the next kill.
+OUTAGE_MAX, OUTAGE_AFTER_KILL, OUTAGE_BEFORE_KILL = 12.0, 35.0, 10.0
 STACK_SETTINGS = {
     "USAGE_POLL_INTERVAL_SECONDS": "2",
     "AUDIT_INTERVAL_SECONDS": "30",
@@ -151,7 +155,15 @@ class Summary:
 def plan(rng: random.Random, window: float) -> list[Fault]:
     """Seeded fault moments within the window: five worker kills a minute apart (one of
     them after an order), the Temporal and API restarts between kills, one outage per
-    carrier (6-12 s: shorter than the lead) and security probes."""
+    carrier (6-12 s: shorter than the lead) and security probes.
+
+    Each fault is one the product promises to ride out with no gap (DESIGN section 8);
+    two of them within one lead window are not. On these 30 s passes an order is due 5 s
+    after the switch, so a kill during a switch's tail delays that order by up to about
+    22 s (sticky timeout, heartbeat timeout, replay): an outage starting then pushes it
+    past the line's end. So an outage starts at least ``OUTAGE_AFTER_KILL`` after one
+    kill and ends ``OUTAGE_BEFORE_KILL`` before the next, between two kills that have no
+    Temporal restart between them."""
     kills, at = [], rng.uniform(12, 25)
     for _ in range(KILLS):
         kills.append(at)
@@ -163,9 +175,13 @@ def plan(rng: random.Random, window: float) -> list[Fault]:
     gaps = rng.sample(range(KILLS - 1), 2)  # which pairs of kills get the two restarts
     faults.append(Fault(kills[gaps[0]] + rng.uniform(25, 37), "restart-temporal"))
     faults.append(Fault(kills[gaps[1]] + rng.uniform(25, 37), "restart-api"))
+    quiet = [i for i in range(KILLS - 1) if i != gaps[0]]
     for carrier in ("telna", "webbing"):
-        seconds = rng.uniform(6, 12)
-        faults.append(Fault(rng.uniform(10, window - 30), "outage", f"{carrier}:{seconds:.1f}"))
+        seconds = rng.uniform(6, OUTAGE_MAX)
+        after = rng.choice(quiet)
+        room = kills[after + 1] - OUTAGE_BEFORE_KILL - seconds - kills[after] - OUTAGE_AFTER_KILL
+        start = kills[after] + OUTAGE_AFTER_KILL + rng.uniform(0, max(0.0, room))
+        faults.append(Fault(start, "outage", f"{carrier}:{seconds:.1f}"))
     faults += [Fault(t, "probe") for t in (5.0, window / 2, window - 5)]
     return sorted(faults)
 

@@ -378,7 +378,8 @@ class Run:
         has a whole pass. Enrolled at the tail of the herd's bring-up, a first line could
         end a minute later; its activation, slow on the loaded box, came after that, and
         the balance brought up line 2 instead of switching to it: one rotation, not two,
-        and the wait for the second ran out (the 1,000 herd of attempt 15)."""
+        and the wait for the second ran out (BENCHMARKS.md: the 1,000 herd under a
+        profiler)."""
         await wait_until(math.floor(time.time() / period) * period + period + 1)
         await gather_limited(jobs, 50)
 

@@ -380,7 +380,7 @@ class Run:
         the balance brought up line 2 instead of switching to it: one rotation, not two,
         and the wait for the second ran out (BENCHMARKS.md: the 1,000 herd under a
         profiler)."""
-        await wait_until(math.floor(time.time() / period) * period + period + 1)
+        await wait_until(next_boundary(period, 0) + 1)
         await gather_limited(jobs, 50)
 
     def _enrol_job(

@@ -185,11 +185,12 @@ async def history_events_per_rotation(
     dump: Path | None = None,
 ) -> float:
     """Mean history length of the balances' finished runs: one run per rotation, since
-    the workflow continues as new after each. ``last_run_after=k``: each balance's last
-    finished run only, once it has more than ``k`` (waited for, up to a minute: the list
-    is eventually consistent). The herd passes 2: a balance's first run brings up its
-    first line and hands over, and its second may begin with its order already due (a
-    bring-up that ran late in a short pass); the last is a whole steady-state rotation.
+    the workflow continues as new once each rotation's next order falls due.
+    ``last_run_after=k``: each balance's last finished run only, once it has more than
+    ``k`` (waited for, up to a minute: the list is eventually consistent). The herd
+    passes 2: a balance's first run brings up its first line and hands over, its second
+    sleeps until its first order before it rotates; the third is a whole steady-state
+    rotation (the order, the switch, the next order's timer).
     ``dump`` gets the event types of one run, to see where the events go."""
     sizes = []
     for iccid in iccids:

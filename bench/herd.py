@@ -140,7 +140,10 @@ SAMPLE_PERIOD = 120
 # Starting and ending the bare loop's workflows, beside its measured window: the bare
 # loop runs first, delaying the bring-up, when the boundary leaves this much to spare.
 BARE_SETUP_SECONDS = 60
-HERD_LINES, SAMPLE_LINES = 2, 3  # terms: the herd's two lines meet at B; the sample rotates twice
+# Terms: the herd's two lines meet at B. The sample rotates three times: a run hands over
+# when its next order falls due, so its third run (order, switch, the next order's timer)
+# is the first whole one after the bring-up's.
+HERD_LINES, SAMPLE_LINES = 2, 4
 SAMPLE_POLICY = Policy()
 
 
@@ -318,9 +321,12 @@ class Run:
             # A sample balance slowed by a loaded box may rotate less: measured anyway.
             with suppress(TimeoutError):
                 await poll(
-                    "sample's second rotation",
-                    lambda: count_balances(url, in_sample, col(Balance.rotations) >= 2) >= SAMPLE,
-                    time.time() + 3 * sample_period,
+                    "sample's rotations",
+                    lambda: (
+                        count_balances(url, in_sample, col(Balance.rotations) >= SAMPLE_LINES - 1)
+                        >= SAMPLE
+                    ),
+                    time.time() + SAMPLE_LINES * sample_period,
                 )
             await naive  # met its own boundary before this one, in its own process
             events = await history_events_per_rotation(

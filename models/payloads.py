@@ -159,6 +159,10 @@ class BalanceState(BaseModel):
     # Whether a run hands over once a line it brought up is active (BalanceWorkflow.run):
     # decided in a balance's first workflow task, None until then.
     hand_over_after_bring_up: bool | None = None
+    # Whether a run that has rotated hands over when the next order falls due, instead
+    # of at its switch (BalanceWorkflow.run): asked in each run's first workflow task
+    # until it is True, then carried.
+    hand_over_at_order: bool | None = None
 
 
 class ActionRequest(BaseModel):

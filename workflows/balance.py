@@ -58,6 +58,8 @@ FAILING_BACKOFF = timedelta(seconds=30)
 STALE_CLOCK = timedelta(milliseconds=10)
 # The patch behind a run's hand-over once a line it brought up is active (see run).
 HAND_OVER_AFTER_BRING_UP = "hand-over-after-bring-up"
+# The patch behind a rotated run's hand-over when the next order falls due (see run).
+HAND_OVER_AT_ORDER = "hand-over-at-order"
 
 
 @workflow.defn
@@ -70,6 +72,8 @@ class BalanceWorkflow:
         self._wake = False
         self._published: dict[str, Any] = {}
         self._timers: dict[datetime, asyncio.Future[None]] = {}
+        # This run has switched lines: it hands over before its next order.
+        self._rotated = False
         # The latest moment a fired timer proves has passed (see _now).
         self._floor: datetime | None = None
 
@@ -82,6 +86,11 @@ class BalanceWorkflow:
             # activity: a patch asked after one can land in another workflow task than
             # its marker (a query that splits the task), and then not replay.
             s.hand_over_after_bring_up = workflow.patched(HAND_OVER_AFTER_BRING_UP)
+        if not s.hand_over_at_order:
+            # Asked in each run's first workflow task until True, then carried: a run
+            # recorded when every rotation handed over at its switch replays that way,
+            # and the balance's next run takes the new way.
+            s.hand_over_at_order = workflow.patched(HAND_OVER_AT_ORDER)
         self._describe()
         while True:
             if s.pending_events:
@@ -112,11 +121,20 @@ class BalanceWorkflow:
                     await self._end_all_lines(LineState.expired, "term complete")
                     continue
             elif s.scheduled is None and timing.order_due(s, now):
+                if self._rotated:
+                    # One rotation a run, handed over here rather than at the switch.
+                    # At a reset boundary thousands of balances switch in one second;
+                    # a hand-over there would add a new run and its first workflow task
+                    # to each of them. Orders are spread over the lead window, so the
+                    # new runs are too, and the switch is the middle of a short run.
+                    await self._continue_as_new()
                 await self._order_next()
                 continue
             elif s.scheduled is not None and timing.switch_reason(s, now):
                 if await self._switch():
-                    await self._continue_as_new()
+                    if not s.hand_over_at_order:
+                        await self._continue_as_new()
+                    self._rotated = True
                 continue
             if s.usage_check_at is not None and now >= s.usage_check_at:
                 await self._check_usage()

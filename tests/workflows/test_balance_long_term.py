@@ -82,10 +82,12 @@ async def test_term_of_three_lines_ends_after_the_third_in_small_runs(
         assert desc.status == WorkflowExecutionStatus.COMPLETED
     # The bring-up is the longest history a run has (order, activation polls): the run
     # hands over as soon as the line is active, so the next wake (the order) replays a
-    # run of one timer, and the switch after it a run of that order.
+    # run of one timer. A run that has rotated hands over when its next order falls
+    # due, so a switch is the middle of a short run: order, switch, the next order's
+    # timer.
     runs = await chain(env.client, handle.id)
-    # Bring-up run, two rotations, and the last line's run.
-    assert len(runs) == 4
+    # Bring-up run, the run of line 2 (handed over at line 3's order), the last run.
+    assert len(runs) == 3
 
     def scheduled(events: list[Any]) -> list[str]:
         wanted = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
@@ -95,9 +97,18 @@ async def test_term_of_three_lines_ends_after_the_third_in_small_runs(
             if e.event_type == wanted
         ]
 
-    first, second = runs[0].events, runs[1].events
+    first, second, last = (run.events for run in runs)
     assert scheduled(first) == ["order_line", "activate_line"]
     assert first[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
     # The next run's first command is its sleep until the order.
     assert second[4].event_type == EventType.EVENT_TYPE_TIMER_STARTED
     assert scheduled(second) == ["order_line", "activate_line", "deactivate_line"]
+    # It switched, slept until line 3's order fell due and handed over without placing it.
+    assert second[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+    assert second[-5].event_type == EventType.EVENT_TYPE_TIMER_FIRED
+    # The last run's first command is that order; it switches, then ends line 3 with the
+    # term.
+    assert last[4].event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ended = ["order_line", "activate_line", "deactivate_line", "deactivate_line"]
+    assert scheduled(last) == ended
+    assert last[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED

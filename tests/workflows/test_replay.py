@@ -6,10 +6,12 @@ the history has the old one, the run stops with a non-determinism error. These t
 replay real runs (tests/workflows/record_histories.py; how and when to re-record is in
 its docstring) with the worker's own sandbox runner and data converter.
 
-Two generations are kept: ``histories/`` from today's code, and
+Three generations are kept: ``histories/`` from today's code;
+``histories/handed-over-at-switch/``, recorded when a run handed over at its switch
+rather than when its next order fell due (``HAND_OVER_AT_ORDER``); and
 ``histories/bring-up-kept-its-run/``, recorded before a run handed over once its
-bring-up was done (``HAND_OVER_AFTER_BRING_UP``): such a run in flight at the upgrade
-still replays.
+bring-up was done (``HAND_OVER_AFTER_BRING_UP``). A run of either kind in flight at the
+upgrade still replays.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ from tests.replay import replayer
 from tests.workflows.record_histories import HISTORIES, SCENARIOS
 from workflows.balance import BalanceWorkflow
 
-EARLIER = HISTORIES / "bring-up-kept-its-run"
-GENERATIONS = [HISTORIES, EARLIER]
+GENERATIONS = [
+    HISTORIES,
+    HISTORIES / "handed-over-at-switch",
+    HISTORIES / "bring-up-kept-its-run",
+]
 FILES = [path for folder in GENERATIONS for path in sorted(folder.glob("*.json"))]
 
 

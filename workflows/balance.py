@@ -3,9 +3,10 @@
 Make before break: the next line is ordered ``lead`` before the active one ends, and
 activated ``margin`` before it ends; only once the carrier confirms it active is the old
 line deactivated. Usage moves both moments earlier (pre-order / switch thresholds)
-unless the balance's cost cap for the UTC day is reached. After each rotation, and once a
-line brought up (first line, resume) is active, the workflow continues as new with its
-state, so a run's history stays small.
+unless the balance's cost cap for the UTC day is reached. After each rotation (when the
+next order falls due, not at the switch), and once a line brought up (first line,
+resume) is active, the workflow continues as new with its state, so a run's history
+stays small.
 """
 
 from __future__ import annotations

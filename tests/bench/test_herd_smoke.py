@@ -8,6 +8,7 @@ twice, no request over a carrier's rate limit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -41,10 +42,8 @@ def test_herd_of_24(tmp_path: Path) -> None:
     out = tmp_path / "herd.json"
     argv = [sys.executable, "-m", "bench.herd", "--balances", "24", "--bare-seconds", "4"]
     argv += ["--bring-up-window", "8"]  # enrolled in three waves
-    done = subprocess.run(
-        [*argv, "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=240
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    returncode, err = _run_bounded([*argv, "--json", str(out)], timeout=240)
+    assert returncode == 0, err[-3000:]
     result = json.loads(out.read_text())
     assert FIELDS <= result.keys(), FIELDS - result.keys()
     assert NAIVE_FIELDS <= result["naive"].keys()
@@ -67,6 +66,26 @@ def test_herd_of_24(tmp_path: Path) -> None:
     assert result["efficiency"] == round(
         result["rotations_per_second"] / result["bare_rotations_per_second"], 2
     )
+
+
+def _run_bounded(argv: list[str], timeout: float) -> tuple[int, str]:
+    """Runs the bench; past ``timeout`` it is stopped as an operator would (SIGTERM: it
+    stops what it started), then its process group is killed, so a dev server and
+    simulators never outlive a test that ran out of time."""
+    herd = subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        _, err = herd.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        herd.send_signal(signal.SIGTERM)
+        try:
+            _, err = herd.communicate(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(herd.pid, signal.SIGKILL)
+        pytest.fail(f"the herd ran past {timeout:.0f} s: {err.decode()[-3000:]}")
+    return herd.returncode, err.decode()
 
 
 def test_a_negative_bring_up_window_is_refused_in_one_line() -> None:

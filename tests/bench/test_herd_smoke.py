@@ -68,13 +68,18 @@ def test_herd_of_24(tmp_path: Path) -> None:
     )
 
 
+def _start(argv: list[str]) -> subprocess.Popen[bytes]:
+    """The bench in a process group of its own, with everything it starts."""
+    return subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+
+
 def _run_bounded(argv: list[str], timeout: float) -> tuple[int, str]:
     """Runs the bench; past ``timeout`` it is stopped as an operator would (SIGTERM: it
     stops what it started), then its process group is killed, so a dev server and
     simulators never outlive a test that ran out of time."""
-    herd = subprocess.Popen(
-        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-    )
+    herd = _start(argv)
     try:
         _, err = herd.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -98,9 +103,7 @@ def test_a_negative_bring_up_window_is_refused_in_one_line() -> None:
 
 def test_sigterm_stops_the_run_and_everything_it_started_in_one_line() -> None:
     argv = [sys.executable, "-m", "bench.herd", "--balances", "24", "--bare-seconds", "30"]
-    herd = subprocess.Popen(
-        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-    )
+    herd = _start(argv)
     time.sleep(12)  # servers up, the bare loop running
     herd.send_signal(signal.SIGTERM)
     _, err = herd.communicate(timeout=60)

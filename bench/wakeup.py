@@ -37,6 +37,7 @@ from temporalio.client import Client
 from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
 from bench.common import dev_server, gather_limited, history_cache_args, report
+from starter import exit_with
 
 
 @workflow.defn(sandboxed=False)
@@ -125,4 +126,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

@@ -29,7 +29,6 @@ import asyncio
 import json
 import random
 import signal
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -45,6 +44,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from models.db import session_scope
 from models.identifiers import make_iccid
 from models.tables import BalanceLine, LineEvent
+from starter import exit_with
 from tests.chaos import checks
 from tests.chaos.security import find_secrets, probe_refusals, search_attribute_texts
 from tests.chaos.stackrun import StackRun, make_secrets
@@ -531,4 +531,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

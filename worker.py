@@ -35,6 +35,7 @@ from carriers import build_carriers
 from carriers.base import Carrier
 from config import Settings, get_settings
 from models.db import SchemaOutOfDate, init_db
+from starter import exit_with
 from workflows.audit import AuditWorkflow, ensure_audit_schedule
 from workflows.balance import BalanceWorkflow
 from workflows.usage_poll import UsagePollWorkflow, ensure_usage_poll_schedules
@@ -143,5 +144,10 @@ async def main() -> None:
         await carrier.aclose()
 
 
-if __name__ == "__main__":
+def run() -> int:
     asyncio.run(main())
+    return 0
+
+
+if __name__ == "__main__":
+    exit_with(run)

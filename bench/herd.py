@@ -37,6 +37,9 @@ between line 1's end and line 2's activation. Carrier calls are the HTTP request
 worker's carrier clients sent from the end of enrolment until the herd had switched. Activity
 retries (``activity_retries``) are read from the herd's histories: attempts after the
 first, by activity, and how many followed an attempt the server had timed out.
+Memory is this process's (the worker's): ``worker_kb_per_balance`` with every balance
+open before the boundary, ``worker_peak_kb_per_balance`` at its high-water mark once the
+herd has switched, both over the resident size before the worker started.
 Bounded: every wait has a deadline (the herd must finish within one period after B) and
 everything started here is stopped at the end.
 """
@@ -313,6 +316,9 @@ class Run:
             except TimeoutError:
                 done_at = time.time()
                 print("the herd did not switch within 0.9 period", file=sys.stderr)
+            # The worker's high-water mark is read now, before this process reads the
+            # herd's packages and histories for the figures below.
+            peak = peak_rss_mb()
             calls, calls_by_carrier = self.counted.total(), dict(self.counted.calls)
             rejected_after = await rejected(self.http, self.sims)
             found = await packages(self.http, self.sims)
@@ -354,8 +360,9 @@ class Run:
                 "carrier_429s": {c: rejected_after[c] - rejected_before[c] for c in rejected_after},
                 "history_events_per_rotation": round(events, 1),
                 "activity_retries": retries,
-                "worker_peak_rss_mb": round(peak_rss_mb(), 1),
+                "worker_peak_rss_mb": round(peak, 1),
                 "worker_kb_per_balance": round((rss_open - rss_before) * 1024 / n, 1),
+                "worker_peak_kb_per_balance": round((peak - rss_before) * 1024 / n, 1),
             }
         )
 

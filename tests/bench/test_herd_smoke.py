@@ -66,6 +66,10 @@ def test_herd_of_24(tmp_path: Path) -> None:
     assert result["efficiency"] == round(
         result["rotations_per_second"] / result["bare_rotations_per_second"], 2
     )
+    # Memory per balance: with every balance open, and at the worker's high-water mark
+    # (read before the bench itself reads the herd's histories).
+    assert result["worker_peak_kb_per_balance"] >= result["worker_kb_per_balance"]
+    assert result["worker_peak_rss_mb"] < 1024
 
 
 def _start(argv: list[str]) -> subprocess.Popen[bytes]:

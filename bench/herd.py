@@ -40,7 +40,7 @@ first, by activity, and how many followed an attempt the server had timed out.
 Memory is this process's (the worker's): ``worker_kb_per_balance`` with every balance
 open before the boundary, ``worker_peak_kb_per_balance`` at its high-water mark once the
 herd has switched, both over the resident size before the worker started.
-Bounded: every wait has a deadline (the herd must finish within one period after B) and
+Bounded: every wait has a deadline (the herd must finish within 0.9 of a period after B) and
 everything started here is stopped at the end.
 """
 

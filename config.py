@@ -28,6 +28,8 @@ class TelnaSettings(BaseModel):
     """Shared secret that signs Telna's usage webhooks."""
     rate_limit_per_second: float = 0.0
     """Requests/s one worker process sends to Telna at most (0: none); N workers: limit/N."""
+    in_doubt_seconds: float = Field(default=60.0, gt=0)
+    """Seconds Telna may take to commit a request: an unanswered order is held so long."""
 
 
 class WebbingSettings(BaseModel):
@@ -45,6 +47,8 @@ class WebbingSettings(BaseModel):
     """Webbing web-service key (SOAP header)."""
     rate_limit_per_second: float = 0.0
     """Requests/s one worker process sends to Webbing at most (0: none); N workers: limit/N."""
+    in_doubt_seconds: float = Field(default=60.0, gt=0)
+    """Seconds Webbing may take to commit a request: an unanswered order is held so long."""
 
 
 class Settings(BaseSettings):

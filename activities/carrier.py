@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import ParamSpec, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities.claims import ClaimHeld, OrderClaims
+from activities.claims import Claim, ClaimHeld, OrderClaims
 from carriers.base import Carrier, CarrierLine
 from carriers.errors import (
     CarrierError,
@@ -35,8 +36,11 @@ from models.payloads import Line, LineCommand, LineState, OrderLineInput, UsageR
 
 ACTIVATION_PENDING = "ActivationPending"
 ORDER_IN_FLIGHT = "OrderInFlight"
-SETTLED_FAILURES = ("CarrierRejected", "CarrierUnavailable")  # the carrier took no order
+ORDER_IN_DOUBT = "OrderInDoubt"
 CLAIM_RETRY_MAX = timedelta(seconds=30)  # a retry waiting for another worker's claim
+# While an order is in doubt, look again this often: it is adopted as soon as it shows.
+IN_DOUBT_LOOK_MIN = timedelta(milliseconds=500)
+IN_DOUBT_LOOK_MAX = timedelta(seconds=5)
 LINE_ENDED = "LineEnded"
 NON_RETRYABLE = ["CarrierRejected", LINE_ENDED, "UnknownCarrier"]
 HEARTBEAT_EVERY = 1.0  # seconds between heartbeats while one attempt runs
@@ -78,6 +82,36 @@ def carrier_failure(error: CarrierError) -> ApplicationError:
     if isinstance(error, CarrierOutcomeUnknown):
         return ApplicationError(str(error), type="CarrierOutcomeUnknown")
     return ApplicationError(str(error), type="CarrierError")
+
+
+@dataclass
+class _Held:
+    """The claim an order attempt holds, as the next attempt must see it if this one
+    ends unsettled."""
+
+    claim: Claim
+
+
+def _in_flight(busy: ClaimHeld) -> ApplicationError:
+    wait = busy.lease_until - datetime.now(UTC)
+    return ApplicationError(
+        str(busy),
+        type=ORDER_IN_FLIGHT,
+        category=ApplicationErrorCategory.BENIGN,
+        next_retry_delay=min(max(wait, timedelta(seconds=1)), CLAIM_RETRY_MAX),
+    )
+
+
+def _in_doubt(req: OrderLineInput, left: timedelta) -> ApplicationError:
+    """Nothing found, but an earlier order may still be committed: look again soon, and
+    buy only once the in-doubt window has passed."""
+    return ApplicationError(
+        f"order for {req.reference} in doubt at {req.carrier} for {left.total_seconds():.1f} s"
+        " more: an earlier order may still be committed",
+        type=ORDER_IN_DOUBT,
+        category=ApplicationErrorCategory.BENIGN,
+        next_retry_delay=min(max(left, IN_DOUBT_LOOK_MIN), IN_DOUBT_LOOK_MAX),
+    )
 
 
 def _merge(line: Line, found: CarrierLine) -> Line:
@@ -133,7 +167,10 @@ class CarrierActivities:
         for its reference instead of starting another; the order runs to its end even
         when the attempt that started it is cancelled. A retry in another worker finds
         the order claimed (activities/claims.py) and fails with ``OrderInFlight``, to be
-        retried until the claim is gone.
+        retried until the claim is gone. Nor can looking see an order the carrier has
+        received but not yet committed: after an order whose outcome is unknown, a look
+        that finds nothing fails with ``OrderInDoubt`` until the carrier's in-doubt
+        window has passed since that order was sent, in whatever worker it is retried.
         """
         ordering = self._ordering.get(req.reference)
         if ordering is None:
@@ -143,31 +180,25 @@ class CarrierActivities:
         return await asyncio.shield(ordering)
 
     async def _claimed_order(self, req: OrderLineInput) -> Line:
-        if self._claims is None:
-            return await self._order_line(req, send_by=None)
+        carrier = self._carrier(req.carrier)
+        claims = self._claims
+        if claims is None:
+            return await self._order_line(carrier, req, None)
         try:
-            claim = await asyncio.to_thread(self._claims.take, req.reference)
-        except ClaimHeld as held:
-            wait = held.lease_until - datetime.now(UTC)
-            raise ApplicationError(
-                str(held),
-                type=ORDER_IN_FLIGHT,
-                category=ApplicationErrorCategory.BENIGN,
-                next_retry_delay=min(max(wait, timedelta(seconds=1)), CLAIM_RETRY_MAX),
-            ) from None
+            held = _Held(await asyncio.to_thread(claims.take, req.reference))
+        except ClaimHeld as busy:
+            raise _in_flight(busy) from None
         try:
-            line = await self._order_line(req, send_by=claim.send_by)
-        except ApplicationError as failed:
-            if failed.type in SETTLED_FAILURES:  # no order went out: let anyone retry
-                await asyncio.to_thread(self._claims.release, req.reference)
+            line = await self._order_line(carrier, req, held)
+        except ApplicationError:
+            # Unsettled: the next attempt, in any process, takes the claim as it stands.
+            await asyncio.to_thread(claims.hand_back, held.claim)
             raise
-        # Bought or adopted. (An attempt whose request may have gone out keeps the claim
-        # until its lease ends, or until a retry in this process takes it again.)
-        await asyncio.to_thread(self._claims.release, req.reference)
+        await asyncio.to_thread(claims.settle, req.reference)
         return line
 
-    async def _order_line(self, req: OrderLineInput, send_by: datetime | None) -> Line:
-        carrier = self._carrier(req.carrier)
+    async def _order_line(self, carrier: Carrier, req: OrderLineInput, held: _Held | None) -> Line:
+        """Look, then buy if nothing was found and nothing can still appear."""
         line = Line(
             seq=req.seq,
             reference=req.reference,
@@ -189,18 +220,39 @@ class CarrierActivities:
                     )
                 activity.logger.info("adopting %s for %s", mine[0].line_id, req.reference)
                 return _merge(line, mine[0])
-            if send_by is not None and datetime.now(UTC) > send_by:
-                raise CarrierUnavailable(req.carrier, f"order for {req.reference} not sent: late")
-            token = SEND_BY.set(send_by)
+            before = held.claim if held else None
+            if held is not None:
+                await self._sending(carrier, req, held)
+            token = SEND_BY.set(held.claim.send_by if held else None)
             try:
                 placed = await carrier.order(
                     req.iccid, req.product.carrier_product_id, req.reference, req.start_at
                 )
+            except (CarrierRejected, CarrierUnavailable):
+                if held is not None and before is not None:
+                    held.claim = before  # no order was taken: as much in doubt as before
+                raise
             finally:
                 SEND_BY.reset(token)
         except CarrierError as error:
             raise carrier_failure(error) from error
         return _merge(line, placed)
+
+    async def _sending(self, carrier: Carrier, req: OrderLineInput, held: _Held) -> None:
+        """Nothing found: buy only if no earlier order can still appear, and write down
+        until when this one could, before it leaves."""
+        assert self._claims is not None
+        now = datetime.now(UTC)
+        claim = held.claim
+        if claim.in_doubt_until is not None and now < claim.in_doubt_until:
+            raise _in_doubt(req, claim.in_doubt_until - now)
+        if now > claim.send_by:
+            raise CarrierUnavailable(req.carrier, f"order for {req.reference} not sent: late")
+        window = timedelta(seconds=carrier.in_doubt_seconds)
+        try:
+            held.claim = await asyncio.to_thread(self._claims.sending, claim, window)
+        except ClaimHeld as busy:
+            raise _in_flight(busy) from None
 
     @activity.defn(name="activate_line")
     @heartbeating
@@ -217,6 +269,12 @@ class CarrierActivities:
                 found = await carrier.get_line(cmd.line.line_id)
                 if found.status != "ended":
                     raise carrier_failure(refused) from refused
+            except CarrierOutcomeUnknown as unknown:
+                # Perhaps an earlier request has taken effect meanwhile (a carrier slow to
+                # commit answers none of them in time): what the carrier shows decides.
+                found = await carrier.get_line(cmd.line.line_id)
+                if found.status == "scheduled":
+                    raise carrier_failure(unknown) from unknown
         except CarrierError as error:
             raise carrier_failure(error) from error
         if found.status == "scheduled":
@@ -236,7 +294,12 @@ class CarrierActivities:
         carrier = self._carrier(cmd.carrier)
         assert cmd.line.line_id is not None
         try:
-            found = await carrier.deactivate(cmd.line.line_id)
+            try:
+                found = await carrier.deactivate(cmd.line.line_id)
+            except CarrierOutcomeUnknown as unknown:
+                found = await carrier.get_line(cmd.line.line_id)  # as in activate_line
+                if found.status != "ended":
+                    raise carrier_failure(unknown) from unknown
         except CarrierError as error:
             raise carrier_failure(error) from error
         ended = _merge(cmd.line, found)

@@ -1,21 +1,26 @@
-"""Order claims: one worker process at a time may buy a given line.
+"""Order claims: one worker process at a time may buy a given line, and never while an
+earlier attempt's purchase is still in doubt.
 
-Carriers refuse no second order with the same reference, so ``order_line`` looks before
-it buys. Looking cannot see an order another attempt is still about to send: the server
-retries an attempt it has timed out (a heartbeat lost on a loaded or dying worker) while
-that attempt may still be running. In one process the retry joins the order in flight;
-across processes the claim is what stops it.
+Carriers refuse no second order for the same line, so ``order_line`` looks before it
+buys. Looking cannot see two things. An order another attempt is still about to send:
+the server retries an attempt it has timed out (a heartbeat lost on a loaded or dying
+worker) while that attempt may still be running. And an order the carrier received but
+has not yet committed: a carrier may commit a request after our client gave up on it
+(DESIGN section 5's in-doubt window).
 
-A claim is a row per reference in the product database, held by one process until a
-lease ends. The holder sends its order only while enough of the lease is left for the
-request to finish inside it (``send_by``); past that the order is not sent and the
-attempt fails, to be retried. A process that finds the claim held by another fails its
-attempt with ``OrderInFlight``, and Temporal retries it; once the holder is done (claim
-removed) or its lease has run out, the retry takes the claim, looks, and adopts what the
-holder bought. So whatever the holder did has happened, or never will, before anyone
-else looks: one purchase per (balance, seq), whichever worker runs the attempt. A claim
-whose process has gone from this host (a worker killed and restarted here) is taken at
-once, without waiting for its lease.
+A claim is a row per reference in the product database. Its holder (``owner``) alone may
+buy the line until ``lease_until``; a process that finds the claim held fails its
+attempt with ``OrderInFlight`` and Temporal retries it. Before an order leaves, the
+holder writes ``in_doubt_until``: the moment by which the carrier will have committed it
+if it ever does (the latest the request may leave, plus the carrier's window). The row,
+and that moment, outlive the attempt: bought or adopted, the row is removed; refused or
+unanswered before it left, the moment goes back to what it was; otherwise (no answer, a
+crash, a stall past the lease) it stays. Whoever takes the claim next, in any process,
+looks; and a look that finds nothing is trusted only once ``in_doubt_until`` has passed.
+Until then the purchase is held (``OrderInDoubt``). So an order is sent only when every
+earlier order for the line has been seen, or can no longer appear: one purchase per
+(balance, seq), whichever worker runs the attempt. A claim whose process has gone from
+this host (a worker killed and restarted here) is taken at once; its doubt still holds.
 """
 
 from __future__ import annotations
@@ -35,15 +40,32 @@ from models.db import dialect_insert_for, session_scope
 from models.tables import OrderClaim
 
 SEND_WINDOW = timedelta(seconds=30)  # how long after taking the claim an order may leave
+# How long an order may wait in this process (the rate limiter's queue) once its
+# in-doubt moment is written: past it the order is not sent, so the moment holds.
+SEND_SLACK = timedelta(seconds=5)
 
 
-# Taking and releasing a claim are on every order's path: built once, with bound
+# Taking, marking and settling a claim are on every order's path: built once, with bound
 # parameters (as the store's writes: activities/store.py).
 CLAIMS: sa.Table = OrderClaim.__table__  # type: ignore[attr-defined]
-_RELEASE = (
-    sa.delete(CLAIMS)
-    .where(CLAIMS.c.reference == sa.bindparam("c_reference", type_=CLAIMS.c.reference.type))
-    .where(CLAIMS.c.owner == sa.bindparam("c_owner", type_=CLAIMS.c.owner.type))
+_MINE = (CLAIMS.c.reference == sa.bindparam("c_reference", type_=CLAIMS.c.reference.type)) & (
+    CLAIMS.c.owner == sa.bindparam("c_owner", type_=CLAIMS.c.owner.type)
+)
+_SETTLE = sa.delete(CLAIMS).where(_MINE)
+_MARK = (
+    sa.update(CLAIMS)
+    .where(_MINE)
+    .values(in_doubt_until=sa.bindparam("c_doubt", type_=CLAIMS.c.in_doubt_until.type))
+    .returning(CLAIMS.c.reference)
+)
+# Handed back: the lease is over, the in-doubt moment stays for the next taker.
+_HAND_BACK = (
+    sa.update(CLAIMS)
+    .where(_MINE)
+    .values(
+        lease_until=sa.bindparam("c_until", type_=CLAIMS.c.lease_until.type),
+        in_doubt_until=sa.bindparam("c_doubt", type_=CLAIMS.c.in_doubt_until.type),
+    )
 )
 
 
@@ -93,10 +115,16 @@ class ClaimHeld(Exception):
 
 @dataclass(frozen=True)
 class Claim:
-    """A claim this process holds: send the order no later than ``send_by``."""
+    """A claim this process holds: send the order no later than ``send_by``; a look that
+    finds nothing before ``in_doubt_until`` proves nothing (an earlier order may still
+    be committed)."""
 
     reference: str
     send_by: datetime
+    in_doubt_until: datetime | None = None
+
+    def in_doubt(self, now: datetime) -> bool:
+        return self.in_doubt_until is not None and now < self.in_doubt_until
 
 
 class OrderClaims:
@@ -120,27 +148,62 @@ class OrderClaims:
             inserted = session.execute(
                 claim, {"c_reference": reference, "c_owner": self.owner, "c_until": until}
             )
-            if inserted.first() is None:
-                # Ours already (an attempt of this process ended), its lease ran out, or
-                # its process is gone.
-                held = session.get(OrderClaim, reference)
-                if held is None:  # released just now
-                    raise ClaimHeld(reference, "another process", now)
-                if held.owner != self.owner and held.lease_until > now:
-                    if not owner_is_gone(held.owner):
-                        raise ClaimHeld(reference, held.owner, held.lease_until)
-                taken = session.execute(
-                    sa.update(OrderClaim)
-                    .where(col(OrderClaim.reference) == reference)
-                    .where(col(OrderClaim.owner) == held.owner)
-                    .values(owner=self.owner, lease_until=until)
-                    .returning(col(OrderClaim.reference))
-                )
-                if taken.first() is None:  # another process took it first
-                    raise ClaimHeld(reference, "another process", until)
-        return Claim(reference, now + SEND_WINDOW)
+            if inserted.first() is not None:
+                return Claim(reference, now + SEND_WINDOW)
+            # Ours already (an attempt of this process ended), handed back, its lease ran
+            # out, or its process is gone.
+            held = session.get(OrderClaim, reference)
+            if held is None:  # settled just now
+                raise ClaimHeld(reference, "another process", now)
+            if held.owner != self.owner and held.lease_until > now:
+                if not owner_is_gone(held.owner):
+                    raise ClaimHeld(reference, held.owner, held.lease_until)
+            taken = session.execute(
+                sa.update(OrderClaim)
+                .where(col(OrderClaim.reference) == reference)
+                .where(col(OrderClaim.owner) == held.owner)
+                .values(owner=self.owner, lease_until=until)
+                .returning(col(OrderClaim.in_doubt_until))
+            ).first()
+            if taken is None:  # another process took it first
+                raise ClaimHeld(reference, "another process", until)
+        return Claim(reference, now + SEND_WINDOW, taken[0])
 
-    def release(self, reference: str) -> None:
-        """The order is settled (bought, adopted or refused): remove this process's claim."""
+    def sending(self, claim: Claim, window: timedelta, now: datetime | None = None) -> Claim:
+        """Before the order leaves: the claim as it stands while the order is out. The
+        order must leave by its ``send_by``; if it is ever committed, it is by its
+        ``in_doubt_until``, which is written down first, for whoever takes the claim
+        after this attempt."""
+        now = now or datetime.now(UTC)
+        send_by = min(claim.send_by, now + SEND_SLACK)
+        doubt = max(send_by + window, claim.in_doubt_until or send_by)
         with session_scope(self._url) as session:
-            session.execute(_RELEASE, {"c_reference": reference, "c_owner": self.owner})
+            marked = session.execute(
+                _MARK, {"c_reference": claim.reference, "c_owner": self.owner, "c_doubt": doubt}
+            ).first()
+        if marked is None:  # the lease ran out and another process took the claim
+            raise ClaimHeld(claim.reference, "another process", now)
+        return Claim(claim.reference, send_by, doubt)
+
+    def settle(self, reference: str) -> None:
+        """The line is bought or adopted: remove this process's claim."""
+        with session_scope(self._url) as session:
+            session.execute(_SETTLE, {"c_reference": reference, "c_owner": self.owner})
+
+    def hand_back(self, claim: Claim, now: datetime | None = None) -> None:
+        """This attempt ends unsettled: anyone may take the claim now, and the purchase
+        stays in doubt until ``claim.in_doubt_until``. With no doubt, the row goes."""
+        now = now or datetime.now(UTC)
+        if not claim.in_doubt(now):
+            self.settle(claim.reference)
+            return
+        with session_scope(self._url) as session:
+            session.execute(
+                _HAND_BACK,
+                {
+                    "c_reference": claim.reference,
+                    "c_owner": self.owner,
+                    "c_until": now,
+                    "c_doubt": claim.in_doubt_until,
+                },
+            )

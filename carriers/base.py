@@ -65,9 +65,14 @@ class UsagePage(BaseModel):
 
 
 class Carrier(Protocol):
-    """What the product needs from a carrier. Implementations raise only ``CarrierError``s."""
+    """What the product needs from a carrier. Implementations raise only ``CarrierError``s.
+
+    ``in_doubt_seconds``: the longest the carrier may take to commit a request it has
+    received, so the longest after an unanswered order that it may still appear.
+    """
 
     name: str
+    in_doubt_seconds: float
 
     async def list_products(self) -> list[CarrierProduct]: ...
 

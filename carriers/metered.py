@@ -44,6 +44,7 @@ class MeteredCarrier:
     def __init__(self, inner: Carrier) -> None:
         self.inner = inner
         self.name = inner.name
+        self.in_doubt_seconds = inner.in_doubt_seconds
 
     async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         started = time.perf_counter()

@@ -60,8 +60,10 @@ class TelnaCarrier:
         transport: httpx.AsyncBaseTransport | None = None,
         page_size: int = 100,
         rate_limit_per_second: float = 0.0,
+        in_doubt_seconds: float = 60.0,
     ) -> None:
         self.page_size = page_size
+        self.in_doubt_seconds = in_doubt_seconds
         transport = limited(transport, rate_limit_per_second)
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/v2.1",
@@ -77,6 +79,7 @@ class TelnaCarrier:
             settings.telna.api_key.get_secret_value(),
             timeout=settings.carrier_timeout_seconds,
             rate_limit_per_second=settings.telna.rate_limit_per_second,
+            in_doubt_seconds=settings.telna.in_doubt_seconds,
         )
 
     async def aclose(self) -> None:

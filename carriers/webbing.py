@@ -86,8 +86,10 @@ class WebbingCarrier:
         transport: httpx.AsyncBaseTransport | None = None,
         page_size: int = 100,
         rate_limit_per_second: float = 0.0,
+        in_doubt_seconds: float = 60.0,
     ) -> None:
         self.page_size = page_size
+        self.in_doubt_seconds = in_doubt_seconds
         transport = limited(transport, rate_limit_per_second)
         self._credentials = {"Username": username, "Password": password, "WSKey": wskey}
         self._client = httpx.AsyncClient(
@@ -107,6 +109,7 @@ class WebbingCarrier:
             webbing.wskey.get_secret_value(),
             timeout=settings.carrier_timeout_seconds,
             rate_limit_per_second=settings.webbing.rate_limit_per_second,
+            in_doubt_seconds=webbing.in_doubt_seconds,
         )
 
     async def aclose(self) -> None:

@@ -195,7 +195,9 @@ class OrderClaim(SQLModel, table=True):
     until ``lease_until``; no other may, so two processes never buy one line twice.
 
     Taken before the order looks at the carrier, removed once the order is settled;
-    a claim left by a dead process lapses at ``lease_until``. See ``activities/claims.py``.
+    a claim left by a dead process lapses at ``lease_until``. ``in_doubt_until``: an order
+    sent for this line may be committed by the carrier until then, so a look that finds
+    nothing before it proves nothing. See ``activities/claims.py``.
     """
 
     __tablename__ = "order_claim"
@@ -203,3 +205,4 @@ class OrderClaim(SQLModel, table=True):
     reference: str = Field(primary_key=True, max_length=64)
     owner: str = Field(max_length=64)
     lease_until: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    in_doubt_until: datetime | None = _ts()

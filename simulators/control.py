@@ -67,6 +67,7 @@ class ConfigIn(_Body):
     webhook_url: str | None = None
     webhook_duplicate_rate: float | None = Field(default=None, ge=0, le=1)
     webhook_delay_seconds: float | None = Field(default=None, ge=0, le=300)
+    list_limit: int | None = Field(default=None, ge=0)
 
 
 class _ControlError(Exception):
@@ -209,11 +210,13 @@ def create_control_router(
             "webhook_duplicate_rate": webhooks.target.duplicate_rate if webhooks else None,
             "webhook_delay_seconds": webhooks.target.delay_seconds if webhooks else None,
             "webhooks": webhooks.counts() if webhooks else None,
+            "list_limit": engine.list_limit,
         }
 
     @router.get("/config")
     async def get_config() -> dict[str, Any]:
-        """Activation latency of real products and the webhook target."""
+        """Activation latency of real products, the webhook target, and how many of an
+        ICCID's newest packages its list shows (``list_limit``; null: all)."""
         return config_view()
 
     @router.post("/config")
@@ -231,6 +234,8 @@ def create_control_router(
         if given & hooks and webhooks is None:
             raise _ControlError(400, "unsupported", "webhooks are not available here")
         engine.set_activation_latency(low, high)
+        if "list_limit" in given:
+            engine.list_limit = body.list_limit or None
         if webhooks is not None:
             if "webhook_url" in given:
                 webhooks.target.url = body.webhook_url or None

@@ -73,6 +73,8 @@ class CarrierEngine:
         self.clock = clock
         self.sink = sink
         self.new_id = new_id
+        # How many of an ICCID's newest packages its list shows (None: all); see listed().
+        self.list_limit: int | None = None
         # Grows on every change; a front end saves its snapshot when it moved.
         self.revision = 0
         self._rng = random.Random(seed)
@@ -212,6 +214,13 @@ class CarrierEngine:
         for sim in sims:
             self._touch(sim, now)
         return [p for sim in sims for p in sim.packages]
+
+    def listed(self, iccid: str) -> list[Package]:
+        """One ICCID's packages as its list answers them, oldest first: with
+        ``list_limit``, only the newest that many (a carrier that lists recent packages
+        only, as eSIM Go lists 15 unless asked for more)."""
+        packages = self.packages(iccid)
+        return packages[-self.list_limit :] if self.list_limit else packages
 
     def ledger(self, iccid: str | None = None) -> list[LedgerEntry]:
         """Business events in time order (ICCIDs are replayed separately, so sort here)."""

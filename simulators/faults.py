@@ -2,9 +2,12 @@
 
 Applies to every HTTP request except those under the exempt prefix (the ``/_sim`` control
 API). In order: added latency, outage (503), rate limit (429 + ``Retry-After``), random
-errors (503, the request is not applied), lost responses (the request IS applied, then
-its response is replaced by an empty 504, as a gateway that lost the upstream answer).
-Error bodies are plain text, as a gateway in front of the carrier would send them.
+errors (503, the request is not applied), a slow commit (a request that changes state
+takes effect ``commit_delay_ms`` after it arrived, whether or not the client still
+waits, and only then is answered; reads answer at once), lost responses (the request IS
+applied, then its response is replaced by an empty 504, as a gateway that lost the
+upstream answer). Error bodies are plain text, as a gateway in front of the carrier would
+send them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import math
 import random
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,6 +33,7 @@ class FaultSettings(BaseModel):
     latency_ms: float | None = Field(default=None, ge=0)
     lose_responses: float | None = Field(default=None, ge=0, le=1)
     rate_limit_per_second: float | None = Field(default=None, gt=0)
+    commit_delay_ms: float | None = Field(default=None, ge=0)
 
 
 class Faults:
@@ -71,18 +76,31 @@ class Faults:
         report: dict[str, object] = self.settings.model_dump()
         remaining = self.outage_remaining()
         report["outage_seconds"] = round(remaining, 3) if remaining > 0 else None
-        kinds = ("latency", "outage", "rate_limit", "error", "lost_response")
+        kinds = ("latency", "outage", "rate_limit", "error", "commit_delay", "lost_response")
         report["injected"] = {kind: self.injected[kind] for kind in kinds}
         return report
 
 
-class FaultInjectionMiddleware:
-    """Wraps an ASGI app; ``faults`` is shared with the control API that configures it."""
+def changes_state_by_method(scope: Scope) -> bool:
+    """A REST API's writes: every method but GET and HEAD."""
+    return scope["method"] not in ("GET", "HEAD")
 
-    def __init__(self, app: ASGIApp, faults: Faults, exempt_prefix: str = "/_sim") -> None:
+
+class FaultInjectionMiddleware:
+    """Wraps an ASGI app; ``faults`` is shared with the control API that configures it.
+    ``changes_state`` tells the requests a slow commit delays from the reads."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        faults: Faults,
+        exempt_prefix: str = "/_sim",
+        changes_state: Callable[[Scope], bool] = changes_state_by_method,
+    ) -> None:
         self.app = app
         self.faults = faults
         self.exempt_prefix = exempt_prefix
+        self.changes_state = changes_state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(self.exempt_prefix):
@@ -109,6 +127,11 @@ class FaultInjectionMiddleware:
             faults.injected["error"] += 1
             await _reply(send, 503, b"Service Unavailable (simulated error)")
             return
+        if settings.commit_delay_ms and self.changes_state(scope):
+            faults.injected["commit_delay"] += 1
+            # As with latency: the carrier has the request, and commits it in its own time.
+            receive = await _buffered(receive)
+            await asyncio.sleep(settings.commit_delay_ms / 1000)
         if faults.chance(settings.lose_responses):
             faults.injected["lost_response"] += 1
             await self.app(scope, receive, _discard)

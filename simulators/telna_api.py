@@ -147,7 +147,8 @@ def create_telna_router(engine: CarrierEngine, api_key: str) -> APIRouter:
         sim: str | None = None, count: Count = 100, offset: Offset = 0
     ) -> dict[str, Any]:
         """Packages, optionally of one SIM, oldest first."""
-        items = [package_json(p) for p in engine.packages(sim)]
+        listed = engine.listed(sim) if sim is not None else engine.packages()
+        items = [package_json(p) for p in listed]
         return _page(items, "packages", count, offset)
 
     @router.get("/pcr/packages/{package_id}")

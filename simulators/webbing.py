@@ -32,6 +32,7 @@ from typing import TypeVar
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from config import get_settings
 from simulators import cli
@@ -146,8 +147,17 @@ def create_app(
     app.include_router(create_control_router(engine, faults))
     app.include_router(_usage_lag_router(meter))
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_middleware(FaultInjectionMiddleware, faults=faults)
+    app.add_middleware(FaultInjectionMiddleware, faults=faults, changes_state=_changes_state)
     return app
+
+
+def _changes_state(scope: Scope) -> bool:
+    """Every SOAP call is a POST; those that change state are the methods not named Get…"""
+    for name, value in scope["headers"]:
+        if name == b"soapaction":
+            method = value.decode("latin-1").strip().strip('"').rsplit("/", 1)[-1]
+            return not method.startswith("Get")
+    return True
 
 
 async def _read_usage(meter: UsageMeter) -> None:

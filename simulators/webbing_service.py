@@ -170,7 +170,7 @@ class WebbingService:
         return {"ServiceDeviceProduct": self._instance(self._package(params))}
 
     def device_products(self, params: Params) -> dict[str, Any]:
-        packages = self.engine.packages(_required(params, "ICCID"))
+        packages = self.engine.listed(_required(params, "ICCID"))
         rows = [self._instance(p) for p in packages]
         return _paged("ServiceDeviceProducts", "ServiceDeviceProduct", rows, params)
 

@@ -79,6 +79,8 @@ async def test_a_fast_call_or_no_heartbeat_timeout_sends_none(monkeypatch: Any) 
 class OrderingCarrier:
     """Finds nothing for a while, then the package its one order placed; counts orders."""
 
+    in_doubt_seconds = 1.0
+
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.placed: list[CarrierLine] = []

@@ -4,6 +4,9 @@ Used by ``starter.py`` and the HTTP API. The database says whether an eSIM has a
 balance (``Balance.open_iccid`` is unique); the workflow id ``balance-{iccid}`` with the
 USE_EXISTING conflict policy makes a repeated start return the running workflow. So
 enrolling the same ICCID twice — even concurrently — yields one balance and one workflow.
+An open balance whose workflow is gone (terminated in the Temporal UI, say) is started
+again to continue, not to start over: its new run first rebuilds its state from the
+database and the carrier (``activities.audit_restart``), then goes on from there.
 """
 
 from __future__ import annotations
@@ -128,7 +131,10 @@ def register(database_url: str, req: EnrolRequest, actor: str) -> tuple[BalanceS
                 balance = open_balance(session, req.iccid)
                 if balance is not None:
                     product = session.get(Product, balance.product_id) or product
-                    return balance_state(balance, product), False
+                    # Its workflow may be gone: a new run must continue its history.
+                    state = balance_state(balance, product)
+                    state.restore = True
+                    return state, False
                 if session.get(Esim, req.iccid) is None:
                     session.add(Esim(iccid=req.iccid, carrier=req.carrier, eid=req.eid))
                     session.flush()  # no ORM relationship orders the inserts for us

@@ -23,6 +23,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.audit import AuditActivities
+from activities.audit_restart import RestoreActivities
 from activities.carrier import CarrierActivities
 from activities.catalog import sync_catalogue
 from activities.claims import OrderClaims
@@ -81,6 +82,7 @@ def build_worker(
     audit = AuditActivities(
         carriers, client, settings.database_url, task_queue or settings.task_queue
     )
+    restore = RestoreActivities(carriers, settings.database_url)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -93,6 +95,7 @@ def build_worker(
             store.record_changes,
             usage_poll.poll_usage,
             audit.audit_page,
+            restore.restore_balance,
         ],
         activity_executor=executor,
         max_concurrent_activities=settings.worker_max_concurrent_activities,

@@ -54,7 +54,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import metrics
-from activities.audit_restart import carrier_line, read_known, rebuild_state
+from activities.audit_restart import carrier_line, read_carrier, read_known, rebuild_state
 from activities.audit_rules import (
     BalanceView,
     Finding,
@@ -225,7 +225,7 @@ class AuditActivities:
             missing.detail["skipped"] = "closed meanwhile, or its product is unknown"
             return False
         try:
-            found = await carrier.find_lines(view.iccid)  # after this audit's repairs
+            found = await read_carrier(carrier, view.iccid, known)  # after this audit's repairs
             state = rebuild_state(known, found, now)
             adopted = [line for line in (state.active, state.scheduled) if line is not None]
             if adopted:

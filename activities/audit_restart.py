@@ -1,25 +1,35 @@
-"""Restarting a balance's lost workflow from the database and the carrier's truth.
+"""Continuing a balance whose workflow was lost, from the database and the carrier's truth.
 
 A workflow that is gone (terminated by hand, failed, never started after enrolment) is
 started again with a state rebuilt from what is known for certain: the balance row (product,
 policy, term, pause) and the carrier's packages carrying our references. The new run
 adopts the active package and a scheduled one after it, numbers its next order after the
 highest seq the carrier or the database has ever seen, and continues the ledger's event
-numbering, so it buys nothing twice and overwrites no event. It is started with the id
-and conflict policy of enrolment (``balance-{iccid}``, USE_EXISTING): racing a normal
-start, or another audit, leaves one workflow.
+numbering, so it buys nothing twice and overwrites no event. The carrier's list of the
+eSIM's packages may hold only recent ones (eSIM Go lists 15 unless asked for more): the
+lines the database holds open are read one by one besides it, so what is adopted does not
+depend on how far back the list goes. Two ways in, one rebuild: the audit restarts a
+missing workflow with the rebuilt state (``AuditActivities``), and a balance enrolled
+again has its new run rebuild its own state first (``RestoreActivities``). Either starts
+with the id and conflict policy of enrolment (``balance-{iccid}``, USE_EXISTING): racing
+a normal start, or another audit, leaves one workflow.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlmodel import col, select
+from temporalio import activity
 
 from activities.audit_rules import end_state, seq_of
-from carriers.base import CarrierLine
+from activities.carrier import carrier_failure
+from carriers.base import Carrier, CarrierLine
+from carriers.errors import CarrierError, CarrierRejected
 from enrolment import product_spec
 from models.db import session_scope
 from models.payloads import (
@@ -30,6 +40,8 @@ from models.payloads import (
     LineState,
     Policy,
     ProductSpec,
+    RestoreBalance,
+    RestoredBalance,
 )
 from models.tables import Balance, BalanceLine, LineEvent, Product
 
@@ -44,6 +56,7 @@ class Known:
     products: dict[str, ProductSpec]  # by carrier product id
     max_seq: int
     event_counter: int
+    open_line_ids: list[str]  # carrier ids of the lines the database holds open
 
 
 def read_known(database_url: str, balance_id: str) -> Known | None:
@@ -61,6 +74,12 @@ def read_known(database_url: str, balance_id: str) -> Known | None:
         max_seq = session.exec(
             select(sa.func.max(BalanceLine.seq)).where(BalanceLine.balance_id == balance_id)
         ).one()
+        open_line_ids = session.exec(
+            select(BalanceLine.carrier_line_id)
+            .where(BalanceLine.balance_id == balance_id)
+            .where(col(BalanceLine.state).in_([LineState.active, LineState.scheduled]))
+            .where(col(BalanceLine.carrier_line_id).is_not(None))
+        ).all()
         keys = session.exec(
             select(LineEvent.key).where(
                 col(LineEvent.key).startswith(f"{balance_id}:", autoescape=True)
@@ -75,7 +94,43 @@ def read_known(database_url: str, balance_id: str) -> Known | None:
         products=products,
         max_seq=max_seq or 0,
         event_counter=max(counters, default=0),
+        open_line_ids=[line_id for line_id in open_line_ids if line_id],
     )
+
+
+async def read_carrier(carrier: Carrier, iccid: str, known: Known) -> list[CarrierLine]:
+    """The eSIM's packages as the carrier lists them, and each line the database holds
+    open that the list left out (one it no longer knows is left out too)."""
+    found = await carrier.find_lines(iccid)
+    listed = {package.line_id for package in found}
+    for line_id in known.open_line_ids:
+        if line_id not in listed:
+            try:
+                found.append(await carrier.get_line(line_id))
+            except CarrierRejected:
+                continue
+    return found
+
+
+class RestoreActivities:
+    """The state of a balance enrolled again, rebuilt for its new run."""
+
+    def __init__(self, carriers: Mapping[str, Carrier], database_url: str) -> None:
+        self._carriers = carriers
+        self._url = database_url
+
+    @activity.defn(name="restore_balance")
+    async def restore_balance(self, req: RestoreBalance) -> RestoredBalance:
+        """The balance's state from the database and the carrier; none if it has closed."""
+        known = await asyncio.to_thread(read_known, self._url, req.balance_id)
+        if known is None:
+            return RestoredBalance(state=None)
+        carrier = self._carriers[known.balance.carrier]
+        try:
+            found = await read_carrier(carrier, known.balance.iccid, known)
+        except CarrierError as error:
+            raise carrier_failure(error) from error
+        return RestoredBalance(state=rebuild_state(known, found, datetime.now(UTC)))
 
 
 def carrier_line(

@@ -163,6 +163,21 @@ class BalanceState(BaseModel):
     # of at its switch (BalanceWorkflow.run): asked in each run's first workflow task
     # until it is True, then carried.
     hand_over_at_order: bool | None = None
+    # Started again for a balance with a history (enrolled again once its workflow was
+    # gone): the run first rebuilds its state from the database and the carrier.
+    restore: bool = False
+
+
+class RestoreBalance(BaseModel):
+    """Input of the ``restore_balance`` activity."""
+
+    balance_id: str
+
+
+class RestoredBalance(BaseModel):
+    """Result of the ``restore_balance`` activity: None if the balance has closed."""
+
+    state: BalanceState | None
 
 
 class ActionRequest(BaseModel):

@@ -12,6 +12,7 @@ stays small.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 from temporalio.workflow import ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
+    from activities.audit_restart import RestoreActivities
     from activities.carrier import CarrierActivities
     from activities.store import StoreActivities
     from models import search
@@ -41,6 +43,8 @@ with workflow.unsafe.imports_passed_through():
         LineState,
         OrderLineInput,
         RecordChanges,
+        RestoreBalance,
+        RestoredBalance,
         UsageReport,
     )
     from workflows import timing, usage
@@ -77,6 +81,9 @@ class BalanceWorkflow:
         self._rotated = False
         # The latest moment a fired timer proves has passed (see _now).
         self._floor: datetime | None = None
+        # Messages that came while the state was being restored (see _restore).
+        self._restoring = False
+        self._held: list[Callable[[], None]] = []
 
     @workflow.run
     async def run(self, state: BalanceState) -> BalanceStatusView:
@@ -92,6 +99,10 @@ class BalanceWorkflow:
             # recorded when every rotation handed over at its switch replays that way,
             # and the balance's next run takes the new way.
             s.hand_over_at_order = workflow.patched(HAND_OVER_AT_ORDER)
+        if s.restore:
+            if not await self._restore():
+                return self.status()
+            s = self.s
         self._describe()
         while True:
             if s.pending_events:
@@ -144,6 +155,50 @@ class BalanceWorkflow:
                 await self._continue_as_new()
             await self._sleep_until_next_deadline(now)
 
+    async def _restore(self) -> bool:
+        """Enrolled again once its workflow was gone (terminated by hand, say): continue
+        from the database and the carrier, never from seq 1. The new state holds the
+        lines the carrier has, numbers the next order after every seq ever seen, and
+        goes on with the ledger's numbering. Messages that came meanwhile are applied to
+        it. False if the balance has closed meanwhile: the run ends."""
+        s = self.s
+        self._restoring = True
+        restored: RestoredBalance = await workflow.execute_activity_method(
+            RestoreActivities.restore_balance,
+            RestoreBalance(balance_id=s.balance_id),
+            start_to_close_timeout=CARRIER_CALL,
+            retry_policy=timing.carrier_retry(s),
+            summary=f"continue from the database and the lines at {s.carrier}",
+        )
+        self._restoring = False
+        if restored.state is None:
+            s.status = BalanceStatus.Cancelled
+            self._publish()
+            return False
+        restored.state.hand_over_after_bring_up = s.hand_over_after_bring_up
+        restored.state.hand_over_at_order = s.hand_over_at_order
+        self.s = restored.state
+        held, self._held = self._held, []
+        for message in held:
+            message()
+        new = self.s
+        adopted = [line for line in (new.active, new.scheduled) if line is not None]
+        self._note_event(
+            "restored",
+            "workflow",
+            last_seq=new.last_seq,
+            active_seq=new.active.seq if new.active else None,
+            scheduled_seq=new.scheduled.seq if new.scheduled else None,
+        )
+        await self._record(lines=adopted)
+        return True
+
+    def _held_back(self, message: Callable[[], None]) -> bool:
+        """While the state is being restored, keep ``message`` for the restored state."""
+        if self._restoring:
+            self._held.append(message)
+        return self._restoring
+
     async def _continue_as_new(self) -> None:
         """Hand the state over to a new run, once every message handler has finished."""
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -154,11 +209,14 @@ class BalanceWorkflow:
     @workflow.signal
     def usage_reported(self, report: UsageReport) -> None:
         """The carrier (webhook or poller) saw this many bytes used on line ``seq``."""
-        self._apply_usage(report)
+        if not self._held_back(lambda: self.usage_reported(report)):
+            self._apply_usage(report)
 
     @workflow.signal
     def pause(self, req: ActionRequest) -> None:
         """Suspend the eSIM: end its lines at the carrier until ``resume``."""
+        if self._held_back(lambda: self.pause(req)):
+            return
         if not self.s.paused:
             self.s.paused = True
             self._note_event("paused", req.actor, reason=req.reason)
@@ -167,6 +225,8 @@ class BalanceWorkflow:
     @workflow.signal
     def resume(self, req: ActionRequest) -> None:
         """Bring a paused eSIM back on a fresh line."""
+        if self._held_back(lambda: self.resume(req)):
+            return
         if self.s.paused:
             self.s.paused = False
             self._note_event("resumed", req.actor, reason=req.reason)
@@ -175,6 +235,8 @@ class BalanceWorkflow:
     @workflow.signal
     def cancel(self, req: ActionRequest) -> None:
         """End the balance: every line is ended at the carrier, the workflow completes."""
+        if self._held_back(lambda: self.cancel(req)):
+            return
         if not self.s.cancel_requested:
             self.s.cancel_requested = True
             self._note_event("cancel_requested", req.actor, reason=req.reason)
@@ -183,6 +245,8 @@ class BalanceWorkflow:
     @workflow.signal
     def rotate_now(self, req: ActionRequest) -> None:
         """Switch to a fresh line now, whatever the active one's time or usage."""
+        if self._held_back(lambda: self.rotate_now(req)):
+            return
         if self.s.active is not None and not self.s.paused and not timing.is_last_line(self.s):
             self.s.rotate_requested = True
             self._note_event("rotate_requested", req.actor, reason=req.reason)
@@ -194,6 +258,8 @@ class BalanceWorkflow:
         dropped (the next one is ordered when due, at once past the order time); an
         active one that has ended is rotated away from now; anything else just wakes the
         workflow to look at its deadlines again."""
+        if self._held_back(lambda: self.audit(notice)):
+            return
         s = self.s
         ref = notice.reference
         if notice.kind == "ghost_line" and s.scheduled is not None and s.scheduled.reference == ref:
@@ -219,6 +285,8 @@ class BalanceWorkflow:
     @change_product.validator
     def _validate_change_product(self, req: ChangeProduct) -> None:
         s = self.s
+        if self._restoring:
+            raise ValueError(f"balance {s.balance_id} is being restored; try again shortly")
         if s.status in CLOSED_STATUSES or s.cancel_requested:
             raise ValueError(f"balance {s.balance_id} is closed")
         if req.product.carrier != s.carrier:
@@ -239,6 +307,8 @@ class BalanceWorkflow:
     @change_policy.validator
     def _validate_change_policy(self, req: ChangePolicy) -> None:
         s = self.s
+        if self._restoring:
+            raise ValueError(f"balance {s.balance_id} is being restored; try again shortly")
         if s.status in CLOSED_STATUSES or s.cancel_requested:
             raise ValueError(f"balance {s.balance_id} is closed")
         for product in filter(None, (s.product, s.next_product)):

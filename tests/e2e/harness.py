@@ -326,9 +326,13 @@ async def rig(
     seed: int = 7,
     database_url: str | None = None,
     carrier: str = "telna",
+    carrier_timeout: float = 5.0,
+    in_doubt_seconds: float = 60.0,
 ) -> AsyncIterator[Rig]:
     """The rig on ``database_url`` (the ``database_url`` fixture), else a SQLite file in tmp;
-    both carriers' simulators run, new eSIMs go to ``carrier``."""
+    both carriers' simulators run, new eSIMs go to ``carrier``, and the worker's carrier
+    clients give up after ``carrier_timeout`` and hold an unanswered order
+    ``in_doubt_seconds``."""
     target = env.client.service_client.config.target_host
     username, password, wskey = WEBBING
     settings = Settings(
@@ -368,10 +372,11 @@ async def rig(
         )
         settings.telna.base_url = telna_url
         settings.webbing.base_url = webbing_url
+        timing: dict[str, Any] = {"timeout": carrier_timeout, "in_doubt_seconds": in_doubt_seconds}
         carriers = metered(
             {
-                "telna": TelnaCarrier(telna_url, API_KEY, timeout=5.0),
-                "webbing": WebbingCarrier(webbing_url, username, password, wskey, timeout=5.0),
+                "telna": TelnaCarrier(telna_url, API_KEY, **timing),
+                "webbing": WebbingCarrier(webbing_url, username, password, wskey, **timing),
             }
         )
         await sync_catalogue(carriers, settings.database_url)

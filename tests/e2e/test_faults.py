@@ -40,6 +40,38 @@ async def test_lost_responses_never_buy_twice(dev_env: WorkflowEnvironment, tmp_
 
 
 @pytest.mark.slow
+async def test_a_carrier_committing_after_our_timeout_never_sells_a_line_twice(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """For two minutes every order, activation and deactivation at both carriers takes
+    effect after the client gave up on it: each order is held in doubt until it shows,
+    and adopted; nothing is bought twice and the lines still hand over without a gap."""
+    async with rig(
+        dev_env, tmp_path, carrier="mixed", carrier_timeout=1.0, in_doubt_seconds=3.0
+    ) as r:
+        fleet = iccids(6)
+        await r.add_esims(*fleet)
+        await r.faults(commit_delay_ms=1500)
+        policy = Policy(lead_seconds=12, margin_seconds=6)
+        for iccid in fleet:
+            await r.enrol(iccid, "compressed-30s", policy=policy)
+        await asyncio.sleep(120)
+        stopped_at = datetime.now(UTC)
+        injected = await r.faults()
+        await r.faults()  # cleared: the cancellations below answer at once
+        await r.cancel_and_wait(*fleet)
+        orders = [e for e in await r.ledger() if e["action"] == "order"]
+        per_line = Counter(e["reference"] for e in orders)
+        print(f"slow commits {injected['commit_delay']}, orders {len(orders)}")
+        assert injected["commit_delay"] >= 3 * len(orders) - 2 * len(fleet), injected
+        assert len(orders) >= 4 * len(fleet), len(orders)
+        assert max(per_line.values()) == 1, [ref for ref, n in per_line.items() if n > 1]
+        await r.assert_database_matches_carrier(*fleet)
+        for iccid in fleet:
+            assert none_seconds(await r.timeline(iccid), until=stopped_at) == 0, iccid
+
+
+@pytest.mark.slow
 async def test_errors_and_outages_shorter_than_the_lead_leave_no_gap(
     dev_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -56,7 +56,7 @@ class Known:
     products: dict[str, ProductSpec]  # by carrier product id
     max_seq: int
     event_counter: int
-    open_line_ids: list[str]  # carrier ids of the lines the database holds open
+    open_line_ids: list[str] = field(default_factory=list)  # the lines the database holds open
 
 
 def read_known(database_url: str, balance_id: str) -> Known | None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from activities.audit_restart import Known, rebuild_state
+from activities.audit_restart import Known, read_carrier, rebuild_state
 from activities.audit_rules import BalanceView, DbLine, Kind, Repair, compare
 from carriers.base import CarrierLine
+from carriers.errors import CarrierRejected
 from models.payloads import LineState, Policy, ProductSpec
 from models.tables import Balance
 
@@ -212,3 +213,53 @@ def test_a_restart_adopts_the_current_and_scheduled_lines_and_numbers_after_all_
     assert [line.seq for line in state.archived] == [1]
     assert (state.last_seq, state.event_counter, state.rotations) == (3, 17, 1)
     assert state.policy == Policy(margin_seconds=30)
+
+
+class RecentOnly:
+    """A carrier whose list shows an eSIM's newest package only; a package is read by id."""
+
+    def __init__(self, packages: list[CarrierLine]) -> None:
+        self.packages = {p.line_id: p for p in packages}
+        self.read: list[str] = []
+
+    async def find_lines(self, iccid: str) -> list[CarrierLine]:
+        return list(self.packages.values())[-1:]
+
+    async def get_line(self, line_id: str) -> CarrierLine:
+        self.read.append(line_id)
+        if line_id not in self.packages:
+            raise CarrierRejected("telna", "no such package", "404")
+        return self.packages[line_id]
+
+
+async def test_a_restart_reads_the_open_lines_a_short_list_leaves_out() -> None:
+    """The carrier lists only the newest package (a scheduled one): the active line the
+    database holds is read by its id, so it is adopted, not bought again."""
+    product = ProductSpec(
+        id="telna-daily-1gb",
+        carrier="telna",
+        carrier_product_id="daily-1gb",
+        allowance_bytes=10**9,
+        validity_seconds=DAY,
+    )
+    balance = Balance(
+        id=BID,
+        iccid=ICCID,
+        open_iccid=ICCID,
+        carrier="telna",
+        product_id=product.id,
+        workflow_id=f"balance-{ICCID}",
+        line_seq=2,
+    )
+    carrier = RecentOnly(
+        [package("p2", 2, "active", activated=DAY - 700), package("p3", 3, "scheduled")]
+    )
+    known = Known(
+        balance, product, None, {"daily-1gb": product}, 3, 9, open_line_ids=["p2", "p3", "gone"]
+    )
+    found = await read_carrier(carrier, ICCID, known)  # type: ignore[arg-type]
+    assert carrier.read == ["p2", "gone"]
+    state = rebuild_state(known, found, NOW)
+    assert state.active is not None and state.active.line_id == "p2"
+    assert state.scheduled is not None and state.scheduled.line_id == "p3"
+    assert state.last_seq == 3

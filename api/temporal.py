@@ -3,7 +3,8 @@
 The caller has already checked in the database that the balance is open. A workflow that
 is gone anyway (it completed a moment ago) is a 409; Temporal unreachable is a 503
 (raised as ``RPCError`` and mapped in ``api.errors``); an update the workflow did not
-answer in time is a 504, since it may still be applied.
+answer in time is a 504, since it may still be applied; a run that Temporal says holds
+all the signals it may (a flood of messages, while the run hands over) is a 429.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from api.errors import ApiError
 from models.payloads import BalanceStatusView
 
 UPDATE_TIMEOUT = timedelta(seconds=15)
+# How Temporal refuses a signal to a run that holds as many as it may (10,000).
+SIGNAL_LIMIT = "exceeded workflow execution limit for signal events"
 
 
 def _gone(balance_id: str) -> ApiError:
@@ -38,6 +41,15 @@ async def signal(
     except RPCError as error:
         if error.status == RPCStatusCode.NOT_FOUND:
             raise _gone(balance_id) from None
+        if error.status == RPCStatusCode.INVALID_ARGUMENT and SIGNAL_LIMIT in error.message:
+            # A flood of messages has filled the run; it is handing over to a new one.
+            raise ApiError(
+                429,
+                "balance_busy",
+                f"balance {balance_id} takes no message until its workflow has handed over "
+                "to a new run; try again in a second",
+                headers={"Retry-After": "1"},
+            ) from None
         raise
 
 

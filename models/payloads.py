@@ -163,6 +163,9 @@ class BalanceState(BaseModel):
     # of at its switch (BalanceWorkflow.run): asked in each run's first workflow task
     # until it is True, then carried.
     hand_over_at_order: bool | None = None
+    # Whether every wait hands over once messages have made the history long
+    # (BalanceWorkflow._piled_up): asked as ``hand_over_at_order`` is.
+    hand_over_when_long: bool | None = None
     # Started again for a balance with a history (enrolled again once its workflow was
     # gone): the run first rebuilds its state from the database and the carrier.
     restore: bool = False

@@ -65,6 +65,13 @@ STALE_CLOCK = timedelta(milliseconds=10)
 HAND_OVER_AFTER_BRING_UP = "hand-over-after-bring-up"
 # The patch behind a rotated run's hand-over when the next order falls due (see run).
 HAND_OVER_AT_ORDER = "hand-over-at-order"
+# The patch behind every wait's hand-over once messages have piled up (see _piled_up).
+HAND_OVER_WHEN_LONG = "hand-over-when-long"
+# A run hands over by this many history events whatever the server suggests: Temporal
+# refuses a run's 10,001st signal, and then resume and cancel with it.
+HISTORY_EVENTS_MAX = 8_000
+# Events noted by message handlers are written once this many wait, not only at a step.
+PENDING_EVENTS_MAX = 50
 
 
 @workflow.defn
@@ -99,12 +106,17 @@ class BalanceWorkflow:
             # recorded when every rotation handed over at its switch replays that way,
             # and the balance's next run takes the new way.
             s.hand_over_at_order = workflow.patched(HAND_OVER_AT_ORDER)
+        if not s.hand_over_when_long:
+            # As above: a run recorded before every wait could hand over replays without.
+            s.hand_over_when_long = workflow.patched(HAND_OVER_WHEN_LONG)
         if s.restore:
             if not await self._restore():
                 return self.status()
             s = self.s
         self._describe()
         while True:
+            if s.hand_over_when_long and self._history_is_long():
+                await self._continue_as_new()
             if s.pending_events:
                 # With the active line: usage events change its usage and exhaustion.
                 await self._record(lines=[s.active] if s.active else None)
@@ -177,6 +189,7 @@ class BalanceWorkflow:
             return False
         restored.state.hand_over_after_bring_up = s.hand_over_after_bring_up
         restored.state.hand_over_at_order = s.hand_over_at_order
+        restored.state.hand_over_when_long = s.hand_over_when_long
         self.s = restored.state
         held, self._held = self._held, []
         for message in held:
@@ -467,14 +480,28 @@ class BalanceWorkflow:
         """Await a carrier activity that retries until the carrier answers; should it still
         be retrying at ``deadline``, show the balance as Failing meanwhile.
 
-        The activity is never abandoned and restarted: an attempt still in flight could
-        then race its successor, and an order placed twice is a purchase made twice.
+        The activity is not abandoned and restarted for being slow: a carrier that fails
+        for hours is retried by the same activity. Only a run whose history has grown
+        long with messages meanwhile cancels it and hands over; the next run takes the
+        step up again, and an order attempt still in flight buys nothing twice (its
+        claim, activities/claims.py).
         """
         timer = self._timer(deadline, f"{what}: Failing if not done by {deadline:%H:%M:%SZ}")
-        await workflow.wait_condition(lambda: handle.done() or timer.done())
-        if not handle.done():
-            await self._set_failing(f"{what} still failing at {deadline:%H:%M:%SZ}")
-        elif not self._next_deadline_is(deadline):
+        failing = False
+
+        def moved() -> bool:
+            return handle.done() or (timer.done() and not failing) or self._piled_up()
+
+        while True:
+            await workflow.wait_condition(moved)
+            if handle.done():
+                break
+            if timer.done() and not failing:
+                await self._set_failing(f"{what} still failing at {deadline:%H:%M:%SZ}")
+                failing = True
+            else:
+                await self._relieve(handle)
+        if not failing and not self._next_deadline_is(deadline):
             timer.cancel()
             self._timers.pop(deadline, None)
         return await handle
@@ -560,10 +587,14 @@ class BalanceWorkflow:
         await self._end_all_lines(LineState.cancelled, "paused")
         self._set_status(BalanceStatus.Paused)
         await self._record()
-        await workflow.wait_condition(
-            lambda: not s.paused or s.cancel_requested,
-            timeout_summary="paused until resume or cancel",
-        )
+        while True:
+            await workflow.wait_condition(
+                lambda: not s.paused or s.cancel_requested or self._piled_up(),
+                timeout_summary="paused until resume or cancel",
+            )
+            if not s.paused or s.cancel_requested:
+                break
+            await self._relieve()
         if not s.cancel_requested:
             s.status = BalanceStatus.Active
 
@@ -664,7 +695,7 @@ class BalanceWorkflow:
                 pending.cancel()
                 del self._timers[other]
         self._wake = False
-        await workflow.wait_condition(lambda: self._wake or timer.done())
+        await workflow.wait_condition(lambda: self._wake or timer.done() or self._piled_up())
 
     def _next_deadline_is(self, at: datetime) -> bool:
         """Whether the main loop will sleep until ``at`` next: an order's Failing deadline
@@ -713,14 +744,46 @@ class BalanceWorkflow:
     async def _wait(self, done: Any, timeout: timedelta, summary: str) -> None:
         """Sleep until ``timeout`` passes, ``done()`` holds, or a message arrives."""
         self._wake = False
-        try:
-            await workflow.wait_condition(
-                lambda: self._wake or done(),
-                timeout=max(timeout, timedelta(0)),
-                timeout_summary=summary,
-            )
-        except TimeoutError:
-            pass
+        until = self._now() + timeout
+        while True:
+            try:
+                await workflow.wait_condition(
+                    lambda: self._wake or done() or self._piled_up(),
+                    timeout=max(until - self._now(), timedelta(0)),
+                    timeout_summary=summary,
+                )
+            except TimeoutError:
+                return
+            if not self._piled_up():
+                return
+            await self._relieve()
+
+    def _piled_up(self) -> bool:
+        """Messages have piled up while the run waits: their events are to be written, or
+        the history has grown long and the run is to hand over. A balance that waits
+        (paused, failing, asleep) takes any number of messages, and still hears resume
+        and cancel."""
+        s = self.s
+        return bool(s.hand_over_when_long) and (
+            len(s.pending_events) >= PENDING_EVENTS_MAX or self._history_is_long()
+        )
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= HISTORY_EVENTS_MAX
+        )
+
+    async def _relieve(self, step: ActivityHandle[Line] | None = None) -> None:
+        """Messages have piled up (``_piled_up``): hand over if the history is long (a
+        ``step`` in flight is cancelled, and the next run takes it up again), else write
+        the events they noted."""
+        if self._history_is_long():
+            if step is not None:
+                step.cancel()
+            await self._continue_as_new()
+        await self._record()
 
     # --- usage ------------------------------------------------------------------------
 

@@ -1,17 +1,32 @@
-"""A secured Temporal for tests: throwaway certificates."""
+"""A secured Temporal for tests: throwaway certificates and a TLS proxy to the dev server.
+
+The dev server (``temporal server start-dev``) speaks only plaintext, so
+:class:`TLSProxy` stands in front of it as a secured cluster or Temporal Cloud would:
+a gRPC server with TLS (mTLS when it is given a client CA) and, when it is given an API
+key, refusing every call without ``authorization: Bearer <key>``. Calls it accepts go on
+to the dev server as raw bytes, with their metadata, deadline and errors.
+:class:`Sniffer` notes the first bytes of every connection made to it, to tell a TLS
+ClientHello from HTTP/2's plaintext preface.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+# Metadata gRPC sets per hop; the rest (namespace, client name, ...) goes on upstream.
+HOP_METADATA = {"authorization", "user-agent", "te", "content-type", "grpc-accept-encoding"}
+UNLIMITED = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 
 
 @dataclass(frozen=True)
@@ -100,3 +115,106 @@ def _builder(
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=1))
     )
+
+
+class TLSProxy:
+    """A gRPC server with TLS in front of ``upstream`` (a plaintext Temporal frontend).
+
+    ``client_ca``: clients must present a certificate it issued (mTLS). ``api_key``: calls
+    without ``authorization: Bearer <api_key>`` are refused as UNAUTHENTICATED.
+    ``calls`` counts the calls forwarded, ``refused`` those refused.
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        server: Issued,
+        client_ca: Authority | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        self.upstream, self.server, self.client_ca, self.api_key = (
+            upstream,
+            server,
+            client_ca,
+            api_key,
+        )
+        self.calls = self.refused = 0
+        self.address = ""
+        self._server: grpc.aio.Server | None = None
+        self._channel: grpc.aio.Channel | None = None
+
+    async def __aenter__(self) -> TLSProxy:
+        self._channel = grpc.aio.insecure_channel(self.upstream, options=UNLIMITED)
+        self._server = grpc.aio.server(handlers=[_Forward(self)], options=UNLIMITED)
+        credentials = grpc.ssl_server_credentials(
+            [(self.server.key.read_bytes(), self.server.cert.read_bytes())],
+            root_certificates=self.client_ca.pem if self.client_ca else None,
+            require_client_auth=self.client_ca is not None,
+        )
+        port = self._server.add_secure_port("127.0.0.1:0", credentials)
+        await self._server.start()
+        self.address = f"127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None and self._channel is not None
+        await self._server.stop(grace=None)
+        await self._channel.close()
+
+    async def forward(
+        self, method: str, request: bytes, context: grpc.aio.ServicerContext
+    ) -> bytes:
+        metadata = tuple(context.invocation_metadata() or ())
+        if self.api_key is not None and ("authorization", f"Bearer {self.api_key}") not in metadata:
+            self.refused += 1
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "API key not accepted")
+        assert self._channel is not None
+        self.calls += 1
+        call = self._channel.unary_unary(method)
+        onward = [(k, v) for k, v in metadata if k not in HOP_METADATA and not k.startswith(":")]
+        try:
+            response: bytes = await call(request, metadata=onward, timeout=context.time_remaining())
+        except grpc.aio.AioRpcError as error:
+            await context.abort(error.code(), error.details() or "", error.trailing_metadata())
+        return response
+
+
+class _Forward(grpc.GenericRpcHandler):
+    """Every method, unary to unary as raw bytes (Temporal's services have no streams)."""
+
+    def __init__(self, proxy: TLSProxy) -> None:
+        self.proxy = proxy
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method: str = details.method  # type: ignore[attr-defined]
+
+        async def handle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            return await self.proxy.forward(method, request, context)
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+
+class Sniffer:
+    """A TCP listener that keeps the first bytes of each connection and hangs up."""
+
+    def __init__(self) -> None:
+        self.openings: list[bytes] = []
+        self.address = ""
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Sniffer:
+        self._server = await asyncio.start_server(self._opened, "127.0.0.1", 0)
+        self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _opened(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            self.openings.append(await asyncio.wait_for(reader.read(24), 5))
+        except TimeoutError:
+            self.openings.append(b"")
+        writer.close()

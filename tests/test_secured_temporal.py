@@ -249,6 +249,7 @@ async def test_the_api_key_is_checked(cluster: Cluster) -> None:
 
     client = await connect(keyed(TEMPORAL_API_KEY))
     assert (await client.count_workflows()).count >= 0
+    assert cluster.keyed.namespaces == {NAMESPACE}  # no rpc_metadata of ours needed
     with pytest.raises(TemporalConnectError) as refused:
         await connect(keyed("tmprl-wrong-key"))
     message = str(refused.value)

@@ -122,7 +122,8 @@ class TLSProxy:
 
     ``client_ca``: clients must present a certificate it issued (mTLS). ``api_key``: calls
     without ``authorization: Bearer <api_key>`` are refused as UNAUTHENTICATED.
-    ``calls`` counts the calls forwarded, ``refused`` those refused.
+    ``calls`` counts the calls forwarded, ``refused`` those refused; ``namespaces`` are
+    those the calls named in their ``temporal-namespace`` header.
     """
 
     def __init__(
@@ -139,6 +140,7 @@ class TLSProxy:
             api_key,
         )
         self.calls = self.refused = 0
+        self.namespaces: set[str] = set()  # as a regional endpoint routes: by this header
         self.address = ""
         self._server: grpc.aio.Server | None = None
         self._channel: grpc.aio.Channel | None = None
@@ -170,6 +172,7 @@ class TLSProxy:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "API key not accepted")
         assert self._channel is not None
         self.calls += 1
+        self.namespaces.update(v for k, v in metadata if k == "temporal-namespace")
         call = self._channel.unary_unary(method)
         onward = [(k, v) for k, v in metadata if k not in HOP_METADATA and not k.startswith(":")]
         try:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DATA_DIR = Path(__file__).resolve().parent / ".data"
+# An empty variable (`NAME=` in a .env or compose file) is unset, not the current directory.
+FilePath = Annotated[Path | None, BeforeValidator(lambda value: value or None)]
 
 
 class TelnaSettings(BaseModel):
@@ -51,6 +54,23 @@ class WebbingSettings(BaseModel):
     """Seconds Webbing may take to commit a request: an unanswered order is held so long."""
 
 
+class TemporalTLSSettings(BaseModel):
+    """TLS to the Temporal frontend: a cluster with mTLS, or Temporal Cloud."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    enabled: bool = False
+    """TLS with no file set (server checked against system CAs); a file or API key turns it on."""
+    ca_cert: FilePath = None
+    """Path of a PEM file: the CA of Temporal's server certificate (unset: the system CAs)."""
+    client_cert: FilePath = None
+    """Path of a PEM file: the client certificate (chain) for mTLS, with the key below."""
+    client_key: FilePath = None
+    """Path of a PEM file: the client certificate's private key (unencrypted)."""
+    server_name: str = ""
+    """Name the server certificate carries (also sent as SNI) if not the host of the address."""
+
+
 class Settings(BaseSettings):
     """Every setting of the product. Environment variables win over defaults."""
 
@@ -72,6 +92,9 @@ class Settings(BaseSettings):
     temporal_address: str = Field(default="127.0.0.1:7233", description="Temporal frontend.")
     temporal_namespace: str = "default"
     """Temporal namespace of the Balance workflows."""
+    temporal_tls: TemporalTLSSettings = TemporalTLSSettings()
+    temporal_api_key: SecretStr = SecretStr("")
+    """Temporal API key (Temporal Cloud), sent as `Authorization: Bearer`; always over TLS."""
     task_queue: str = "esim-balance"
     """Task queue shared by every worker process."""
     temporal_ui_url: str = "http://127.0.0.1:8233"
@@ -160,6 +183,8 @@ def env_table() -> str:
 def _env_row(name: str, default: object, description: str | None) -> str:
     if isinstance(default, SecretStr):
         shown = "(secret, unset)" if not default.get_secret_value() else "(secret)"
+    elif default is None:
+        shown = "(unset)"
     else:
         value = str(default).lower() if isinstance(default, bool) else str(default)
         value = value.replace(str(DATA_DIR), ".data")

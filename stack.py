@@ -46,6 +46,7 @@ SEARCH_ATTRIBUTES = (
     "BalanceState=Keyword Iccid=Keyword Carrier=Keyword ProductId=Keyword LineSeq=Int "
     "LineEndsAt=Datetime"
 ).split()
+TEMPORAL_SECURITY = ("TEMPORAL_TLS__", "TEMPORAL_API_KEY")
 READY_TIMEOUT = 60.0  # how long a service may wait for the services it depends on
 STOP_TIMEOUT = 10.0  # between SIGTERM and SIGKILL
 BACKOFF_FIRST, BACKOFF_MAX, BACKOFF_RESET_AFTER = 1.0, 30.0, 60.0
@@ -239,7 +240,11 @@ def child_env(
 ) -> dict[str, str]:
     """The environment of every child: ours, the secrets, and addresses matching the ports."""
     env = dict(os.environ) | dict(secret_values)
-    env.setdefault("TEMPORAL_ADDRESS", f"127.0.0.1:{s.temporal_port}")
+    if "TEMPORAL_ADDRESS" not in env:
+        # Our own dev server speaks plaintext: a secured Temporal's settings are for an
+        # address of the operator's, and would keep the worker and API from ours.
+        env = {k: v for k, v in env.items() if not k.startswith(TEMPORAL_SECURITY)}
+        env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{s.temporal_port}"
     env.setdefault("TELNA__BASE_URL", f"http://127.0.0.1:{s.telna_port}")
     env.setdefault("WEBBING__BASE_URL", f"http://127.0.0.1:{s.webbing_port}")
     env.setdefault("DATABASE_URL", f"sqlite:///{data / 'esim_balance.db'}")

@@ -36,6 +36,7 @@ from enrolment import (
 )
 from models.db import init_db, session_scope
 from models.tables import Product
+from temporal_client import TemporalConnectError, connect
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -44,13 +45,10 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 async def _client() -> Client:
-    from worker import connect
-
-    settings = get_settings()
     try:
-        return await connect(settings)
-    except Exception as error:  # the SDK raises several kinds for an unreachable server
-        fail(f"cannot reach Temporal at {settings.temporal_address}: {error}")
+        return await connect(get_settings())
+    except TemporalConnectError as error:
+        fail(str(error))
 
 
 def read_csv(path: Path) -> list[tuple[int, EnrolRequest | str]]:

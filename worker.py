@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -37,6 +36,7 @@ from carriers.base import Carrier
 from config import Settings, get_settings
 from models.db import SchemaOutOfDate, init_db
 from starter import exit_with
+from temporal_client import TemporalConnectError, connect
 from workflows.audit import AuditWorkflow, ensure_audit_schedule
 from workflows.balance import BalanceWorkflow
 from workflows.usage_poll import UsagePollWorkflow, ensure_usage_poll_schedules
@@ -56,15 +56,6 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 def workflow_runner(settings: Settings) -> WorkflowRunner:
     """The sandbox (WORKER_WORKFLOW_SANDBOX) or none."""
     return WORKFLOW_RUNNER if settings.worker_workflow_sandbox else UnsandboxedWorkflowRunner()
-
-
-async def connect(settings: Settings) -> Client:
-    """A Temporal client with the pydantic data converter every payload here needs."""
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-    )
 
 
 def build_worker(
@@ -119,10 +110,14 @@ async def main() -> None:
     except SchemaOutOfDate as error:
         log.error("%s", error)
         raise SystemExit(1) from None
+    try:
+        client = await connect(settings)
+    except TemporalConnectError as error:
+        log.error("%s", error)
+        raise SystemExit(1) from None
     carriers = build_carriers(settings)
     synced = await sync_catalogue(carriers, settings.database_url)
     log.info("catalogue synced: %s", synced)
-    client = await connect(settings)
     polled = await ensure_usage_poll_schedules(client, settings)
     log.info("usage poll schedules: %s", ", ".join(polled) or "none")
     log.info("audit schedule: %s", await ensure_audit_schedule(client, settings))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import NoReturn
 
 from fastapi import FastAPI
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
 
 from api import errors
 from api.auth import ApiKeys
@@ -26,6 +28,9 @@ from api.routes import (
 from api.telemetry import Telemetry, TelemetryMiddleware
 from config import Settings, get_settings
 from models.db import init_db
+from temporal_client import TemporalSettingsError, connect
+
+log = logging.getLogger("api")
 
 DESCRIPTION = """\
 Operator and service API of eSIM Balance (DESIGN section 7).
@@ -35,6 +40,17 @@ Authenticate with `Authorization: Bearer <key>`: an `operator` key may do everyt
 authenticated by their signature instead. Every error is
 `{"error": {"code": ..., "message": ...}}`; request bodies are limited to 64 KiB.
 """
+
+
+class Unconfigured:
+    """Stands in for the client while the Temporal settings are unusable: every use is the
+    RPCError of an unreachable Temporal, so each route answers as it does then (a 503)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise RPCError(self.reason, RPCStatusCode.UNAVAILABLE, b"")
 
 
 def create_app(settings: Settings | None = None, client: Client | None = None) -> FastAPI:
@@ -47,12 +63,11 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         init_db(settings.database_url)
         # Lazily: the API starts (and answers /healthz, reads) while Temporal is down;
         # calls that need Temporal answer 503 until it is back.
-        app.state.client = client or await Client.connect(
-            settings.temporal_address,
-            namespace=settings.temporal_namespace,
-            data_converter=pydantic_data_converter,
-            lazy=True,
-        )
+        try:
+            app.state.client = client or await connect(settings, lazy=True)
+        except TemporalSettingsError as error:
+            log.error("%s", error)
+            app.state.client = Unconfigured(str(error))
         yield
 
     app = FastAPI(

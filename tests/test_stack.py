@@ -233,6 +233,25 @@ def test_secrets_file_is_written_once_and_private(tmp_path: Path) -> None:
     assert path.read_text() == written
 
 
+def test_children_reach_our_plaintext_dev_server_without_secured_temporal_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secured = {"TEMPORAL_TLS__CA_CERT": "/etc/ca.pem", "TEMPORAL_API_KEY": "tmprl-key"}
+    for name, value in secured.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TEMPORAL_ADDRESS", raising=False)
+    settings = stack.Settings(temporal_port=17233)
+
+    ours = stack.child_env(settings, tmp_path, {})
+    monkeypatch.setenv("TEMPORAL_ADDRESS", "balances.acct.tmprl.cloud:7233")
+    theirs = stack.child_env(settings, tmp_path, {})
+
+    assert ours["TEMPORAL_ADDRESS"] == "127.0.0.1:17233"
+    assert not secured.keys() & ours.keys()
+    assert theirs["TEMPORAL_ADDRESS"] == "balances.acct.tmprl.cloud:7233"
+    assert secured.items() <= theirs.items()
+
+
 def test_restart_delay_doubles_to_30s_and_resets_after_a_minute_up() -> None:
     delays: list[float] = []
     previous = None

@@ -116,7 +116,17 @@ def balance_state(balance: Balance, product: Product) -> BalanceState:
         product=product_spec(product),
         policy=Policy.model_validate(balance.policy or {}),
         lines_total=balance.lines_total,
+        revision=resumed_revision(balance),
     )
+
+
+def resumed_revision(balance: Balance) -> int:
+    """The revision a workflow started (again) for this balance row continues from.
+
+    One past the row's: a workflow writes once its previous write has landed, so a run
+    gone before it (terminated by hand, say) can have at most that one more write in
+    flight on a stalled worker, and it must lose against the new run's first write."""
+    return balance.revision + 1
 
 
 def register(database_url: str, req: EnrolRequest, actor: str) -> tuple[BalanceState, bool]:

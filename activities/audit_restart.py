@@ -5,7 +5,8 @@ started again with a state rebuilt from what is known for certain: the balance r
 policy, term, pause) and the carrier's packages carrying our references. The new run
 adopts the active package and a scheduled one after it, numbers its next order after the
 highest seq the carrier or the database has ever seen, and continues the ledger's event
-numbering, so it buys nothing twice and overwrites no event. It is started with the id
+numbering and the balance row's revision, so it buys nothing twice, overwrites no event,
+and its writes are not refused as older than the rows. It is started with the id
 and conflict policy of enrolment (``balance-{iccid}``, USE_EXISTING): racing a normal
 start, or another audit, leaves one workflow.
 """
@@ -20,7 +21,7 @@ from sqlmodel import col, select
 
 from activities.audit_rules import end_state, seq_of
 from carriers.base import CarrierLine
-from enrolment import product_spec
+from enrolment import product_spec, resumed_revision
 from models.db import session_scope
 from models.payloads import (
     ARCHIVE_DEPTH,
@@ -144,6 +145,7 @@ def rebuild_state(known: Known, found: list[CarrierLine], now: datetime) -> Bala
         lines_today=len(today),
         rotations=b.rotations,
         event_counter=known.event_counter,
+        revision=resumed_revision(b),
     )
 
 

@@ -163,6 +163,11 @@ class BalanceState(BaseModel):
     # of at its switch (BalanceWorkflow.run): asked in each run's first workflow task
     # until it is True, then carried.
     hand_over_at_order: bool | None = None
+    # Bumped by every store write (BalanceWorkflow._record) and sent with it: the rows
+    # keep the newest write's, so an older write that lands late (its worker stalled
+    # mid-write while another took the workflow on) changes nothing. A workflow started
+    # again from the database continues from the balance row's (enrolment.resumed_revision).
+    revision: int = 0
 
 
 class ActionRequest(BaseModel):
@@ -265,7 +270,8 @@ class LineCommand(BaseModel):
 
 
 class BalanceRecord(BaseModel):
-    """The balance row as the workflow last saw it."""
+    """The balance row as the workflow last saw it, at its ``revision`` (see BalanceState):
+    the row and the lines written with it take this write only if they hold none newer."""
 
     balance_id: str
     status: BalanceStatus
@@ -278,10 +284,14 @@ class BalanceRecord(BaseModel):
     capped: bool = False
     failing_reason: str | None = None
     closed: bool = False
+    revision: int = 0
 
 
 class RecordChanges(BaseModel):
-    """Everything one workflow step changed, written in one transaction."""
+    """Everything one workflow step changed, written in one transaction.
+
+    Without a ``balance`` (the audit's writes) the lines are the carrier's truth: written
+    whatever their revision, which they keep."""
 
     balance_id: str
     iccid: str

@@ -25,7 +25,7 @@ from temporalio.common import (
 from models import search
 from models.db import session_scope
 from models.identifiers import validate_eid, validate_iccid
-from models.payloads import BalanceState, Policy, ProductSpec
+from models.payloads import BalanceState, Policy, ProductSpec, pass_problem
 from models.tables import Balance, Esim, LineEvent, Product
 
 CARRIERS = ("telna", "webbing")
@@ -77,6 +77,11 @@ def workflow_id(iccid: str) -> str:
 
 
 def product_spec(product: Product) -> ProductSpec:
+    """The product as a balance runs it; EnrolmentError if no balance can (a row synced
+    before the catalogue sync left such products out, or written by hand)."""
+    problem = pass_problem(product.allowance_bytes, product.validity_seconds)
+    if problem is not None:
+        raise EnrolmentError(f"product {product.id} cannot be sold: {problem}")
     return ProductSpec(
         id=product.id,
         carrier=product.carrier,
@@ -100,6 +105,7 @@ def check(session: Session, req: EnrolRequest) -> Product:
     esim = session.get(Esim, req.iccid)
     if esim is not None and esim.carrier != req.carrier:
         raise EnrolmentError(f"eSIM {req.iccid} is registered with {esim.carrier}")
+    product_spec(product)  # refused before anything is written
     return product
 
 

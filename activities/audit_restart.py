@@ -31,6 +31,7 @@ from models.payloads import (
     LineState,
     Policy,
     ProductSpec,
+    pass_problem,
 )
 from models.tables import Balance, BalanceLine, LineEvent, Product
 
@@ -54,7 +55,8 @@ def read_known(database_url: str, balance_id: str) -> Known | None:
         if balance is None or balance.open_iccid is None:
             return None
         rows = session.exec(select(Product).where(Product.carrier == balance.carrier)).all()
-        products = {row.carrier_product_id: product_spec(row) for row in rows}
+        sellable = [r for r in rows if pass_problem(r.allowance_bytes, r.validity_seconds) is None]
+        products = {row.carrier_product_id: product_spec(row) for row in sellable}
         by_id = {spec.id: spec for spec in products.values()}
         product = by_id.get(balance.product_id)
         if product is None:

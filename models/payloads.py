@@ -41,16 +41,36 @@ class BalanceStatus(StrEnum):
 CLOSED_STATUSES = frozenset({BalanceStatus.Cancelled, BalanceStatus.Completed})
 
 
+def pass_problem(allowance_bytes: int, validity_seconds: int) -> str | None:
+    """Why a pass of this allowance and validity cannot be chained, or None.
+
+    Usage is steered as a share of the allowance, and a rotation's moments are shares of
+    the validity: a pass without either is one nobody can sell (the catalogue sync leaves
+    it out, enrolment and product changes refuse it)."""
+    if allowance_bytes <= 0:
+        return f"its allowance is {allowance_bytes} bytes"
+    if validity_seconds <= 0:
+        return f"its validity is {validity_seconds} s"
+    return None
+
+
 class ProductSpec(BaseModel):
     """A carrier product as the workflow needs it (resolved from the Product table)."""
 
     id: str
     carrier: str
     carrier_product_id: str
-    allowance_bytes: int = Field(gt=0)
-    validity_seconds: int = Field(gt=0)
+    allowance_bytes: int
+    validity_seconds: int
     reset: str = "rolling"
     price_cents: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _sellable(self) -> ProductSpec:
+        problem = pass_problem(self.allowance_bytes, self.validity_seconds)
+        if problem is not None:
+            raise ValueError(f"product {self.id} cannot be sold: {problem}")
+        return self
 
 
 class Policy(BaseModel):

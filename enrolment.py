@@ -28,7 +28,7 @@ from temporalio.common import (
 from models import search
 from models.db import session_scope
 from models.identifiers import validate_eid, validate_iccid
-from models.payloads import BalanceState, Policy, ProductSpec
+from models.payloads import BalanceState, Policy, ProductSpec, pass_problem
 from models.tables import Balance, Esim, LineEvent, Product
 
 CARRIERS = ("telna", "webbing")
@@ -80,6 +80,11 @@ def workflow_id(iccid: str) -> str:
 
 
 def product_spec(product: Product) -> ProductSpec:
+    """The product as a balance runs it; EnrolmentError if no balance can (a row synced
+    before the catalogue sync left such products out, or written by hand)."""
+    problem = pass_problem(product.allowance_bytes, product.validity_seconds)
+    if problem is not None:
+        raise EnrolmentError(f"product {product.id} cannot be sold: {problem}")
     return ProductSpec(
         id=product.id,
         carrier=product.carrier,
@@ -103,6 +108,7 @@ def check(session: Session, req: EnrolRequest) -> Product:
     esim = session.get(Esim, req.iccid)
     if esim is not None and esim.carrier != req.carrier:
         raise EnrolmentError(f"eSIM {req.iccid} is registered with {esim.carrier}")
+    product_spec(product)  # refused before anything is written
     return product
 
 
@@ -119,7 +125,17 @@ def balance_state(balance: Balance, product: Product) -> BalanceState:
         product=product_spec(product),
         policy=Policy.model_validate(balance.policy or {}),
         lines_total=balance.lines_total,
+        revision=resumed_revision(balance),
     )
+
+
+def resumed_revision(balance: Balance) -> int:
+    """The revision a workflow started (again) for this balance row continues from.
+
+    One past the row's: a workflow writes once its previous write has landed, so a run
+    gone before it (terminated by hand, say) can have at most that one more write in
+    flight on a stalled worker, and it must lose against the new run's first write."""
+    return balance.revision + 1
 
 
 def register(database_url: str, req: EnrolRequest, actor: str) -> tuple[BalanceState, bool]:

@@ -253,6 +253,9 @@ def child_env(
     env.setdefault("USAGE_POLL_INTERVAL_SECONDS", "5")
     env.setdefault("AUDIT_INTERVAL_SECONDS", "60")
     env["PYTHONUNBUFFERED"] = "1"
+    # The simulators' control API stays open here, on 127.0.0.1: the demo and the tests
+    # drive it. A token exported for the compose stack must not close it.
+    env.pop("SIM_CONTROL_TOKEN", None)
     return env
 
 

@@ -5,7 +5,8 @@ started again with a state rebuilt from what is known for certain: the balance r
 policy, term, pause) and the carrier's packages carrying our references. The new run
 adopts the active package and a scheduled one after it, numbers its next order after the
 highest seq the carrier or the database has ever seen, and continues the ledger's event
-numbering, so it buys nothing twice and overwrites no event. The carrier's list of the
+numbering and the balance row's revision, so it buys nothing twice, overwrites no event,
+and its writes are not refused as older than the rows. The carrier's list of the
 eSIM's packages may hold only recent ones (eSIM Go lists 15 unless asked for more): the
 lines the database holds open are read one by one besides it, so what is adopted does not
 depend on how far back the list goes. Two ways in, one rebuild: the audit restarts a
@@ -30,7 +31,7 @@ from activities.audit_rules import end_state, seq_of
 from activities.carrier import carrier_failure
 from carriers.base import Carrier, CarrierLine
 from carriers.errors import CarrierError, CarrierRejected
-from enrolment import product_spec
+from enrolment import product_spec, resumed_revision
 from models.db import session_scope
 from models.payloads import (
     ARCHIVE_DEPTH,
@@ -42,6 +43,7 @@ from models.payloads import (
     ProductSpec,
     RestoreBalance,
     RestoredBalance,
+    pass_problem,
 )
 from models.tables import Balance, BalanceLine, LineEvent, Product
 
@@ -66,7 +68,8 @@ def read_known(database_url: str, balance_id: str) -> Known | None:
         if balance is None or balance.open_iccid is None:
             return None
         rows = session.exec(select(Product).where(Product.carrier == balance.carrier)).all()
-        products = {row.carrier_product_id: product_spec(row) for row in rows}
+        sellable = [r for r in rows if pass_problem(r.allowance_bytes, r.validity_seconds) is None]
+        products = {row.carrier_product_id: product_spec(row) for row in sellable}
         by_id = {spec.id: spec for spec in products.values()}
         product = by_id.get(balance.product_id)
         if product is None:
@@ -199,6 +202,7 @@ def rebuild_state(known: Known, found: list[CarrierLine], now: datetime) -> Bala
         lines_today=len(today),
         rotations=b.rotations,
         event_counter=known.event_counter,
+        revision=resumed_revision(b),
     )
 
 

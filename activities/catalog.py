@@ -2,6 +2,10 @@
 
 Runs when the worker starts and on demand (``starter.py products --sync``). Our product
 id for a carrier product is ``{carrier}-{carrier_product_id}``.
+
+A product no balance could run (``models.payloads.pass_problem``: an allowance or validity
+of 0 or less) is left out: logged once per sync, counted in
+``esim_catalogue_products_skipped``; a row synced before keeps its last good figures.
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from activities.metrics import catalogue_skipped
 from carriers.base import Carrier, CarrierProduct
 from carriers.errors import CarrierError
 from models.db import dialect_insert, session_scope
+from models.payloads import pass_problem
 from models.tables import Product
 
 log = logging.getLogger(__name__)
@@ -34,9 +40,20 @@ async def sync_catalogue(carriers: Mapping[str, Carrier], database_url: str) -> 
         except CarrierError as error:
             log.warning("catalogue sync of %s failed: %s", name, error)
             continue
-        _store(name, products, database_url)
-        synced[name] = len(products)
+        sellable = [item for item in products if _sellable(name, item)]
+        _store(name, sellable, database_url)
+        synced[name] = len(sellable)
     return synced
+
+
+def _sellable(carrier: str, item: CarrierProduct) -> bool:
+    problem = pass_problem(item.allowance_bytes, item.validity_seconds)
+    if problem is None:
+        return True
+    pid = product_id(carrier, item.carrier_product_id)
+    log.warning("catalogue sync of %s leaves out %s: %s", carrier, pid, problem)
+    catalogue_skipped.labels(carrier).inc()
+    return False
 
 
 def _store(carrier: str, products: list[CarrierProduct], database_url: str) -> None:

@@ -89,6 +89,13 @@ usage_signals = Counter(
     ["carrier"],
     registry=REGISTRY,
 )
+catalogue_skipped = Counter(
+    "esim_catalogue_products_skipped",
+    "Carrier products a catalogue sync left out (an allowance or validity of 0 or less), "
+    "by carrier; each is logged with its id.",
+    ["carrier"],
+    registry=REGISTRY,
+)
 notifications = Counter(
     "esim_notifications",
     "Outbound notification deliveries by outcome (delivered, retried, dropped).",

@@ -5,6 +5,12 @@ events inserted by their workflow-chosen key, both with ``INSERT ... ON CONFLICT
 and PostgreSQL alike), and the balance row is overwritten with the workflow's latest view.
 So a retried attempt, even one racing its own first attempt from another worker, leaves
 the same rows behind and never a second row for one line or event.
+
+Writes never go back: each workflow write carries the workflow's revision, and the
+balance row and a line row take it only if theirs is not newer. A worker that stalls in
+the middle of a write (GC pause, SIGSTOP, overload) loses its workflow task; another
+worker replays the workflow and writes on; when the stalled one wakes, its write is
+older than the rows and changes nothing. Ledger events are insert-once by key.
 These are synchronous (SQLAlchemy sessions) and run in the worker's thread pool.
 """
 
@@ -94,20 +100,21 @@ def _append_events(session: Session, events: list[EventRecord]) -> list[EventRec
 # names are prefixed: a name equal to a column's is reserved for the SET clause.
 BALANCE_FIELDS = (
     "state product_id next_product_id line_seq line_ends_at rotations paused capped "
-    "failing_reason updated_at"
+    "failing_reason revision updated_at"
 ).split()
 _SET_BALANCE = {
     name: sa.bindparam(f"v_{name}", type_=BALANCES.c[name].type) for name in BALANCE_FIELDS
 }
+_THIS_BALANCE_NOT_NEWER = sa.and_(
+    BALANCES.c.id == sa.bindparam("v_id", type_=BALANCES.c.id.type),
+    BALANCES.c.revision <= _SET_BALANCE["revision"],
+)
 _UPDATE_BALANCE = (
-    sa.update(BALANCES)
-    .where(BALANCES.c.id == sa.bindparam("v_id", type_=BALANCES.c.id.type))
-    .values(_SET_BALANCE)
-    .returning(BALANCES.c.id)
+    sa.update(BALANCES).where(_THIS_BALANCE_NOT_NEWER).values(_SET_BALANCE).returning(BALANCES.c.id)
 )
 _CLOSE_BALANCE = (
     sa.update(BALANCES)
-    .where(BALANCES.c.id == sa.bindparam("v_id", type_=BALANCES.c.id.type))
+    .where(_THIS_BALANCE_NOT_NEWER)
     .values(
         {
             **_SET_BALANCE,
@@ -123,19 +130,29 @@ _CLOSE_BALANCE = (
 
 @dataclass(frozen=True)
 class _Upserts:
-    """The dialect's upserts of lines and ledger events, built once (see _UPDATE_BALANCE)."""
+    """The dialect's upserts of lines and ledger events, built once (see _UPDATE_BALANCE).
+
+    ``upsert_lines`` writes a workflow's lines, over rows that hold no newer revision;
+    ``overwrite_lines`` the audit's, which are the carrier's truth: over any row, keeping
+    its revision, so the workflow's next write still lands and an older one still not."""
 
     upsert_lines: Any
+    overwrite_lines: Any
     append_events: Any
 
 
 @cache
 def _upserts(dialect: str) -> _Upserts:
     lines = dialect_insert_for(dialect, LINES)
+    overwrite = {name: lines.excluded[name] for name in LINE_UPDATES}
     return _Upserts(
         upsert_lines=lines.on_conflict_do_update(
             index_elements=["balance_id", "seq"],
-            set_={name: lines.excluded[name] for name in LINE_UPDATES},
+            set_={**overwrite, "revision": lines.excluded.revision},
+            where=LINES.c.revision <= lines.excluded.revision,
+        ),
+        overwrite_lines=lines.on_conflict_do_update(
+            index_elements=["balance_id", "seq"], set_=overwrite
         ),
         append_events=dialect_insert_for(dialect, LEDGER)
         .on_conflict_do_nothing()
@@ -148,7 +165,7 @@ def _statements(session: Session) -> _Upserts:
 
 
 def _update_balance(session: Session, balance_id: str, record: BalanceRecord) -> bool:
-    """Overwrite the balance row; False if there is none yet."""
+    """Overwrite the balance row; False if there is none yet, or it holds a newer write."""
     # The first write takes the balance row's lock (PostgreSQL) or the database's write
     # lock (SQLite), so a racing attempt waits here and then writes the same values.
     now = datetime.now(UTC)
@@ -163,6 +180,7 @@ def _update_balance(session: Session, balance_id: str, record: BalanceRecord) ->
         "v_paused": record.paused,
         "v_capped": record.capped,
         "v_failing_reason": record.failing_reason,
+        "v_revision": record.revision,
         "v_updated_at": now,
     }
     if record.closed:
@@ -195,6 +213,7 @@ def _adopt_balance(session: Session, changes: RecordChanges) -> None:
 
 def _upsert_lines(session: Session, changes: RecordChanges) -> None:
     now = datetime.now(UTC)
+    record = changes.balance
     rows = [
         {
             "balance_id": changes.balance_id,
@@ -212,8 +231,11 @@ def _upsert_lines(session: Session, changes: RecordChanges) -> None:
             "ends_at": line.ends_at,
             "ended_at": line.ended_at,
             "exhausted_at": line.exhausted_at,
+            "revision": record.revision if record else 0,
             "updated_at": now,
         }
         for line in changes.lines
     ]
-    session.execute(_statements(session).upsert_lines, rows)
+    statements = _statements(session)
+    upsert = statements.upsert_lines if record else statements.overwrite_lines
+    session.execute(upsert, rows)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 LineStatus = Literal["scheduled", "active", "ended"]
 ResetRule = Literal["rolling", "utc_midnight", "local_midnight"]
@@ -30,7 +30,11 @@ class CarrierProduct(BaseModel):
 
 
 class CarrierLine(BaseModel):
-    """One package (pass instance) on an ICCID, as the carrier sees it."""
+    """One package (pass instance) on an ICCID, as the carrier sees it.
+
+    Its allowance is positive: a rotation steers usage as a share of it. A package
+    answer saying otherwise is malformed, and each client maps it as one it cannot read
+    (never a line a workflow is handed)."""
 
     line_id: str
     iccid: str
@@ -41,7 +45,7 @@ class CarrierLine(BaseModel):
     activated_at: datetime | None = None
     ends_at: datetime | None = None
     ended_at: datetime | None = None
-    allowance_bytes: int
+    allowance_bytes: int = Field(gt=0)
     used_bytes: int = 0
 
 

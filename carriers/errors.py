@@ -10,6 +10,10 @@ CarrierError
 └── CarrierOutcomeUnknown  the request left but no answer came back (timeout after
                            sending, connection dropped mid-response); it may have
                            taken effect — look at the carrier's state before retrying.
+
+An answer that cannot be read, or that says what no package can be (an allowance of 0
+or less), counts as no answer: ``CarrierOutcomeUnknown`` for a request that changes
+state, ``CarrierUnavailable`` for a read. Retried, never a line handed to a workflow.
 """
 
 from __future__ import annotations

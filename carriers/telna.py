@@ -13,8 +13,9 @@ Error mapping (reads are GETs and safe to repeat; POSTs change state):
   502, 504 and other 5xx → ``CarrierOutcomeUnknown`` on POST, ``CarrierUnavailable``
   on GET
 - other 4xx → ``CarrierRejected`` with Telna's ``error`` message and the status as code
-- a 2xx body that is not the expected JSON → as a dropped connection (the request may
-  have taken effect but its answer is unreadable)
+- a 2xx body that is not the expected JSON, or a package without an allowance (0 or
+  less) → as a dropped connection (the request may have taken effect but its answer is
+  unusable)
 """
 
 from __future__ import annotations

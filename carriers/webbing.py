@@ -17,7 +17,8 @@ Error mapping (reads are safe to repeat; order/activate/deactivate change state)
   could not read the call) → ``CarrierRejected`` with the faultcode
 - read/write timeout, dropped connection, 502, 504, other 5xx, and any answer that cannot
   be read safely (malformed, truncated, oversized, or carrying a DTD, entities or
-  external references — refused by defusedxml before anything is expanded) →
+  external references — refused by defusedxml before anything is expanded) or used (an
+  instance without an allowance, ``DailyHighSpeedMB`` 0) →
   ``CarrierOutcomeUnknown`` on a state change (the call may have been carried out),
   ``CarrierUnavailable`` on a read; the message says what was wrong
 - other 4xx (a gateway refusing the call) → ``CarrierRejected`` with the status as code

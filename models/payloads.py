@@ -41,16 +41,36 @@ class BalanceStatus(StrEnum):
 CLOSED_STATUSES = frozenset({BalanceStatus.Cancelled, BalanceStatus.Completed})
 
 
+def pass_problem(allowance_bytes: int, validity_seconds: int) -> str | None:
+    """Why a pass of this allowance and validity cannot be chained, or None.
+
+    Usage is steered as a share of the allowance, and a rotation's moments are shares of
+    the validity: a pass without either is one nobody can sell (the catalogue sync leaves
+    it out, enrolment and product changes refuse it)."""
+    if allowance_bytes <= 0:
+        return f"its allowance is {allowance_bytes} bytes"
+    if validity_seconds <= 0:
+        return f"its validity is {validity_seconds} s"
+    return None
+
+
 class ProductSpec(BaseModel):
     """A carrier product as the workflow needs it (resolved from the Product table)."""
 
     id: str
     carrier: str
     carrier_product_id: str
-    allowance_bytes: int = Field(gt=0)
-    validity_seconds: int = Field(gt=0)
+    allowance_bytes: int
+    validity_seconds: int
     reset: str = "rolling"
     price_cents: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _sellable(self) -> ProductSpec:
+        problem = pass_problem(self.allowance_bytes, self.validity_seconds)
+        if problem is not None:
+            raise ValueError(f"product {self.id} cannot be sold: {problem}")
+        return self
 
 
 class Policy(BaseModel):
@@ -163,6 +183,11 @@ class BalanceState(BaseModel):
     # of at its switch (BalanceWorkflow.run): asked in each run's first workflow task
     # until it is True, then carried.
     hand_over_at_order: bool | None = None
+    # Bumped by every store write (BalanceWorkflow._record) and sent with it: the rows
+    # keep the newest write's, so an older write that lands late (its worker stalled
+    # mid-write while another took the workflow on) changes nothing. A workflow started
+    # again from the database continues from the balance row's (enrolment.resumed_revision).
+    revision: int = 0
     # Whether every wait hands over once messages have made the history long
     # (BalanceWorkflow._piled_up): asked as ``hand_over_at_order`` is.
     hand_over_when_long: bool | None = None
@@ -283,7 +308,8 @@ class LineCommand(BaseModel):
 
 
 class BalanceRecord(BaseModel):
-    """The balance row as the workflow last saw it."""
+    """The balance row as the workflow last saw it, at its ``revision`` (see BalanceState):
+    the row and the lines written with it take this write only if they hold none newer."""
 
     balance_id: str
     status: BalanceStatus
@@ -296,10 +322,14 @@ class BalanceRecord(BaseModel):
     capped: bool = False
     failing_reason: str | None = None
     closed: bool = False
+    revision: int = 0
 
 
 class RecordChanges(BaseModel):
-    """Everything one workflow step changed, written in one transaction."""
+    """Everything one workflow step changed, written in one transaction.
+
+    Without a ``balance`` (the audit's writes) the lines are the carrier's truth: written
+    whatever their revision, which they keep."""
 
     balance_id: str
     iccid: str

@@ -40,6 +40,13 @@ def _ts(nullable: bool = True, index: bool = False) -> Any:
     return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
 
 
+def _revision() -> Any:
+    """The workflow write that last set a row (``BalanceState.revision``): a write of an
+    older one, from a worker that stalled mid-write and woke after another worker took
+    the workflow on, must not roll the row back (``activities/store.py``)."""
+    return Field(default=0, sa_column_kwargs={"server_default": "0"})
+
+
 class Esim(SQLModel, table=True):
     """A profile on a device, identified by its ICCID; belongs to one carrier."""
 
@@ -88,6 +95,7 @@ class Balance(SQLModel, table=True):
     paused: bool = False
     capped: bool = False
     failing_reason: str | None = Field(default=None, max_length=500)
+    revision: int = _revision()
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
     closed_at: datetime | None = _ts()
@@ -116,6 +124,7 @@ class BalanceLine(SQLModel, table=True):
     ended_at: datetime | None = _ts()
     # Carrier time the allowance was used up (throttled from then on), if it was.
     exhausted_at: datetime | None = _ts()
+    revision: int = _revision()
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
 
 

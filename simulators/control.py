@@ -7,19 +7,27 @@ ISO 8601 UTC; errors are ``{"error": {"code", "message"}}`` (422 for bad bodies)
 Beyond DESIGN: ``GET/POST /_sim/config`` (activation latency of real products, webhook
 target, duplicate rate and random delay, and the deliveries so far) and
 ``GET /_sim/packages?iccid=`` (the carrier's packages, for debugging).
+
+The control API adds eSIMs, traffic and faults at will, so a simulator reachable by
+others guards it: with ``SIM_CONTROL_TOKEN`` set (a setting of the simulators, not of the
+product), every ``/_sim`` request needs ``Authorization: Bearer <token>`` and is answered
+401 without it. Unset, it is open, as ``make run`` and the tests use it on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import hmac
+import os
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from models.identifiers import InvalidIdentifier, validate_iccid
 from simulators.core import CarrierEngine
@@ -28,7 +36,19 @@ from simulators.faults import FaultInjectionMiddleware, Faults, FaultSettings
 from simulators.records import Package
 from simulators.webhooks import WebhookDispatcher
 
-__all__ = ["FaultInjectionMiddleware", "Faults", "create_control_router", "iso"]
+__all__ = [
+    "CONTROL_PREFIX",
+    "CONTROL_TOKEN_ENV",
+    "FaultInjectionMiddleware",
+    "Faults",
+    "control_token_from_env",
+    "create_control_router",
+    "guard_control",
+    "iso",
+]
+
+CONTROL_PREFIX = "/_sim"
+CONTROL_TOKEN_ENV = "SIM_CONTROL_TOKEN"
 
 
 def iso(t: float | None) -> str | None:
@@ -122,11 +142,46 @@ def package_view(p: Package) -> dict[str, Any]:
     }
 
 
+def control_token_from_env() -> str | None:
+    """The token ``/_sim`` requests need (``SIM_CONTROL_TOKEN``), or None: open."""
+    return os.environ.get(CONTROL_TOKEN_ENV) or None
+
+
+def guard_control(app: FastAPI, token: str | None) -> None:
+    """Put ``app``'s control API behind ``token``; None leaves it open.
+
+    Call it after every other middleware is added: it must be the outermost, so that no
+    ``/_sim`` request, a route's or an unknown path's, reaches anything before it."""
+    if token:
+        app.add_middleware(ControlTokenMiddleware, token=token)
+
+
+class ControlTokenMiddleware:
+    """Answers 401 to any request under ``/_sim`` without ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The prefix as fault injection exempts it (and routing matches it), so a path the
+        # router would serve as control is never let through as something else.
+        if scope["type"] == "http" and scope["path"].startswith(CONTROL_PREFIX):
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self._expected):
+                message = f"the control API needs Authorization: Bearer <{CONTROL_TOKEN_ENV}>"
+                refusal = _error(401, "unauthorized", message)
+                refusal.headers["WWW-Authenticate"] = "Bearer"
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_control_router(
     engine: CarrierEngine, faults: Faults, webhooks: WebhookDispatcher | None = None
 ) -> APIRouter:
     """The ``/_sim`` routes over one engine; ``webhooks`` None means a polling-only carrier."""
-    router = APIRouter(prefix="/_sim", tags=["simulator control"], route_class=ControlRoute)
+    router = APIRouter(prefix=CONTROL_PREFIX, tags=["simulator control"], route_class=ControlRoute)
 
     @router.post("/esims")
     async def add_esims(body: EsimsIn) -> dict[str, int]:

@@ -5,7 +5,8 @@ Run it with ``python -m simulators.telna --port 8102 --state-file .data/telna.js
 and webhook secret come from ``TELNA__API_KEY`` / ``TELNA__WEBHOOK_SECRET``. Webhooks go
 to ``TELNA_SIM_WEBHOOK_URL`` if that variable is set (empty: no webhooks), else to the
 product API's Telna endpoint. ``TELNA_SIM_STATE_FILE`` and ``TELNA_SIM_SEED`` serve the
-uvicorn factory, which takes no arguments.
+uvicorn factory, which takes no arguments. ``SIM_CONTROL_TOKEN`` puts the ``/_sim``
+control API behind a bearer token (``simulators.control``).
 
 Webhooks (the field names and HMAC signing are invented, CARRIERS.md): each usage
 threshold (50/80/100 %) and each termination is POSTed as ``{event_id, event, timestamp,
@@ -35,7 +36,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config import get_settings
 from simulators import cli
-from simulators.control import FaultInjectionMiddleware, Faults, create_control_router
+from simulators.control import (
+    FaultInjectionMiddleware,
+    Faults,
+    control_token_from_env,
+    create_control_router,
+    guard_control,
+)
 from simulators.core import CarrierEngine, Clock
 from simulators.records import Alert, Product
 from simulators.runtime import engine_running, load_snapshot
@@ -162,8 +169,10 @@ def create_app(
     tick_seconds: float = 0.1,
     save_every_seconds: float = 2.0,
     webhook_retry_seconds: float = 0.5,
+    control_token: str | None = None,
 ) -> FastAPI:
-    """A Telna-like carrier. State lives in ``state_file`` (loaded now, saved while running)."""
+    """A Telna-like carrier. State lives in ``state_file`` (loaded now, saved while running);
+    ``control_token``, if given, guards ``/_sim``."""
     if not api_key:
         raise SimulatorConfigError("the Telna simulator needs an API key (TELNA__API_KEY)")
     if webhook_url and not webhook_secret:
@@ -205,6 +214,7 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(FaultInjectionMiddleware, faults=faults)
+    guard_control(app, control_token)
     return app
 
 
@@ -253,6 +263,7 @@ def create_app_from_settings(
         webhook_url=webhook_url or None,
         state_file=state_file,
         seed=seed,
+        control_token=control_token_from_env(),
     )
 
 

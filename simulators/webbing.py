@@ -8,7 +8,8 @@ come from ``WEBBING__USERNAME`` / ``WEBBING__PASSWORD`` / ``WEBBING__WSKEY``;
 
 The SOAP methods are described in :mod:`simulators.webbing_service`, wire formats in
 :mod:`simulators.webbing_views`, usage lag in :mod:`simulators.webbing_usage`. Polling
-only: no webhooks. The ``/_sim`` control API is the shared one, plus ``GET/POST
+only: no webhooks. The ``/_sim`` control API is the shared one (behind a bearer token
+with ``SIM_CONTROL_TOKEN`` set: ``simulators.control``), plus ``GET/POST
 /_sim/usage-lag`` ``{compressed_seconds?, real_seconds?}``. Fault injection applies to the
 SOAP endpoints: outages and random errors answer 503, lost responses 504, rate limits
 429 with ``Retry-After`` (a gateway in front of the service, not a SOAP Fault).
@@ -37,10 +38,13 @@ from starlette.types import Scope
 from config import get_settings
 from simulators import cli
 from simulators.control import (
+    CONTROL_PREFIX,
     ControlRoute,
     FaultInjectionMiddleware,
     Faults,
+    control_token_from_env,
     create_control_router,
+    guard_control,
 )
 from simulators.core import CarrierEngine, Clock
 from simulators.records import Product
@@ -106,8 +110,10 @@ def create_app(
     products: Sequence[Product] = CATALOGUE,
     tick_seconds: float = 0.1,
     save_every_seconds: float = 2.0,
+    control_token: str | None = None,
 ) -> FastAPI:
-    """A Webbing-like carrier. State lives in ``state_file`` (loaded now, saved while running)."""
+    """A Webbing-like carrier. State lives in ``state_file`` (loaded now, saved while
+    running); ``control_token``, if given, guards ``/_sim``."""
     if not (username and password and wskey):
         raise SimulatorConfigError(
             "the Webbing simulator needs credentials "
@@ -148,6 +154,7 @@ def create_app(
     app.include_router(_usage_lag_router(meter))
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(FaultInjectionMiddleware, faults=faults, changes_state=_changes_state)
+    guard_control(app, control_token)
     return app
 
 
@@ -170,7 +177,7 @@ async def _read_usage(meter: UsageMeter) -> None:
 
 
 def _usage_lag_router(meter: UsageMeter) -> APIRouter:
-    router = APIRouter(prefix="/_sim", tags=["simulator control"], route_class=ControlRoute)
+    router = APIRouter(prefix=CONTROL_PREFIX, tags=["simulator control"], route_class=ControlRoute)
 
     @router.get("/usage-lag")
     async def get_usage_lag() -> UsageLag:
@@ -216,6 +223,7 @@ def create_app_from_settings(
         state_file=state_file,
         seed=seed,
         usage_lag=lag,
+        control_token=control_token_from_env(),
     )
 
 

@@ -198,6 +198,7 @@ def test_a_restart_adopts_the_current_and_scheduled_lines_and_numbers_after_all_
         line_seq=2,
         rotations=1,
         policy={"margin_seconds": 30},
+        revision=41,
     )
     known = Known(balance, product, None, {"daily-1gb": product}, max_seq=3, event_counter=17)
     found = [
@@ -213,6 +214,8 @@ def test_a_restart_adopts_the_current_and_scheduled_lines_and_numbers_after_all_
     assert [line.seq for line in state.archived] == [1]
     assert (state.last_seq, state.event_counter, state.rotations) == (3, 17, 1)
     assert state.policy == Policy(margin_seconds=30)
+    # Past the row's revision, and past a write the gone run may still have in flight.
+    assert state.revision == 42
 
 
 class RecentOnly:

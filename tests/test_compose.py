@@ -1,6 +1,7 @@
 """docker-compose.yml without a Docker engine: it follows the Compose specification, runs
-every part of production, waits on health or completion, pins its third-party images, and
-every command it gives our image exists in that image and takes the flags it is given."""
+every part of production, waits on health or completion, pins its third-party images,
+every command it gives our image exists in that image and takes the flags it is given,
+and the simulators' control API is not reachable from outside."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
 import stack
-from config import env_table
+from config import env_table, get_settings
+from simulators import telna, webbing
+from simulators.control import CONTROL_TOKEN_ENV
+from tests.servers import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "tests" / "schemas" / "compose-spec.json"
@@ -26,6 +31,13 @@ COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 APP = {name: s for name, s in SERVICES.items() if "build" in s}
 THIRD_PARTY = {name: s for name, s in SERVICES.items() if "build" not in s}
+SIMULATORS = {
+    n: s
+    for n, s in APP.items()
+    if s["command"][1:3] in (["-m", "simulators.telna"], ["-m", "simulators.webbing"])
+}
+# The simulators' own settings, beside the product's they read.
+SIMULATOR_ENV = {CONTROL_TOKEN_ENV}
 ONE_SHOT_RESTARTS = re.compile(r"^(no|on-failure(:\d+)?)$")
 PINNED_IMAGE = re.compile(r"^[a-z0-9./_-]+:\d[\w.-]*$")
 
@@ -166,6 +178,8 @@ def test_app_environment_names_only_known_settings() -> None:
     known = set(re.findall(r"^\| `([A-Z_]+)`", env_table(), re.MULTILINE))
     for name in APP:
         unknown = set(SERVICES[name]["environment"]) - known
+        if name in SIMULATORS:
+            unknown -= SIMULATOR_ENV
         assert unknown == set(), (name, unknown)
 
 
@@ -175,3 +189,48 @@ def test_readme_env_table_is_generated_from_settings() -> None:
     found = re.search(r"<!-- env-table -->\n(.*?)<!-- /env-table -->", readme, re.DOTALL)
     assert found is not None, "README.md has no <!-- env-table --> block"
     assert found.group(1) == env_table()
+
+
+def test_the_simulators_control_api_is_not_reachable_from_outside() -> None:
+    """No simulator port is published (the worker and the API reach them on the compose
+    network), and their /_sim needs a token only they are given: a port published by an
+    override file still refuses whoever lacks it."""
+    assert set(SIMULATORS) == {"telna-sim", "webbing-sim"}
+    for name, service in SIMULATORS.items():
+        assert "ports" not in service and "network_mode" not in service, name
+        token = service["environment"].get(CONTROL_TOKEN_ENV, "")
+        assert token.startswith(f"${{{CONTROL_TOKEN_ENV}:?"), (name, token)  # set, not empty
+        assert f"os.environ['{CONTROL_TOKEN_ENV}']" in service["healthcheck"]["test"][3], name
+    for name, service in SERVICES.items():
+        if name not in SIMULATORS:
+            assert CONTROL_TOKEN_ENV not in service.get("environment", {}), name
+
+
+def _interpolated(environment: dict[str, str]) -> dict[str, str]:
+    """The service's environment with each required ``${NAME:?...}`` given a value."""
+    return {
+        key: re.sub(r"\$\{(\w+):\?[^}]*\}", lambda m: f"compose-{m.group(1).lower()}", value)
+        for key, value in environment.items()
+    }
+
+
+@pytest.mark.parametrize("name", sorted(SIMULATORS))
+async def test_a_simulator_as_compose_runs_it_refuses_control_without_the_token(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = _interpolated(SERVICES[name]["environment"])
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("TELNA_SIM_WEBHOOK_URL", "")  # no API to post to here
+    get_settings.cache_clear()
+    try:
+        module = {"simulators.telna": telna, "simulators.webbing": webbing}
+        app = module[SERVICES[name]["command"][2]].create_app_from_settings()
+    finally:
+        get_settings.cache_clear()
+    bearer = {"Authorization": f"Bearer {env.get(CONTROL_TOKEN_ENV, '')}"}
+    with serve(app) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            refused = await client.post("/_sim/faults", json={"outage_seconds": 60})
+            assert refused.status_code == 401
+            assert (await client.get("/_sim/products", headers=bearer)).status_code == 200

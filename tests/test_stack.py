@@ -375,3 +375,11 @@ def test_next_start_reuses_the_secrets_honours_the_environment_and_stops_on_sigt
     assert secrets_file.read_text() == before
     assert environ["API_KEYS"] == "operator:from-env"
     assert environ["TELNA__API_KEY"] == read_env_file(secrets_file)["TELNA__API_KEY"]
+
+
+def test_make_run_leaves_the_simulators_control_api_open(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SIM_CONTROL_TOKEN", "exported-for-compose")
+    env = stack.child_env(stack.Settings(), tmp_path, {})
+    assert "SIM_CONTROL_TOKEN" not in env

@@ -915,6 +915,7 @@ class BalanceWorkflow:
     ) -> None:
         """Write the balance row, the given lines and all pending events."""
         s = self.s
+        s.revision += 1
         self._publish()
         pending, s.pending_events = s.pending_events, []
         active = s.active
@@ -940,6 +941,7 @@ class BalanceWorkflow:
                     capped=s.capped,
                     failing_reason=s.failing_reason,
                     closed=closed,
+                    revision=s.revision,
                 ),
                 lines=lines or [],
                 events=[*pending, *(events or [])],

@@ -18,6 +18,11 @@ MIN_CHECK_FRACTION = 1 / 200
 
 
 def fraction(line: Line) -> float:
+    """The share of the allowance used. A line without an allowance has none to steer by:
+    the carrier clients refuse such a package, and should one come all the same, 0 keeps
+    the workflow task from failing and usage from buying a pass per loop."""
+    if line.allowance_bytes <= 0:
+        return 0.0
     return line.used_bytes / line.allowance_bytes
 
 
@@ -33,8 +38,8 @@ def rate(line: Line) -> float | None:
 def projected_exhaustion(line: Line) -> datetime | None:
     """When the allowance runs out at the last observed rate."""
     speed = rate(line)
-    if speed is None or line.usage_observed_at is None:
-        return None
+    if speed is None or line.usage_observed_at is None or line.allowance_bytes <= 0:
+        return None  # no allowance, no projection (see fraction)
     left = max(0, line.allowance_bytes - line.used_bytes)
     return line.usage_observed_at + timedelta(seconds=left / speed)
 

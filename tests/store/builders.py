@@ -61,6 +61,7 @@ def changes(
     events: list[EventRecord],
     status: BalanceStatus = BalanceStatus.Active,
     rotations: int = 0,
+    revision: int = 0,
 ) -> RecordChanges:
     last = lines[-1] if lines else None
     return RecordChanges(
@@ -75,6 +76,7 @@ def changes(
             line_ends_at=last.ends_at if last else None,
             rotations=rotations,
             closed=status in (BalanceStatus.Cancelled, BalanceStatus.Completed),
+            revision=revision,
         ),
         lines=lines,
         events=events,

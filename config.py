@@ -99,6 +99,14 @@ class Settings(BaseSettings):
     """Task queue shared by every worker process."""
     temporal_ui_url: str = "http://127.0.0.1:8233"
     """Temporal Web UI as operators reach it; the dashboard links each balance's workflow there."""
+    dashboard_carrier_cache_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "Seconds the dashboard keeps a carrier's answer for an eSIM's lines (read by a "
+            "worker): one carrier read per eSIM and period, whatever the viewers."
+        ),
+    )
     api_keys: SecretStr = Field(
         default=SecretStr(""),
         description="Comma-separated `role:key` pairs; roles are `operator` and `service`.",

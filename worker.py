@@ -39,6 +39,7 @@ from starter import exit_with
 from temporal_client import TemporalConnectError, connect
 from workflows.audit import AuditWorkflow, ensure_audit_schedule
 from workflows.balance import BalanceWorkflow
+from workflows.carrier_lines import CarrierLinesWorkflow
 from workflows.usage_poll import UsagePollWorkflow, ensure_usage_poll_schedules
 
 log = logging.getLogger("worker")
@@ -77,12 +78,13 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[BalanceWorkflow, UsagePollWorkflow, AuditWorkflow],
+        workflows=[BalanceWorkflow, UsagePollWorkflow, AuditWorkflow, CarrierLinesWorkflow],
         activities=[
             carrier_activities.order_line,
             carrier_activities.activate_line,
             carrier_activities.deactivate_line,
             carrier_activities.line_usage,
+            carrier_activities.find_carrier_lines,
             store.record_changes,
             usage_poll.poll_usage,
             audit.audit_page,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import ParamSpec, TypeVar
 
+from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
@@ -133,6 +134,22 @@ def _merge(line: Line, found: CarrierLine) -> Line:
             "used_bytes": max(line.used_bytes, found.used_bytes),
         }
     )
+
+
+# The payloads of ``find_carrier_lines`` (``CarrierLinesWorkflow``) are here rather than in
+# ``models``: the lines are the carriers' own shape.
+class CarrierLinesInput(BaseModel):
+    """Read what ``carrier`` says of the lines on ``iccid``."""
+
+    carrier: str
+    iccid: str
+
+
+class CarrierLinesResult(BaseModel):
+    """An eSIM's lines as its carrier answers for them, or why they could not be read."""
+
+    lines: list[CarrierLine] = []
+    error: str | None = None
 
 
 class CarrierActivities:
@@ -321,3 +338,12 @@ class CarrierActivities:
             observed_at=usage.observed_at,
             reference=cmd.line.reference,
         )
+
+    @activity.defn(name="find_carrier_lines")
+    async def find_carrier_lines(self, req: CarrierLinesInput) -> CarrierLinesResult:
+        """Every line the carrier holds on the ICCID (the dashboard's carrier lane)."""
+        try:
+            lines = await self._carrier(req.carrier).find_lines(req.iccid)
+        except CarrierError as error:
+            raise carrier_failure(error) from error
+        return CarrierLinesResult(lines=sorted(lines, key=lambda line: line.ordered_at))

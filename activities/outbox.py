@@ -87,16 +87,26 @@ def ledger_horizon(session: Session) -> int:
     )
 
 
-def pending(session: Session) -> int:
-    """Notifiable events after the cursor (0 if notifications never ran): the backlog."""
+def pending(session: Session, scan: int | None = None) -> int:
+    """Notifiable events after the cursor (0 if notifications never ran): the backlog.
+
+    With ``scan``, only the first ``scan`` events after the cursor are looked at, in id
+    order on the primary key, so the read costs the same however far behind it is.
+    """
     cursor = session.get(NotificationCursor, CURSOR)
     if cursor is None:
         return 0
+    after = sa.select(col(LineEvent.kind), col(LineEvent.seq)).where(
+        col(LineEvent.id) > cursor.last_event_id
+    )
+    if scan is not None:
+        after = after.order_by(col(LineEvent.id)).limit(scan)
+    events = after.subquery()
     query = (
         sa.select(sa.func.count())
-        .select_from(LineEvent)
-        .where(col(LineEvent.id) > cursor.last_event_id, col(LineEvent.kind).in_(TYPES))
-        .where(sa.or_(col(LineEvent.kind).not_in(LINE_ENDED), col(LineEvent.seq).is_not(None)))
+        .select_from(events)
+        .where(events.c.kind.in_(TYPES))
+        .where(sa.or_(events.c.kind.not_in(LINE_ENDED), events.c.seq.is_not(None)))
     )
     return int(session.execute(query).scalar_one())
 

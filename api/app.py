@@ -14,6 +14,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api import errors
 from api.auth import ApiKeys
 from api.dashboard import routes as dashboard
+from api.dashboard.carrier_lines import CarrierLines
 from api.limits import BodyLimitMiddleware
 from api.routes import (
     balance_actions,
@@ -80,6 +81,9 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     app.state.settings = settings
     app.state.api_keys = api_keys
     app.state.telemetry = telemetry
+    app.state.carrier_lines = CarrierLines(
+        settings.task_queue, settings.dashboard_carrier_cache_seconds
+    )
     errors.install(app)
     routers = (health, metrics, esims, products, balances, balance_actions, continuity, webhooks)
     for module in routers:

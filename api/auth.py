@@ -28,9 +28,11 @@ OPERATE = frozenset({Role.operator})
 
 @dataclass(frozen=True)
 class Caller:
-    """Who sent a request: the role of the key it carried."""
+    """Who sent a request: the role of the key it carried, and which key it was
+    (``identity_of``), for what the API keeps per caller."""
 
     role: Role
+    identity: str
 
     @property
     def actor(self) -> str:
@@ -40,6 +42,11 @@ class Caller:
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
+
+
+def identity_of(key: str) -> str:
+    """A caller's key as the database may hold it: a digest (64 hex), never the key."""
+    return hashlib.sha256(b"esim-balance caller\x00" + key.encode()).hexdigest()
 
 
 class ApiKeys:

@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 from temporalio.client import Client
 
-from api.auth import ENROL, OPERATE, READ, ApiKeys, Caller, Role
+from api.auth import ENROL, OPERATE, READ, ApiKeys, Caller, Role, identity_of
 from api.errors import ApiError
 from api.telemetry import Telemetry
 from config import Settings
@@ -68,7 +68,7 @@ def _caller(
     role = keys.role_of(credentials.credentials)
     if role is None:
         raise ApiError(401, "unauthorized", "API key not accepted", _CHALLENGE)
-    return Caller(role)
+    return Caller(role, identity_of(credentials.credentials))
 
 
 def _allowed(roles: frozenset[Role], what: str, caller: Caller) -> Caller:

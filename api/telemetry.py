@@ -8,9 +8,13 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from models.payloads import BalanceStatus
+from models.payloads import CLOSED_STATUSES, BalanceStatus
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OPEN_STATES = [state.value for state in BalanceStatus if state not in CLOSED_STATUSES]
+# Ledger events after the notification cursor one scrape looks at, at most: a backlog
+# that large is what to alert on, whatever lies beyond it.
+PENDING_SCAN = 10_000
 
 
 class Telemetry:
@@ -43,7 +47,8 @@ class Telemetry:
         )
         self.balances = Gauge(
             "esim_balances",
-            "Balances in the database by state (read at scrape time).",
+            "Open balances in the database by state (read at scrape time; closed ones, "
+            "Cancelled and Completed, are history and not counted).",
             ["state"],
             registry=self.registry,
         )
@@ -57,8 +62,9 @@ class Telemetry:
         )
         self.notifications_pending = Gauge(
             "esim_notifications_pending",
-            "Notifiable ledger events not yet delivered nor dropped (0 while notifications "
-            "have never run; read at scrape time).",
+            "Notifiable ledger events not yet delivered nor dropped, among the next "
+            f"{PENDING_SCAN:,} after the dispatcher's cursor (0 while notifications have "
+            "never run; read at scrape time).",
             registry=self.registry,
         )
 
@@ -69,8 +75,8 @@ class Telemetry:
             self.audit_findings.labels(kind=kind.removeprefix("audit_")).set(n)
 
     def set_balances(self, counts: dict[str, int]) -> None:
-        for state in BalanceStatus:
-            self.balances.labels(state=state.value).set(counts.get(state.value, 0))
+        for state in OPEN_STATES:
+            self.balances.labels(state=state).set(counts.get(state, 0))
 
 
 class TelemetryMiddleware:

@@ -19,6 +19,19 @@ class SignatureError(ValueError):
     """The signature is missing, malformed, wrong or out of tolerance."""
 
 
+def equal(given: str, expected: str) -> bool:
+    """Whether two texts are equal, in time independent of where they differ.
+
+    ``hmac.compare_digest`` raises on text with non-ASCII characters, and a header value
+    arrives as latin-1 text holding whatever bytes the client sent: compare bytes.
+    """
+    return hmac.compare_digest(_bytes(given), _bytes(expected))
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
 def sign(secret: str, body: bytes, timestamp: int) -> str:
     """The signature header value for ``body`` at ``timestamp`` (unix seconds)."""
     digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
@@ -48,5 +61,5 @@ def verify(
     if abs((now if now is not None else time.time()) - timestamp) > tolerance:
         raise SignatureError(f"signature timestamp outside the {tolerance:g} s tolerance")
     expected = sign(secret, body, timestamp).split("v1=", 1)[1]
-    if not hmac.compare_digest(expected, given):
+    if not equal(given, expected):
         raise SignatureError("signature does not match")

@@ -150,13 +150,17 @@ class IdempotencyRecord(SQLModel, table=True):
     """A request the API has answered, by key, so a repeat gets the first answer.
 
     ``scope`` says what the key is: ``POST /v1/balances`` for a client's
-    ``Idempotency-Key``, ``telna-event`` for a carrier webhook's ``event_id``.
-    ``status_code`` is NULL while the first request is still being served.
+    ``Idempotency-Key``, ``telna-event`` for a carrier webhook's ``event_id``. ``caller``
+    says whose it is: a digest of the API key that sent it (never the key), empty for a
+    carrier. ``status_code`` is NULL while the first request is still being served.
     """
 
     __tablename__ = "idempotency_record"
 
     scope: str = Field(primary_key=True, max_length=32)
+    caller: str = Field(
+        default="", primary_key=True, max_length=64, sa_column_kwargs={"server_default": ""}
+    )
     key: str = Field(primary_key=True, max_length=255)
     request_hash: str = Field(max_length=64)
     status_code: int | None = None

@@ -2,11 +2,11 @@
 
 Ours are the ``balance_line`` rows, and the figures (gap, throttled, overlap seconds,
 rotations) are ``models.continuity``'s, the same as ``GET /v1/continuity`` sums. The
-carrier's are what its API answers for the ICCID right now (``find_lines``), read by a
-short-lived client per page view, so a slow carrier costs one page at most
-``CARRIER_TIMEOUT`` seconds and is shown as such. The
-carrier lane lists the balance's lines and any line on the ICCID we do not know at all,
-which is what invariant 3 forbids and an operator must see.
+carrier's are what its API answered for the ICCID a few seconds ago at most
+(``find_lines``, read by a worker: ``api.dashboard.carrier_lines``); a carrier that could
+not be read is shown as such. The carrier lane lists the balance's lines and any line on
+the ICCID we do not know at all, which is what invariant 3 forbids and an operator must
+see.
 """
 
 from __future__ import annotations
@@ -19,14 +19,10 @@ from markupsafe import Markup
 
 from api.dashboard import timeline
 from api.dashboard.timeline import Bar, Group, Lane
-from carriers import build_carriers
 from carriers.base import CarrierLine
-from carriers.errors import CarrierError
-from config import Settings
 from models.continuity import balance_continuity, pauses
 from models.tables import Balance, BalanceLine, LineEvent
 
-CARRIER_TIMEOUT = 5.0
 # Lines drawn on the time axis; older ones stay in the table below it.
 MAX_LINES_DRAWN = 12
 ENDED = ("expired", "exhausted", "cancelled")
@@ -34,6 +30,8 @@ ENDED = ("expired", "exhausted", "cancelled")
 
 @dataclass
 class CarrierView:
+    """The carrier's lines on an ICCID, first ordered first, or why they were not read."""
+
     lines: list[CarrierLine] = field(default_factory=list)
     error: str | None = None
 
@@ -68,24 +66,6 @@ class Timeline:
     figures: dict[str, Any]
     start: datetime
     end: datetime
-
-
-async def carrier_view(settings: Settings, carrier: str, iccid: str) -> CarrierView:
-    """The carrier's lines on ``iccid``, or why they could not be read."""
-    quick = settings.model_copy(
-        update={"carrier_timeout_seconds": min(CARRIER_TIMEOUT, settings.carrier_timeout_seconds)}
-    )
-    clients = build_carriers(quick)
-    try:
-        client = clients.get(carrier)
-        if client is None:
-            return CarrierView(error=f"no client for carrier {carrier!r}")
-        return CarrierView(sorted(await client.find_lines(iccid), key=lambda x: x.ordered_at))
-    except CarrierError as error:
-        return CarrierView(error=f"{type(error).__name__}: {error}"[:300])
-    finally:
-        for one in clients.values():
-            await one.aclose()
 
 
 def build(

@@ -29,6 +29,7 @@ from api.auth import ApiKeys
 from api.dashboard import esim as esim_view
 from api.dashboard import fleet as fleet_view
 from api.dashboard import session as auth
+from api.dashboard.carrier_lines import CarrierLines
 from api.dashboard.session import DashboardSession
 from api.errors import TEMPORAL_CONNECT_FAILED, ApiError
 from api.lookups import lines_of, open_balance_or_409
@@ -203,7 +204,8 @@ async def esim_page(request: Request, iccid: str, balance: str | None = None) ->
     esim, balances, chosen, lines, events, known = found
     context: dict[str, Any] = {"esim": esim, "balances": balances, "balance": chosen}
     if chosen is not None:
-        theirs = await esim_view.carrier_view(settings, chosen.carrier, iccid)
+        carrier_lines: CarrierLines = request.app.state.carrier_lines
+        theirs = await carrier_lines.view(request.app.state.client, chosen.carrier, iccid)
         context["carrier_error"] = theirs.error
         context["timeline"] = esim_view.build(chosen, lines, events, theirs, known, utcnow())
         context["temporal_url"] = temporal_link(settings, chosen.workflow_id)

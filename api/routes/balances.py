@@ -65,7 +65,8 @@ async def create_balance(
             min_length=1,
             max_length=255,
             pattern=r"^[\x21-\x7e]+$",
-            description="Same key and body: the first answer again; another body: 409",
+            description="Same key and body from the same API key: the first answer again; "
+            "another body: 409",
         ),
     ] = None,
 ) -> JSONResponse:
@@ -77,9 +78,10 @@ async def create_balance(
     if idempotency_key is None:
         status, content = await start()
         return JSONResponse(content, status_code=status)
+    key = idempotency.Key(IDEMPOTENCY_SCOPE, caller.identity, idempotency_key)
     request_hash = idempotency.fingerprint(body.model_dump(mode="json"))
     status, content, replayed = await idempotency.run_once(
-        settings.database_url, IDEMPOTENCY_SCOPE, idempotency_key, request_hash, start
+        settings.database_url, key, request_hash, start
     )
     if not replayed:
         return JSONResponse(content, status_code=status)

@@ -87,9 +87,8 @@ async def telna_event(
     request_hash = idempotency.fingerprint(body.decode(errors="replace"))
     url = settings.database_url
     try:
-        _, content, replayed = await idempotency.run_once(
-            url, EVENT_SCOPE, event.event_id, request_hash, deliver
-        )
+        key = idempotency.Key(EVENT_SCOPE, "", event.event_id)
+        _, content, replayed = await idempotency.run_once(url, key, request_hash, deliver)
     except ApiError as error:
         if error.status != 409:
             raise

@@ -91,3 +91,26 @@ async def test_concurrent_requests_with_one_key_start_one_balance(api: Api) -> N
     with session_scope(api.settings.database_url) as session:
         assert session.get(Esim, iccid) is not None
     await api.temporal.get_workflow_handle(workflow_id(iccid)).terminate("test over")
+
+
+async def test_a_key_belongs_to_the_api_key_that_sent_it(api: Api) -> None:
+    mine, theirs = await _registered(api), await _registered(api)
+    body = {"iccid": mine, "product_id": "telna-daily-1gb"}
+    first = await _post(api, body, "shared-key")
+    assert first.status_code == 201, first.text
+    # Another caller's request with the same key is its own: neither refused as a reuse
+    # of the key nor answered with the first caller's balance.
+    other = {"iccid": theirs, "product_id": "telna-daily-1gb"}
+    answer = await api.http.post(
+        "/v1/balances", json=other, headers=Api.auth("operator") | {"Idempotency-Key": "shared-key"}
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["iccid"] == theirs and "idempotent-replayed" not in answer.headers
+    same = await api.http.post(
+        "/v1/balances", json=body, headers=Api.auth("operator") | {"Idempotency-Key": "shared-key"}
+    )
+    assert same.status_code == 409 and same.json()["error"]["code"] == "idempotency_key_reused"
+    again = await _post(api, body, "shared-key")
+    assert again.headers["idempotent-replayed"] == "true" and again.json() == first.json()
+    for iccid in (mine, theirs):
+        await api.temporal.get_workflow_handle(workflow_id(iccid)).terminate("test over")

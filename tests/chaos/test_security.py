@@ -86,7 +86,7 @@ async def test_every_protected_route_refuses_a_caller_without_valid_credentials(
 async def test_a_route_whose_key_check_is_bypassed_is_reported(tmp_path: Path) -> None:
     settings = offline_settings(tmp_path)
     app = create_app(settings, client=NoTemporal())  # type: ignore[arg-type]
-    app.dependency_overrides[dependency(deps.ReaderDep)] = lambda: Caller(Role.service)
+    app.dependency_overrides[dependency(deps.ReaderDep)] = lambda: Caller(Role.service, "test")
     result = await probe(settings, app)
     failing = {line.split(" [")[0].split(" (")[0] for line in result.problems}
     assert failing == {

@@ -7,7 +7,7 @@ key kept before it matches no caller now and is forgotten, as it would be within
 The downgrade forgets every API client's key.
 
 Revision ID: 4fb86744ef9f
-Revises: 2909d601d6f0
+Revises: 6b586c5c8440
 Create Date: 2026-12-06 21:51:44.713281
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "4fb86744ef9f"
-down_revision: str | Sequence[str] | None = "2909d601d6f0"
+down_revision: str | Sequence[str] | None = "6b586c5c8440"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

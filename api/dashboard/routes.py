@@ -34,9 +34,10 @@ from api.errors import TEMPORAL_CONNECT_FAILED, ApiError
 from api.lookups import lines_of, open_balance_or_409
 from api.schemas.common import BALANCE_ID_PATTERN
 from config import Settings
-from models.continuity import ledger_of, load_fleet_continuity
+from models.continuity import load_fleet_continuity
 from models.db import session_scope
 from models.identifiers import InvalidIdentifier, validate_iccid
+from models.ledger_window import figure_rows
 from models.payloads import ActionRequest, BalanceStatus
 from models.tables import Balance, BalanceLine, Esim, LineEvent, utcnow
 
@@ -231,7 +232,7 @@ def _esim_rows(
         chosen = next((b for b in balances if b.id == balance_id), None) if balance_id else None
         chosen = chosen or (balances[0] if balances else None)
         lines = lines_of(db, chosen.id) if chosen else []
-        events = ledger_of(db, [chosen.id]) if chosen else []
+        events = figure_rows(db, col(Balance.id) == chosen.id, None)[1] if chosen else []
         known = set(db.exec(select(BalanceLine.reference).where(BalanceLine.iccid == iccid)).all())
         return esim, balances, chosen, lines, events, known
 

@@ -34,7 +34,7 @@ from api.schemas.balances import (
 from api.schemas.common import BalanceIdPath, CarrierName
 from api.views import balance_detail, balance_public
 from enrolment import product_spec
-from models.continuity import balance_continuity, ledger_of
+from models.continuity import load_balance_continuity
 from models.db import session_scope
 from models.payloads import BalanceStatus, ChangePolicy, ChangeProduct
 from models.tables import Balance, Product
@@ -121,8 +121,7 @@ def get_balance(balance_id: BalanceIdPath, _: ReaderDep, session: SessionDep) ->
     lines = lines_of(session, balance_id)
     if not any(line.activated_at is not None for line in lines):
         return balance_detail(balance, lines)
-    events = ledger_of(session, [balance_id])
-    figures = balance_continuity(balance, lines, events, datetime.now(UTC))
+    figures = load_balance_continuity(session, balance, datetime.now(UTC))
     return balance_detail(balance, lines, figures)
 
 

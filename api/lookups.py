@@ -41,15 +41,6 @@ def line_page(
     return page, pagination.encode_seq(page[-1].seq) if more else None
 
 
-def lines_of(session: Session, balance_id: str) -> list[BalanceLine]:
-    query = (
-        select(BalanceLine)
-        .where(BalanceLine.balance_id == balance_id)
-        .order_by(col(BalanceLine.seq).desc())
-    )
-    return list(session.exec(query).all())
-
-
 def product_for(session: Session, product_id: str, carrier: str) -> Product:
     """The catalogue product, if the eSIM's carrier sells it; 422 otherwise."""
     product = session.get(Product, product_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, select
 
+from api import pagination
 from api.errors import ApiError
 from models.payloads import Policy
 from models.tables import Balance, BalanceLine, Product
@@ -25,13 +26,19 @@ def open_balance_or_409(session: Session, balance_id: str) -> Balance:
     return balance
 
 
-def lines_of(session: Session, balance_id: str) -> list[BalanceLine]:
-    query = (
-        select(BalanceLine)
-        .where(BalanceLine.balance_id == balance_id)
-        .order_by(col(BalanceLine.seq).desc())
-    )
-    return list(session.exec(query).all())
+def line_page(
+    session: Session, balance_id: str, limit: int, cursor: str | None = None
+) -> tuple[list[BalanceLine], str | None]:
+    """Up to ``limit`` of the balance's lines, newest first, after ``cursor``; and the
+    cursor of the next page, if there is one."""
+    query = select(BalanceLine).where(BalanceLine.balance_id == balance_id)
+    if cursor is not None:
+        query = query.where(col(BalanceLine.seq) < pagination.decode_seq(cursor))
+    query = query.order_by(col(BalanceLine.seq).desc()).limit(limit + 1)
+    rows = list(session.exec(query).all())
+    page = rows[:limit]
+    more = len(rows) > limit
+    return page, pagination.encode_seq(page[-1].seq) if more else None
 
 
 def product_for(session: Session, product_id: str, carrier: str) -> Product:

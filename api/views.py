@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from api.schemas.balances import BalanceDetail, BalancePublic, LinePublic
 from api.schemas.esims import EsimPublic
 from api.schemas.products import ProductPublic
@@ -51,11 +53,17 @@ def line_public(row: BalanceLine) -> LinePublic:
 
 
 def balance_detail(
-    row: Balance, lines: list[BalanceLine], continuity: Continuity | None = None
+    row: Balance,
+    lines: list[BalanceLine],
+    next_cursor: str | None,
+    since: datetime,
+    continuity: Continuity | None,
 ) -> BalanceDetail:
     return BalanceDetail(
         **balance_public(row).model_dump(),
         lines=[line_public(line) for line in lines],
+        next_cursor=next_cursor,
+        continuity_since=since,
         continuity=continuity,
     )
 

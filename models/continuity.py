@@ -20,26 +20,28 @@ A *rotation* is a hand-over, one ``activated`` event with reason ``time``, ``usa
 ``operator``; an *early rotation* is one for usage. A ``since`` cut measures only time
 after it and counts rotations whose new line the carrier activated at or after it.
 
-Pure functions here (no I/O); :func:`load_continuity` and :func:`load_fleet_continuity`
-read what they need from a Session in two queries for any number of balances.
+Pure functions here (no I/O); the ``load_`` functions read what they need from a Session
+(``models.ledger_window``: of a window, only the window's rows) in two queries for any
+number of balances.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, or_
 from sqlmodel import Session, col, select
 
+from models.ledger_window import SERVING, figure_rows
 from models.tables import Balance, BalanceLine, LineEvent
 
 ROTATION_REASONS = frozenset({"time", "usage", "operator"})
-# The ledger events the figures read; the rest of the ledger is not loaded.
-EVENT_KINDS = ("activated", "paused", "resumed", "cancel_requested")
+# Figures over a window unless one is asked for: the last day.
+DEFAULT_WINDOW = timedelta(hours=24)
 
 
 class Continuity(BaseModel):
@@ -154,20 +156,22 @@ def total(figures: Iterable[Continuity]) -> Continuity:
 def load_continuity(
     session: Session, balances: Sequence[Balance], now: datetime, since: datetime | None = None
 ) -> dict[str, Continuity]:
-    """The figures of each of ``balances`` by id: their lines and events in two queries."""
-    ids = [b.id for b in balances]
-    if not ids:
+    """The figures of each of ``balances`` by id, from the rows their window needs."""
+    if not balances:
         return {}
-    lines = session.exec(select(BalanceLine).where(col(BalanceLine.balance_id).in_(ids))).all()
-    return per_balance(balances, lines, ledger_of(session, ids), now, since)
+    ids = col(Balance.id).in_([b.id for b in balances])
+    lines, events = figure_rows(session, ids, since)
+    return per_balance(balances, lines, events, now, since)
 
 
-def ledger_of(session: Session, balance_ids: Sequence[str]) -> list[LineEvent]:
-    """The ledger events the figures read (of ``EVENT_KINDS``), of these balances."""
-    query = select(LineEvent).where(
-        col(LineEvent.balance_id).in_(balance_ids), col(LineEvent.kind).in_(EVENT_KINDS)
-    )
-    return list(session.exec(query).all())
+def load_balance_continuity(
+    session: Session, balance: Balance, now: datetime, since: datetime | None = None
+) -> Continuity | None:
+    """One balance's figures; None while none of its lines has ever been active."""
+    lines, events = figure_rows(session, col(Balance.id) == balance.id, since)
+    if not any(line.activated_at is not None for line in lines):
+        return None
+    return balance_continuity(balance, lines, events, now, since)
 
 
 def load_fleet_continuity(
@@ -176,19 +180,13 @@ def load_fleet_continuity(
     """The fleet's figures: every balance open at or after ``since`` (all without it).
 
     Three queries whatever the fleet's size: the balances, then their lines and events
-    selected by the same condition (not by a list of ids).
+    selected by the same condition (not by a list of ids), of the window only.
     """
     alive: ColumnElement[bool] = sa.true()
     if since is not None:
         alive = or_(col(Balance.closed_at).is_(None), col(Balance.closed_at) >= since)
     balances = session.exec(select(Balance).where(alive)).all()
-    ids = select(Balance.id).where(alive)
-    lines = session.exec(select(BalanceLine).where(col(BalanceLine.balance_id).in_(ids))).all()
-    events = session.exec(
-        select(LineEvent).where(
-            col(LineEvent.balance_id).in_(ids), col(LineEvent.kind).in_(EVENT_KINDS)
-        )
-    ).all()
+    lines, events = figure_rows(session, alive, since)
     return fleet_continuity(balances, lines, events, now, since)
 
 
@@ -199,7 +197,7 @@ def _line_end(line: BalanceLine, until: datetime) -> datetime | None:
     """Where the carrier says the line stopped serving; an open line serves until now."""
     if line.ended_at is not None:
         return line.ended_at
-    if line.state in ("scheduled", "active"):
+    if line.state in SERVING:
         return until
     return line.ends_at  # ended, but the carrier gave no end time: its window's end
 

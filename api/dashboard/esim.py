@@ -1,12 +1,13 @@
 """One eSIM's page: its balance's lines as we record them beside the carrier's own view.
 
 Ours are the ``balance_line`` rows, and the figures (gap, throttled, overlap seconds,
-rotations) are ``models.continuity``'s, the same as ``GET /v1/continuity`` sums. The
-carrier's are what its API answered for the ICCID a few seconds ago at most
-(``find_lines``, read by a worker: ``api.dashboard.carrier_lines``); a carrier that could
-not be read is shown as such. The carrier lane lists the balance's lines and any line on
-the ICCID we do not know at all, which is what invariant 3 forbids and an operator must
-see.
+rotations) are ``models.continuity``'s over the same window as ``GET /v1/continuity``
+(by default the last day). The timeline draws the newest lines; the table lists a page
+of them, newest first. The carrier's are what its API answered for the ICCID a few
+seconds ago at most (``find_lines``, read by a worker: ``api.dashboard.carrier_lines``);
+a carrier that could not be read is shown as such. The carrier lane lists the balance's
+lines and any line on the ICCID we do not know at all, which is what invariant 3 forbids
+and an operator must see.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from markupsafe import Markup
 from api.dashboard import timeline
 from api.dashboard.timeline import Bar, Group, Lane
 from carriers.base import CarrierLine
-from models.continuity import balance_continuity, pauses
+from models.continuity import Continuity, pauses
 from models.tables import Balance, BalanceLine, LineEvent
 
 # Lines drawn on the time axis; older ones stay in the table below it.
 MAX_LINES_DRAWN = 12
+# Lines in the table; older ones on the next page.
+LINES_LISTED = 50
 ENDED = ("expired", "exhausted", "cancelled")
 
 
@@ -68,23 +71,38 @@ class Timeline:
     end: datetime
 
 
-def build(
+@dataclass
+class Layout:
+    """Which lines the timeline draws and the span it covers, before the ledger is read:
+    the pauses it shows are read from ``cover_from`` on."""
+
+    carrier_lines: list[CarrierLine]  # the balance's at the carrier, and those unknown to us
+    drawn: list[BalanceLine]
+    drawn_theirs: list[CarrierLine]
+    start: datetime
+    end: datetime
+    axis_end: datetime
+    cover_from: datetime
+    our_active: list[tuple[datetime, datetime]]
+    their_active: list[tuple[datetime, datetime]]
+
+
+def layout(
     balance: Balance,
-    ours: list[BalanceLine],
-    events: list[LineEvent],
+    newest: list[BalanceLine],
     theirs: CarrierView,
     known_references: set[str],
     now: datetime,
-) -> Timeline:
-    """Lanes, the side-by-side rows and the coverage figures of one balance."""
+) -> Layout:
+    """The timeline of the balance's ``newest`` lines (up to ``MAX_LINES_DRAWN`` drawn)
+    beside the carrier's; ``known_references`` are those of ours among the carrier's."""
     mine = f"{balance.id}:"
     carrier_lines = [
         line
         for line in theirs.lines
         if (line.reference or "").startswith(mine) or line.reference not in known_references
     ]
-    rows = _rows(ours, carrier_lines)
-    drawn = sorted(ours, key=lambda line: line.seq)[-MAX_LINES_DRAWN:]
+    drawn = sorted(newest, key=lambda line: line.seq)[-MAX_LINES_DRAWN:]
     first_seq = drawn[0].seq if drawn else 0
     drawn_theirs = [
         line
@@ -98,38 +116,75 @@ def build(
     start = min([s for s in starts if s is not None] or [balance.created_at])
     axis_end = max([end, *planned]) if balance.closed_at is None else end
     axis_end = max(axis_end, start + timedelta(seconds=10))
-
     our_active = [(a, b) for line in drawn if (a := line.activated_at) and (b := _until(line, end))]
-    our_slow = [
-        (line.exhausted_at, _until(line, end) or end) for line in drawn if line.exhausted_at
-    ]
     their_active = [
         (a, b)
         for line in drawn_theirs
         if (a := line.activated_at) and (b := _their_until(line, end))
     ]
     cover_from = min([a for a, _ in our_active + their_active] or [start])
+    return Layout(
+        carrier_lines,
+        drawn,
+        drawn_theirs,
+        start,
+        end,
+        axis_end,
+        cover_from,
+        our_active,
+        their_active,
+    )
+
+
+def build(
+    balance: Balance,
+    plan: Layout,
+    listed: list[BalanceLine],
+    matched: list[BalanceLine],
+    events: list[LineEvent],
+    figures: Continuity,
+    theirs: CarrierView,
+    now: datetime,
+) -> Timeline:
+    """Lanes, the side-by-side rows and the coverage figures of one balance.
+
+    ``listed`` are the lines the table shows, ``matched`` those of ours the carrier's
+    lines name (so a carrier line of an unlisted line of ours is not shown as unknown);
+    ``events`` hold the pauses from ``plan.cover_from`` on, ``figures`` are the window's.
+    """
+    mine = f"{balance.id}:"
+    shown = {line.seq for line in listed}
+    others = [line for line in matched if line.seq not in shown]
+    rows = [
+        row
+        for row in _rows(listed + others, plan.carrier_lines)
+        if row.ours is None or row.ours.seq in shown
+    ]
+    end = plan.end
+    our_slow = [
+        (line.exhausted_at, _until(line, end) or end) for line in plan.drawn if line.exhausted_at
+    ]
     held = pauses(events, end)
-    ours_cover = timeline.coverage(our_active, our_slow, cover_from, end, held)
-    theirs_cover = timeline.coverage(their_active, [], cover_from, end, held)
+    ours_cover = timeline.coverage(plan.our_active, our_slow, plan.cover_from, end, held)
+    theirs_cover = timeline.coverage(plan.their_active, [], plan.cover_from, end, held)
     groups = [
         Group(
             "ours (balance_line)",
             [timeline.coverage_lane("coverage", ours_cover)]
-            + [_our_lane(line, end, now) for line in drawn],
+            + [_our_lane(line, end, now) for line in plan.drawn],
         ),
         Group(
             f"carrier: {balance.carrier}" + (" (unreadable)" if theirs.error else ""),
             ([timeline.coverage_lane("coverage", theirs_cover)] if not theirs.error else [])
-            + [_their_lane(line, mine, end, now) for line in drawn_theirs],
+            + [_their_lane(line, mine, end, now) for line in plan.drawn_theirs],
         ),
     ]
-    figures = balance_continuity(balance, ours, events, now).model_dump() | {
+    shown_figures = figures.model_dump() | {
         "carrier_gap_seconds": timeline.seconds_of(theirs_cover, "gap"),
         "carrier_overlap_seconds": timeline.seconds_of(theirs_cover, "overlap"),
     }
-    svg = timeline.render(groups, start, axis_end, now)
-    return Timeline(svg, rows, figures, start, axis_end)
+    svg = timeline.render(groups, plan.start, plan.axis_end, now)
+    return Timeline(svg, rows, shown_figures, plan.start, plan.axis_end)
 
 
 def _start(ordered_at: datetime | None, activated_at: datetime | None) -> datetime | None:

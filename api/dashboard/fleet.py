@@ -18,6 +18,7 @@ from models.payloads import BalanceStatus
 from models.tables import Balance, LineEvent, Product, utcnow
 
 HEALTH_WINDOW = timedelta(hours=1)
+RECENT_ACTIVATIONS = timedelta(days=1)
 FAILURE_KINDS = ("order_failed", "activation_failed", "failing")
 MAX_ROWS = 200
 
@@ -98,12 +99,37 @@ def _health(session: Session) -> list[CarrierHealth]:
         entry.failures_last_hour += 1
         entry.last_failure_at = event.at
         entry.last_failure = str(event.detail.get("reason") or event.kind)
-    activations = session.exec(
-        select(Balance.carrier, func.max(LineEvent.at))
-        .join(Balance, col(Balance.id) == col(LineEvent.balance_id))
-        .where(LineEvent.kind == "activated")
-        .group_by(Balance.carrier)
-    ).all()
-    for carrier, at in activations:
-        health[carrier].last_activation_at = at
+    for entry in health.values():
+        entry.last_activation_at = _last_activation(session, entry.carrier)
     return list(health.values())
+
+
+def _last_activation(session: Session, carrier: str) -> datetime | None:
+    """The time of the carrier's latest ``activated`` event, read newest first through the
+    last day's activations, else as the latest of each of its balances: either way a
+    bounded walk of an index, however long the ledger."""
+    recent = session.exec(
+        select(LineEvent.at)
+        .join(Balance, col(Balance.id) == col(LineEvent.balance_id))
+        .where(
+            LineEvent.kind == "activated",
+            col(LineEvent.at) >= utcnow() - RECENT_ACTIVATIONS,
+            Balance.carrier == carrier,
+        )
+        .order_by(col(LineEvent.at).desc())
+        .limit(1)
+    ).first()
+    if recent is not None:
+        return recent
+    latest_of_balance = (
+        select(LineEvent.at)
+        .where(LineEvent.balance_id == Balance.id, LineEvent.kind == "activated")
+        .order_by(col(LineEvent.at).desc())
+        .limit(1)
+        .correlate(Balance)
+        .scalar_subquery()
+    )
+    latest: datetime | None = session.exec(
+        select(func.max(latest_of_balance)).where(Balance.carrier == carrier)
+    ).one()
+    return latest

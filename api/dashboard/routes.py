@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 import secrets
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -20,6 +22,7 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import or_
 from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 from temporalio.service import RPCError
@@ -30,16 +33,19 @@ from api.dashboard import esim as esim_view
 from api.dashboard import fleet as fleet_view
 from api.dashboard import session as auth
 from api.dashboard.carrier_lines import CarrierLines
+from api.dashboard.esim import MAX_LINES_DRAWN
 from api.dashboard.session import DashboardSession
 from api.errors import TEMPORAL_CONNECT_FAILED, ApiError
-from api.lookups import lines_of, open_balance_or_409
+from api.lookups import line_page, open_balance_or_409
 from api.schemas.common import BALANCE_ID_PATTERN
+from api.window import WINDOW_HOURS, default_start
 from config import Settings
-from models.continuity import ledger_of, load_fleet_continuity
+from models.continuity import balance_continuity, load_fleet_continuity
 from models.db import session_scope
 from models.identifiers import InvalidIdentifier, validate_iccid
+from models.ledger_window import figure_rows
 from models.payloads import ActionRequest, BalanceStatus
-from models.tables import Balance, BalanceLine, Esim, LineEvent, utcnow
+from models.tables import Balance, BalanceLine, Esim, utcnow
 
 router = APIRouter(include_in_schema=False)
 
@@ -169,9 +175,10 @@ def fleet_page(request: Request, state: str | None = None) -> Response:
             known = ", ".join(BalanceStatus.__members__)
             return _error(request, 422, "invalid_request", f"state: one of {known}", session)
         chosen = BalanceStatus(state)
+    now = utcnow()
     with session_scope(settings.database_url) as db:
         fleet = fleet_view.load(db, chosen)
-        continuity = load_fleet_continuity(db, utcnow())
+        continuity = load_fleet_continuity(db, now, default_start(now))
     return _page(
         request,
         "fleet.html",
@@ -179,6 +186,7 @@ def fleet_page(request: Request, state: str | None = None) -> Response:
         fleet=fleet,
         continuity=continuity.total,
         per_carrier=continuity.carriers,
+        window_hours=WINDOW_HOURS,
         state=chosen.value if chosen else None,
         states=[s.value for s in BalanceStatus],
         link=lambda wid: temporal_link(settings, wid),
@@ -186,7 +194,9 @@ def fleet_page(request: Request, state: str | None = None) -> Response:
 
 
 @router.get("/dashboard/esims/{iccid}")
-async def esim_page(request: Request, iccid: str, balance: str | None = None) -> Response:
+async def esim_page(
+    request: Request, iccid: str, balance: str | None = None, lines: str | None = None
+) -> Response:
     """One eSIM: its balance's lines on a time axis, ours beside the carrier's."""
     session = auth.from_request(request)
     if session is None:
@@ -198,27 +208,40 @@ async def esim_page(request: Request, iccid: str, balance: str | None = None) ->
         return _error(request, 422, "invalid_request", f"iccid: {error}", session)
     if balance is not None and not re.fullmatch(BALANCE_ID_PATTERN, balance[:64]):
         return _error(request, 422, "invalid_request", "balance: not a balance id", session)
-    found = await run_in_threadpool(_esim_rows, settings.database_url, iccid, balance)
+    try:
+        found = await run_in_threadpool(_esim_rows, settings.database_url, iccid, balance, lines)
+    except ApiError as error:
+        return _error(request, error.status, error.code, error.message, session)
     if found is None:
         return _error(request, 404, "not_found", f"no eSIM {iccid}", session)
-    esim, balances, chosen, lines, events, known = found
+    esim, balances, chosen, page = found
     context: dict[str, Any] = {"esim": esim, "balances": balances, "balance": chosen}
     if chosen is not None:
         carrier_lines: CarrierLines = request.app.state.carrier_lines
         theirs = await carrier_lines.view(request.app.state.client, chosen.carrier, iccid)
+        now = utcnow()
         context["carrier_error"] = theirs.error
-        context["timeline"] = esim_view.build(chosen, lines, events, theirs, known, utcnow())
+        context["timeline"] = await run_in_threadpool(
+            _timeline, settings.database_url, chosen, page, theirs, now
+        )
+        context["older_lines"] = page.next_cursor
+        context["window_hours"] = WINDOW_HOURS
         context["temporal_url"] = temporal_link(settings, chosen.workflow_id)
     sent = request.query_params.get("sent")
     context["sent"] = sent if sent in ACTIONS else None
     return _page(request, "esim.html", session=session, **context)
 
 
+@dataclass
+class _LinePage:
+    newest: list[BalanceLine]  # drawn on the time axis
+    listed: list[BalanceLine]  # in the table
+    next_cursor: str | None
+
+
 def _esim_rows(
-    url: str, iccid: str, balance_id: str | None
-) -> (
-    tuple[Esim, list[Balance], Balance | None, list[BalanceLine], list[LineEvent], set[str]] | None
-):
+    url: str, iccid: str, balance_id: str | None, cursor: str | None
+) -> tuple[Esim, list[Balance], Balance | None, _LinePage] | None:
     with session_scope(url) as db:
         esim = db.get(Esim, iccid)
         if esim is None:
@@ -232,10 +255,40 @@ def _esim_rows(
         )
         chosen = next((b for b in balances if b.id == balance_id), None) if balance_id else None
         chosen = chosen or (balances[0] if balances else None)
-        lines = lines_of(db, chosen.id) if chosen else []
-        events = ledger_of(db, [chosen.id]) if chosen else []
-        known = set(db.exec(select(BalanceLine.reference).where(BalanceLine.iccid == iccid)).all())
-        return esim, balances, chosen, lines, events, known
+        if chosen is None:
+            return esim, balances, None, _LinePage([], [], None)
+        listed, next_cursor = line_page(db, chosen.id, esim_view.LINES_LISTED, cursor)
+        newest = listed if cursor is None else line_page(db, chosen.id, MAX_LINES_DRAWN)[0]
+        return esim, balances, chosen, _LinePage(newest[:MAX_LINES_DRAWN], listed, next_cursor)
+
+
+def _timeline(
+    url: str, balance: Balance, page: _LinePage, theirs: esim_view.CarrierView, now: datetime
+) -> esim_view.Timeline:
+    """The rest the page needs once the carrier has answered: which of the carrier's lines
+    are ours, and the ledger of the window and of the time the timeline spans."""
+    since = default_start(now)
+    references = {line.reference for line in theirs.lines if line.reference}
+    line_ids = {line.line_id for line in theirs.lines}
+    with session_scope(url) as db:
+        named = (
+            []
+            if not theirs.lines
+            else db.exec(
+                select(BalanceLine).where(
+                    or_(
+                        col(BalanceLine.reference).in_(references),
+                        col(BalanceLine.carrier_line_id).in_(line_ids),
+                    )
+                )
+            ).all()
+        )
+        known = {line.reference for line in named if line.iccid == balance.iccid}
+        plan = esim_view.layout(balance, page.newest, theirs, known, now)
+        lines, events = figure_rows(db, col(Balance.id) == balance.id, since, plan.cover_from)
+    figures = balance_continuity(balance, lines, events, now, since)
+    matched = [line for line in named if line.balance_id == balance.id]
+    return esim_view.build(balance, plan, page.listed, matched, events, figures, theirs, now)
 
 
 @router.post("/dashboard/balances/{balance_id}/{action}")

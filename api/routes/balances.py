@@ -23,7 +23,7 @@ from api.deps import (
     TelemetryDep,
 )
 from api.errors import documented
-from api.lookups import balance_or_404, check_policy, lines_of, open_balance_or_409, product_for
+from api.lookups import balance_or_404, check_policy, line_page, open_balance_or_409, product_for
 from api.schemas.balances import (
     BalanceCreate,
     BalanceDetail,
@@ -33,8 +33,9 @@ from api.schemas.balances import (
 )
 from api.schemas.common import BalanceIdPath, CarrierName
 from api.views import balance_detail, balance_public
+from api.window import SinceQuery, window_start
 from enrolment import product_spec
-from models.continuity import balance_continuity, ledger_of
+from models.continuity import load_balance_continuity
 from models.db import session_scope
 from models.payloads import BalanceStatus, ChangePolicy, ChangeProduct
 from models.tables import Balance, Product
@@ -117,15 +118,22 @@ def list_balances(
 
 
 @router.get("/{balance_id}", responses=documented(401, 403, 404, 422))
-def get_balance(balance_id: BalanceIdPath, _: ReaderDep, session: SessionDep) -> BalanceDetail:
-    """The balance with its lines, newest first, and its continuity figures."""
+def get_balance(
+    balance_id: BalanceIdPath,
+    _: ReaderDep,
+    session: SessionDep,
+    since: SinceQuery = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="Lines per page")] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> BalanceDetail:
+    """The balance with a page of its lines, newest first (follow `next_cursor`), and its
+    continuity figures since `since`."""
     balance = balance_or_404(session, balance_id)
-    lines = lines_of(session, balance_id)
-    if not any(line.activated_at is not None for line in lines):
-        return balance_detail(balance, lines)
-    events = ledger_of(session, [balance_id])
-    figures = balance_continuity(balance, lines, events, datetime.now(UTC))
-    return balance_detail(balance, lines, figures)
+    lines, next_cursor = line_page(session, balance_id, limit, cursor)
+    now = datetime.now(UTC)
+    start = window_start(since, now)
+    figures = load_balance_continuity(session, balance, now, start)
+    return balance_detail(balance, lines, next_cursor, start, figures)
 
 
 @router.patch("/{balance_id}", responses=documented(400, 401, 403, 404, 409, 413, 422, 503, 504))

@@ -109,9 +109,11 @@ class LinePublic(BaseModel):
 
 
 class BalanceDetail(BalancePublic):
-    """A balance with all its lines, newest first."""
+    """A balance with a page of its lines, newest first, and its figures over a window."""
 
     lines: list[LinePublic]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) lines")
+    continuity_since: datetime = Field(description="The figures measure only time after it")
     continuity: Continuity | None = Field(
         default=None, description="Figures from carrier-confirmed times (null: no line yet)"
     )

@@ -15,6 +15,7 @@ from tests.api.conftest import OPERATOR_KEY, SERVICE_KEY, new_iccid, product
 from tests.api.helpers import offline_api, offline_settings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+WHOLE_LEDGER = T0.isoformat()  # every line here starts at or after it
 AUTH = {"Authorization": f"Bearer {OPERATOR_KEY}"}
 
 
@@ -104,10 +105,10 @@ async def _get(url: str, path: str, **params: str) -> httpx.Response:
 
 
 async def test_fleet_report_sums_per_carrier(served: str) -> None:
-    r = await _get(served, "/v1/continuity")
+    r = await _get(served, "/v1/continuity", since=WHOLE_LEDGER)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["since"] is None
+    assert datetime.fromisoformat(body["since"]) == T0
     total, telna, webbing = body["total"], body["carriers"]["telna"], body["carriers"]["webbing"]
     assert total["balances"] == 4
     assert (total["gap_seconds"], total["throttled_seconds"]) == (4, 30)
@@ -159,13 +160,32 @@ async def test_any_key_may_read_and_none_may_not(served: str) -> None:
 
 
 async def test_a_balance_carries_its_own_figures(served: str) -> None:
-    throttled = (await _get(served, "/v1/balances/bal_throttled")).json()["continuity"]
+    whole = {"since": WHOLE_LEDGER}
+    throttled = (await _get(served, "/v1/balances/bal_throttled", **whole)).json()["continuity"]
     assert throttled["measured_seconds"] == 100
     assert (throttled["throttled_seconds"], throttled["gap_seconds"]) == (30, 0)
-    gappy = (await _get(served, "/v1/balances/bal_gappy")).json()["continuity"]
+    gappy = (await _get(served, "/v1/balances/bal_gappy", **whole)).json()["continuity"]
     assert (gappy["gap_seconds"], gappy["rotations"], gappy["early_rotations"]) == (4, 1, 0)
     assert gappy["measured_seconds"] > 1000  # open: measured until now
-    early = (await _get(served, "/v1/balances/bal_early")).json()["continuity"]
+    early = (await _get(served, "/v1/balances/bal_early", **whole)).json()["continuity"]
     assert (early["overlap_seconds"], early["early_rotations"]) == (2, 1)
-    fresh = await _get(served, "/v1/balances/bal_fresh")
+    fresh = await _get(served, "/v1/balances/bal_fresh", **whole)
     assert fresh.status_code == 200 and fresh.json()["continuity"] is None
+
+
+async def test_without_since_the_figures_cover_the_last_day(served: str) -> None:
+    asked = datetime.now(UTC)
+    body = (await _get(served, "/v1/continuity")).json()
+    since = datetime.fromisoformat(body["since"]) + timedelta(hours=24)
+    assert asked <= since < asked + timedelta(seconds=5)
+    total = body["total"]
+    assert total["balances"] == 3  # the throttled one closed long before the day
+    # Two lines serving all day long: no gap, no rotation in the day.
+    assert total["measured_seconds"] == pytest.approx(2 * 86_400, abs=10)
+    assert (total["gap_seconds"], total["rotations"], total["overlap_seconds"]) == (0, 0, 0)
+    gappy = (await _get(served, "/v1/balances/bal_gappy")).json()
+    assert datetime.fromisoformat(gappy["continuity_since"]) >= since - timedelta(hours=24)
+    assert gappy["continuity"]["measured_seconds"] == pytest.approx(86_400, abs=10)
+    assert (gappy["continuity"]["gap_seconds"], gappy["continuity"]["rotations"]) == (0, 0)
+    throttled = (await _get(served, "/v1/balances/bal_throttled")).json()["continuity"]
+    assert throttled["measured_seconds"] == 0  # closed before the day: nothing to measure

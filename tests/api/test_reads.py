@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.pagination import encode_seq
 from models.db import init_db, session_scope
 from models.tables import Balance, BalanceLine, Esim
 from tests.api.conftest import Api, new_iccid, product, valid_eid
@@ -105,6 +106,26 @@ def test_a_balance_comes_with_its_lines_newest_first(served: tuple[str, list[Bal
     assert body["lines"][0]["id"] == f"{oldest.id}:2"
     assert body["continuity"]["gap_seconds"] == 0  # its lines start in the future
     assert body["policy"]["switch_fraction"] == 0.95
+
+
+def test_a_balances_lines_page_by_the_cursor(served: tuple[str, list[Balance]]) -> None:
+    url, newest_first = served
+    oldest = newest_first[-1].id
+
+    def page(**params: str) -> httpx.Response:
+        return httpx.get(f"{url}/v1/balances/{oldest}", params=params, headers=Api.auth("service"))
+
+    first = page(limit="1").json()
+    assert [line["seq"] for line in first["lines"]] == [2] and first["next_cursor"]
+    second = page(limit="1", cursor=first["next_cursor"]).json()
+    assert [line["seq"] for line in second["lines"]] == [1] and second["next_cursor"] is None
+    balances_cursor = httpx.get(
+        f"{url}/v1/balances", params={"limit": "1"}, headers=Api.auth("service")
+    ).json()["next_cursor"]
+    for cursor in (balances_cursor, "bm90LWEtY3Vyc29y", encode_seq(2**31)):
+        refused = page(cursor=cursor)
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_cursor"
+    assert page(limit="0").status_code == 422 and page(limit="201").status_code == 422
 
 
 def test_an_esim_shows_its_open_balance(served: tuple[str, list[Balance]]) -> None:

@@ -71,6 +71,20 @@ class TemporalTLSSettings(BaseModel):
     """Name the server certificate carries (also sent as SNI) if not the host of the address."""
 
 
+class ActionLimits(BaseModel):
+    """How often operators may buy a line by hand (resume, rotate): per balance and per
+    API key, in a fixed window. 0 lifts a limit."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    per_balance: int = Field(default=6, ge=0)
+    """Resumes and rotations one balance takes per window (more: 429 with Retry-After)."""
+    per_key: int = Field(default=60, ge=0)
+    """Resumes and rotations one API key (or its dashboard sign-in) sends per window."""
+    window_seconds: int = Field(default=3600, ge=1)
+    """The window of those limits, in seconds, counted from the epoch."""
+
+
 class Settings(BaseSettings):
     """Every setting of the product. Environment variables win over defaults."""
 
@@ -114,6 +128,7 @@ class Settings(BaseSettings):
 
     telna: TelnaSettings = TelnaSettings()
     webbing: WebbingSettings = WebbingSettings()
+    action_limits: ActionLimits = ActionLimits()
 
     temporal_port: int = 7233
     """`make run`: port of the Temporal dev server."""

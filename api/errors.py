@@ -39,6 +39,7 @@ DESCRIPTIONS = {
     409: "Conflicts with the resource's state or an earlier request",
     413: "Request body larger than 64 KiB",
     422: "Invalid input",
+    429: "Too many resumes or rotations (per balance, per key), or messages; see Retry-After",
     503: "Temporal is unreachable; nothing was changed, try again",
     504: "Temporal did not answer in time; the change may still happen",
 }

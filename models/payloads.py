@@ -191,6 +191,8 @@ class BalanceState(BaseModel):
     # Whether every wait hands over once messages have made the history long
     # (BalanceWorkflow._piled_up): asked as ``hand_over_at_order`` is.
     hand_over_when_long: bool | None = None
+    # Whether ``rotate_now`` respects the cost cap unless forced: asked as above.
+    rotate_within_cap: bool | None = None
     # Started again for a balance with a history (enrolled again once its workflow was
     # gone): the run first rebuilds its state from the database and the carrier.
     restore: bool = False
@@ -209,10 +211,12 @@ class RestoredBalance(BaseModel):
 
 
 class ActionRequest(BaseModel):
-    """Payload of the operator signals pause / resume / cancel / rotate_now."""
+    """Payload of the operator signals pause / resume / cancel / rotate_now. ``force``:
+    rotate even when the day's cost cap is reached."""
 
     actor: str = "operator"
     reason: str = ""
+    force: bool = False
 
 
 class AuditNotice(BaseModel):
@@ -277,6 +281,7 @@ class BalanceStatusView(BaseModel):
     rotations: int
     early_rotations: int
     lines_today: int
+    cap_reached: bool = False  # the cost cap of today (UTC) is spent
 
 
 # --- activity payloads -------------------------------------------------------------

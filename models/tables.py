@@ -189,6 +189,17 @@ class IdempotencyRecord(SQLModel, table=True):
     expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
 
 
+class ActionQuota(SQLModel, table=True):
+    """How many operator actions that buy a line ``scope`` (a balance, or an API key's
+    digest) took in the window starting at ``window_start``; see ``api/action_limits.py``."""
+
+    __tablename__ = "action_quota"
+
+    scope: str = Field(primary_key=True, max_length=80)
+    window_start: datetime = Field(sa_column=Column(UTCDateTime(), primary_key=True))
+    used: int = 0
+
+
 class UsageWatermark(SQLModel, table=True):
     """What the usage poller last signalled for a carrier line, so it signals a balance
     only when the line's usage crosses a threshold beyond it (not at every poll).

@@ -67,6 +67,8 @@ HAND_OVER_AFTER_BRING_UP = "hand-over-after-bring-up"
 HAND_OVER_AT_ORDER = "hand-over-at-order"
 # The patch behind every wait's hand-over once messages have piled up (see _piled_up).
 HAND_OVER_WHEN_LONG = "hand-over-when-long"
+# The patch behind an operator rotation that respects the cost cap unless forced.
+ROTATE_WITHIN_CAP = "rotate-within-cap"
 # A run hands over by this many history events whatever the server suggests: Temporal
 # refuses a run's 10,001st signal, and then resume and cancel with it.
 HISTORY_EVENTS_MAX = 8_000
@@ -109,6 +111,8 @@ class BalanceWorkflow:
         if not s.hand_over_when_long:
             # As above: a run recorded before every wait could hand over replays without.
             s.hand_over_when_long = workflow.patched(HAND_OVER_WHEN_LONG)
+        if not s.rotate_within_cap:
+            s.rotate_within_cap = workflow.patched(ROTATE_WITHIN_CAP)
         if s.restore:
             if not await self._restore():
                 return self.status()
@@ -190,6 +194,7 @@ class BalanceWorkflow:
         restored.state.hand_over_after_bring_up = s.hand_over_after_bring_up
         restored.state.hand_over_at_order = s.hand_over_at_order
         restored.state.hand_over_when_long = s.hand_over_when_long
+        restored.state.rotate_within_cap = s.rotate_within_cap
         self.s = restored.state
         held, self._held = self._held, []
         for message in held:
@@ -257,12 +262,23 @@ class BalanceWorkflow:
 
     @workflow.signal
     def rotate_now(self, req: ActionRequest) -> None:
-        """Switch to a fresh line now, whatever the active one's time or usage."""
+        """Switch to a fresh line now, whatever the active one's time or usage; within the
+        day's cost cap unless ``force``d (a line bought past it is refused, and said so)."""
         if self._held_back(lambda: self.rotate_now(req)):
             return
-        if self.s.active is not None and not self.s.paused and not timing.is_last_line(self.s):
-            self.s.rotate_requested = True
-            self._note_event("rotate_requested", req.actor, reason=req.reason)
+        s = self.s
+        if s.active is not None and not s.paused and not timing.is_last_line(s):
+            if s.rotate_within_cap and not req.force and timing.cap_reached(s, self._now()):
+                self._note_event(
+                    "rotate_refused",
+                    req.actor,
+                    reason=req.reason,
+                    why="cost cap reached",
+                    max_lines_per_day=s.policy.max_lines_per_day,
+                )
+            else:
+                s.rotate_requested = True
+                self._note_event("rotate_requested", req.actor, reason=req.reason)
         self._wake = True
 
     @workflow.signal
@@ -281,7 +297,8 @@ class BalanceWorkflow:
             self._archive(gone)
             self._note_event("scheduled_dropped", notice.actor, seq=gone.seq, reason=notice.reason)
         elif notice.kind == "ghost_line" and s.active is not None and s.active.reference == ref:
-            self.rotate_now(ActionRequest(actor=notice.actor, reason=notice.reason))
+            # The carrier has ended it: the eSIM has no service, whatever the cap says.
+            self.rotate_now(ActionRequest(actor=notice.actor, reason=notice.reason, force=True))
         self._wake = True
 
     # --- updates ----------------------------------------------------------------------
@@ -358,6 +375,7 @@ class BalanceWorkflow:
             rotations=s.rotations,
             early_rotations=s.early_rotations,
             lines_today=s.lines_today,
+            cap_reached=timing.cap_reached(s, self._now()),
         )
 
     # --- the steps of a rotation ------------------------------------------------------

@@ -27,8 +27,7 @@ from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 from temporalio.service import RPCError
 
-from api import temporal
-from api.auth import ApiKeys
+from api.auth import ApiKeys, identity_of
 from api.dashboard import esim as esim_view
 from api.dashboard import fleet as fleet_view
 from api.dashboard import session as auth
@@ -37,6 +36,7 @@ from api.dashboard.esim import MAX_LINES_DRAWN
 from api.dashboard.session import DashboardSession
 from api.errors import TEMPORAL_CONNECT_FAILED, ApiError
 from api.lookups import line_page, open_balance_or_409
+from api.routes.balance_actions import send_action
 from api.schemas.common import BALANCE_ID_PATTERN
 from api.window import WINDOW_HOURS, default_start
 from config import Settings
@@ -148,7 +148,7 @@ async def signin(request: Request) -> Response:
             else "No API keys are configured (API_KEYS), so no key is accepted."
         )
         return _page(request, "signin.html", 401, message=message)
-    value, _ = auth.issue(settings, role)
+    value, _ = auth.issue(settings, role, identity_of(form["api_key"].strip()))
     response = RedirectResponse("/", status_code=303)
     auth.set_cookie(response, request, value)
     return response
@@ -311,9 +311,11 @@ async def act(request: Request, balance_id: str, action: str) -> Response:
     reason = "".join(c for c in form.get("reason", "")[:200] if c.isprintable())
     try:
         balance = await run_in_threadpool(_open_balance, settings.database_url, balance_id)
-        request_ = ActionRequest(actor=session.actor, reason=reason)
+        force = action == "rotate" and form.get("force") == "on"
+        request_ = ActionRequest(actor=session.actor, reason=reason, force=force)
         client = request.app.state.client
-        await temporal.signal(client, balance.workflow_id, balance_id, ACTIONS[action], request_)
+        who = session.identity or f"dashboard:{session.nonce}"
+        await send_action(settings, client, balance, who, ACTIONS[action], request_)
     except ApiError as error:
         return _error(request, error.status, error.code, error.message, session)
     except RPCError:

@@ -2,9 +2,11 @@
 
 A browser cannot send ``Authorization: Bearer`` on a plain link or form, so the
 dashboard asks for the key once and answers with a cookie that holds the key's role,
-an expiry and a random nonce, signed with HMAC-SHA256. The signing key is derived from
-``API_KEYS`` itself: there is no extra secret to configure, every API process signs
-alike, and changing ``API_KEYS`` (revoking a key) ends every dashboard session at once.
+its digest (``api.auth.identity_of``: what the API keeps per key, such as the limits on
+actions that buy), an expiry and a random nonce, signed with HMAC-SHA256. The signing
+key is derived from ``API_KEYS`` itself: there is no extra secret to configure, every
+API process signs alike, and changing ``API_KEYS`` (revoking a key) ends every dashboard
+session at once.
 The key itself is never stored in the cookie.
 
 Forms that change anything also carry a CSRF token (an HMAC of the session's nonce);
@@ -38,6 +40,7 @@ class DashboardSession:
     role: Role
     expires: int
     nonce: str
+    identity: str = ""  # the key's digest
 
     @property
     def may_act(self) -> bool:
@@ -58,11 +61,14 @@ def _sign(settings: Settings, text: str) -> str:
     return hmac.new(_signing_key(settings), text.encode(), hashlib.sha256).hexdigest()
 
 
-def issue(settings: Settings, role: Role, now: float | None = None) -> tuple[str, DashboardSession]:
-    """A new session for ``role``: the cookie value and what it stands for."""
+def issue(
+    settings: Settings, role: Role, identity: str = "", now: float | None = None
+) -> tuple[str, DashboardSession]:
+    """A new session for a key of ``role`` whose digest is ``identity``: the cookie value
+    and what it stands for."""
     expires = int((now if now is not None else time.time()) + LIFETIME_SECONDS)
-    session = DashboardSession(role, expires, secrets.token_hex(16))
-    body = f"{role.value}.{expires}.{session.nonce}"
+    session = DashboardSession(role, expires, secrets.token_hex(16), identity)
+    body = f"{role.value}.{identity}.{expires}.{session.nonce}"
     return f"{body}.{_sign(settings, body)}", session
 
 
@@ -73,16 +79,16 @@ def read(
     if not value or not settings.api_keys.get_secret_value():
         return None
     parts = value.split(".")
-    if len(parts) != 4:
+    if len(parts) != 5:
         return None
-    role, expires, nonce, signature = parts
-    if not equal(signature, _sign(settings, f"{role}.{expires}.{nonce}")):
+    role, identity, expires, nonce, signature = parts
+    if not equal(signature, _sign(settings, f"{role}.{identity}.{expires}.{nonce}")):
         return None
     if role not in Role.__members__ or not expires.isdigit():
         return None
     if int(expires) < (now if now is not None else time.time()):
         return None
-    return DashboardSession(Role(role), int(expires), nonce)
+    return DashboardSession(Role(role), int(expires), nonce, identity)
 
 
 def from_request(request: Request) -> DashboardSession | None:

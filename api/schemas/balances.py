@@ -68,6 +68,12 @@ class ActionBody(BaseModel):
     reason: str = Field(default="", max_length=200, pattern=PRINTABLE_PATTERN)
 
 
+class RotateBody(ActionBody):
+    """Optional body of ``rotate``: ``force`` rotates even past the day's cost cap."""
+
+    force: bool = False
+
+
 class BalancePublic(BalanceBase):
     """A balance as the database mirrors its workflow."""
 

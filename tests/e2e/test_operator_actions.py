@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from enrolment import product_spec, workflow_id
 from models.db import session_scope
 from models.payloads import BalanceStatus, ChangeProduct, Policy, ProductSpec
 from models.tables import Balance, LineEvent, Product
-from tests.e2e.harness import iccids, rig
+from tests.e2e.harness import OPERATOR_KEY, iccids, rig
 from workflows.balance import BalanceWorkflow
 
 
@@ -109,3 +110,53 @@ async def test_change_product_refuses_another_carriers_product(
         status = await r.status(iccid)
         assert status.next_product_id is None
         await r.cancel_and_wait(iccid)
+
+
+async def test_rotate_keeps_within_the_cost_cap_unless_forced_and_buying_is_rate_limited(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    async with rig(dev_env, tmp_path) as r:
+        (iccid,) = iccids(1)
+        await r.add_esims(iccid)
+        capped = Policy(lead_seconds=10, margin_seconds=5, max_lines_per_day=1)
+        await r.enrol(iccid, "compressed-60s", policy=capped)
+        first = await r.wait_for(iccid, lambda s: s.active is not None, 30, "first line")
+        assert first.cap_reached  # its one line of today is up
+        headers = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+        path = f"{r.api_url}/v1/balances/{first.balance_id}"
+
+        refused = await r.http.post(f"{path}/rotate", headers=headers)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["code"] == "cap_reached"
+        # Past the API (a signal sent straight to Temporal), the workflow refuses it too.
+        await r.signal(iccid, "rotate_now")
+        for _ in range(40):
+            with session_scope(r.settings.database_url) as session:
+                kinds = session.exec(
+                    select(LineEvent.kind).where(LineEvent.balance_id == first.balance_id)
+                ).all()
+            if "rotate_refused" in kinds:
+                break
+            await asyncio.sleep(0.25)
+        assert "rotate_refused" in kinds and "rotate_requested" not in kinds
+        assert (await r.status(iccid)).rotations == 0
+
+        forced = await r.http.post(f"{path}/rotate", json={"force": True}, headers=headers)
+        assert forced.status_code == 202, forced.text
+        rotated = await r.wait_for(iccid, lambda s: s.rotations == 1, 30, "forced rotation")
+        assert rotated.active is not None and rotated.active.seq == 2
+
+        # Six resumes or rotations a balance per hour: the forced one and five more.
+        answers = [
+            (await r.http.post(f"{path}/resume", headers=headers)).status_code for _ in range(6)
+        ]
+        assert answers == [202] * 5 + [429], answers
+        limited = await r.http.post(f"{path}/rotate", json={"force": True}, headers=headers)
+        assert limited.status_code == 429
+        assert limited.json()["error"]["code"] == "action_limited"
+        assert 0 < int(limited.headers["Retry-After"]) <= 3600
+        # Pausing buys nothing and is never limited.
+        assert (await r.http.post(f"{path}/pause", headers=headers)).status_code == 202
+        await r.cancel_and_wait(iccid)
+        orders = [e for e in await r.ledger(iccid) if e["action"] == "order"]
+        assert len(orders) == 2, orders

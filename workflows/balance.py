@@ -69,9 +69,13 @@ HAND_OVER_AT_ORDER = "hand-over-at-order"
 HAND_OVER_WHEN_LONG = "hand-over-when-long"
 # The patch behind an operator rotation that respects the cost cap unless forced.
 ROTATE_WITHIN_CAP = "rotate-within-cap"
-# A run hands over by this many history events whatever the server suggests: Temporal
-# refuses a run's 10,001st signal, and then resume and cancel with it.
+# A waiting run hands over at this many history events (or bytes). Temporal refuses a
+# run's 10,001st signal, and cannot close a run while signals keep coming: under a flood
+# each attempt to hand over fails, and the signals since the last completed workflow task
+# pile into the next one. Handing over near the limit, not at Temporal's suggestion
+# (4,096), keeps that pile to the last 2,000 or so, a task a loaded worker can run.
 HISTORY_EVENTS_MAX = 8_000
+HISTORY_BYTES_MAX = 8 * 1024 * 1024
 # Events noted by message handlers are written once this many wait, not only at a step.
 PENDING_EVENTS_MAX = 50
 
@@ -789,8 +793,8 @@ class BalanceWorkflow:
     def _history_is_long(self) -> bool:
         info = workflow.info()
         return (
-            info.is_continue_as_new_suggested()
-            or info.get_current_history_length() >= HISTORY_EVENTS_MAX
+            info.get_current_history_length() >= HISTORY_EVENTS_MAX
+            or info.get_current_history_size() >= HISTORY_BYTES_MAX
         )
 
     async def _relieve(self, step: ActivityHandle[Line] | None = None) -> None:

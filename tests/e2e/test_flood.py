@@ -36,7 +36,7 @@ POLICY = Policy(lead_seconds=10, margin_seconds=5)
 
 async def flood(client: Client, iccid: str, count: int, pause: bool = True) -> Counter[str]:
     """``count`` signals of every kind a waiting balance may get (``pause`` too, unless
-    told not to), 64 at a time; how many
+    told not to), 16 at a time; how many
     were refused, by Temporal's reason. While a run hands over, Temporal takes no more
     signals into it once it holds 10,000 (it cannot close a run whose signals keep
     coming): a sender is told so, and its next signal reaches the new run."""
@@ -49,7 +49,7 @@ async def flood(client: Client, iccid: str, count: int, pause: bool = True) -> C
     ]
     if pause:
         messages.append(lambda: handle.signal(BalanceWorkflow.pause, ActionRequest(actor="flood")))
-    gate = asyncio.Semaphore(64)
+    gate = asyncio.Semaphore(16)
     refused: Counter[str] = Counter()
 
     async def send(n: int) -> None:
@@ -73,12 +73,14 @@ async def runs(client: Client, iccid: str) -> list[tuple[WorkflowExecutionStatus
 
 
 async def handed_over(client: Client, iccid: str, timeout: float = 60) -> list[Any]:
-    """The runs, once the one of the moment is running on a short history again."""
+    """The runs, once a run the messages made long has handed over and the one of the
+    moment is running on a shorter history."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         seen = await runs(client, iccid)
-        current = [events for status, events in seen if status == WorkflowExecutionStatus.RUNNING]
-        if len(seen) >= 2 and current and current[0] < HISTORY_EVENTS_MAX // 4:
+        long = [n for status, n in seen if status == WorkflowExecutionStatus.CONTINUED_AS_NEW]
+        now = [n for status, n in seen if status == WorkflowExecutionStatus.RUNNING]
+        if now and now[0] < HISTORY_EVENTS_MAX and max(long, default=0) >= HISTORY_EVENTS_MAX:
             return seen
         assert asyncio.get_running_loop().time() < deadline, seen
         await asyncio.sleep(0.5)
@@ -144,7 +146,7 @@ async def test_a_failing_balance_hands_over_its_order_and_buys_it_once(
         await r.faults(outage_seconds=60)
         await r.enrol(iccid, "compressed-60s", policy=POLICY)  # Failing after 15 s
         await r.wait_for(iccid, lambda s: s.status == BalanceStatus.Failing, 40, "Failing")
-        refused = await flood(r.client, iccid, 6_000, pause=False)
+        refused = await flood(r.client, iccid, 9_000, pause=False)
         seen = await handed_over(r.client, iccid)
         print(f"refused while handing over: {refused}; runs (status, events): {seen}")
         assert not refused

@@ -180,26 +180,32 @@ def test_a_line_still_scheduled_after_its_switch_time_is_stuck() -> None:
     assert finding.kind is Kind.stuck_scheduled and finding.repairs == [Repair.flag]
 
 
-def test_a_restart_adopts_the_current_and_scheduled_lines_and_numbers_after_all_seen() -> None:
-    product = ProductSpec(
-        id="telna-daily-1gb",
-        carrier="telna",
-        carrier_product_id="daily-1gb",
-        allowance_bytes=10**9,
-        validity_seconds=DAY,
-    )
-    balance = Balance(
+DAILY = ProductSpec(
+    id="telna-daily-1gb",
+    carrier="telna",
+    carrier_product_id="daily-1gb",
+    allowance_bytes=10**9,
+    validity_seconds=DAY,
+)
+
+
+def open_balance(**row: object) -> Balance:
+    """The open balance the restart tests rebuild, on line 2 of DAILY."""
+    return Balance(
         id=BID,
         iccid=ICCID,
         open_iccid=ICCID,
         carrier="telna",
-        product_id=product.id,
+        product_id=DAILY.id,
         workflow_id=f"balance-{ICCID}",
         line_seq=2,
-        rotations=1,
-        policy={"margin_seconds": 30},
-        revision=41,
+        **row,
     )
+
+
+def test_a_restart_adopts_the_current_and_scheduled_lines_and_numbers_after_all_seen() -> None:
+    product = DAILY
+    balance = open_balance(rotations=1, policy={"margin_seconds": 30}, revision=41)
     known = Known(balance, product, None, {"daily-1gb": product}, max_seq=3, event_counter=17)
     found = [
         package("p1", 1, "ended", activated=DAY + 60, ended=60),
@@ -238,22 +244,7 @@ class RecentOnly:
 async def test_a_restart_reads_the_open_lines_a_short_list_leaves_out() -> None:
     """The carrier lists only the newest package (a scheduled one): the active line the
     database holds is read by its id, so it is adopted, not bought again."""
-    product = ProductSpec(
-        id="telna-daily-1gb",
-        carrier="telna",
-        carrier_product_id="daily-1gb",
-        allowance_bytes=10**9,
-        validity_seconds=DAY,
-    )
-    balance = Balance(
-        id=BID,
-        iccid=ICCID,
-        open_iccid=ICCID,
-        carrier="telna",
-        product_id=product.id,
-        workflow_id=f"balance-{ICCID}",
-        line_seq=2,
-    )
+    product, balance = DAILY, open_balance()
     carrier = RecentOnly(
         [package("p2", 2, "active", activated=DAY - 700), package("p3", 3, "scheduled")]
     )

@@ -195,3 +195,88 @@ def missing_ledger_events(
         if holes:
             problems.append(f"balance {balance_id}: ledger events {holes[:5]} missing")
     return problems
+
+
+@dataclass(frozen=True)
+class Run:
+    """One workflow run as Temporal lists it (its status by name: ``COMPLETED``, ...)."""
+
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    status: str
+
+
+IMPROPER = {"FAILED", "TIMED_OUT", "CANCELED"}
+
+
+def improper_runs(runs: Iterable[Run], terminated: set[tuple[str, str]]) -> list[str]:
+    """Every run completed, continued as new, or still runs (the schedules' pollers): none
+    failed, timed out or was cancelled, and none was terminated but the runs in
+    ``terminated`` (workflow id, run id), which the soak terminated on purpose, each of
+    them found terminated. A balance's workflow runs no more once it was cancelled."""
+    problems, seen = [], set()
+    for run in runs:
+        key = (run.workflow_id, run.run_id)
+        if run.status == "TERMINATED" and key in terminated:
+            seen.add(key)
+        elif run.status in IMPROPER | {"TERMINATED"}:
+            problems.append(f"workflow {run.workflow_id} run {run.run_id}: {run.status}")
+        if run.workflow_type == "BalanceWorkflow" and run.status == "RUNNING":
+            problems.append(f"workflow {run.workflow_id} still running after its cancel")
+    for workflow_id, run_id in sorted(terminated - seen):
+        problems.append(f"workflow {workflow_id} run {run_id}: terminated, not listed so")
+    return problems
+
+
+# A run enrolled again continues with a ``restored`` event; one the audit found gone
+# first was restarted by it instead (its finding ``audit_missing_workflow``).
+CONTINUED = {"restored", "audit_missing_workflow"}
+
+
+def not_continued(events: Iterable[DbEvent], balance_ids: Iterable[str]) -> list[str]:
+    """Each balance terminated and enrolled again went on from its history: its ledger
+    says it was restored (or restarted by the audit)."""
+    kinds: dict[str, set[str]] = defaultdict(set)
+    for event in events:
+        kinds[event.balance_id].add(event.kind)
+    return [
+        f"balance {balance_id}: enrolled again, but no restored event"
+        for balance_id in balance_ids
+        if not kinds[balance_id] & CONTINUED
+    ]
+
+
+# A worker log record starts with its time (``%(asctime)s``, the host's local time).
+_RECORD = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ", re.MULTILINE)
+_FAILED = "Completing activity as failed"
+_ACTIVITY = re.compile(r"'activity_type': '(\w+)'")
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """An activity attempt that failed because the carrier client gave up waiting."""
+
+    at: datetime  # local time, as the worker logged it
+    activity: str  # order_line, activate_line, ...
+
+
+def client_timeouts(worker_log: str) -> list[Timeout]:
+    """The worker's activity attempts that failed on the carrier client's timeout
+    (``CarrierOutcomeUnknown`` for a write, ``CarrierUnavailable`` for a read: the error
+    the attempt failed with names httpx's ``ReadTimeout``). An ``order_line`` among them
+    is an order unanswered, so held in doubt until the carrier shows it."""
+    found = []
+    starts = list(_RECORD.finditer(worker_log))
+    for i, start in enumerate(starts):
+        end = starts[i + 1].start() if i + 1 < len(starts) else len(worker_log)
+        record = worker_log[start.start() : end]
+        head, _, trace = record.partition("\n")
+        activity = _ACTIVITY.search(head)
+        if _FAILED not in head or activity is None:
+            continue
+        failure = [line for line in trace.splitlines() if "ApplicationError: " in line]
+        if failure and "Timeout(" in failure[-1]:
+            at = datetime.strptime(start.group(1), "%Y-%m-%d %H:%M:%S,%f")
+            found.append(Timeout(at, activity.group(1)))
+    return found

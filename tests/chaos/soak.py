@@ -11,6 +11,12 @@ at both carriers. For ten validities it then injects, at seeded random moments:
 - a SIGKILL and restart of the API, which receives the Telna webhooks;
 - one outage per carrier, shorter than the lead time, between two worker kills and away
   from both (see ``plan``);
+- a slow-commit phase at both carriers (25-30 s): every request that changes state takes
+  effect 3 s after it arrived, past the client's 2 s timeout, so each order in it is
+  unanswered and held in doubt (4 s window) until the carrier shows it;
+- three balances' workflows terminated as an operator does (``temporal workflow
+  terminate``) and enrolled again at once, two through the API and one through
+  ``starter.py enroll``: each new run continues from the database and the carrier;
 - throughout: 5 % of carrier requests answered 503 and 2 % whose response is lost after
   the request took effect; every Telna webhook delivered twice, each copy up to 2 s late,
   so some arrive out of order;
@@ -18,8 +24,9 @@ at both carriers. For ten validities it then injects, at seeded random moments:
 
 Then it stops the faults, cancels every balance and judges DESIGN section 8 from the
 simulators' ledgers and timelines and the database (:mod:`tests.chaos.checks`), checks
-every workflow run closed properly, and scans logs, search attributes and error bodies
-for secrets. It prints one summary; ``Summary.problems`` empty means it passed.
+every workflow run closed properly (but the runs it terminated) and that each balance
+enrolled again continued, and scans logs, search attributes and error bodies for
+secrets. It prints one summary; ``Summary.problems`` empty means it passed.
 """
 
 from __future__ import annotations
@@ -29,20 +36,24 @@ import asyncio
 import json
 import random
 import signal
+import sys
 import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 from sqlmodel import select
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 
+import stack
 from models.db import session_scope
 from models.identifiers import make_iccid
+from models.payloads import BalanceStatus, BalanceStatusView
 from models.tables import BalanceLine, LineEvent
 from starter import exit_with
 from tests.chaos import checks
@@ -70,17 +81,30 @@ KILL_SPACING = 62.0  # the supervisor's restart delay resets after 60 s up
 # An outage (at most OUTAGE_MAX s) keeps this far from the kills on either side: the
 # orders a kill delayed are placed before it, and those it delayed before the next kill.
 OUTAGE_MAX, OUTAGE_AFTER_KILL, OUTAGE_BEFORE_KILL = 12.0, 35.0, 10.0
+# The slow commit: a write is answered after SLOW_COMMIT_MS, past the carrier client's
+# timeout (CARRIER_TIMEOUT_SECONDS), so the order is unanswered and held in doubt for the
+# in-doubt window (IN_DOUBT_SECONDS, plus the 5 s an order may wait to leave), adopted as
+# soon as the carrier shows it; the window is above the delay, so nothing is bought
+# twice. An order is about 8 s late, activations about 5 s: as an outage, the phase keeps
+# away from the kills, 35 s after one and 12 s (its doubts' tail) before the next, in a
+# gap of its own that is widened to hold it.
+SLOW_COMMIT_MS, SLOW_SECONDS = 3000, (25.0, 30.0)
+SLOW_AFTER_KILL, SLOW_BEFORE_KILL = 35.0, 12.0
+CARRIER_TIMEOUT_SECONDS, IN_DOUBT_SECONDS = 2, 4
+# Terminated and enrolled again, once the orders a kill delayed are placed (about 22 s)
+# and before an outage may begin in the same gap (35 s).
+REENROLMENTS, TERMINATE_AFTER_KILL = 3, (22.0, 26.0)
+# What fills each of the four gaps between the five kills, one each (shuffled).
+GAP_ROLES = ("restart-temporal", "restart-api", "slow-commit", "terminate")
 STACK_SETTINGS = {
     "USAGE_POLL_INTERVAL_SECONDS": "2",
     "AUDIT_INTERVAL_SECONDS": "30",
     "WORKER_LOG_LEVEL": "INFO",
+    "CARRIER_TIMEOUT_SECONDS": str(CARRIER_TIMEOUT_SECONDS),
+    "TELNA__IN_DOUBT_SECONDS": str(IN_DOUBT_SECONDS),
+    "WEBBING__IN_DOUBT_SECONDS": str(IN_DOUBT_SECONDS),
 }
-BAD_STATUSES = {
-    WorkflowExecutionStatus.FAILED,
-    WorkflowExecutionStatus.TERMINATED,
-    WorkflowExecutionStatus.TIMED_OUT,
-    WorkflowExecutionStatus.CANCELED,
-}
+TEMPORAL_CLI = str(Path(sys.executable).parent / "temporal")
 
 
 @dataclass(order=True)
@@ -98,6 +122,7 @@ class Esim:
     carrier: str
     heavy: bool
     balance_id: str = ""
+    enrolment: dict[str, Any] = field(default_factory=dict)  # POST /v1/balances's body
 
 
 @dataclass
@@ -111,6 +136,9 @@ class Summary:
     injected: dict[str, dict[str, Any]] = field(default_factory=dict)
     webhooks: dict[str, Any] = field(default_factory=dict)
     killed_between_order_and_activation: list[str] = field(default_factory=list)
+    reenrolled: list[str] = field(default_factory=list)  # balance ids
+    unanswered_orders: int = 0  # orders the client gave up on: held in doubt
+    other_timeouts: int = 0  # carrier calls the client gave up on outside the slow commit
     rotations: int = 0
     early_rotations: int = 0
     gap_seconds: float = 0.0
@@ -127,6 +155,11 @@ class Summary:
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
+    @property
+    def slow_commits(self) -> int:
+        """Writes the carriers committed late."""
+        return sum(int(v.get("commit_delay", 0)) for v in self.injected.values())
+
     def lines(self) -> list[str]:
         f = self.faults
         return [
@@ -136,7 +169,10 @@ class Summary:
             f"({len(self.killed_between_order_and_activation)} between order and activation: "
             f"{', '.join(self.killed_between_order_and_activation)}), Temporal restart "
             f"{f['restart-temporal']}, API restart {f['restart-api']}, carrier outages "
-            f"{f['outage']}, security probes {self.probes} ({self.refused} refused)",
+            f"{f['outage']}, slow commits {self.slow_commits} ({self.unanswered_orders} "
+            f"orders held in doubt; {self.other_timeouts} client timeouts outside the phase), "
+            f"terminated and re-enrolled {len(self.reenrolled)}, "
+            f"security probes {self.probes} ({self.refused} refused)",
             "[soak] carriers injected: "
             + "; ".join(f"{c} {json.dumps(v, sort_keys=True)}" for c, v in self.injected.items()),
             f"[soak] telna webhooks: {json.dumps(self.webhooks, sort_keys=True)}",
@@ -154,8 +190,10 @@ class Summary:
 
 def plan(rng: random.Random, window: float) -> list[Fault]:
     """Seeded fault moments within the window: five worker kills a minute apart (one of
-    them after an order), the Temporal and API restarts between kills, one outage per
-    carrier (6-12 s: shorter than the lead) and security probes.
+    them after an order); in the four gaps between them, one each, in a seeded order: the
+    Temporal restart, the API restart, the slow-commit phase and the terminate +
+    re-enrolment; one outage per carrier (6-12 s: shorter than the lead) in the gap of the
+    API restart or of the re-enrolment; and security probes.
 
     Each fault is one the product promises to ride out with no gap (DESIGN section 8);
     two of them within one lead window are not. On these 30 s passes an order is due 5 s
@@ -163,19 +201,34 @@ def plan(rng: random.Random, window: float) -> list[Fault]:
     22 s (sticky timeout, heartbeat timeout, replay): an outage starting then pushes it
     past the line's end. So an outage starts at least ``OUTAGE_AFTER_KILL`` after one
     kill and ends ``OUTAGE_BEFORE_KILL`` before the next, between two kills that have no
-    Temporal restart between them."""
+    Temporal restart or slow commit between them; the slow commit keeps the same
+    distances (``SLOW_AFTER_KILL``, ``SLOW_BEFORE_KILL``), its gap widened to hold it."""
+    assert len(GAP_ROLES) == KILLS - 1
+    roles = rng.sample(GAP_ROLES, len(GAP_ROLES))
+    slow = rng.uniform(*SLOW_SECONDS)
     kills, at = [], rng.uniform(12, 25)
-    for _ in range(KILLS):
+    for i in range(KILLS):
         kills.append(at)
-        at += KILL_SPACING + rng.uniform(0, 2)
+        spacing = KILL_SPACING + rng.uniform(0, 2)
+        if i < len(roles) and roles[i] == "slow-commit":
+            spacing = max(spacing, SLOW_AFTER_KILL + slow + SLOW_BEFORE_KILL)
+        at += spacing
     between = rng.randrange(KILLS)
     faults = [
         Fault(t, "kill-worker", "after-order" if i == between else "") for i, t in enumerate(kills)
     ]
-    gaps = rng.sample(range(KILLS - 1), 2)  # which pairs of kills get the two restarts
-    faults.append(Fault(kills[gaps[0]] + rng.uniform(25, 37), "restart-temporal"))
-    faults.append(Fault(kills[gaps[1]] + rng.uniform(25, 37), "restart-api"))
-    quiet = [i for i in range(KILLS - 1) if i != gaps[0]]
+    for i, role in enumerate(roles):
+        kill, following = kills[i], kills[i + 1]
+        if role in ("restart-temporal", "restart-api"):
+            faults.append(Fault(kill + rng.uniform(25, 37), role))
+        elif role == "slow-commit":
+            room = following - SLOW_BEFORE_KILL - slow - kill - SLOW_AFTER_KILL
+            start = kill + SLOW_AFTER_KILL + rng.uniform(0, max(0.0, room))
+            faults.append(Fault(start, "slow-commit", f"{slow:.1f}"))
+            faults.append(Fault(start + slow, "slow-commit-over"))
+        else:
+            faults.append(Fault(kill + rng.uniform(*TERMINATE_AFTER_KILL), "terminate"))
+    quiet = [i for i, role in enumerate(roles) if role in ("restart-api", "terminate")]
     for carrier in ("telna", "webbing"):
         seconds = rng.uniform(6, OUTAGE_MAX)
         after = rng.choice(quiet)
@@ -210,6 +263,9 @@ class Soak:
         self.window = days * VALIDITY
         self.operator = self.secrets["API_KEYS"].split(",")[0].split(":", 1)[1]
         self.bodies: list[str] = []
+        self.slow = False  # the carriers commit slowly now
+        self.terminated: set[tuple[str, str]] = set()  # (workflow id, run id)
+        self.slow_window: tuple[float, float] | None = None  # epoch seconds
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -259,7 +315,7 @@ class Soak:
                 await self._call(
                     api, "POST", "/v1/esims", json={"iccid": esim.iccid, "carrier": esim.carrier}
                 )
-                body = {
+                esim.enrolment = body = {
                     "iccid": esim.iccid,
                     "product_id": PRODUCTS[esim.carrier],
                     "policy": HEAVY_POLICY if esim.heavy else POLICY,
@@ -267,16 +323,18 @@ class Soak:
                 started = await self._call(api, "POST", "/v1/balances", json=body)
                 esim.balance_id = started["id"]
         # Ten days each: the window starts once every first line is active.
-        iccids = {e.iccid for e in self.esims}
+        fleet_iccids = {e.iccid for e in self.esims}
         for _ in range(120):
             entries = [e for ledger in (await self.ledgers()).values() for e in ledger]
-            if iccids <= {e["iccid"] for e in entries if e["action"] == "activate"}:
+            if fleet_iccids <= {e["iccid"] for e in entries if e["action"] == "activate"}:
                 return
             await asyncio.sleep(0.5)
         raise RuntimeError("first lines not all active within 60 s")
 
     async def set_faults(self, carrier: str, outage: float = 0.0) -> None:
+        """The carrier's faults as a whole: the errors, and the outage or slow commit."""
         body = dict(ERRORS) | ({"outage_seconds": outage} if outage else {})
+        body |= {"commit_delay_ms": SLOW_COMMIT_MS} if self.slow else {}
         async with self.sim(carrier) as sim:
             await self._call(sim, "POST", "/_sim/faults", json=body)
 
@@ -342,8 +400,129 @@ class Soak:
             carrier, seconds = fault.detail.split(":")
             await self.set_faults(carrier, float(seconds))
             self.say(f"{carrier} down for {seconds}s")
+        elif fault.kind in ("slow-commit", "slow-commit-over"):
+            self.slow = fault.kind == "slow-commit"
+            for carrier in PRODUCTS:
+                await self.set_faults(carrier)
+            if self.slow:
+                self.slow_window = (time.time(), time.time() + float(fault.detail))
+                self.say(f"carriers commit writes {SLOW_COMMIT_MS} ms late for {fault.detail}s")
+            else:
+                self.say("carriers commit at once again")
+        elif fault.kind == "terminate":
+            await self.terminate_and_enrol_again()
         elif fault.kind == "probe":
             await self.probe()
+
+    # --- terminated by hand, enrolled again ----------------------------------------------
+
+    async def terminate_and_enrol_again(self) -> None:
+        """What an operator does to a stuck balance: terminate its workflow from the
+        Temporal CLI, then enrol the eSIM again, through the API (two balances) or
+        ``starter.py enroll`` (one); each is chosen at a quiet moment of its rotation."""
+        client = await Client.connect(
+            self.stack.temporal_address, data_converter=pydantic_data_converter
+        )
+        chosen = await self._quiet(client)
+        for i, (esim, moment) in enumerate(chosen):
+            run_id = await self._terminate(client, esim)
+            by_starter = i == len(chosen) - 1
+            problem = await (self._enrol_by_starter(esim) if by_starter else self._enrol(esim))
+            if problem:
+                self.summary.problems.append(f"re-enrolment of {esim.iccid}: {problem}")
+            self.summary.reenrolled.append(esim.balance_id)
+            how = "starter.py enroll" if by_starter else "POST /v1/balances"
+            self.say(
+                f"{esim.balance_id} ({esim.iccid}; {moment}): run {run_id} terminated; {how} again"
+            )
+
+    async def _quiet(self, client: Client) -> list[tuple[Esim, str]]:
+        """Balances at quiet moments, each with a note of its moment: one asleep until
+        its order, one holding its next line (each a few seconds from its next deadline),
+        and the one furthest from its next deadline, for the starter (which takes seconds
+        to start). Heavy users are left out: usage moves their switch."""
+        now = datetime.now(UTC)
+        slack: list[tuple[float, bool, Esim, str]] = []  # left, holding a line, ...
+        for esim in self.rng.sample(self.esims, len(self.esims)):
+            handle = client.get_workflow_handle(f"balance-{esim.iccid}")
+            view = await handle.query("status", result_type=BalanceStatusView)
+            if esim.heavy or view.status != BalanceStatus.Active or view.active is None:
+                continue
+            # Its next deadline: the order while nothing is scheduled, else the switch.
+            if view.scheduled is None:
+                deadline, moment = view.order_at, f"line {view.active.seq} before its order"
+            else:
+                deadline, moment = view.switch_at, f"line {view.scheduled.seq} ordered"
+            left = ((deadline or now) - now).total_seconds()
+            holds = view.scheduled is not None
+            slack.append((left, holds, esim, f"{moment}, {left:.0f}s to its next deadline"))
+        asleep = [(e, m) for t, holds, e, m in slack if not holds and t > 2]
+        holding = [(e, m) for t, holds, e, m in slack if holds and t > 5]
+        chosen = [kind[0] for kind in (asleep, holding) if kind][: REENROLMENTS - 1]
+        taken = {e.iccid for e, _ in chosen}
+        furthest = [
+            (e, m) for _, _, e, m in sorted(slack, key=lambda x: -x[0]) if e.iccid not in taken
+        ]
+        return chosen + furthest[: REENROLMENTS - len(chosen)]
+
+    async def _terminate(self, client: Client, esim: Esim) -> str:
+        """``temporal workflow terminate`` of the balance's current run; its run id."""
+        handle = client.get_workflow_handle(f"balance-{esim.iccid}")
+        error = ""
+        for _ in range(3):  # the run may continue as new meanwhile: terminate the next
+            run_id = (await handle.describe()).run_id
+            command = [TEMPORAL_CLI, "workflow", "terminate", "--workflow-id", handle.id]
+            command += ["--run-id", run_id, "--address", self.stack.temporal_address]
+            command += ["--reason", "chaos soak: stuck, says the operator"]
+            done = await asyncio.create_subprocess_exec(
+                *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
+            out, err = await asyncio.wait_for(done.communicate(), timeout=30)
+            if done.returncode == 0:
+                self.terminated.add((handle.id, run_id))
+                return run_id
+            error = (err or out).decode(errors="replace").strip()
+        raise RuntimeError(f"temporal workflow terminate {handle.id} failed: {error}")
+
+    async def _enrol(self, esim: Esim) -> str:
+        """POST /v1/balances again with the same body: 200 and the same balance, or why not."""
+        async with self.api() as api:
+            for attempt in range(20):
+                try:
+                    answer = await api.post("/v1/balances", json=esim.enrolment)
+                except httpx.TransportError:
+                    answer = None
+                if answer is not None and answer.status_code < 500:
+                    if answer.status_code != 200:
+                        return f"POST /v1/balances: {answer.status_code} {answer.text}"
+                    if answer.json()["id"] != esim.balance_id:
+                        return f"enrolled as {answer.json()['id']}, not {esim.balance_id}"
+                    return ""
+                await asyncio.sleep(min(0.5 * (attempt + 1), 3.0))
+        return "POST /v1/balances kept failing"
+
+    async def _enrol_by_starter(self, esim: Esim) -> str:
+        """``starter.py enroll`` for the eSIM, as an operator types it; why not, if not."""
+        env = self.stack.env | {
+            "DATABASE_URL": f"sqlite:///{self.stack.data / 'esim_balance.db'}",
+            "TEMPORAL_ADDRESS": self.stack.temporal_address,
+        }
+        command = [sys.executable, "starter.py", "enroll", "--carrier", esim.carrier]
+        command += ["--iccid", esim.iccid, "--product", PRODUCTS[esim.carrier]]
+        done = await asyncio.create_subprocess_exec(
+            *command,
+            cwd=stack.ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(done.communicate(), timeout=60)
+        said = out.decode(errors="replace").strip()
+        if done.returncode != 0:
+            return f"starter.py exited {done.returncode}: {err.decode(errors='replace')}"
+        if said != f"{esim.balance_id} (already enrolled)":
+            return f"starter.py said {said!r}"
+        return ""
 
     async def chaos(self) -> None:
         for carrier in PRODUCTS:
@@ -429,7 +608,15 @@ class Soak:
                 s.gap_seconds += gap
                 s.throttled_seconds += throttled
                 if gap or throttled:
-                    gaps.append(f"{esim.iccid}: gap {gap:.3f}s, throttled {throttled:.3f}s")
+                    when = ", ".join(
+                        f"{i['state']} from {i['start'][11:23]}"
+                        for i in timeline["intervals"]
+                        if i["state"] != "high_speed"
+                    )
+                    gaps.append(
+                        f"{esim.iccid} ({esim.balance_id}): gap {gap:.3f}s, "
+                        f"throttled {throttled:.3f}s ({when} UTC)"
+                    )
                 if gap + throttled + high < self.window:
                     open_seconds = gap + throttled + high
                     gaps.append(f"{esim.iccid}: open {open_seconds:.0f}s, under {self.days:g} days")
@@ -437,7 +624,9 @@ class Soak:
         s.rotations = sum(max(0, n - 1) for i, n in activations.items() if i in iccids)
         s.early_rotations = sum(1 for e in events if e.kind == "activated" and e.reason == "usage")
         improper = await self.improper_workflows()
+        improper += checks.not_continued(events, s.reenrolled)
         s.improper_workflows = len(improper)
+        s.unanswered_orders, s.other_timeouts = self.timeouts()
         unreplayable = await replay_failures(self.client, keep=self.stack.data / "unreplayable")
         s.replay_failures = len(unreplayable)
         found = await self.secrets_found()
@@ -467,17 +656,24 @@ class Soak:
 
     async def improper_workflows(self) -> list[str]:
         """Every run of every workflow completed, continued as new, or still running (the
-        schedules' pollers): none failed, timed out, was terminated or cancelled."""
-        problems = []
-        async for run in self.client.list_workflows(""):
-            if run.status in BAD_STATUSES:
-                problems.append(f"workflow {run.id} run {run.run_id}: {run.status.name}")
-            if (
-                run.workflow_type == "BalanceWorkflow"
-                and run.status == WorkflowExecutionStatus.RUNNING
-            ):
-                problems.append(f"workflow {run.id} still running after its cancel")
-        return problems
+        schedules' pollers): none failed, timed out or was cancelled, and none was
+        terminated but the runs the soak terminated itself."""
+        runs = [
+            checks.Run(run.id, run.run_id, run.workflow_type, run.status.name if run.status else "")
+            async for run in self.client.list_workflows("")
+        ]
+        return checks.improper_runs(runs, self.terminated)
+
+    def timeouts(self) -> tuple[int, int]:
+        """Orders unanswered within the slow commit (each held in doubt), and carrier
+        calls timed out outside it (a 2 s client timeout meeting nothing but load)."""
+        found = checks.client_timeouts(self.stack.logs().get("worker.log", ""))
+        if self.slow_window is None:
+            return 0, len(found)
+        began, ended = (datetime.fromtimestamp(t) for t in self.slow_window)
+        ended += timedelta(seconds=CARRIER_TIMEOUT_SECONDS + 1)  # its last writes' answers
+        within = [t for t in found if began <= t.at <= ended]
+        return sum(t.activity == "order_line" for t in within), len(found) - len(within)
 
     async def secrets_found(self) -> list[str]:
         texts = self.stack.logs()

@@ -104,3 +104,60 @@ def test_a_missing_ledger_event_is_reported() -> None:
         f"{ICCID}: no activated event for activate of line 2",
         "balance b: ledger events [4] missing",
     ]
+
+
+def test_only_the_runs_terminated_on_purpose_may_be_terminated() -> None:
+    runs = [
+        checks.Run("balance-1", "r1", "BalanceWorkflow", "CONTINUED_AS_NEW"),
+        checks.Run("balance-1", "r2", "BalanceWorkflow", "TERMINATED"),
+        checks.Run("balance-1", "r3", "BalanceWorkflow", "COMPLETED"),
+        checks.Run("balance-2", "r4", "BalanceWorkflow", "TERMINATED"),
+        checks.Run("balance-3", "r5", "BalanceWorkflow", "FAILED"),
+        checks.Run("balance-4", "r6", "BalanceWorkflow", "RUNNING"),
+        checks.Run("usage-poll-telna", "r7", "UsagePollWorkflow", "RUNNING"),
+    ]
+    assert checks.improper_runs(runs[:3], {("balance-1", "r2")}) == []
+    assert checks.improper_runs(runs, {("balance-1", "r2"), ("balance-5", "r8")}) == [
+        "workflow balance-2 run r4: TERMINATED",
+        "workflow balance-3 run r5: FAILED",
+        "workflow balance-4 still running after its cancel",
+        "workflow balance-5 run r8: terminated, not listed so",
+    ]
+
+
+def test_a_balance_enrolled_again_must_have_continued() -> None:
+    events = [*FULL, DbEvent("b:7", "b", None, "restored"), DbEvent("c:1", "c", 1, "ordered")]
+    audit = DbEvent("audit:d:missing_workflow:r", "d", None, "audit_missing_workflow")
+    assert checks.not_continued([*events, audit], ["b", "d"]) == []
+    assert checks.not_continued(events, ["b", "c"]) == [
+        "balance c: enrolled again, but no restored event"
+    ]
+
+
+WORKER_LOG = """\
+2030-01-01 10:00:00,100 worker worker polling task queue esim-balance
+2030-01-01 10:00:01,250 temporalio.activity Completing activity as failed ({'activity_id': '1', \
+'activity_type': 'order_line', 'attempt': 1, 'workflow_id': 'balance-1'})
+Traceback (most recent call last):
+httpx.ReadTimeout
+carriers.errors.CarrierOutcomeUnknown: telna: POST /pcr/packages: ReadTimeout('')
+temporalio.exceptions.ApplicationError: CarrierOutcomeUnknown: telna: POST /pcr/packages: \
+ReadTimeout('')
+2030-01-01 10:00:02,000 temporalio.activity Completing activity as failed ({'activity_id': '2', \
+'activity_type': 'activate_line', 'attempt': 1, 'workflow_id': 'balance-1'})
+Traceback (most recent call last):
+temporalio.exceptions.ApplicationError: CarrierUnavailable: telna: POST /x: HTTP 503
+2030-01-01 10:00:03,000 temporalio.activity adopting p1 for b:1 ({'activity_id': '1', \
+'activity_type': 'order_line', 'attempt': 2})
+2030-01-01 10:00:04,500 temporalio.activity Completing activity as failed ({'activity_id': '3', \
+'activity_type': 'poll_usage', 'attempt': 1})
+temporalio.exceptions.ApplicationError: CarrierUnavailable: webbing: GetDeviceUsage: \
+ReadTimeout('')
+"""
+
+
+def test_client_timeouts_are_read_from_the_worker_log() -> None:
+    assert checks.client_timeouts(WORKER_LOG) == [
+        checks.Timeout(datetime(2030, 1, 1, 10, 0, 1, 250000), "order_line"),
+        checks.Timeout(datetime(2030, 1, 1, 10, 0, 4, 500000), "poll_usage"),
+    ]

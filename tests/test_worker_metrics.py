@@ -28,6 +28,7 @@ class FlakyCarrier:
     """Answers ``find_lines``; every other call fails its own way."""
 
     name = "flaky"
+    in_doubt_seconds = 60.0
 
     def __init__(self) -> None:
         self.closed = False

@@ -562,16 +562,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.baseline_balances = args.balances
     enrolments = args.balances + args.baseline_balances
     args.period = args.period or choose_period(enrolments, args.bring_up_rate)
-    # SIGTERM stops the run as Ctrl-C does: asyncio.run cancels the measurement, which
-    # stops the worker, the dev server and the simulators it started on its way out.
-    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
         with tempfile.TemporaryDirectory(prefix="herd-") as tmp:
-            result = asyncio.run(measure(args, Path(tmp)))
+            result = asyncio.run(until_stopped(measure(args, Path(tmp))))
     except KeyboardInterrupt:
+        result = None
+    if result is None:
         print("herd: stopped before its figures were taken", file=sys.stderr)
         return 130
     return report(result, args.json)
+
+
+async def until_stopped(run: Awaitable[dict[str, Any]]) -> dict[str, Any] | None:
+    """``run``'s result, or None once SIGTERM has cancelled it, which stops the worker,
+    the dev server and the simulators it started on its way out. The loop's own handler,
+    not a Python one raising SIGINT: a process started with SIGINT ignored (as in the
+    background of a shell) would not stop."""
+    main = asyncio.current_task()
+    assert main is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
+    try:
+        return await run
+    except asyncio.CancelledError:
+        return None
 
 
 if __name__ == "__main__":

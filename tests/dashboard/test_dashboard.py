@@ -3,6 +3,7 @@ as the API reports them, an action clicked and its effect seen, screenshots for 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections import Counter
@@ -111,11 +112,20 @@ async def test_dashboard_shows_fleet_and_timeline_as_the_api_and_pauses_a_balanc
                 }
 
             await _agrees(page_lines, api_lines, "our lines")
-            carrier_seqs = {
-                await bar.get_attribute("data-seq")
-                for bar in await page.locator('svg.timeline rect[data-side="carrier"]').all()
-            }
-            assert {seq for seq, _ in await api_lines()} <= carrier_seqs, carrier_seqs
+
+            async def carrier_shows_ours() -> bool:
+                """The carrier's lane holds every line the API had before the page: its
+                lines are a worker's read, kept a few seconds, so a page may show them as
+                they were before our newest line."""
+                ours = {seq for seq, _ in await api_lines()}
+                await page.reload()
+                bars = page.locator('svg.timeline rect[data-side="carrier"]')
+                return ours <= {await bar.get_attribute("data-seq") for bar in await bars.all()}
+
+            deadline = time.monotonic() + 40
+            while not await carrier_shows_ours():
+                assert time.monotonic() < deadline, "the carrier's lane never caught up"
+                await asyncio.sleep(1)
             assert await page.locator("#carrier-error").count() == 0
             link = await page.locator("#temporal").get_attribute("href")
             assert link == f"http://127.0.0.1:8233/namespaces/default/workflows/balance-{telna}"

@@ -6,7 +6,7 @@ from sqlmodel import Session, col, select
 
 from api import pagination
 from api.errors import ApiError
-from models.payloads import Policy
+from models.payloads import Policy, pass_problem
 from models.tables import Balance, BalanceLine, Product
 from workflows.timing import policy_problem
 
@@ -52,6 +52,9 @@ def product_for(session: Session, product_id: str, carrier: str) -> Product:
             "carrier_mismatch",
             f"product {product.id} is sold by {product.carrier}, but this eSIM is on {carrier}",
         )
+    problem = pass_problem(product.allowance_bytes, product.validity_seconds)
+    if problem is not None:
+        raise ApiError(422, "unsellable_product", f"product {product.id} cannot be sold: {problem}")
     return product
 
 

@@ -158,6 +158,10 @@ def seed(settings: Settings) -> tuple[BalanceState, str, str]:
         session.add(product("telna", "compressed-60s", 60))
         session.add(product("telna", "daily-1gb", 86_400))
         session.add(product("webbing", "1042", 86_400))
+        # A row synced before the catalogue sync left such passes out: nothing to sell.
+        empty = product("telna", "empty", 86_400)
+        empty.allowance_bytes = 0
+        session.add(empty)
         for iccid in (balance_iccid, free_iccid, closed_iccid):
             session.add(Esim(iccid=iccid, carrier="telna"))
         session.flush()

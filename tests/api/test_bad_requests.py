@@ -174,6 +174,8 @@ CASES = [
         {"product_id": "telna-nope"}),
     Bad("patch other carrier", "PATCH", "/v1/balances/{balance}", 422, "carrier_mismatch",
         {"product_id": "webbing-1042"}),
+    Bad("patch product without allowance", "PATCH", "/v1/balances/{balance}", 422,
+        "unsellable_product", {"product_id": "telna-empty"}),
     Bad("patch bad policy", "PATCH", "/v1/balances/{balance}", 422, "invalid_request",
         {"policy": {"preorder_fraction": 0.99, "switch_fraction": 0.5}}),
     Bad("patch policy too tight", "PATCH", "/v1/balances/{balance}", 422, "invalid_policy",

@@ -329,6 +329,24 @@ class BalanceRecord(BaseModel):
     closed: bool = False
     revision: int = 0
 
+    @classmethod
+    def of(cls, s: BalanceState, closed: bool = False) -> BalanceRecord:
+        active = s.active
+        return cls(
+            balance_id=s.balance_id,
+            status=s.status,
+            product_id=s.product.id,
+            next_product_id=s.next_product.id if s.next_product else None,
+            line_seq=active.seq if active else None,
+            line_ends_at=active.ends_at if active else None,
+            rotations=s.rotations,
+            paused=s.paused,
+            capped=s.capped,
+            failing_reason=s.failing_reason,
+            closed=closed,
+            revision=s.revision,
+        )
+
 
 class RecordChanges(BaseModel):
     """Everything one workflow step changed, written in one transaction.

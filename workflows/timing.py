@@ -1,4 +1,4 @@
-"""When a balance orders, switches and retries: pure, deterministic functions of its state.
+"""When a balance orders and switches: pure, deterministic functions of its state.
 
 Make before break: the next line is ordered ``lead`` before the active one ends, and
 activated ``margin`` before it ends (or at the reset boundary itself, for passes whose
@@ -10,25 +10,15 @@ replay computes the same moments.
 
 from __future__ import annotations
 
-import dataclasses
 import zlib
 from datetime import datetime, timedelta
 
-from temporalio.common import RetryPolicy
-
-from activities.carrier import NON_RETRYABLE
 from models.payloads import BalanceState, Line, Policy
 from workflows import usage
 
-# Activation is confirmed by polling: each retry asks the carrier again (at most every
-# 5 s, or a tenth of the lead if that is shorter: see activation_retry).
-ACTIVATION_POLL_MAX = timedelta(seconds=5)
 # The part of the lead window over which a reset boundary's orders are spread.
 ORDER_SPREAD = 2 / 3
 SAFETY_NET_EARLY = timedelta(seconds=1)
-# Reads of a line the carrier should have started by itself before the workflow stops
-# polling inside its workflow task (see BalanceWorkflow._confirm_started).
-CONFIRM_ATTEMPTS = 6
 
 
 def ends_at(line: Line) -> datetime:
@@ -111,41 +101,6 @@ def patience(s: BalanceState, now: datetime) -> datetime:
     a quarter of the validity, between 1 s and 60 s."""
     quarter = s.product.validity_seconds / 4
     return now + timedelta(seconds=min(60.0, max(1.0, quarter)))
-
-
-def _tenth_of_lead(s: BalanceState, most: timedelta) -> timedelta:
-    """A tenth of the lead, between 1 s and ``most``: retries after an outage come while
-    there is still time to order and switch before the line ends."""
-    lead = s.policy.lead(s.product.validity_seconds)
-    return min(most, timedelta(seconds=max(1.0, lead / 10)))
-
-
-def carrier_retry(s: BalanceState) -> RetryPolicy:
-    """Backoff from 1 s doubling to a tenth of the lead (at most 30 s)."""
-    cap = _tenth_of_lead(s, timedelta(seconds=30))
-    return RetryPolicy(
-        initial_interval=min(timedelta(seconds=1), cap),
-        backoff_coefficient=2.0,
-        maximum_interval=cap,
-        non_retryable_error_types=NON_RETRYABLE,
-    )
-
-
-def activation_retry(s: BalanceState) -> RetryPolicy:
-    """Polls for the carrier's confirmation from 0.3 s, backing off to a tenth of the lead
-    (at most 5 s): after an outage a short pass's switch is retried within seconds."""
-    cap = _tenth_of_lead(s, ACTIVATION_POLL_MAX)
-    return RetryPolicy(
-        initial_interval=timedelta(milliseconds=300),
-        backoff_coefficient=1.5,
-        maximum_interval=cap,
-        non_retryable_error_types=NON_RETRYABLE,
-    )
-
-
-def confirm_retry(s: BalanceState) -> RetryPolicy:
-    """The activation polls, cut short: six reads in about four seconds."""
-    return dataclasses.replace(activation_retry(s), maximum_attempts=CONFIRM_ATTEMPTS)
 
 
 def policy_problem(policy: Policy, validity_seconds: int) -> str | None:

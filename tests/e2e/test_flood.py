@@ -29,7 +29,9 @@ from models.payloads import (
 )
 from models.tables import LineEvent
 from tests.e2e.harness import OPERATOR_KEY, Rig, iccids, rig
-from workflows.balance import HISTORY_EVENTS_MAX, PENDING_EVENTS_MAX, BalanceWorkflow
+from workflows.balance import BalanceWorkflow
+from workflows.rotation import PENDING_EVENTS_MAX
+from workflows.steps import HISTORY_EVENTS_MAX
 
 POLICY = Policy(lead_seconds=10, margin_seconds=5)
 

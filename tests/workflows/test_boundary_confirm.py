@@ -20,7 +20,7 @@ from models.payloads import BalanceStatus, Line, LineCommand, LineState
 from tests.fakes import FakeCarrier, running_balance
 from tests.workflows.record_histories import chain
 from tests.workflows.test_balance_long_term import DAILY, _state
-from workflows.timing import CONFIRM_ATTEMPTS
+from workflows.steps import CONFIRM_ATTEMPTS
 
 UTC_DAY = DAILY.model_copy(update={"id": "telna-daily-utc", "reset": "utc_midnight"})
 

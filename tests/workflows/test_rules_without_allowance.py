@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from models.payloads import BalanceState, Line, LineState, Policy, ProductSpec
-from workflows import timing, usage
+from workflows import rotation, steps, timing, usage
 
 T0 = datetime(2030, 1, 1, 12, tzinfo=UTC)
 ALLOWANCES = (0, -1, 10**9)
@@ -95,9 +95,11 @@ RULES: dict[str, Callable[[BalanceState, datetime], Any]] = {
     "timing.cap_reached": lambda s, now: timing.cap_reached(s, now),
     "timing.is_last_line": lambda s, now: timing.is_last_line(s),
     "timing.patience": lambda s, now: timing.patience(s, now),
-    "timing.carrier_retry": lambda s, now: timing.carrier_retry(s),
-    "timing.activation_retry": lambda s, now: timing.activation_retry(s),
-    "timing.confirm_retry": lambda s, now: timing.confirm_retry(s),
+    "steps.carrier_retry": lambda s, now: steps.carrier_retry(s),
+    "steps.activation_retry": lambda s, now: steps.activation_retry(s),
+    "steps.confirm_retry": lambda s, now: steps.confirm_retry(s),
+    "rotation.next_step": lambda s, now: rotation.next_step(s, now, rotation.Run()),
+    "rotation.wake_at": lambda s, now: rotation.wake_at(s),
     "timing.policy_problem": lambda s, now: timing.policy_problem(
         s.policy, s.active.validity_seconds
     ),

@@ -30,6 +30,7 @@ from tests.workflows.record_histories import chain
 from tests.workflows.test_balance_long_term import DAILY, _state
 from worker import WORKFLOW_RUNNER
 from workflows.balance import BalanceWorkflow
+from workflows.clock import Clock
 
 # The daily pass, made a 10-minute one.
 TEN_MINUTES = DAILY.model_copy(update={"id": "telna-10min", "validity_seconds": 600})
@@ -80,7 +81,7 @@ async def test_without_the_floor_a_stale_clock_forks_the_history(
     time_skipping_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Proof the test above can fail: the workflow as it was, reading the raw clock."""
-    monkeypatch.setattr(BalanceWorkflow, "_now", lambda self: workflow.now())
+    monkeypatch.setattr(Clock, "now", lambda self: workflow.now())
     histories, rotations = await _run_on_stuck_clock(time_skipping_env, monkeypatch)
     assert rotations == 0  # woken by the order timer, it slept again
     monkeypatch.undo()

@@ -1,0 +1,551 @@
+"""The rotation core's rules, without Temporal: a table of states and what comes next,
+the messages and outcomes, and property-based runs of a whole balance against a carrier
+kept in a few lines of Python (no gap, one purchase per seq, one rotation a run).
+
+These run in milliseconds; tests/workflows/test_balance_long_term.py and the e2e tests
+run the same rules inside the workflow, on Temporal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.payloads import (
+    ActionRequest,
+    AuditNotice,
+    BalanceState,
+    BalanceStatus,
+    Line,
+    LineState,
+    Policy,
+    ProductSpec,
+    UsageReport,
+)
+from workflows import rotation, timing
+from workflows.rotation import Do, Run
+
+T0 = datetime(2030, 1, 1, 12, tzinfo=UTC)
+GB = 10**9
+HOUR = ProductSpec(
+    id="telna-1h",
+    carrier="telna",
+    carrier_product_id="1h",
+    allowance_bytes=GB,
+    validity_seconds=3600,
+)
+DAILY = ProductSpec(
+    id="telna-daily",
+    carrier="telna",
+    carrier_product_id="d",
+    allowance_bytes=GB,
+    validity_seconds=86_400,
+    reset="utc_midnight",
+)
+BALANCE = "bal_000000000001"
+
+
+def _line(seq: int, product: ProductSpec = HOUR, **fields: Any) -> Line:
+    return Line(
+        seq=seq,
+        reference=f"{BALANCE}:{seq}",
+        product_id=product.id,
+        carrier_product_id=product.carrier_product_id,
+        allowance_bytes=product.allowance_bytes,
+        validity_seconds=product.validity_seconds,
+        line_id=f"pkg-{seq}",
+        **fields,
+    )
+
+
+def _state(product: ProductSpec = HOUR, active: bool = True, **fields: Any) -> BalanceState:
+    """A balance on line 1, activated at T0, with the flags of today's runs."""
+    s = BalanceState(
+        balance_id=BALANCE,
+        iccid="8944000000000000019",
+        carrier=product.carrier,
+        product=product,
+        hand_over_after_bring_up=True,
+        hand_over_at_order=True,
+        hand_over_when_long=True,
+        rotate_within_cap=True,
+    )
+    if active:
+        ends = T0 + timedelta(seconds=product.validity_seconds)
+        if product.reset != "rolling":
+            ends = datetime(2030, 1, 2, tzinfo=UTC)
+        s.active = _line(1, product, state=LineState.active, activated_at=T0, ends_at=ends)
+        s.last_seq, s.day, s.lines_today = 1, T0.date(), 1
+    return s.model_copy(update=fields)
+
+
+def _used(fraction: float, at: datetime = T0 + timedelta(minutes=10)) -> dict[str, Any]:
+    return {"used_bytes": int(GB * fraction), "usage_observed_at": at}
+
+
+MINUTE = timedelta(minutes=1)
+# 1-hour passes: lead 15 min (a quarter of the validity), margin 60 s.
+ORDER_AT = T0 + timedelta(minutes=45)
+SWITCH_AT = T0 + timedelta(minutes=59)
+
+
+def _with_scheduled(**fields: Any) -> BalanceState:
+    s = _state(**fields)
+    s.scheduled = _line(2, state=LineState.scheduled)
+    s.last_seq = 2
+    return s
+
+
+# (name, state, now, run) -> (what, why or moment)
+CASES: list[tuple[str, BalanceState, datetime, Run, Do, str | datetime | None]] = [
+    ("asleep until the order", _state(), T0, Run(), Do.sleep, ORDER_AT),
+    ("the order is due", _state(), ORDER_AT, Run(), Do.order, "order line 2"),
+    ("ordered: asleep until the switch", _with_scheduled(), ORDER_AT, Run(), Do.sleep, SWITCH_AT),
+    ("the switch is due", _with_scheduled(), SWITCH_AT, Run(), Do.switch, "time"),
+    (
+        "an operator's rotation orders first",
+        _state(rotate_requested=True),
+        T0,
+        Run(),
+        Do.order,
+        None,
+    ),
+    (
+        "then switches",
+        _with_scheduled(rotate_requested=True),
+        T0,
+        Run(),
+        Do.switch,
+        "operator",
+    ),
+    (
+        "one rotation a run",
+        _state(),
+        ORDER_AT,
+        Run(rotated=True),
+        Do.hand_over,
+        "one rotation a run",
+    ),
+    ("a line brought up hands over", _state(), T0, Run(brought_up=True), Do.hand_over, None),
+    (
+        "unless recorded before that rule",
+        _state(hand_over_after_bring_up=False),
+        T0,
+        Run(brought_up=True),
+        Do.sleep,
+        ORDER_AT,
+    ),
+    (
+        "runs recorded before the order's hand-over hand over at the switch",
+        _state(hand_over_at_order=False),
+        T0,
+        Run(rotated=True),
+        Do.hand_over,
+        None,
+    ),
+    ("a long history hands over", _state(), T0, Run(history_long=True), Do.hand_over, None),
+    (
+        "unless recorded before that rule",
+        _state(hand_over_when_long=False),
+        T0,
+        Run(history_long=True),
+        Do.sleep,
+        ORDER_AT,
+    ),
+    (
+        "Temporal's suggestion, rather than sleep",
+        _state(),
+        T0,
+        Run(suggested=True),
+        Do.hand_over,
+        None,
+    ),
+    (
+        "events noted by messages",
+        _state(pending_events=[rotation.event(_state(), "x", T0)]),
+        T0,
+        Run(),
+        Do.record,
+        None,
+    ),
+    (
+        "cancel comes before pause",
+        _state(paused=True, cancel_requested=True),
+        T0,
+        Run(),
+        Do.cancel,
+        None,
+    ),
+    ("paused", _state(paused=True), T0, Run(), Do.pause, None),
+    ("no line: bring one up", _state(active=False), T0, Run(), Do.bring_up, None),
+    (
+        "the term is done",
+        _state(active=False, lines_total=1, last_seq=1),
+        T0,
+        Run(),
+        Do.complete,
+        None,
+    ),
+    (
+        "the last line: nothing to order",
+        _state(lines_total=1),
+        ORDER_AT,
+        Run(),
+        Do.sleep,
+        T0 + 60 * MINUTE,
+    ),
+    (
+        "the last line ends",
+        _state(lines_total=1),
+        T0 + 60 * MINUTE,
+        Run(),
+        Do.end_term,
+        "term complete",
+    ),
+    (
+        "a usage read falls due",
+        _state(usage_check_at=T0 + MINUTE),
+        T0 + MINUTE,
+        Run(),
+        Do.check_usage,
+        None,
+    ),
+    (
+        "a usage read sooner than the order",
+        _state(usage_check_at=T0 + MINUTE),
+        T0,
+        Run(),
+        Do.sleep,
+        T0 + MINUTE,
+    ),
+    (
+        "a daily pass switches at the boundary",
+        _with_scheduled(product=DAILY),
+        datetime(2030, 1, 2, tzinfo=UTC),
+        Run(),
+        Do.switch,
+        "time",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "s", "now", "run", "do", "expected"), CASES, ids=[c[0] for c in CASES]
+)
+def test_what_comes_next(
+    name: str, s: BalanceState, now: datetime, run: Run, do: Do, expected: Any
+) -> None:
+    step = rotation.next_step(s, now, run)
+    assert step.do == do, step
+    if isinstance(expected, datetime):
+        assert step.until == expected
+    elif expected is not None:
+        assert step.why == expected
+
+
+def test_usage_moves_the_order_and_the_switch_earlier() -> None:
+    at = T0 + 10 * MINUTE
+    assert rotation.next_step(_state(active=True), at, Run()).do == Do.sleep
+    heavy = _state()
+    assert heavy.active is not None
+    heavy.active = heavy.active.model_copy(update=_used(0.8))
+    assert rotation.next_step(heavy, at, Run()).do == Do.order
+    heavy.scheduled, heavy.last_seq = _line(2, state=LineState.scheduled), 2
+    heavy.active = heavy.active.model_copy(update=_used(0.95))
+    assert rotation.next_step(heavy, at, Run()) == rotation.Step(Do.switch, "usage")
+
+
+def test_at_the_cap_usage_does_not_switch_and_the_balance_says_so() -> None:
+    s = _with_scheduled(policy=Policy(max_lines_per_day=1))
+    assert s.active is not None
+    s.active = s.active.model_copy(update=_used(0.96))
+    at = T0 + 10 * MINUTE
+    step = rotation.next_step(s, at, Run())
+    assert step.do == Do.sleep and step.until == SWITCH_AT and step.cap_reached
+    rotation.throttle(s, at)
+    assert s.status == BalanceStatus.Throttled and s.capped
+    assert [e.kind for e in s.pending_events] == ["cap_reached"]
+    # Said once: the next look sees it noted.
+    s.pending_events = []
+    assert not rotation.next_step(s, at, Run()).cap_reached
+    # The time-based switch is not held by the cap.
+    assert rotation.next_step(s, SWITCH_AT, Run()).do == Do.switch
+
+
+def test_an_operator_rotation_respects_the_cap_unless_forced() -> None:
+    s = _state(policy=Policy(max_lines_per_day=1))
+    rotation.rotate_now(s, ActionRequest(reason="try"), T0)
+    assert not s.rotate_requested
+    assert [e.kind for e in s.pending_events] == ["rotate_refused"]
+    rotation.rotate_now(s, ActionRequest(reason="now", force=True), T0)
+    assert s.rotate_requested
+    # A balance recorded before the cap applied to operators rotates as it did.
+    old = _state(policy=Policy(max_lines_per_day=1), rotate_within_cap=False)
+    rotation.rotate_now(old, ActionRequest(), T0)
+    assert old.rotate_requested
+
+
+def test_the_audit_drops_a_scheduled_line_the_carrier_ended_and_rotates_an_active_one() -> None:
+    s = _with_scheduled(policy=Policy(max_lines_per_day=1))
+    notice = AuditNotice(kind="ghost_line", reference=f"{BALANCE}:2", reason="gone")
+    rotation.audit(s, notice, T0)
+    assert s.scheduled is None and s.archived[-1].state == LineState.failed
+    rotation.audit(s, notice.model_copy(update={"reference": f"{BALANCE}:1"}), T0)
+    assert s.rotate_requested  # whatever the cap: the eSIM has no service
+    assert [e.kind for e in s.pending_events] == ["scheduled_dropped", "rotate_requested"]
+
+
+def test_messages_note_a_change_once() -> None:
+    s = _state()
+    for _ in range(3):
+        rotation.pause(s, ActionRequest(), T0)
+    rotation.resume(s, ActionRequest(), T0)
+    rotation.resume(s, ActionRequest(), T0)
+    assert [e.kind for e in s.pending_events] == ["paused", "resumed"]
+    assert [e.key for e in s.pending_events] == [f"{BALANCE}:1", f"{BALANCE}:2"]
+
+
+def test_usage_reports_older_or_smaller_are_not_news() -> None:
+    s = _state()
+    report = UsageReport(seq=1, used_bytes=GB // 2, observed_at=T0 + MINUTE)
+    assert rotation.take_usage(s, report, T0 + MINUTE)
+    assert [e.detail["percent"] for e in s.pending_events] == [50]
+    assert not rotation.take_usage(s, report, T0 + MINUTE)  # the same again
+    smaller = report.model_copy(update={"used_bytes": 1, "observed_at": T0 + 2 * MINUTE})
+    assert not rotation.take_usage(s, smaller, T0 + 2 * MINUTE)
+    other_line = report.model_copy(update={"seq": 7, "used_bytes": GB})
+    assert not rotation.take_usage(s, other_line, T0 + 2 * MINUTE)
+    # A late 100 % report still marks when the allowance ran out.
+    late = UsageReport(seq=1, used_bytes=GB, observed_at=T0 + MINUTE // 2)
+    assert not rotation.take_usage(s, late, T0 + 2 * MINUTE)
+    assert s.active is not None and s.active.exhausted_at == T0 + MINUTE // 2
+
+
+def test_failing_is_said_once_per_episode_and_recovery_says_so() -> None:
+    s = _state()
+    assert rotation.failing(s, "carrier down", T0) is not None
+    assert rotation.failing(s, "still down", T0) is None
+    assert s.status == BalanceStatus.Failing
+    changes = rotation.ordered(s, 2, _line(2, state=LineState.scheduled), T0)
+    assert s.status == BalanceStatus.Active and s.failing_reason is None
+    assert [e.kind for e in [*s.pending_events, *changes.events]] == ["recovered", "ordered"]
+
+
+def test_an_adopted_package_already_ended_is_passed_over() -> None:
+    s = _state()
+    changes = rotation.ordered(s, 2, _line(2, state=LineState.cancelled), T0)
+    assert s.scheduled is None and s.last_seq == 2
+    assert [e.kind for e in changes.events] == ["order_failed"]
+    assert rotation.next_step(s, ORDER_AT, Run()).why == "order line 3"
+
+
+# --- whole balances, against a carrier in a few lines ---------------------------------
+
+
+@dataclasses.dataclass
+class Carrier:
+    """Sells, starts and ends lines at once; usage grows at ``rate`` bytes a second."""
+
+    product: ProductSpec
+    rate: float
+    orders: list[int] = dataclasses.field(default_factory=list)
+    # (seq, active from, active until) as the carrier served them
+    served: list[tuple[int, datetime, datetime]] = dataclasses.field(default_factory=list)
+
+    def order(self, seq: int, now: datetime) -> Line:
+        self.orders.append(seq)
+        return _line(seq, self.product, state=LineState.scheduled, ordered_at=now)
+
+    def start(self, line: Line, at: datetime) -> Line:
+        if self.product.reset == "rolling":
+            ends = at + timedelta(seconds=line.validity_seconds)
+        else:
+            ends = datetime.combine(at.date() + timedelta(days=1), datetime.min.time(), UTC)
+        return line.model_copy(
+            update={"state": LineState.active, "activated_at": at, "ends_at": ends}
+        )
+
+    def end(self, line: Line, state: LineState, at: datetime) -> Line:
+        assert line.activated_at is not None
+        self.served.append((line.seq, line.activated_at, min(at, timing.ends_at(line))))
+        return line.model_copy(update={"state": state, "ended_at": at})
+
+    def used(self, line: Line, at: datetime) -> int:
+        assert line.activated_at is not None
+        seconds = (at - line.activated_at).total_seconds()
+        return min(line.allowance_bytes, int(self.rate * max(0.0, seconds)))
+
+
+@dataclasses.dataclass
+class Trace:
+    steps: list[rotation.Step] = dataclasses.field(default_factory=list)
+    runs: list[list[Do]] = dataclasses.field(default_factory=lambda: [[]])
+    usage_switches: list[tuple[datetime, int, int | None]] = dataclasses.field(default_factory=list)
+
+
+def run_balance(
+    s: BalanceState, carrier: Carrier, until: datetime, rotations: list[datetime]
+) -> Trace:
+    """Do what the core says, as the workflow's shell would, with every carrier call
+    answered at once, until ``until`` or the balance closes. An operator asks for a
+    rotation at each of ``rotations``."""
+    now, run, trace = T0, Run(), Trace()
+    pending = sorted(rotations)
+    for _ in range(10_000):
+        step = rotation.next_step(s, now, run)
+        trace.steps.append(step)
+        trace.runs[-1].append(step.do)
+        if step.cap_reached:
+            rotation.throttle(s, now)
+        match step.do:
+            case Do.hand_over:
+                run = Run()
+                trace.runs.append([])
+            case Do.record:
+                s.pending_events = []
+            case Do.complete | Do.cancel:
+                return trace
+            case Do.bring_up:
+                rotation.ordered(s, s.last_seq + 1, carrier.order(s.last_seq + 1, now), now)
+                assert s.scheduled is not None
+                active = carrier.start(s.scheduled, now)
+                rotation.confirmed(s, active, now)
+                rotation.brought_up(s, active, now)
+                run.brought_up = True
+            case Do.order:
+                seq = s.last_seq + 1
+                rotation.ordered(s, seq, carrier.order(seq, now), now)
+            case Do.switch:
+                assert s.active is not None and s.scheduled is not None
+                old, boundary = s.active, rotation.at_boundary(s, step.why)
+                active = carrier.start(s.scheduled, timing.ends_at(old) if boundary else now)
+                rotation.confirmed(s, active, now)
+                ended = carrier.end(old, rotation.end_state(step.why), active.activated_at or now)
+                rotation.switched(s, active, ended, step.why, now)
+                if step.why == "usage":
+                    trace.usage_switches.append((now, s.lines_today, s.policy.max_lines_per_day))
+                run.rotated = True
+            case Do.end_term:
+                assert s.active is not None
+                ended = carrier.end(s.active, LineState.expired, now)
+                rotation.lines_ended(s, [(ended, True)], "term complete", now)
+            case Do.check_usage:
+                assert s.active is not None
+                s.usage_check_at = None
+                used = carrier.used(s.active, now)
+                rotation.take_usage(
+                    s, UsageReport(seq=s.active.seq, used_bytes=used, observed_at=now), now
+                )
+            case Do.sleep:
+                assert step.until is not None and step.until > now, f"asleep until the past: {step}"
+                wake = min([step.until, until, *pending[:1], *_webhook(s, carrier, now)])
+                now = wake
+                if pending and pending[0] <= now:
+                    pending.pop(0)
+                    rotation.rotate_now(s, ActionRequest(), now)
+                if s.active is not None and carrier.rate:
+                    used = carrier.used(s.active, now)
+                    rotation.take_usage(
+                        s, UsageReport(seq=s.active.seq, used_bytes=used, observed_at=now), now
+                    )
+                if now >= until:
+                    return trace
+            case _:
+                raise AssertionError(step)
+    raise AssertionError("the balance never slept to the end")
+
+
+def _webhook(s: BalanceState, carrier: Carrier, now: datetime) -> list[datetime]:
+    """When the carrier next reports usage (at 50, 80 and 100 % of the allowance)."""
+    line = s.active
+    if line is None or not carrier.rate or line.activated_at is None:
+        return []
+    moments = []
+    for percent in (50, 80, 100):
+        at = line.activated_at + timedelta(
+            seconds=line.allowance_bytes * percent / 100 / carrier.rate
+        )
+        if at > now:
+            moments.append(at)
+    return moments[:1]
+
+
+def _gaps(carrier: Carrier, s: BalanceState, until: datetime) -> list[tuple[datetime, datetime]]:
+    served = sorted(carrier.served)
+    if s.active is not None and s.active.activated_at is not None:
+        served.append((s.active.seq, s.active.activated_at, until))
+    gaps, covered = [], T0
+    for _, start, end in sorted(served, key=lambda x: x[1]):
+        if start > covered:
+            gaps.append((covered, start))
+        covered = max(covered, end)
+    return gaps
+
+
+policies = st.builds(
+    Policy,
+    preorder_fraction=st.sampled_from([0.5, 0.8]),
+    switch_fraction=st.sampled_from([0.9, 0.95]),
+    max_lines_per_day=st.one_of(st.none(), st.integers(1, 4)),
+)
+products = st.sampled_from(
+    [HOUR, DAILY, HOUR.model_copy(update={"id": "telna-10m", "validity_seconds": 600})]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    product=products,
+    policy=policies,
+    rate=st.sampled_from([0.0, 10_000.0, GB / 3000, GB / 600]),
+    rotations=st.lists(st.integers(1, 30 * 3600), max_size=4),
+    lines_total=st.one_of(st.none(), st.integers(1, 12)),
+)
+def test_a_balance_never_has_a_gap_buys_once_per_seq_and_rotates_once_a_run(
+    product: ProductSpec, policy: Policy, rate: float, rotations: list[int], lines_total: int | None
+) -> None:
+    if timing.policy_problem(policy, product.validity_seconds):
+        return
+    s = _state(product, active=False, policy=policy, lines_total=lines_total)
+    carrier = Carrier(product, rate)
+    until = T0 + timedelta(hours=30)  # across a UTC midnight
+    trace = run_balance(s, carrier, until, [T0 + timedelta(seconds=r) for r in rotations])
+
+    # One purchase per seq, in order, never more than the term.
+    assert carrier.orders == list(range(1, len(carrier.orders) + 1))
+    if lines_total is not None:
+        assert len(carrier.orders) <= lines_total
+    # No gap: from the first line to the end, some line is always active (or the term
+    # is complete).
+    end = until if s.status != BalanceStatus.Completed else max(e for _, _, e in carrier.served)
+    assert _gaps(carrier, s, end) == []
+    # One rotation a run, and a run that rotated orders nothing more.
+    for steps in trace.runs:
+        assert steps.count(Do.switch) <= 1, steps
+        if Do.switch in steps:
+            assert Do.order not in steps[steps.index(Do.switch) :], steps
+    # Usage never switches past the day's cap.
+    for _, today, cap in trace.usage_switches:
+        assert cap is None or today <= cap
+
+
+@settings(max_examples=100, deadline=None)
+@given(product=products, policy=policies, seconds=st.integers(0, 2 * 86_400), used=st.floats(0, 1))
+def test_a_sleep_is_always_until_a_later_moment(
+    product: ProductSpec, policy: Policy, seconds: int, used: float
+) -> None:
+    """A sleep until a moment already past would wake the loop at once, for ever."""
+    if timing.policy_problem(policy, product.validity_seconds):
+        return
+    for s in (_state(product, policy=policy), _with_scheduled(product=product, policy=policy)):
+        assert s.active is not None
+        s.active = s.active.model_copy(update=_used(used, T0 + timedelta(seconds=1)))
+        now = T0 + timedelta(seconds=seconds)
+        step = rotation.next_step(s, now, Run())
+        if step.do == Do.sleep:
+            assert step.until is not None and step.until > now

@@ -28,7 +28,7 @@ from temporalio import activity
 from activities.metrics import observe_rotations
 from activities.outbox import hold_ledger_writes
 from models.db import dialect_insert, dialect_insert_for, session_scope
-from models.payloads import BalanceRecord, EventRecord, RecordChanges
+from models.payloads import BalanceRecord, BalanceStatus, EventRecord, Line, RecordChanges
 from models.tables import Balance, BalanceLine, Esim, LineEvent, UTCDateTime
 
 # Written as Core statements on the tables, not through the ORM: the rotation's one write
@@ -38,11 +38,62 @@ BALANCES: sa.Table = Balance.__table__  # type: ignore[attr-defined]
 LINES: sa.Table = BalanceLine.__table__  # type: ignore[attr-defined]
 LEDGER: sa.Table = LineEvent.__table__  # type: ignore[attr-defined]
 
+
+def line_row(changes: RecordChanges, line: Line, now: datetime) -> dict[str, Any]:
+    """A line as its row: the one place the mapping is written."""
+    return {
+        "balance_id": changes.balance_id,
+        "seq": line.seq,
+        "iccid": changes.iccid,
+        "carrier": changes.carrier,
+        "reference": line.reference,
+        "carrier_line_id": line.line_id,
+        "product_id": line.product_id,
+        "state": line.state.value,
+        "allowance_bytes": line.allowance_bytes,
+        "used_bytes": line.used_bytes,
+        "ordered_at": line.ordered_at,
+        "activated_at": line.activated_at,
+        "ends_at": line.ends_at,
+        "ended_at": line.ended_at,
+        "exhausted_at": line.exhausted_at,
+        "revision": changes.balance.revision if changes.balance else 0,
+        "updated_at": now,
+    }
+
+
+def balance_row(record: BalanceRecord, now: datetime) -> dict[str, Any]:
+    """The workflow's view of a balance as the columns it writes: the one place."""
+    return {
+        "state": record.status.value,
+        "product_id": record.product_id,
+        "next_product_id": record.next_product_id,
+        "line_seq": record.line_seq,
+        "line_ends_at": record.line_ends_at,
+        "rotations": record.rotations,
+        "paused": record.paused,
+        "capped": record.capped,
+        "failing_reason": record.failing_reason,
+        "revision": record.revision,
+        "updated_at": now,
+    }
+
+
+# The columns each mapping writes, read off the mapping itself.
+_A_LINE = Line(
+    seq=0, reference="", product_id="", carrier_product_id="", allowance_bytes=1, validity_seconds=1
+)
+_A_BALANCE = BalanceRecord(balance_id="", status=BalanceStatus.Active, product_id="")
+_ROW_OF_A_LINE = line_row(
+    RecordChanges(balance_id="", iccid="", carrier=""), _A_LINE, datetime.now(UTC)
+)
 # What a later write of a line may change; the rest is fixed when the line is ordered.
-LINE_UPDATES = (
-    "carrier_line_id product_id state allowance_bytes used_bytes ordered_at activated_at "
-    "ends_at ended_at exhausted_at updated_at"
-).split()
+LINE_UPDATES = [
+    name
+    for name in _ROW_OF_A_LINE
+    if name not in {"balance_id", "seq", "iccid", "carrier", "reference", "revision"}
+]
+BALANCE_FIELDS = list(balance_row(_A_BALANCE, datetime.now(UTC)))
 
 
 class StoreActivities:
@@ -98,10 +149,6 @@ def _append_events(session: Session, events: list[EventRecord]) -> list[EventRec
 # into a fresh bind parameter and computes its cache key anew, and at a boundary that was
 # the largest single cost of the worker's event loop and threads (BENCHMARKS.md). Bind
 # names are prefixed: a name equal to a column's is reserved for the SET clause.
-BALANCE_FIELDS = (
-    "state product_id next_product_id line_seq line_ends_at rotations paused capped "
-    "failing_reason revision updated_at"
-).split()
 _SET_BALANCE = {
     name: sa.bindparam(f"v_{name}", type_=BALANCES.c[name].type) for name in BALANCE_FIELDS
 }
@@ -169,20 +216,8 @@ def _update_balance(session: Session, balance_id: str, record: BalanceRecord) ->
     # The first write takes the balance row's lock (PostgreSQL) or the database's write
     # lock (SQLite), so a racing attempt waits here and then writes the same values.
     now = datetime.now(UTC)
-    params: dict[str, Any] = {
-        "v_id": balance_id,
-        "v_state": record.status.value,
-        "v_product_id": record.product_id,
-        "v_next_product_id": record.next_product_id,
-        "v_line_seq": record.line_seq,
-        "v_line_ends_at": record.line_ends_at,
-        "v_rotations": record.rotations,
-        "v_paused": record.paused,
-        "v_capped": record.capped,
-        "v_failing_reason": record.failing_reason,
-        "v_revision": record.revision,
-        "v_updated_at": now,
-    }
+    params = {f"v_{name}": value for name, value in balance_row(record, now).items()}
+    params["v_id"] = balance_id
     if record.closed:
         params["v_closed_at"] = now
     update = _CLOSE_BALANCE if record.closed else _UPDATE_BALANCE
@@ -213,29 +248,7 @@ def _adopt_balance(session: Session, changes: RecordChanges) -> None:
 
 def _upsert_lines(session: Session, changes: RecordChanges) -> None:
     now = datetime.now(UTC)
-    record = changes.balance
-    rows = [
-        {
-            "balance_id": changes.balance_id,
-            "seq": line.seq,
-            "iccid": changes.iccid,
-            "carrier": changes.carrier,
-            "reference": line.reference,
-            "carrier_line_id": line.line_id,
-            "product_id": line.product_id,
-            "state": line.state.value,
-            "allowance_bytes": line.allowance_bytes,
-            "used_bytes": line.used_bytes,
-            "ordered_at": line.ordered_at,
-            "activated_at": line.activated_at,
-            "ends_at": line.ends_at,
-            "ended_at": line.ended_at,
-            "exhausted_at": line.exhausted_at,
-            "revision": record.revision if record else 0,
-            "updated_at": now,
-        }
-        for line in changes.lines
-    ]
+    rows = [line_row(changes, line, now) for line in changes.lines]
     statements = _statements(session)
-    upsert = statements.upsert_lines if record else statements.overwrite_lines
+    upsert = statements.upsert_lines if changes.balance else statements.overwrite_lines
     session.execute(upsert, rows)

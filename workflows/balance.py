@@ -169,7 +169,7 @@ class BalanceWorkflow(CarrierSteps):
         )
         self._restoring = False
         if restored.state is None:
-            s.status = BalanceStatus.Cancelled
+            rotation.closed_meanwhile(s)
             self.ledger.publish(s)
             return False
         new = restored.state

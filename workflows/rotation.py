@@ -563,6 +563,11 @@ def closed(s: BalanceState, status: BalanceStatus, now: datetime) -> Changes:
     return Changes(events=[event(s, status.value.lower(), now)])
 
 
+def closed_meanwhile(s: BalanceState) -> None:
+    """Enrolled again, the balance was found closed in the database: the run ends."""
+    s.status = BalanceStatus.Cancelled
+
+
 def restored(s: BalanceState, now: datetime) -> Changes:
     """The state rebuilt from the database and the carrier: say so; the lines adopted."""
     note(

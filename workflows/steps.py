@@ -268,8 +268,7 @@ class CarrierSteps:
         except ActivityError:
             rotation.usage_unread(s, self.clock.now())
             return
-        if rotation.take_usage(s, report, self.clock.now()):
-            self._wake = True
+        rotation.take_usage(s, report, self.clock.now())
 
     # --- Failing, waits and the hand-over ---------------------------------------------
 

@@ -35,8 +35,7 @@ from carriers import build_carriers
 from carriers.base import Carrier
 from config import Settings, get_settings
 from models.db import SchemaOutOfDate, init_db
-from starter import exit_with
-from temporal_client import TemporalConnectError, connect
+from temporal_client import TemporalConnectError, connect, exit_with
 from workflows.audit import AuditWorkflow, ensure_audit_schedule
 from workflows.balance import BalanceWorkflow
 from workflows.carrier_lines import CarrierLinesWorkflow

@@ -105,7 +105,7 @@ from models.payloads import Policy, ProductSpec
 from models.tables import Balance, Product
 from models.windows import window_end_epoch
 from stack import free_port
-from starter import exit_with
+from temporal_client import exit_with
 from worker import build_worker, workflow_runner
 
 CARRIERS = ("telna", "webbing")

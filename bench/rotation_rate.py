@@ -45,7 +45,7 @@ from models.db import migrate, session_scope
 from models.payloads import ActionRequest, Policy
 from models.tables import Balance, BalanceLine
 from stack import free_port
-from starter import exit_with
+from temporal_client import exit_with
 from worker import build_worker
 
 PRODUCT, PERIOD = "telna-compressed-30s", 30

@@ -42,8 +42,6 @@ CLAIM_RETRY_MAX = timedelta(seconds=30)  # a retry waiting for another worker's 
 # While an order is in doubt, look again this often: it is adopted as soon as it shows.
 IN_DOUBT_LOOK_MIN = timedelta(milliseconds=500)
 IN_DOUBT_LOOK_MAX = timedelta(seconds=5)
-LINE_ENDED = "LineEnded"
-NON_RETRYABLE = ["CarrierRejected", LINE_ENDED, "UnknownCarrier"]
 HEARTBEAT_EVERY = 1.0  # seconds between heartbeats while one attempt runs
 
 P = ParamSpec("P")

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from temporalio.common import RetryPolicy
 
-from activities.carrier import NON_RETRYABLE
+from carriers.errors import NON_RETRYABLE
 from models.payloads import BalanceState, Line, Policy
 from workflows import usage
 

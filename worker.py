@@ -25,7 +25,6 @@ from activities.audit import AuditActivities
 from activities.audit_restart import RestoreActivities
 from activities.carrier import CarrierActivities
 from activities.catalog import sync_catalogue
-from activities.claims import OrderClaims
 from activities.metrics import serve as serve_metrics
 from activities.metrics import watch_balances
 from activities.notify import Dispatcher
@@ -34,6 +33,7 @@ from activities.usage_poll import UsagePollActivities
 from carriers import build_carriers
 from carriers.base import Carrier
 from config import Settings, get_settings
+from models.claims import OrderClaims
 from models.db import SchemaOutOfDate, init_db
 from temporal_client import TemporalConnectError, connect, exit_with
 from workflows.audit import AuditWorkflow, ensure_audit_schedule

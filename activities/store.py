@@ -26,8 +26,8 @@ from sqlmodel import Session
 from temporalio import activity
 
 from activities.metrics import observe_rotations
-from activities.outbox import hold_ledger_writes
 from models.db import dialect_insert, dialect_insert_for, session_scope
+from models.outbox import hold_ledger_writes
 from models.payloads import BalanceRecord, EventRecord, RecordChanges
 from models.tables import Balance, BalanceLine, Esim, LineEvent, UTCDateTime
 

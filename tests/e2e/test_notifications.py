@@ -13,8 +13,8 @@ from sqlmodel import col, select
 from temporalio.testing import WorkflowEnvironment
 
 from activities.notify import Dispatcher
-from activities.outbox import notification_type
 from models.db import session_scope
+from models.outbox import notification_type
 from models.payloads import Policy
 from models.signature import verify
 from models.tables import LineEvent

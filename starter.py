@@ -24,7 +24,9 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from config import get_settings
-from enrolment import (
+from models.db import init_db, session_scope
+from models.tables import Product
+from services.enrolment import (
     EnrolmentError,
     EnrolRequest,
     parse_request,
@@ -32,8 +34,6 @@ from enrolment import (
     start_workflow,
     workflow_id,
 )
-from models.db import init_db, session_scope
-from models.tables import Product
 from temporal_client import TemporalConnectError, connect, exit_with
 
 
@@ -132,8 +132,8 @@ async def cmd_products(args: argparse.Namespace) -> int:
     settings = get_settings()
     init_db(settings.database_url)
     if args.sync:
-        from activities.catalog import sync_catalogue
         from carriers import build_carriers
+        from services.catalog import sync_catalogue
 
         carriers = build_carriers(settings)
         synced = await sync_catalogue(carriers, settings.database_url)

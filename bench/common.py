@@ -33,9 +33,9 @@ from carriers.base import Carrier
 from carriers.telna import TelnaCarrier
 from carriers.webbing import WebbingCarrier
 from config import Settings, TelnaSettings, WebbingSettings
-from enrolment import workflow_id
 from models import search
 from models.identifiers import make_iccid
+from services.enrolment import workflow_id
 from stack import free_port
 
 KEY, SECRET = "bench-key", "bench-secret"

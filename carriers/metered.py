@@ -27,7 +27,7 @@ from carriers.errors import (
 T = TypeVar("T")
 
 # The carrier calls' metrics, in a registry of their own that the worker's registry
-# (``activities.metrics.REGISTRY``) collects and serves.
+# (``services.metrics.REGISTRY``) collects and serves.
 REGISTRY = CollectorRegistry()
 carrier_calls = Histogram(
     "esim_carrier_call_seconds",

@@ -186,7 +186,8 @@ class BalanceState(BaseModel):
     # Bumped by every store write (BalanceWorkflow._record) and sent with it: the rows
     # keep the newest write's, so an older write that lands late (its worker stalled
     # mid-write while another took the workflow on) changes nothing. A workflow started
-    # again from the database continues from the balance row's (enrolment.resumed_revision).
+    # again from the database continues from the balance row's
+    # (services.enrolment.resumed_revision).
     revision: int = 0
     # Whether every wait hands over once messages have made the history long
     # (BalanceWorkflow._piled_up): asked as ``hand_over_at_order`` is.

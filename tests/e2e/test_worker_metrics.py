@@ -10,8 +10,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.testing import WorkflowEnvironment
 
-from activities import metrics
 from models.payloads import Policy
+from services import metrics
 from stack import free_port
 from tests.e2e.harness import iccids, rig
 

@@ -31,10 +31,10 @@ import uuid
 
 import httpx
 
-from activities.metrics import notifications
 from config import Settings
 from models.outbox import Cursor, Notification
 from models.signature import sign
+from services.metrics import notifications
 
 log = logging.getLogger("notify")
 

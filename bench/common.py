@@ -35,8 +35,8 @@ from carriers.webbing import WebbingCarrier
 from config import Settings, TelnaSettings, WebbingSettings
 from models import search
 from models.identifiers import make_iccid
+from ports import free_port
 from services.enrolment import workflow_id
-from stack import free_port
 
 KEY, SECRET = "bench-key", "bench-secret"
 WEBBING_LOGIN = ("bench-user", "bench-password", "bench-wskey")

@@ -42,9 +42,9 @@ from config import Settings
 from models.db import migrate, session_scope
 from models.payloads import ActionRequest, Policy
 from models.tables import Balance, BalanceLine
+from ports import free_port
 from services.catalog import sync_catalogue
 from services.enrolment import EnrolRequest, enrol, workflow_id
-from stack import free_port
 from temporal_client import exit_with
 from worker import build_worker
 

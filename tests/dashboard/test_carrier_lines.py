@@ -35,9 +35,9 @@ from config import Settings, TelnaSettings
 from models.db import init_db, session_scope
 from models.identifiers import make_iccid
 from models.tables import Balance, Esim
+from ports import free_port
 from services.metrics import REGISTRY
 from simulators.telna import create_app as create_telna
-from stack import free_port
 from tests.servers import serve
 from worker import build_worker
 from workflows.carrier_lines import carrier_lines_id

@@ -11,8 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from temporalio.testing import WorkflowEnvironment
 
 from models.payloads import Policy
+from ports import free_port
 from services import metrics
-from stack import free_port
 from tests.e2e.harness import iccids, rig
 
 FAST = Policy(lead_seconds=5, margin_seconds=3)

@@ -19,8 +19,8 @@ def test_activities_holds_activity_classes_only() -> None:
 def test_an_entry_point_importing_another_or_a_simulator_is_refused(tmp_path: Path) -> None:
     shutil.copy(layers.ROOT / "pyproject.toml", tmp_path)
     for module in layers.top_level_modules():
-        (tmp_path / f"{module}.py").write_text("import config\n")
-    (tmp_path / "config.py").write_text("")
+        (tmp_path / f"{module}.py").write_text("")
+    (tmp_path / "stack.py").write_text("import config\nimport demo\n")  # layers below
     (tmp_path / "worker.py").write_text("def run():\n    from starter import exit_with\n")
     (tmp_path / "demo.py").write_text("import simulators.windows\n")
     assert layers.layer_problems(tmp_path) == [

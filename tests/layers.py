@@ -3,8 +3,8 @@
 import-linter analyses packages only: the top-level modules (config.py, worker.py,
 starter.py...) are nodes it sees imported but not modules whose own imports it reads. This
 applies the same ``layers`` contract, read from pyproject.toml, to each top-level module's
-imports (lazy ones included), and keeps the simulators out of them. It also holds
-activities/ to activity classes: every module there defines one.
+imports (lazy ones included), and keeps them and the simulators apart both ways. It also
+holds activities/ to activity classes: every module there defines one.
 
     python -m tests.layers
 """
@@ -59,6 +59,11 @@ def layer_problems(root: Path = ROOT) -> list[str]:
                 problems.append(f"{module}.py:{line} imports the simulators")
             elif name in depth and name != module and depth[name] <= depth[module]:
                 problems.append(f"{module}.py:{line} imports {name}, not in a layer below")
+    # import-linter forbids the simulators the packages; these see the top-level modules too.
+    for path in sorted((root / SIMULATORS).glob("*.py")):
+        for line, name in imported(path):
+            if name in depth:
+                problems.append(f"{SIMULATORS}/{path.name}:{line} imports {name} of the product")
     return problems
 
 

@@ -23,9 +23,12 @@ def test_an_entry_point_importing_another_or_a_simulator_is_refused(tmp_path: Pa
     (tmp_path / "stack.py").write_text("import config\nimport demo\n")  # layers below
     (tmp_path / "worker.py").write_text("def run():\n    from starter import exit_with\n")
     (tmp_path / "demo.py").write_text("import simulators.windows\n")
+    (tmp_path / "simulators").mkdir()
+    (tmp_path / "simulators" / "telna.py").write_text("from ports import free_port\n")
     assert layers.layer_problems(tmp_path) == [
         "worker.py:2 imports starter, not in a layer below",
         "demo.py:1 imports the simulators",
+        "simulators/telna.py:1 imports ports of the product",
     ]
 
 

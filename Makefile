@@ -18,10 +18,14 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(PY) stack.py $(ARGS)
 
+# The last two hold the imports to DESIGN section 2's layers: lint-imports the packages
+# (contracts in pyproject.toml), tests/layers.py the top-level modules it cannot read.
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
+	$(PY) -m tests.layers
 
 # Two test processes (pytest-xdist), then the tests marked solo, alone. Exit status 5 is
 # "nothing selected", as when ARGS names tests of only one of the two kinds.

@@ -15,9 +15,7 @@ import argparse
 import asyncio
 import csv
 import json
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -26,7 +24,9 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from config import get_settings
-from enrolment import (
+from models.db import init_db, session_scope
+from models.tables import Product
+from services.enrolment import (
     EnrolmentError,
     EnrolRequest,
     parse_request,
@@ -34,9 +34,7 @@ from enrolment import (
     start_workflow,
     workflow_id,
 )
-from models.db import init_db, session_scope
-from models.tables import Product
-from temporal_client import TemporalConnectError, connect
+from temporal_client import TemporalConnectError, connect, exit_with
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -134,8 +132,8 @@ async def cmd_products(args: argparse.Namespace) -> int:
     settings = get_settings()
     init_db(settings.database_url)
     if args.sync:
-        from activities.catalog import sync_catalogue
         from carriers import build_carriers
+        from services.catalog import sync_catalogue
 
         carriers = build_carriers(settings)
         synced = await sync_catalogue(carriers, settings.database_url)
@@ -174,23 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     code: int = asyncio.run(args.run(args))
     return code
-
-
-def exit_with(main: Callable[[], int]) -> NoReturn:
-    """Run ``main`` and leave with its code without interpreter finalisation: the Temporal
-    client's native runtime threads can crash it ("PyGILState_Release ... finalizing")
-    after the work is done, and nothing is left to clean up."""
-    try:
-        code = main()
-    except SystemExit as exit_:
-        if exit_.code is None or isinstance(exit_.code, int):
-            code = exit_.code or 0
-        else:
-            print(exit_.code, file=sys.stderr)
-            code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,12 @@ names the setting and the file but never a key or its contents.
 
 from __future__ import annotations
 
+import os
 import ssl
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypedDict
+from typing import NoReturn, TypedDict
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -152,3 +154,20 @@ def _check_pair(cert: Path, key: Path) -> None:
             f"{ENV}CLIENT_CERT and {ENV}CLIENT_KEY: {cert} and {key} are not a PEM "
             "certificate and its private key"
         ) from None
+
+
+def exit_with(main: Callable[[], int]) -> NoReturn:
+    """Run ``main`` and leave with its code without interpreter finalisation: the Temporal
+    client's native runtime threads can crash it ("PyGILState_Release ... finalizing")
+    after the work is done, and nothing is left to clean up."""
+    try:
+        code = main()
+    except SystemExit as exit_:
+        if exit_.code is None or isinstance(exit_.code, int):
+            code = exit_.code or 0
+        else:
+            sys.stderr.write(f"{exit_.code}\n")
+            code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -4,7 +4,7 @@
 
 Any number of these may run against one task queue; Temporal spreads the work. Beside the
 worker, each process serves its Prometheus metrics (``WORKER_METRICS_PORT``) and runs a
-notification dispatcher (``activities/notify.py``, when ``NOTIFY_URL`` is set); neither
+notification dispatcher (``services/notify.py``, when ``NOTIFY_URL`` is set); neither
 is in a rotation's path.
 """
 
@@ -24,19 +24,18 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.audit import AuditActivities
 from activities.audit_restart import RestoreActivities
 from activities.carrier import CarrierActivities
-from activities.catalog import sync_catalogue
-from activities.claims import OrderClaims
-from activities.metrics import serve as serve_metrics
-from activities.metrics import watch_balances
-from activities.notify import Dispatcher
 from activities.store import StoreActivities
 from activities.usage_poll import UsagePollActivities
 from carriers import build_carriers
 from carriers.base import Carrier
 from config import Settings, get_settings
+from models.claims import OrderClaims
 from models.db import SchemaOutOfDate, init_db
-from starter import exit_with
-from temporal_client import TemporalConnectError, connect
+from services.catalog import sync_catalogue
+from services.metrics import serve as serve_metrics
+from services.metrics import watch_balances
+from services.notify import Dispatcher
+from temporal_client import TemporalConnectError, connect, exit_with
 from workflows.audit import AuditWorkflow, ensure_audit_schedule
 from workflows.balance import BalanceWorkflow
 from workflows.carrier_lines import CarrierLinesWorkflow

@@ -3,7 +3,7 @@
 One activity call audits one page of open balances (keyset by balance id): it reads
 their rows and lines, asks each balance's carrier for the eSIM's packages
 (``find_lines``) and Temporal whether its workflow runs, a bounded number of balances
-at once, never one workflow or activity per balance. ``activities.audit_rules.compare``
+at once, never one workflow or activity per balance. ``services.audit_rules.compare``
 says what disagrees; this module repairs what is safe and records every finding as a
 ledger event (actor ``audit``, kind ``audit_<kind>``, key
 ``audit:{balance_id}:{kind}:{subject}``, so an audit that sees the same thing again
@@ -53,9 +53,14 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities import metrics
 from activities.audit_restart import carrier_line, read_carrier, read_known, rebuild_state
-from activities.audit_rules import (
+from activities.store import StoreActivities
+from carriers.base import Carrier, CarrierLine
+from carriers.errors import CarrierError
+from models.audit import AuditPage, AuditPageResult, AuditReport
+from models.payloads import AuditNotice, LineState, RecordChanges
+from services import metrics
+from services.audit_rules import (
     BalanceView,
     Finding,
     Kind,
@@ -64,19 +69,14 @@ from activities.audit_rules import (
     seq_of,
     settle_seconds,
 )
-from activities.audit_store import (
+from services.audit_store import (
     OpenBalance,
     correct_row,
     read_page,
     read_view,
     record_finding,
 )
-from activities.store import StoreActivities
-from carriers.base import Carrier, CarrierLine
-from carriers.errors import CarrierError
-from enrolment import start_workflow, workflow_id
-from models.audit import AuditPage, AuditPageResult, AuditReport
-from models.payloads import AuditNotice, LineState, RecordChanges
+from services.enrolment import start_workflow, workflow_id
 
 
 class AuditActivities:

@@ -27,11 +27,9 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from temporalio import activity
 
-from activities.audit_rules import end_state, seq_of
 from activities.carrier import carrier_failure
 from carriers.base import Carrier, CarrierLine
 from carriers.errors import CarrierError, CarrierRejected
-from enrolment import product_spec, resumed_revision
 from models.db import session_scope
 from models.payloads import (
     ARCHIVE_DEPTH,
@@ -46,6 +44,8 @@ from models.payloads import (
     pass_problem,
 )
 from models.tables import Balance, BalanceLine, LineEvent, Product
+from services.audit_rules import end_state, seq_of
+from services.enrolment import product_spec, resumed_revision
 
 
 @dataclass

@@ -24,7 +24,6 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities.claims import Claim, ClaimHeld, OrderClaims
 from carriers.base import Carrier, CarrierLine
 from carriers.errors import (
     CarrierError,
@@ -33,6 +32,7 @@ from carriers.errors import (
     CarrierUnavailable,
 )
 from carriers.ratelimit import SEND_BY
+from models.claims import Claim, ClaimHeld, OrderClaims
 from models.payloads import Line, LineCommand, LineState, OrderLineInput, UsageReport
 
 ACTIVATION_PENDING = "ActivationPending"
@@ -42,8 +42,6 @@ CLAIM_RETRY_MAX = timedelta(seconds=30)  # a retry waiting for another worker's 
 # While an order is in doubt, look again this often: it is adopted as soon as it shows.
 IN_DOUBT_LOOK_MIN = timedelta(milliseconds=500)
 IN_DOUBT_LOOK_MAX = timedelta(seconds=5)
-LINE_ENDED = "LineEnded"
-NON_RETRYABLE = ["CarrierRejected", LINE_ENDED, "UnknownCarrier"]
 HEARTBEAT_EVERY = 1.0  # seconds between heartbeats while one attempt runs
 
 P = ParamSpec("P")
@@ -183,7 +181,7 @@ class CarrierActivities:
         5 packages twice. A retry in the same worker therefore joins the order in flight
         for its reference instead of starting another; the order runs to its end even
         when the attempt that started it is cancelled. A retry in another worker finds
-        the order claimed (activities/claims.py) and fails with ``OrderInFlight``, to be
+        the order claimed (models/claims.py) and fails with ``OrderInFlight``, to be
         retried until the claim is gone. Nor can looking see an order the carrier has
         received but not yet committed: after an order whose outcome is unknown, a look
         that finds nothing fails with ``OrderInDoubt`` until the carrier's in-doubt

@@ -25,11 +25,11 @@ import sqlalchemy as sa
 from sqlmodel import Session
 from temporalio import activity
 
-from activities.metrics import observe_rotations
-from activities.outbox import hold_ledger_writes
 from models.db import dialect_insert, dialect_insert_for, session_scope
+from models.outbox import hold_ledger_writes
 from models.payloads import BalanceRecord, BalanceStatus, EventRecord, Line, RecordChanges
 from models.tables import Balance, BalanceLine, Esim, LineEvent, UTCDateTime
+from services.metrics import observe_rotations
 
 # Written as Core statements on the tables, not through the ORM: the rotation's one write
 # is on every balance's path at a boundary, and the ORM's bulk paths cost the worker

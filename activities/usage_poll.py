@@ -33,13 +33,13 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities import metrics
 from activities.carrier import carrier_failure
 from carriers.base import Carrier, FleetUsage, LineUsage
 from carriers.errors import CarrierError
 from models.db import dialect_insert, session_scope
 from models.payloads import Policy, UsagePollInput, UsagePollResult, UsageReport
 from models.tables import Balance, BalanceLine, UsageWatermark
+from services import metrics
 
 # Webbing's largest page: fewest calls for a large fleet.
 PAGE_SIZE = 500

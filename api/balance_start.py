@@ -17,10 +17,10 @@ from api.lookups import balance_or_404, check_policy, product_for
 from api.schemas.balances import BalanceCreate
 from api.views import balance_public
 from config import Settings
-from enrolment import EnrolmentError, EnrolRequest, open_balance, register, start_workflow
 from models.db import session_scope
 from models.payloads import BalanceState
 from models.tables import Balance, Esim
+from services.enrolment import EnrolmentError, EnrolRequest, open_balance, register, start_workflow
 
 
 async def start_balance(

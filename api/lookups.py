@@ -6,9 +6,8 @@ from sqlmodel import Session, col, select
 
 from api import pagination
 from api.errors import ApiError
-from models.payloads import Policy, pass_problem
+from models.payloads import Policy, pass_problem, policy_problem
 from models.tables import Balance, BalanceLine, Product
-from workflows.timing import policy_problem
 
 
 def balance_or_404(session: Session, balance_id: str) -> Balance:

@@ -18,7 +18,8 @@ from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.carrier import NON_RETRYABLE, CarrierActivities
+    from activities.carrier import CarrierActivities
+    from carriers.errors import NON_RETRYABLE
     from models.payloads import Line, LineCommand, OrderLineInput, ProductSpec
 
 NOOP = timedelta(seconds=10)

@@ -33,10 +33,10 @@ from carriers.base import Carrier
 from carriers.telna import TelnaCarrier
 from carriers.webbing import WebbingCarrier
 from config import Settings, TelnaSettings, WebbingSettings
-from enrolment import workflow_id
 from models import search
 from models.identifiers import make_iccid
-from stack import free_port
+from ports import free_port
+from services.enrolment import workflow_id
 
 KEY, SECRET = "bench-key", "bench-secret"
 WEBBING_LOGIN = ("bench-user", "bench-password", "bench-wskey")

@@ -68,7 +68,6 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from activities.catalog import sync_catalogue
 from bench.baselines import BareInput, BareWorkflow, noop
 from bench.common import (
     activity_retries,
@@ -99,13 +98,14 @@ from bench.herd_figures import (
 from bench.naive import NaivePlan
 from carriers.base import Carrier
 from config import Settings
-from enrolment import EnrolRequest, enrol, product_spec, workflow_id
 from models.db import migrate, session_scope
 from models.payloads import Policy, ProductSpec
 from models.tables import Balance, Product
 from models.windows import window_end_epoch
-from stack import free_port
-from starter import exit_with
+from ports import free_port
+from services.catalog import sync_catalogue
+from services.enrolment import EnrolRequest, enrol, product_spec, workflow_id
+from temporal_client import exit_with
 from worker import build_worker, workflow_runner
 
 CARRIERS = ("telna", "webbing")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.common import report
 from carriers.ratelimit import RequestSpacer
-from starter import exit_with
+from temporal_client import exit_with
 
 LOADS = (0, 5, 20)
 WAITING = 500

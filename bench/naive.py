@@ -32,7 +32,7 @@ from activities.carrier import CarrierActivities
 from bench.baselines import NaiveInput, NaiveWorkflow
 from bench.common import carrier_clients, gather_limited
 from models.payloads import ProductSpec
-from starter import exit_with
+from temporal_client import exit_with
 from worker import WORKFLOW_RUNNER
 
 

@@ -44,7 +44,7 @@ from config import Settings
 from models.db import get_engine, migrate, session_scope
 from models.identifiers import make_iccid
 from models.tables import Balance, BalanceLine, Esim, LineEvent, Product
-from starter import exit_with
+from temporal_client import exit_with
 
 DAY = timedelta(days=1)
 SWITCH_OVERLAP = timedelta(seconds=30)

@@ -24,7 +24,7 @@ from temporalio.worker import Replayer
 
 from bench.common import report
 from config import Settings
-from starter import exit_with
+from temporal_client import exit_with
 from worker import workflow_runner
 from workflows.balance import BalanceWorkflow
 

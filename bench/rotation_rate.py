@@ -27,7 +27,6 @@ import httpx
 from sqlmodel import col, func, select
 from temporalio.client import Client
 
-from activities.catalog import sync_catalogue
 from bench.common import (
     KEY,
     bench_iccids,
@@ -40,12 +39,13 @@ from bench.common import (
 )
 from carriers.telna import TelnaCarrier
 from config import Settings
-from enrolment import EnrolRequest, enrol, workflow_id
 from models.db import migrate, session_scope
 from models.payloads import ActionRequest, Policy
 from models.tables import Balance, BalanceLine
-from stack import free_port
-from starter import exit_with
+from ports import free_port
+from services.catalog import sync_catalogue
+from services.enrolment import EnrolRequest, enrol, workflow_id
+from temporal_client import exit_with
 from worker import build_worker
 
 PRODUCT, PERIOD = "telna-compressed-30s", 30

@@ -34,7 +34,7 @@ from models.payloads import (
     LineState,
     RecordChanges,
 )
-from starter import exit_with
+from temporal_client import exit_with
 
 PRODUCT = "telna-daily-1gb"
 DAY = timedelta(days=1)

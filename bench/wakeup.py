@@ -37,7 +37,7 @@ from temporalio.client import Client
 from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
 from bench.common import dev_server, gather_limited, history_cache_args, report
-from starter import exit_with
+from temporal_client import exit_with
 
 
 @workflow.defn(sandboxed=False)

@@ -21,6 +21,12 @@ from __future__ import annotations
 import email.utils
 from datetime import UTC, datetime
 
+# The failure types (Temporal ``ApplicationError.type``) of a carrier call that no retry
+# can help: a business rejection, a line already ended, a carrier without a client. Beside
+# the errors they name, below both the activities and the workflows' retry policies.
+LINE_ENDED = "LineEnded"
+NON_RETRYABLE = ["CarrierRejected", LINE_ENDED, "UnknownCarrier"]
+
 
 class CarrierError(Exception):
     """Base of every carrier failure."""

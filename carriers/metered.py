@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from activities.metrics import carrier_calls, carrier_errors
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
 from carriers.base import Carrier, CarrierLine, CarrierProduct, LineUsage
 from carriers.errors import (
     CarrierError,
@@ -24,6 +25,24 @@ from carriers.errors import (
 )
 
 T = TypeVar("T")
+
+# The carrier calls' metrics, in a registry of their own that the worker's registry
+# (``services.metrics.REGISTRY``) collects and serves.
+REGISTRY = CollectorRegistry()
+carrier_calls = Histogram(
+    "esim_carrier_call_seconds",
+    "Latency of carrier API calls, by carrier and operation.",
+    ["carrier", "operation"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+carrier_errors = Counter(
+    "esim_carrier_call_errors",
+    "Failed carrier API calls, by carrier, operation and kind (rejected, unavailable, "
+    "outcome_unknown).",
+    ["carrier", "operation", "kind"],
+    registry=REGISTRY,
+)
 
 
 def error_kind(error: CarrierError) -> str:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 import httpx
 
 # A request sent in this context must leave by this time (UTC), or not at all: an
-# order may only go while its claim lasts (activities/claims.py). Checked after the wait
+# order may only go while its claim lasts (models/claims.py). Checked after the wait
 # for the request's turn, which at a busy carrier can be long.
 SEND_BY: ContextVar[datetime | None] = ContextVar("SEND_BY", default=None)
 

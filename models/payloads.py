@@ -111,6 +111,22 @@ class Policy(BaseModel):
         return min(60.0, validity_seconds / 10)
 
 
+def policy_problem(policy: Policy, validity_seconds: int) -> str | None:
+    """Why ``policy`` cannot drive lines of this validity, or None if it can.
+
+    The switch starts ``margin`` before a line ends: with a margin close to the validity
+    every line would be switched away from soon after it is up, a pass bought per loop.
+    So a line must serve at least half its validity, and ordering comes before switching.
+    The API refuses such a policy before it reaches a workflow, which checks it again.
+    """
+    margin, lead = policy.margin(validity_seconds), policy.lead(validity_seconds)
+    if margin >= lead:
+        return f"margin {margin:g} s must be shorter than the lead {lead:g} s"
+    if margin > validity_seconds / 2:
+        return f"margin {margin:g} s must be at most half the validity {validity_seconds} s"
+    return None
+
+
 class Line(BaseModel):
     """One Balance Line: a carrier package with a time window."""
 
@@ -186,7 +202,8 @@ class BalanceState(BaseModel):
     # Bumped by every store write (BalanceWorkflow._record) and sent with it: the rows
     # keep the newest write's, so an older write that lands late (its worker stalled
     # mid-write while another took the workflow on) changes nothing. A workflow started
-    # again from the database continues from the balance row's (enrolment.resumed_revision).
+    # again from the database continues from the balance row's
+    # (services.enrolment.resumed_revision).
     revision: int = 0
     # Whether every wait hands over once messages have made the history long
     # (BalanceWorkflow._piled_up): asked as ``hand_over_at_order`` is.

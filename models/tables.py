@@ -241,7 +241,7 @@ class OrderClaim(SQLModel, table=True):
     Taken before the order looks at the carrier, removed once the order is settled;
     a claim left by a dead process lapses at ``lease_until``. ``in_doubt_until``: an order
     sent for this line may be committed by the carrier until then, so a look that finds
-    nothing before it proves nothing. See ``activities/claims.py``.
+    nothing before it proves nothing. See ``models/claims.py``.
     """
 
     __tablename__ = "order_claim"

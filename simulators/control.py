@@ -29,10 +29,10 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from models.identifiers import InvalidIdentifier, validate_iccid
 from simulators.core import CarrierEngine
 from simulators.errors import SimulationError, UnknownSim
 from simulators.faults import FaultInjectionMiddleware, Faults, FaultSettings
+from simulators.identifiers import InvalidIccid, validate_iccid
 from simulators.records import Package
 from simulators.webhooks import WebhookDispatcher
 
@@ -71,7 +71,7 @@ class EsimsIn(_Body):
         for iccid in iccids:
             try:
                 validate_iccid(iccid)
-            except InvalidIdentifier as exc:
+            except InvalidIccid as exc:
                 raise ValueError(f"{iccid!r}: {exc}") from exc
         return iccids
 

@@ -12,7 +12,7 @@ Carrier semantics chosen here (none of them is public):
 - Traffic of an ICCID is consumed by its most recently activated ACTIVE package that has
   allowance left. When every ACTIVE package is used up the ICCID is throttled; throttled
   traffic is not counted, so ``used_bytes`` never exceeds the allowance.
-- An ACTIVE package's window ends by its product's reset rule (models.windows): rolling
+- An ACTIVE package's window ends by its product's reset rule (simulators.windows): rolling
   (``validity_seconds`` from activation), or at the next UTC or local midnight.
 - Activation is asynchronous; its latency is drawn from a seeded RNG.
 - Alerts (usage thresholds, terminations) go to a pluggable sink, once each.

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from models.windows import check_reset
+from simulators.windows import check_reset
 
 PackageStatus = Literal["NOT_ACTIVE", "ACTIVE", "TERMINATED"]
 LedgerAction = Literal["order", "activate", "deactivate", "expire", "exhaust", "cancel"]
@@ -23,7 +23,7 @@ COMPRESSED_BELOW_SECONDS = 7200
 
 @dataclass(frozen=True)
 class Product:
-    """One pass in the catalogue, in the carrier's own id; ``reset`` as in models.windows."""
+    """One pass in the catalogue, in the carrier's own id; ``reset`` as in simulators.windows."""
 
     id: str
     name: str

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.windows import window_end_epoch
 from simulators.records import (
     USAGE_THRESHOLDS,
     Interval,
@@ -14,6 +13,7 @@ from simulators.records import (
     LineState,
     Package,
 )
+from simulators.windows import window_end_epoch
 
 
 @dataclass

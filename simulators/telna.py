@@ -34,7 +34,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from config import get_settings
 from simulators import cli
 from simulators.control import (
     FaultInjectionMiddleware,
@@ -46,6 +45,7 @@ from simulators.control import (
 from simulators.core import CarrierEngine, Clock
 from simulators.records import Alert, Product
 from simulators.runtime import engine_running, load_snapshot
+from simulators.settings import telna_settings
 from simulators.telna_api import create_telna_router, ms
 from simulators.webhooks import WebhookDispatcher, WebhookTarget
 
@@ -246,10 +246,10 @@ def create_app_from_settings(
     webhook_url: str | None = None,
 ) -> FastAPI:
     """The app as configured by the environment (``uvicorn ... --factory``)."""
-    settings = get_settings()
+    settings = telna_settings()
     if webhook_url is None:
         env_url = os.environ.get("TELNA_SIM_WEBHOOK_URL")
-        webhook_url = settings.telna_webhook_url() if env_url is None else env_url
+        webhook_url = settings.webhook_url if env_url is None else env_url
     if state_file is None:
         state_file = os.environ.get("TELNA_SIM_STATE_FILE") or None
     if seed is None and os.environ.get("TELNA_SIM_SEED"):
@@ -258,8 +258,8 @@ def create_app_from_settings(
         except ValueError as exc:
             raise SimulatorConfigError("TELNA_SIM_SEED must be an integer") from exc
     return create_app(
-        api_key=settings.telna.api_key.get_secret_value(),
-        webhook_secret=settings.telna.webhook_secret.get_secret_value(),
+        api_key=settings.api_key,
+        webhook_secret=settings.webhook_secret,
         webhook_url=webhook_url or None,
         state_file=state_file,
         seed=seed,
@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p,
         args,
         lambda: create_app_from_settings(args.state_file, args.seed, args.webhook_url),
-        get_settings().telna_port,
+        telna_settings().port,
     )
 
 

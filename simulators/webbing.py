@@ -35,7 +35,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
-from config import get_settings
 from simulators import cli
 from simulators.control import (
     CONTROL_PREFIX,
@@ -49,6 +48,7 @@ from simulators.control import (
 from simulators.core import CarrierEngine, Clock
 from simulators.records import Product
 from simulators.runtime import engine_running, load_snapshot
+from simulators.settings import webbing_settings
 from simulators.webbing_api import create_webbing_router
 from simulators.webbing_service import Credentials, WebbingService
 from simulators.webbing_usage import UsageLag, UsageMeter
@@ -207,7 +207,7 @@ def create_app_from_settings(
     usage_lag_seconds: float | None = None,
 ) -> FastAPI:
     """The app as configured by the environment (``uvicorn ... --factory``)."""
-    settings = get_settings().webbing
+    settings = webbing_settings()
     if state_file is None:
         state_file = os.environ.get("WEBBING_SIM_STATE_FILE") or None
     seed = seed if seed is not None else _env_number("WEBBING_SIM_SEED", int)
@@ -218,8 +218,8 @@ def create_app_from_settings(
     )
     return create_app(
         settings.username,
-        settings.password.get_secret_value(),
-        settings.wskey.get_secret_value(),
+        settings.password,
+        settings.wskey,
         state_file=state_file,
         seed=seed,
         usage_lag=lag,
@@ -245,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p,
         args,
         lambda: create_app_from_settings(args.state_file, args.seed, args.usage_lag),
-        get_settings().webbing_port,
+        webbing_settings().port,
     )
 
 

@@ -15,7 +15,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from models import search
-from stack import free_port
+from ports import free_port
 from tests.postgres import database_url, postgres_cluster  # noqa: F401  (fixtures)
 
 BIN = Path(sys.executable).parent

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from activities.audit_restart import Known, read_carrier, rebuild_state
-from activities.audit_rules import BalanceView, DbLine, Kind, Repair, compare
 from carriers.base import CarrierLine
 from carriers.errors import CarrierRejected
 from models.payloads import LineState, Policy, ProductSpec
 from models.tables import Balance
+from services.audit_rules import BalanceView, DbLine, Kind, Repair, compare
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 BID = "bal_000000000001"

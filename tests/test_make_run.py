@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import stack
+from ports import free_port
 from tests.test_stack import (
     PORT_SETTINGS,
     SECRET_NAMES,
@@ -35,7 +35,7 @@ ROTATIONS = re.compile(r"^\[progress\] .* rotations ([1-9]\d*)\b")
 def env() -> dict[str, str]:
     """Our environment without secrets or addresses, with free ports for every service."""
     env = {k: v for k, v in os.environ.items() if k not in SECRET_NAMES | FOLLOW_PORTS}
-    ports = {name: str(stack.free_port()) for name in (*PORT_SETTINGS, "WORKER_METRICS_PORT")}
+    ports = {name: str(free_port()) for name in (*PORT_SETTINGS, "WORKER_METRICS_PORT")}
     return env | ports
 
 

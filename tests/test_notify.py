@@ -10,13 +10,13 @@ import httpx
 import pytest
 from sqlmodel import col, select
 
-from activities import outbox
-from activities.metrics import notifications
-from activities.notify import Dispatcher, backoff, signed
-from activities.outbox import Cursor, Notification, notification_type
+from models import outbox
 from models.db import migrate, session_scope
+from models.outbox import Cursor, Notification, notification_type
 from models.signature import SignatureError, verify
 from models.tables import Balance, Esim, LineEvent, NotificationCursor
+from services.metrics import notifications
+from services.notify import Dispatcher, backoff, signed
 from tests.receiver import Received, Receiver
 from tests.store.builders import new_balance
 

@@ -16,10 +16,10 @@ from sqlmodel import select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import claims as claims_module
 from activities.carrier import ORDER_IN_FLIGHT, CarrierActivities
-from activities.claims import OrderClaims
 from carriers.ratelimit import SEND_BY, RateLimitedTransport
+from models import claims as claims_module
+from models.claims import OrderClaims
 from models.db import migrate, session_scope
 from models.tables import OrderClaim
 from tests.test_carrier_heartbeats import OrderingCarrier, order_input

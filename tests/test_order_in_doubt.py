@@ -14,9 +14,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.carrier import ORDER_IN_DOUBT, CarrierActivities
-from activities.claims import ClaimHeld, OrderClaims
 from carriers.base import CarrierLine
 from carriers.errors import CarrierOutcomeUnknown, CarrierUnavailable
+from models.claims import ClaimHeld, OrderClaims
 from models.db import migrate, session_scope
 from models.tables import OrderClaim
 from tests.test_carrier_heartbeats import order_input

@@ -30,8 +30,8 @@ from temporalio.testing import WorkflowEnvironment
 from api.app import create_app
 from config import Settings, TemporalTLSSettings
 from models import search
+from ports import free_port
 from simulators.telna import create_app as create_telna
-from stack import free_port
 from temporal_client import TemporalConnectError, connect
 from tests.api.conftest import OPERATOR_KEY, SERVICE_KEY, Api
 from tests.api.helpers import offline_settings

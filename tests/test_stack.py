@@ -20,6 +20,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
 import stack
+from ports import PRIVATE_PORTS_FROM, free_port, port_open
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -149,7 +150,7 @@ class StackRun:
 def wait_until_listening(port: int, timeout: float = 20.0) -> None:
     """Wait until something accepts connections on the port."""
     deadline = time.monotonic() + timeout
-    while not stack.port_open(port):
+    while not port_open(port):
         assert time.monotonic() < deadline, f"nothing listens on {port} after {timeout}s"
         time.sleep(0.1)
 
@@ -158,7 +159,7 @@ def wait_until_listening(port: int, timeout: float = 20.0) -> None:
 def env() -> dict[str, str]:
     """Our environment without secrets, with free ports for every service."""
     env = {k: v for k, v in os.environ.items() if k not in SECRET_NAMES}
-    return env | {name: str(stack.free_port()) for name in PORT_SETTINGS}
+    return env | {name: str(free_port()) for name in PORT_SETTINGS}
 
 
 @pytest.fixture(scope="module")
@@ -188,18 +189,18 @@ def test_free_ports_come_from_this_processs_slice_below_the_ephemeral_range(
 ) -> None:
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
-    monkeypatch.setattr(stack, "_handed_out", set())
+    monkeypatch.setattr("ports._handed_out", set())
     ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    size = (ephemeral - stack.PRIVATE_PORTS_FROM) // 2
-    ports = [stack.free_port() for _ in range(50)]
+    size = (ephemeral - PRIVATE_PORTS_FROM) // 2
+    ports = [free_port() for _ in range(50)]
     assert len(set(ports)) == 50
-    assert all(stack.PRIVATE_PORTS_FROM + size <= port < ephemeral for port in ports)
+    assert all(PRIVATE_PORTS_FROM + size <= port < ephemeral for port in ports)
 
-    monkeypatch.setattr(stack, "_handed_out", set())
+    monkeypatch.setattr("ports._handed_out", set())
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", ports[0]))
         taken.listen()
-        assert stack.free_port() != ports[0]
+        assert free_port() != ports[0]
 
 
 def test_api_keys_secret_holds_an_operator_and_a_service_key() -> None:

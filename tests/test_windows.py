@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from models.windows import window_end, window_end_epoch
+from simulators import windows as carrier_windows
 
 DAY = 86_400
 
@@ -102,6 +103,21 @@ def test_epoch_variant_agrees_with_datetimes() -> None:
         assert window_end_epoch(start.timestamp(), validity, reset, offset) == pytest.approx(
             expected, abs=1e-6
         )
+
+
+def test_the_simulated_carriers_own_rule_ends_every_window_where_ours_does() -> None:
+    """The simulators read a window on their own (they share no code with the product);
+    where the two readings part, one of them is wrong."""
+    starts = [at("2026-03-10T23:59:00"), at("2026-03-11T00:00:00"), at("2026-03-10T12:00:05.25")]
+    for start in starts:
+        for validity in (1, 30, 3599, 3600, DAY - 1, DAY, 7 * DAY, DAY + 1):
+            for reset in ("rolling", "utc_midnight", "local_midnight"):
+                for offset in (-720, -300, 0, 330, 480, 840):
+                    ours = window_end_epoch(start.timestamp(), validity, reset, offset)
+                    theirs = carrier_windows.window_end_epoch(
+                        start.timestamp(), validity, reset, offset
+                    )
+                    assert theirs == ours, (start, validity, reset, offset)
 
 
 @pytest.mark.parametrize(

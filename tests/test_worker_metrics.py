@@ -10,13 +10,13 @@ from datetime import timedelta
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities import metrics
 from activities.store import StoreActivities
 from carriers.base import CarrierLine, CarrierProduct, LineUsage
 from carriers.errors import CarrierOutcomeUnknown, CarrierRejected, CarrierUnavailable
 from carriers.metered import MeteredCarrier
 from models.db import migrate
 from models.payloads import LineState
+from services import metrics
 from tests.store.builders import changes, event, line, new_balance
 
 

@@ -18,6 +18,7 @@ import enum
 from datetime import datetime, timedelta
 from typing import Any
 
+from models import payloads
 from models.payloads import (
     ARCHIVE_DEPTH,
     CLOSED_STATUSES,
@@ -347,7 +348,7 @@ def product_problem(s: BalanceState, req: ChangeProduct) -> str | None:
 
 def policy_problem(s: BalanceState, req: ChangePolicy) -> str | None:
     for product in filter(None, (s.product, s.next_product)):
-        problem = timing.policy_problem(req.policy, product.validity_seconds)
+        problem = payloads.policy_problem(req.policy, product.validity_seconds)
         if problem is not None:
             return problem
     return None

@@ -18,7 +18,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 from temporalio.workflow import ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
-    from activities.carrier import NON_RETRYABLE, CarrierActivities
+    from activities.carrier import CarrierActivities
+    from carriers.errors import NON_RETRYABLE
     from models.payloads import (
         BalanceState,
         Line,
@@ -196,7 +197,7 @@ class CarrierSteps:
         for hours is retried by the same activity. Only a run whose history has grown
         long with messages meanwhile cancels it and hands over; the next run takes the
         step up again, and an order attempt still in flight buys nothing twice (its
-        claim, activities/claims.py).
+        claim, models/claims.py).
         """
         timer = self.clock.timer(deadline, f"{what}: Failing if not done by {deadline:%H:%M:%SZ}")
         failing = False

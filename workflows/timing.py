@@ -13,7 +13,7 @@ from __future__ import annotations
 import zlib
 from datetime import datetime, timedelta
 
-from models.payloads import BalanceState, Line, Policy
+from models.payloads import BalanceState, Line
 from workflows import usage
 
 # The part of the lead window over which a reset boundary's orders are spread.
@@ -101,18 +101,3 @@ def patience(s: BalanceState, now: datetime) -> datetime:
     a quarter of the validity, between 1 s and 60 s."""
     quarter = s.product.validity_seconds / 4
     return now + timedelta(seconds=min(60.0, max(1.0, quarter)))
-
-
-def policy_problem(policy: Policy, validity_seconds: int) -> str | None:
-    """Why ``policy`` cannot drive lines of this validity, or None if it can.
-
-    The switch starts ``margin`` before a line ends: with a margin close to the validity
-    every line would be switched away from soon after it is up, a pass bought per loop.
-    So a line must serve at least half its validity, and ordering comes before switching.
-    """
-    margin, lead = policy.margin(validity_seconds), policy.lead(validity_seconds)
-    if margin >= lead:
-        return f"margin {margin:g} s must be shorter than the lead {lead:g} s"
-    if margin > validity_seconds / 2:
-        return f"margin {margin:g} s must be at most half the validity {validity_seconds} s"
-    return None

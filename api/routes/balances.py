@@ -34,11 +34,11 @@ from api.schemas.balances import (
 from api.schemas.common import BalanceIdPath, CarrierName
 from api.views import balance_detail, balance_public
 from api.window import SinceQuery, window_start
-from enrolment import product_spec
 from models.continuity import load_balance_continuity
 from models.db import session_scope
 from models.payloads import BalanceStatus, ChangePolicy, ChangeProduct
 from models.tables import Balance, Product
+from services.enrolment import product_spec
 
 router = APIRouter(prefix="/v1/balances", tags=["balances"])
 

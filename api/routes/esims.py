@@ -12,9 +12,9 @@ from api.errors import ApiError, documented
 from api.schemas.common import ICCID_PATTERN
 from api.schemas.esims import EsimCreate, EsimPublic
 from api.views import esim_public
-from enrolment import open_balance
 from models.identifiers import InvalidIdentifier, validate_iccid
 from models.tables import Esim
+from services.enrolment import open_balance
 
 router = APIRouter(prefix="/v1/esims", tags=["esims"])
 

@@ -16,11 +16,11 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlmodel import col, func, select
 
-from activities import outbox
-from activities.audit_rules import Kind
 from api.deps import SessionDep, TelemetryDep
 from api.telemetry import OPEN_STATES, PENDING_SCAN
+from models import outbox
 from models.tables import Balance, LineEvent
+from services.audit_rules import Kind
 
 router = APIRouter(tags=["operations"])
 

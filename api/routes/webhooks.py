@@ -13,8 +13,8 @@ from api import idempotency, telna_events
 from api.deps import ClientDep, SettingsDep, TelemetryDep
 from api.errors import ApiError, documented
 from api.telna_events import TelnaEvent
-from enrolment import workflow_id
 from models.payloads import UsageReport
+from services.enrolment import workflow_id
 
 router = APIRouter(prefix="/v1/carriers", tags=["carrier webhooks"])
 

@@ -7,10 +7,10 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api.schemas.common import PRINTABLE_PATTERN, STRICT_INPUT, CarrierName, Iccid, ProductId
-from enrolment import MAX_LINES
 from models.continuity import Continuity
 from models.identifiers import validate_iccid
 from models.payloads import BalanceStatus, LineState, Policy
+from services.enrolment import MAX_LINES
 
 
 class BalanceBase(BaseModel):

@@ -26,11 +26,11 @@ from temporalio.testing import WorkflowEnvironment
 from api.app import create_app
 from api.telna_events import sign
 from config import Settings, TelnaSettings
-from enrolment import EnrolRequest, register, start_workflow, workflow_id
 from models.db import init_db, session_scope
 from models.identifiers import make_eid, make_iccid
 from models.payloads import BalanceState
 from models.tables import Balance, BalanceLine, Esim, IdempotencyRecord, LineEvent, Product
+from services.enrolment import EnrolRequest, register, start_workflow, workflow_id
 from tests.servers import serve
 
 OPERATOR_KEY = "op-" + "k" * 20

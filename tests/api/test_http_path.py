@@ -15,10 +15,10 @@ from sqlmodel import select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from enrolment import workflow_id
 from models.db import session_scope
 from models.payloads import ChangePolicy, Policy
 from models.tables import LineEvent
+from services.enrolment import workflow_id
 from tests.e2e.harness import OPERATOR_KEY, SERVICE_KEY, Rig, iccids, rig
 
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}

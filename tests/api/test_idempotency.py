@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlmodel import select
 
-from enrolment import workflow_id
 from models.db import session_scope
 from models.tables import Balance, Esim
+from services.enrolment import workflow_id
 from tests.api.conftest import Api, new_iccid
 
 

@@ -14,9 +14,9 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, func, insert, select
 
-from activities.outbox import Cursor
 from models.db import get_engine, init_db, session_scope
 from models.identifiers import make_iccid
+from models.outbox import Cursor
 from models.tables import Balance, Esim, LineEvent, NotificationCursor
 from tests.api.helpers import offline_api, offline_settings
 

@@ -30,7 +30,7 @@ from schemathesis.checks import (
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from enrolment import workflow_id
+from services.enrolment import workflow_id
 from tests.e2e.harness import OPERATOR_KEY, iccids, rig
 
 EXAMPLES_PER_OPERATION = 40

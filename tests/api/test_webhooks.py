@@ -8,7 +8,7 @@ import time
 
 from temporalio.client import WorkflowHandle
 
-from enrolment import workflow_id
+from services.enrolment import workflow_id
 from tests.api.conftest import Api
 
 EVENTS = "/v1/carriers/telna/events"

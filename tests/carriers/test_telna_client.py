@@ -26,8 +26,8 @@ from carriers.errors import (
 from carriers.telna import TelnaCarrier
 from config import Settings, TelnaSettings
 from models.identifiers import make_iccid
+from ports import free_port
 from simulators.telna import create_app
-from stack import free_port
 from tests.servers import serve
 
 API_KEY = "client-test-key"

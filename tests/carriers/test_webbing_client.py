@@ -17,9 +17,9 @@ from carriers.errors import CarrierOutcomeUnknown, CarrierRejected, CarrierUnava
 from carriers.webbing import WebbingCarrier
 from config import Settings, TelnaSettings, WebbingSettings
 from models.identifiers import make_iccid
+from ports import free_port
 from simulators.webbing import CATALOGUE, create_app
 from simulators.webbing_usage import UsageLag
-from stack import free_port
 from tests.servers import serve
 
 USERNAME, PASSWORD, WSKEY = "client-user", "client-password", "client-wskey"

@@ -55,7 +55,7 @@ from models.db import session_scope
 from models.identifiers import make_iccid
 from models.payloads import BalanceStatus, BalanceStatusView
 from models.tables import BalanceLine, LineEvent
-from starter import exit_with
+from temporal_client import exit_with
 from tests.chaos import checks
 from tests.chaos.security import find_secrets, probe_refusals, search_attribute_texts
 from tests.chaos.stackrun import StackRun, make_secrets

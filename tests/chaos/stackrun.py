@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import stack
+from ports import free_port
 from tests.test_stack import proc_stat
 
 # Environment variables of ours that must not leak into the stack (it gets its own).
@@ -59,7 +60,7 @@ class StackRun:
     def __init__(self, data: Path, settings: Mapping[str, str], secret_values: Mapping[str, str]):
         self.data = data
         self.ports = {
-            name: stack.free_port()
+            name: free_port()
             for name in (
                 "TEMPORAL_PORT",
                 "TEMPORAL_UI_PORT",

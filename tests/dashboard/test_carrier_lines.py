@@ -25,7 +25,6 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.metrics import REGISTRY
 from api.app import create_app
 from api.auth import Role
 from api.dashboard import carrier_lines
@@ -36,8 +35,9 @@ from config import Settings, TelnaSettings
 from models.db import init_db, session_scope
 from models.identifiers import make_iccid
 from models.tables import Balance, Esim
+from ports import free_port
+from services.metrics import REGISTRY
 from simulators.telna import create_app as create_telna
-from stack import free_port
 from tests.servers import serve
 from worker import build_worker
 from workflows.carrier_lines import carrier_lines_id

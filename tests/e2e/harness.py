@@ -27,18 +27,18 @@ from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, Work
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from activities.catalog import sync_catalogue
 from api.app import create_app as create_api
 from carriers.metered import metered
 from carriers.telna import TelnaCarrier
 from carriers.webbing import WebbingCarrier
 from config import Settings, TelnaSettings, WebbingSettings
-from enrolment import EnrolRequest, enrol, workflow_id
 from models.audit import AuditInput, AuditReport
 from models.db import init_db, session_scope
 from models.identifiers import make_iccid
 from models.payloads import ActionRequest, BalanceStatusView, Policy
 from models.tables import BalanceLine, LineEvent
+from services.catalog import sync_catalogue
+from services.enrolment import EnrolRequest, enrol, workflow_id
 from simulators.telna import create_app as create_telna
 from simulators.webbing import create_app as create_webbing
 from tests.replay import replay_failures

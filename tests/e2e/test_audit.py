@@ -15,12 +15,12 @@ from sqlmodel import col, select
 from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy
 from temporalio.testing import WorkflowEnvironment
 
-from activities.metrics import REGISTRY
 from carriers.telna import TelnaCarrier
-from enrolment import workflow_id
 from models.db import session_scope
 from models.payloads import BalanceStatusView, Policy
 from models.tables import BalanceLine, LineEvent
+from services.enrolment import workflow_id
+from services.metrics import REGISTRY
 from tests.e2e.harness import API_KEY, Rig, iccids, none_seconds, rig
 from workflows.audit import AuditWorkflow, ensure_audit_schedule
 

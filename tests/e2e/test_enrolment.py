@@ -11,9 +11,9 @@ from pathlib import Path
 from sqlmodel import func, select
 from temporalio.testing import WorkflowEnvironment
 
-from enrolment import workflow_id
 from models.db import session_scope
 from models.tables import Balance, BalanceLine, Esim, LineEvent
+from services.enrolment import workflow_id
 from tests.e2e.harness import Rig, iccids, rig
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,6 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from enrolment import workflow_id
 from models.db import session_scope
 from models.payloads import (
     ActionRequest,
@@ -28,6 +27,7 @@ from models.payloads import (
     UsageReport,
 )
 from models.tables import LineEvent
+from services.enrolment import workflow_id
 from tests.e2e.harness import OPERATOR_KEY, Rig, iccids, rig
 from workflows.balance import BalanceWorkflow
 from workflows.rotation import PENDING_EVENTS_MAX

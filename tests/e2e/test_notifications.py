@@ -12,12 +12,12 @@ import httpx
 from sqlmodel import col, select
 from temporalio.testing import WorkflowEnvironment
 
-from activities.notify import Dispatcher
-from activities.outbox import notification_type
 from models.db import session_scope
+from models.outbox import notification_type
 from models.payloads import Policy
 from models.signature import verify
 from models.tables import LineEvent
+from services.notify import Dispatcher
 from tests.e2e.harness import iccids, none_seconds, rig
 from tests.receiver import Receiver
 

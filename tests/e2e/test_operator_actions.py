@@ -10,10 +10,10 @@ from sqlmodel import select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from enrolment import product_spec, workflow_id
 from models.db import session_scope
 from models.payloads import BalanceStatus, ChangeProduct, Policy, ProductSpec
 from models.tables import Balance, LineEvent, Product
+from services.enrolment import product_spec, workflow_id
 from tests.e2e.harness import OPERATOR_KEY, iccids, rig
 from workflows.balance import BalanceWorkflow
 

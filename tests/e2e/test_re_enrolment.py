@@ -16,10 +16,10 @@ from pathlib import Path
 from sqlmodel import select
 from temporalio.testing import WorkflowEnvironment
 
-from enrolment import workflow_id
 from models.db import session_scope
 from models.payloads import BalanceStatusView, Policy
 from models.tables import LineEvent
+from services.enrolment import workflow_id
 from tests.e2e.harness import OPERATOR_KEY, Rig, iccids, none_seconds, rig
 from tests.e2e.test_enrolment import _starter
 

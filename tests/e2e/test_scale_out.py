@@ -32,12 +32,12 @@ from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from activities.catalog import sync_catalogue
 from carriers.telna import TelnaCarrier
 from config import Settings, TelnaSettings
-from enrolment import workflow_id
 from models.db import migrate
 from models.payloads import Policy
+from services.catalog import sync_catalogue
+from services.enrolment import workflow_id
 from simulators.telna import create_app as create_telna
 from tests.e2e.harness import API_KEY, WEBHOOK_SECRET, Rig, iccids, none_seconds
 from tests.servers import serve

@@ -13,11 +13,11 @@ from sqlmodel import select
 from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy
 from temporalio.testing import WorkflowEnvironment
 
-from activities.metrics import REGISTRY
 from config import Settings
 from models.db import session_scope
 from models.payloads import UsagePollInput
 from models.tables import Balance, LineEvent
+from services.metrics import REGISTRY
 from tests.e2e.harness import iccids, none_seconds, rig
 from workflows.usage_poll import UsagePollWorkflow, ensure_usage_poll_schedules
 

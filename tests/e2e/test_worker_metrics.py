@@ -10,9 +10,9 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.testing import WorkflowEnvironment
 
-from activities import metrics
 from models.payloads import Policy
-from stack import free_port
+from ports import free_port
+from services import metrics
 from tests.e2e.harness import iccids, rig
 
 FAST = Policy(lead_seconds=5, margin_seconds=3)

@@ -12,7 +12,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
-from enrolment import workflow_id
+from services.enrolment import workflow_id
 from tests.e2e.harness import iccids, rig
 from tests.e2e.test_rotation import FAST
 

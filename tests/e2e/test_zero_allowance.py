@@ -23,18 +23,18 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.carrier import CarrierActivities
-from activities.catalog import sync_catalogue
-from activities.metrics import REGISTRY
 from carriers.base import Carrier
 from carriers.errors import CarrierOutcomeUnknown, CarrierUnavailable
 from carriers.telna import TelnaCarrier
 from carriers.webbing import WebbingCarrier
-from enrolment import EnrolmentError, EnrolRequest, register
 from models import search
 from models.db import migrate, session_scope
 from models.identifiers import make_iccid
 from models.payloads import BalanceState, BalanceStatus, ProductSpec
 from models.tables import Balance, Esim, Product
+from services.catalog import sync_catalogue
+from services.enrolment import EnrolmentError, EnrolRequest, register
+from services.metrics import REGISTRY
 from simulators import telna as telna_sim
 from simulators import webbing as webbing_sim
 from simulators.records import Product as SimProduct
@@ -99,7 +99,7 @@ async def test_the_catalogue_sync_leaves_out_a_product_without_allowance(
     url = f"sqlite:///{tmp_path / 'balance.db'}"
     migrate(url)
     before = {name: _skipped(name) for name in carriers}
-    with caplog.at_level(logging.WARNING, logger="activities.catalog"):
+    with caplog.at_level(logging.WARNING, logger="services.catalog"):
         synced = await sync_catalogue(carriers, url)
     assert synced == {"telna": len(telna_sim.CATALOGUE), "webbing": len(webbing_sim.CATALOGUE)}
     with session_scope(url) as session:
@@ -110,7 +110,7 @@ async def test_the_catalogue_sync_leaves_out_a_product_without_allowance(
         "telna": 1,
         "webbing": 1,
     }
-    said = [r.getMessage() for r in caplog.records if r.name == "activities.catalog"]
+    said = [r.getMessage() for r in caplog.records if r.name == "services.catalog"]
     assert sorted(said) == [
         "catalogue sync of telna leaves out telna-compressed-10s-zero: its allowance is 0 bytes",
         "catalogue sync of webbing leaves out webbing-9919: its allowance is 0 bytes",

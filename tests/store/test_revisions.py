@@ -10,10 +10,10 @@ from sqlmodel import select
 from temporalio.testing import ActivityEnvironment
 
 from activities.store import StoreActivities
-from enrolment import EnrolRequest, register
 from models.db import migrate, session_scope
 from models.payloads import BalanceStatus, LineState, RecordChanges
 from models.tables import Balance, BalanceLine, Product
+from services.enrolment import EnrolRequest, register
 from tests.store.builders import PRODUCT, changes, event, line, new_balance
 
 

@@ -41,11 +41,11 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from enrolment import product_spec, workflow_id
 from models import search
 from models.db import session_scope
 from models.payloads import BalanceStatus, ChangePolicy, ChangeProduct, Policy
 from models.tables import Product
+from services.enrolment import product_spec, workflow_id
 from tests.e2e.harness import Rig, iccids, rig
 from workflows.balance import BalanceWorkflow
 

@@ -26,6 +26,7 @@ from models.payloads import (
     Policy,
     ProductSpec,
     UsageReport,
+    policy_problem,
 )
 from workflows import rotation, timing
 from workflows.rotation import Do, Run
@@ -509,7 +510,7 @@ products = st.sampled_from(
 def test_a_balance_never_has_a_gap_buys_once_per_seq_and_rotates_once_a_run(
     product: ProductSpec, policy: Policy, rate: float, rotations: list[int], lines_total: int | None
 ) -> None:
-    if timing.policy_problem(policy, product.validity_seconds):
+    if policy_problem(policy, product.validity_seconds):
         return
     s = _state(product, active=False, policy=policy, lines_total=lines_total)
     carrier = Carrier(product, rate)
@@ -540,7 +541,7 @@ def test_a_sleep_is_always_until_a_later_moment(
     product: ProductSpec, policy: Policy, seconds: int, used: float
 ) -> None:
     """A sleep until a moment already past would wake the loop at once, for ever."""
-    if timing.policy_problem(policy, product.validity_seconds):
+    if policy_problem(policy, product.validity_seconds):
         return
     for s in (_state(product, policy=policy), _with_scheduled(product=product, policy=policy)):
         assert s.active is not None

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from models.payloads import BalanceState, Line, LineState, Policy, ProductSpec
+from models.payloads import BalanceState, Line, LineState, Policy, ProductSpec, policy_problem
 from workflows import rotation, steps, timing, usage
 
 T0 = datetime(2030, 1, 1, 12, tzinfo=UTC)
@@ -100,9 +100,7 @@ RULES: dict[str, Callable[[BalanceState, datetime], Any]] = {
     "steps.confirm_retry": lambda s, now: steps.confirm_retry(s),
     "rotation.next_step": lambda s, now: rotation.next_step(s, now, rotation.Run()),
     "rotation.wake_at": lambda s, now: rotation.wake_at(s),
-    "timing.policy_problem": lambda s, now: timing.policy_problem(
-        s.policy, s.active.validity_seconds
-    ),
+    "timing.policy_problem": lambda s, now: policy_problem(s.policy, s.active.validity_seconds),
 }
 CASES = list(itertools.product(ALLOWANCES, VALIDITIES, USAGE, POLICIES, RESETS))
 

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from sqlmodel import col
 
+from carriers import metered
 from models.db import session_scope
 from models.payloads import BalanceStatus, EventRecord, Line, LineState
 from models.tables import Balance
@@ -22,6 +23,8 @@ from models.tables import Balance
 log = logging.getLogger("worker.metrics")
 
 REGISTRY = CollectorRegistry()
+# The carrier clients' own (``esim_carrier_call_*``), served with the rest.
+REGISTRY.register(metered.REGISTRY)
 ROTATION_REASONS = frozenset({"time", "usage", "operator"})
 
 # Seconds, from sub-second carrier calls to day-long windows.
@@ -54,20 +57,6 @@ overlap = Histogram(
     "Seconds both lines were active at a rotation (carrier-reported times), by carrier.",
     ["carrier"],
     buckets=(0, *_SECONDS),
-    registry=REGISTRY,
-)
-carrier_calls = Histogram(
-    "esim_carrier_call_seconds",
-    "Latency of carrier API calls, by carrier and operation.",
-    ["carrier", "operation"],
-    buckets=_SECONDS[:9],
-    registry=REGISTRY,
-)
-carrier_errors = Counter(
-    "esim_carrier_call_errors",
-    "Failed carrier API calls, by carrier, operation and kind (rejected, unavailable, "
-    "outcome_unknown).",
-    ["carrier", "operation", "kind"],
     registry=REGISTRY,
 )
 balances = Gauge(

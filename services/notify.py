@@ -16,7 +16,7 @@ A non-2xx answer or no answer is retried with exponential backoff (1 s doubling 
 (``esim_notifications_total{outcome="dropped"}`` and one log line) and the next one goes.
 
 Delivery is at-least-once and in ledger order, so in order per balance: the cursor
-(``activities.outbox``) moves past an event only after it was delivered or dropped, so a
+(``models.outbox``) moves past an event only after it was delivered or dropped, so a
 process that dies between the two delivers it again.
 """
 
@@ -31,10 +31,10 @@ import uuid
 
 import httpx
 
-from activities.metrics import notifications
-from activities.outbox import Cursor, Notification
 from config import Settings
+from models.outbox import Cursor, Notification
 from models.signature import sign
+from services.metrics import notifications
 
 log = logging.getLogger("notify")
 

@@ -14,12 +14,12 @@ import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from activities.metrics import catalogue_skipped
 from carriers.base import Carrier, CarrierProduct
 from carriers.errors import CarrierError
 from models.db import dialect_insert, session_scope
 from models.payloads import pass_problem
 from models.tables import Product
+from services.metrics import catalogue_skipped
 
 log = logging.getLogger(__name__)
 

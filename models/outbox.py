@@ -1,7 +1,7 @@
 """The ledger as an outbox: which events are notified, and the cursor that reads them.
 
 The ledger (``line_event``) is the outbox. A rotation writes its events in its own
-transaction and never waits for a receiver; the dispatcher (``activities.notify``) reads
+transaction and never waits for a receiver; the dispatcher (``services.notify``) reads
 the notifiable events after the cursor (``notification_cursor``) in id order. The cursor
 moves past an event only after it was delivered or dropped. Several worker processes
 share one cursor row; the one holding its lease (an atomic conditional ``UPDATE``)

@@ -12,11 +12,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from activities.audit_rules import BalanceView, DbLine, Finding, Kind
 from carriers.base import CarrierLine
 from models.db import dialect_insert, session_scope
 from models.payloads import Policy
 from models.tables import Balance, BalanceLine, LineEvent, Product
+from services.audit_rules import BalanceView, DbLine, Finding, Kind
 
 KEY_LIMIT = 160  # LineEvent.key's column width
 

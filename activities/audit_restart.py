@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from temporalio import activity
 
-from activities.carrier import carrier_failure
+from activities.carrier import carrier_failure, merged
 from carriers.base import Carrier, CarrierLine
 from carriers.errors import CarrierError, CarrierRejected
 from models.db import session_scope
@@ -141,24 +141,18 @@ def carrier_line(
 ) -> Line:
     """Our Line for a package the carrier holds, in the carrier's words (``state``: why
     it ended, when we know better than the carrier says)."""
-    state = state or {"scheduled": LineState.scheduled, "active": LineState.active}.get(
-        found.status
-    )
-    return Line(
+    blank = Line(
         seq=seq,
         reference=found.reference or "",
         product_id=spec.id,
         carrier_product_id=found.carrier_product_id,
         allowance_bytes=found.allowance_bytes,
         validity_seconds=spec.validity_seconds,
-        state=state or LineState(end_state(found)),
-        line_id=found.line_id,
-        ordered_at=found.ordered_at,
-        activated_at=found.activated_at,
-        ends_at=found.ends_at,
-        ended_at=found.ended_at,
-        used_bytes=found.used_bytes,
     )
+    if state is None and found.status == "ended":
+        state = LineState(end_state(found))
+    line = merged(blank, found)
+    return line if state is None else line.model_copy(update={"state": state})
 
 
 def rebuild_state(known: Known, found: list[CarrierLine], now: datetime) -> BalanceState:

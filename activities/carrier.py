@@ -113,8 +113,9 @@ def _in_doubt(req: OrderLineInput, left: timedelta) -> ApplicationError:
     )
 
 
-def _merge(line: Line, found: CarrierLine) -> Line:
-    """Our line updated with what the carrier says of it."""
+def merged(line: Line, found: CarrierLine) -> Line:
+    """Our line updated with what the carrier says of it: the one place the carrier's
+    fields of a package map onto a line's."""
     state = {
         "scheduled": LineState.scheduled,
         "active": LineState.active,
@@ -234,7 +235,7 @@ class CarrierActivities:
                         "carrier holds %d packages for reference %s", len(mine), req.reference
                     )
                 activity.logger.info("adopting %s for %s", mine[0].line_id, req.reference)
-                return _merge(line, mine[0])
+                return merged(line, mine[0])
             before = held.claim if held else None
             if held is not None:
                 await self._sending(carrier, req, held)
@@ -251,7 +252,7 @@ class CarrierActivities:
                 SEND_BY.reset(token)
         except CarrierError as error:
             raise carrier_failure(error) from error
-        return _merge(line, placed)
+        return merged(line, placed)
 
     async def _sending(self, carrier: Carrier, req: OrderLineInput, held: _Held) -> None:
         """Nothing found: buy only if no earlier order can still appear, and write down
@@ -300,7 +301,7 @@ class CarrierActivities:
                 category=ApplicationErrorCategory.BENIGN,
             )
         # Active — or ended before we could confirm it: the workflow records what it was.
-        return _merge(cmd.line, found)
+        return merged(cmd.line, found)
 
     @activity.defn(name="deactivate_line")
     @heartbeating
@@ -317,7 +318,7 @@ class CarrierActivities:
                     raise carrier_failure(unknown) from unknown
         except CarrierError as error:
             raise carrier_failure(error) from error
-        ended = _merge(cmd.line, found)
+        ended = merged(cmd.line, found)
         return ended.model_copy(update={"state": cmd.end_state or LineState.cancelled})
 
     @activity.defn(name="line_usage")

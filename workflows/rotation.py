@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from models import payloads
 from models.payloads import (
@@ -60,6 +60,8 @@ class Do(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True)
 class Step:
+    """What the workflow does next (``do``), why, and until when it sleeps."""
+
     do: Do
     why: str = ""
     until: datetime | None = None
@@ -118,7 +120,7 @@ def next_step(s: BalanceState, now: datetime, run: Run) -> Step:
     return Step(Do.sleep, what, until=until, cap_reached=capped)
 
 
-def hands_over(s: BalanceState, run: Run, moment: str) -> bool:
+def hands_over(s: BalanceState, run: Run, moment: Literal["now", "order due", "asleep"]) -> bool:
     """When a run hands its state over to a new run: the one rule.
 
     - ``now``: its history has grown long with messages (a waiting balance takes any

@@ -192,21 +192,21 @@ class BalanceState(BaseModel):
     usage_check_at: datetime | None = None
     # Events from message handlers, written with the next store call.
     pending_events: list[EventRecord] = []
-    # Whether a run hands over once a line it brought up is active (BalanceWorkflow.run):
+    # Whether a run hands over once a line it brought up is active (rotation.hands_over):
     # decided in a balance's first workflow task, None until then.
     hand_over_after_bring_up: bool | None = None
     # Whether a run that has rotated hands over when the next order falls due, instead
-    # of at its switch (BalanceWorkflow.run): asked in each run's first workflow task
+    # of at its switch (rotation.hands_over): asked in each run's first workflow task
     # until it is True, then carried.
     hand_over_at_order: bool | None = None
-    # Bumped by every store write (BalanceWorkflow._record) and sent with it: the rows
+    # Bumped by every store write (workflows.ledger.Ledger.record) and sent with it: the rows
     # keep the newest write's, so an older write that lands late (its worker stalled
     # mid-write while another took the workflow on) changes nothing. A workflow started
     # again from the database continues from the balance row's
     # (services.enrolment.resumed_revision).
     revision: int = 0
     # Whether every wait hands over once messages have made the history long
-    # (BalanceWorkflow._piled_up): asked as ``hand_over_at_order`` is.
+    # (rotation.piled_up): asked as ``hand_over_at_order`` is.
     hand_over_when_long: bool | None = None
     # Whether ``rotate_now`` respects the cost cap unless forced: asked as above.
     rotate_within_cap: bool | None = None

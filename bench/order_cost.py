@@ -1,0 +1,149 @@
+"""What one order costs at the carrier, for an eSIM one day old and one a year old.
+
+An order first looks at the carrier for a package carrying its reference (a response
+lost, an order still committing), then buys (``CarrierActivities.order_line``, run as
+Temporal runs it). DESIGN section 5 asks that looking cost the same whatever the eSIM's
+age; this prints the carrier calls and the bytes on the wire (requests and answers) of
+one order on an eSIM with one earlier package, and on one with a package a day for a
+year (``--days``), on each simulator (its own process, real HTTP).
+
+    python -m bench.order_cost [--days 365] [--json order-cost.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from temporalio.testing import ActivityEnvironment
+
+from activities.carrier import CarrierActivities
+from bench.common import bench_iccids, carrier_clients, report, start_simulator, stop
+from carriers.base import Carrier
+from models.payloads import Line, OrderLineInput, ProductSpec
+from ports import free_port
+
+CARRIERS = ("telna", "webbing")
+
+
+class Counting(httpx.AsyncBaseTransport):
+    """Counts the requests through it and the bytes they send and receive."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self.counting = False
+        self.calls = 0
+        self.bytes = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        body = await response.aread()
+        if self.counting:
+            self.calls += 1
+            self.bytes += len(request.content) + len(body)
+        return httpx.Response(
+            response.status_code, headers=response.headers, content=body, request=request
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def _product(url: str, carrier: str) -> ProductSpec:
+    """The shortest pass the simulator sells: a year of them is bought in seconds."""
+    async with httpx.AsyncClient() as http:
+        products = (await http.get(f"{url}/_sim/products")).raise_for_status().json()
+    p = min(products["products"], key=lambda p: p["validity_seconds"])
+    return ProductSpec(
+        id=f"{carrier}-{p['id']}",
+        carrier=carrier,
+        carrier_product_id=str(p["id"]),
+        allowance_bytes=p["allowance_bytes"],
+        validity_seconds=p["validity_seconds"],
+        reset=p.get("reset", "rolling"),
+    )
+
+
+async def _order(
+    acts: CarrierActivities, balance: str, iccid: str, seq: int, spec: ProductSpec
+) -> Line:
+    req = OrderLineInput(
+        balance_id=balance, iccid=iccid, carrier=spec.carrier, seq=seq, product=spec
+    )
+    line: Line = await ActivityEnvironment().run(acts.order_line, req)
+    return line
+
+
+async def _age(
+    acts: CarrierActivities,
+    carrier: Carrier,
+    balance: str,
+    iccid: str,
+    packages: int,
+    spec: ProductSpec,
+) -> None:
+    """``packages`` earlier packages on ``iccid``, each bought, started and ended."""
+    for seq in range(1, packages + 1):
+        line = await _order(acts, balance, iccid, seq, spec)
+        assert line.line_id is not None
+        await carrier.activate(line.line_id)
+        await carrier.deactivate(line.line_id)
+
+
+async def measure(carrier_name: str, days: int, tmp: Path) -> dict[str, Any]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    sim = start_simulator(carrier_name, port, tmp / f"{carrier_name}.log")
+    try:
+        counter = Counting()
+        sims = dict.fromkeys(CARRIERS, "http://127.0.0.1:9") | {carrier_name: url}
+        carrier = carrier_clients(sims, 0.0, lambda _: counter)[carrier_name]
+        acts = CarrierActivities({carrier_name: carrier})
+        spec = await _product(url, carrier_name)
+        young, old = bench_iccids(2)
+        async with httpx.AsyncClient() as http:
+            (await http.post(f"{url}/_sim/esims", json={"iccids": [young, old]})).raise_for_status()
+        figures: dict[str, Any] = {}
+        for label, iccid, packages in (("one_day", young, 1), ("one_year", old, days)):
+            balance = f"bal_{uuid.uuid4().hex[:12]}"
+            await _age(acts, carrier, balance, iccid, packages, spec)
+            counter.counting, counter.calls, counter.bytes = True, 0, 0
+            await _order(acts, balance, iccid, packages + 1, spec)
+            counter.counting = False
+            figures[label] = {
+                "earlier_packages": packages,
+                "calls": counter.calls,
+                "bytes": counter.bytes,
+            }
+        figures["bytes_ratio"] = round(
+            figures["one_year"]["bytes"] / figures["one_day"]["bytes"], 2
+        )
+        figures["calls_ratio"] = round(
+            figures["one_year"]["calls"] / figures["one_day"]["calls"], 2
+        )
+        await counter.aclose()
+        return figures
+    finally:
+        stop(sim)
+
+
+async def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.order_cost", description=__doc__)
+    parser.add_argument("--days", type=int, default=365, help="packages on the older eSIM")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.days < 1:
+        parser.error("--days must be at least 1")
+    with tempfile.TemporaryDirectory() as tmp:
+        result = {name: await measure(name, args.days, Path(tmp)) for name in CARRIERS}
+    return report(result, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1:])))

@@ -1,0 +1,32 @@
+"""bench.order_cost keeps working: an order on a young and an older eSIM, at each carrier,
+counted on the wire (no figure asserted but what an order must do: look, then buy)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_an_order_is_counted_at_both_ages_on_both_carriers(tmp_path: Path) -> None:
+    out = tmp_path / "order-cost.json"
+    argv = [sys.executable, "-m", "bench.order_cost", "--days", "3", "--json", str(out)]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert set(result) == {"telna", "webbing"}
+    for figures in result.values():
+        young, old = figures["one_day"], figures["one_year"]
+        assert (young["earlier_packages"], old["earlier_packages"]) == (1, 3)
+        assert young["calls"] >= 2 and old["calls"] >= 2  # a look, then the purchase
+        assert 0 < young["bytes"] and 0 < old["bytes"]
+
+
+def test_no_age_is_refused_in_one_line() -> None:
+    argv = [sys.executable, "-m", "bench.order_cost", "--days", "0"]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--days must be at least 1" in done.stderr.strip().splitlines()[-1]

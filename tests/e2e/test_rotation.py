@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from sqlmodel import select
 from temporalio.testing import WorkflowEnvironment
 
@@ -18,6 +19,10 @@ from tests.e2e.harness import Rig, iccids, none_seconds, rig
 FAST = Policy(lead_seconds=5, margin_seconds=3)
 
 
+# On PostgreSQL only: tests/e2e/test_carriers.py rotates a mixed fleet on SQLite.
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgresql)], indirect=True
+)
 async def test_three_esims_rotate_five_times_with_no_gap(
     dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str
 ) -> None:

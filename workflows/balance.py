@@ -57,7 +57,7 @@ class BalanceWorkflow(CarrierSteps):
         self.s = state
         self.clock = Clock()
         self.ledger = Ledger()
-        self.run_ = rotation.Run()
+        self.this_run = rotation.Run()
         # Set by a message the loop should look at; cleared by whoever waits.
         self._wake = False
         # Messages that came while the state was being restored (see _restore).
@@ -71,7 +71,7 @@ class BalanceWorkflow(CarrierSteps):
             return self.status()
         describe(self.s)
         while True:
-            s, run = self.s, self.run_
+            s, run = self.s, self.this_run
             run.history_long = history_is_long()
             run.suggested = workflow.info().is_continue_as_new_suggested()
             step = rotation.next_step(s, self.clock.now(), run)

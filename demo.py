@@ -96,6 +96,7 @@ def seed(
     sims: dict[str, httpx.Client],
     fleet: list[DemoEsim],
     pause: Callable[[float], bool] = lambda seconds: False,
+    started: set[str] | None = None,
 ) -> Seeded:
     """Put the fleet into the carriers' inventories with traffic, then enrol it via the API.
 
@@ -103,28 +104,34 @@ def seed(
     balance an operator changed to another product (409 ``balance_open``) counts as
     reused: the demo leaves operators' changes alone. After each balance started,
     ``pause(SPACING)`` is called; should it answer True, seeding stops there.
+
+    ``started`` holds the ICCIDs whose enrolment was sent by an earlier attempt of the
+    same seeding: one found open then was started by us (its answer was lost), not reused.
     """
+    started = set() if started is None else started
     products = {p["id"]: p for p in _checked(api.get("/v1/products"), 200)["data"]}
+    if missing := sorted({e.product_id for e in fleet} - products.keys()):
+        raise DemoError(f"products {', '.join(missing)} are not in the catalogue (yet)")
     for carrier, sim in sims.items():
         iccids = [e.iccid for e in fleet if e.carrier == carrier]
         _checked(sim.post("/_sim/esims", json={"iccids": iccids}), 200)
     new = reused = 0
     for esim in fleet:
-        product = products.get(esim.product_id)
-        if product is None:
-            raise DemoError(f"product {esim.product_id} is not in the catalogue (yet)")
+        product = products[esim.product_id]
         share = HEAVY_SHARE if esim.heavy else LIGHT_SHARE
         rate = share * product["allowance_bytes"] / product["validity_seconds"]
         traffic = {"iccid": esim.iccid, "bytes_per_second": rate}
         _checked(sims[esim.carrier].post("/_sim/traffic", json=traffic), 200)
         body = {"iccid": esim.iccid, "carrier": esim.carrier}
         _checked(api.post("/v1/esims", json=body), 200, 201)
+        ours = esim.iccid in started
+        started.add(esim.iccid)  # before sending: the answer may be lost
         answer = api.post("/v1/balances", json={"iccid": esim.iccid, "product_id": product["id"]})
         if answer.status_code == 409 and answer.json()["error"]["code"] == "balance_open":
             reused += 1
             continue
         _checked(answer, 200, 201)
-        if answer.status_code == 200:
+        if answer.status_code == 200 and not ours:
             reused += 1
             continue
         new += 1

@@ -366,10 +366,11 @@ class Stack:
             if (url := self.url(f"{carrier}-sim"))
         }
         fleet = demo.demo_fleet()
+        started: set[str] = set()  # across attempts: a lost answer is still ours
         try:
             while not self.halt.is_set():
                 try:
-                    seeded = demo.seed(api, sims, fleet, self.halt.wait)
+                    seeded = demo.seed(api, sims, fleet, self.halt.wait, started)
                 except (httpx.HTTPError, demo.DemoError, ValueError, KeyError) as error:
                     say(f"[demo] seeding the demo fleet: {error}; again in {SEED_RETRY:.0f}s")
                     self.halt.wait(SEED_RETRY)

@@ -5,11 +5,13 @@ Seeding and progress against the real stack: tests/test_make_run.py.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 
 import demo
 from models.identifiers import validate_iccid
@@ -124,3 +126,64 @@ def test_progress_without_a_continuity_report_counts_the_balances_rotations() ->
         got = demo.read_progress(api, datetime.now(UTC))
 
     assert got == demo.Progress(2, 15, None, None, 1)
+
+
+class FakeEnrolment:
+    """The API and simulators as seeding meets them; the answer to one enrolment is lost
+    after the balance was started."""
+
+    def __init__(self, fleet: list[demo.DemoEsim], lose: str) -> None:
+        self.products = [
+            {"id": e.product_id, "allowance_bytes": 10**9, "validity_seconds": 300} for e in fleet
+        ]
+        self.lose = lose
+        self.open: set[str] = set()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/products":
+            return httpx.Response(200, json={"data": self.products})
+        if request.url.path == "/v1/balances":
+            iccid = json.loads(request.content)["iccid"]
+            known = iccid in self.open
+            self.open.add(iccid)
+            if iccid == self.lose and not known:
+                raise httpx.ReadTimeout("the answer was lost", request=request)
+            return httpx.Response(200 if known else 201, json={})
+        return httpx.Response(201 if request.url.path == "/v1/esims" else 200, json={})
+
+
+def test_seeding_again_after_a_lost_answer_counts_that_balance_as_started_not_reused() -> None:
+    fleet = demo.demo_fleet()
+    fake = FakeEnrolment(fleet, lose=fleet[5].iccid)
+    transport = httpx.MockTransport(fake)
+    started: set[str] = set()
+
+    with httpx.Client(base_url="http://api", transport=transport) as api:
+        sims = {
+            c: httpx.Client(base_url=f"http://{c}", transport=transport)
+            for c in ("telna", "webbing")
+        }
+        with pytest.raises(httpx.ReadTimeout):
+            demo.seed(api, sims, fleet, started=started)
+        seeded = demo.seed(api, sims, fleet, started=started)
+        again = demo.seed(api, sims, fleet)  # the next `make run`
+
+    assert seeded == demo.Seeded(new=len(fleet), reused=0)
+    assert again == demo.Seeded(new=0, reused=len(fleet))
+
+
+def test_seeding_starts_nothing_until_every_product_of_the_fleet_is_in_the_catalogue() -> None:
+    fleet = demo.demo_fleet()
+    fake = FakeEnrolment(fleet, lose="")
+    fake.products = [p for p in fake.products if p["id"].startswith("telna")]
+    transport = httpx.MockTransport(fake)
+
+    with httpx.Client(base_url="http://api", transport=transport) as api:
+        sims = {
+            c: httpx.Client(base_url=f"http://{c}", transport=transport)
+            for c in ("telna", "webbing")
+        }
+        with pytest.raises(demo.DemoError, match="webbing-90"):
+            demo.seed(api, sims, fleet)
+
+    assert fake.open == set()

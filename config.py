@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,7 +26,10 @@ class TelnaSettings(BaseModel):
     base_url: str = "http://127.0.0.1:8102"
     """Base URL of the Telna API (or its simulator)."""
     api_key: SecretStr = SecretStr("")
-    """Telna API key, sent raw in `Authorization`."""
+    """Telna API key, sent in `Authorization` as `auth_scheme` says."""
+    auth_scheme: Literal["raw", "bearer"] = "raw"
+    """`raw`: `Authorization: <key>`; `bearer`: `Authorization: Bearer <key>` (Telna's
+    public record shows both; `python -m carriers.doctor telna` checks the one chosen)."""
     webhook_secret: SecretStr = SecretStr("")
     """Shared secret that signs Telna's usage webhooks."""
     rate_limit_per_second: float = 0.0

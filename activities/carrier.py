@@ -43,6 +43,9 @@ CLAIM_RETRY_MAX = timedelta(seconds=30)  # a retry waiting for another worker's 
 IN_DOUBT_LOOK_MIN = timedelta(milliseconds=500)
 IN_DOUBT_LOOK_MAX = timedelta(seconds=5)
 HEARTBEAT_EVERY = 1.0  # seconds between heartbeats while one attempt runs
+# A carrier's clock may run this far behind ours, and its creation times be truncated to
+# the second: a package made since our first order left shows at most this much earlier.
+CLOCK_SKEW = timedelta(seconds=2)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -113,6 +116,28 @@ def _in_doubt(req: OrderLineInput, left: timedelta) -> ApplicationError:
     )
 
 
+def ours(found: CarrierLine, reference: str, since: datetime | None) -> bool:
+    """Whether a package the carrier shows is the order for ``reference``: by our
+    reference where the carrier carries one; else by being made at or after ``since``
+    (our first order for the line left then, less the clocks' skew). Without ``since``
+    (no record of our sends) only a reference can tell."""
+    if found.reference is not None:
+        return found.reference == reference
+    return since is not None and found.ordered_at >= since
+
+
+def _blank(req: OrderLineInput) -> Line:
+    """The line an order is for, before the carrier has said anything of it."""
+    return Line(
+        seq=req.seq,
+        reference=req.reference,
+        product_id=req.product.id,
+        carrier_product_id=req.product.carrier_product_id,
+        allowance_bytes=req.product.allowance_bytes,
+        validity_seconds=req.product.validity_seconds,
+    )
+
+
 def merged(line: Line, found: CarrierLine) -> Line:
     """Our line updated with what the carrier says of it: the one place the carrier's
     fields of a package map onto a line's."""
@@ -171,13 +196,15 @@ class CarrierActivities:
     @activity.defn(name="order_line")
     @heartbeating
     async def order_line(self, req: OrderLineInput) -> Line:
-        """Buy line ``seq`` — unless the carrier already has one with our reference.
+        """Buy line ``seq`` — unless an earlier attempt has bought it already.
 
-        Carriers have no idempotency keys, so this looks before it buys: an earlier
-        attempt whose response was lost has left a package carrying our reference.
-        Looking cannot see an earlier attempt that is still running, as on a loaded
-        worker, where the server retries an attempt it has timed out while that attempt
-        still waits to send its order: the 10,000-balance herd had
+        Carriers have no idempotency keys, so an order whose claim (models/claims.py)
+        shows an earlier order sent looks before it buys: an attempt whose response was
+        lost has left a package of the line's product, made since that order left (see
+        ``ours``); one that bought and could not tell Temporal has left the line's id on
+        the claim, read back instead. Looking cannot see an earlier attempt that is still
+        running, as on a loaded worker, where the server retries an attempt it has timed
+        out while that attempt still waits to send its order: the 10,000-balance herd had
         23,365 order attempts complete after the server had given up on them, and bought
         5 packages twice. A retry in the same worker therefore joins the order in flight
         for its reference instead of starting another; the order runs to its end even
@@ -204,38 +231,47 @@ class CarrierActivities:
             held = _Held(await asyncio.to_thread(claims.take, req.reference))
         except ClaimHeld as busy:
             raise _in_flight(busy) from None
+        if held.claim.line_id is not None:
+            return await self._bought(carrier, req, held.claim.line_id)
         try:
             line = await self._order_line(carrier, req, held)
         except ApplicationError:
             # Unsettled: the next attempt, in any process, takes the claim as it stands.
             await asyncio.to_thread(claims.hand_back, held.claim)
             raise
-        await asyncio.to_thread(claims.settle, req.reference)
+        assert line.line_id is not None
+        await asyncio.to_thread(claims.settle, req.reference, line.line_id)
         return line
 
-    async def _order_line(self, carrier: Carrier, req: OrderLineInput, held: _Held | None) -> Line:
-        """Look, then buy if nothing was found and nothing can still appear."""
-        line = Line(
-            seq=req.seq,
-            reference=req.reference,
-            product_id=req.product.id,
-            carrier_product_id=req.product.carrier_product_id,
-            allowance_bytes=req.product.allowance_bytes,
-            validity_seconds=req.product.validity_seconds,
-        )
+    async def _bought(self, carrier: Carrier, req: OrderLineInput, line_id: str) -> Line:
+        """An earlier attempt bought the line and could not say so: read it back."""
+        activity.logger.info("reading back %s, bought earlier for %s", line_id, req.reference)
         try:
-            mine = [
-                found
-                for found in await carrier.find_lines(req.iccid)
-                if found.reference == req.reference
-            ]
-            if mine:
-                if len(mine) > 1:
-                    activity.logger.error(
-                        "carrier holds %d packages for reference %s", len(mine), req.reference
-                    )
-                activity.logger.info("adopting %s for %s", mine[0].line_id, req.reference)
-                return merged(line, mine[0])
+            found = await carrier.get_line(line_id)
+        except CarrierError as error:
+            raise carrier_failure(error) from error
+        return merged(_blank(req), found)
+
+    async def _order_line(self, carrier: Carrier, req: OrderLineInput, held: _Held | None) -> Line:
+        """Look if an order may have left before, then buy if nothing was found and
+        nothing can still appear."""
+        line = _blank(req)
+        try:
+            if held is None or held.claim.sent_at is not None:
+                since = held.claim.sent_at - CLOCK_SKEW if held and held.claim.sent_at else None
+                mine = [
+                    found
+                    for found in await carrier.open_lines(req.iccid, req.product.carrier_product_id)
+                    if ours(found, req.reference, since)
+                ]
+                if mine:
+                    if len(mine) > 1:
+                        activity.logger.error(
+                            "carrier holds %d packages for %s", len(mine), req.reference
+                        )
+                    first = min(mine, key=lambda found: found.ordered_at)
+                    activity.logger.info("adopting %s for %s", first.line_id, req.reference)
+                    return merged(line, first)
             before = held.claim if held else None
             if held is not None:
                 await self._sending(carrier, req, held)

@@ -102,6 +102,11 @@ class MeteredCarrier:
     async def find_lines(self, iccid: str) -> list[CarrierLine]:
         return await self._call("find_lines", lambda: self.inner.find_lines(iccid))
 
+    async def open_lines(self, iccid: str, carrier_product_id: str) -> list[CarrierLine]:
+        return await self._call(
+            "open_lines", lambda: self.inner.open_lines(iccid, carrier_product_id)
+        )
+
     async def usage(self, line_id: str) -> LineUsage:
         return await self._call("usage", lambda: self.inner.usage(line_id))
 

@@ -1,9 +1,17 @@
-"""The Telna client: Telna Connect v2.1-shaped REST/JSON over one long-lived httpx client.
+"""The Telna client: Telna Connect PCR v2.1 REST/JSON over one long-lived httpx client.
 
-Requests carry the raw API key in ``Authorization`` and a fresh uuid4 ``Request-ID``.
-Telna reports times in epoch milliseconds and data in bytes; lines come back as
-:class:`~carriers.base.CarrierLine` with NOT_ACTIVE → ``scheduled``, ACTIVE → ``active``,
-TERMINATED → ``ended``.
+Spoken as CARRIERS.md section 2 records it: packages are created from package templates
+(``POST /pcr/packages {sim, package_template}``), read one by one or listed with the
+``sim``/``package_template``/``status`` filters and ``count``/``offset`` paging; usage is
+read off the package (``data_usage_remaining``, bytes) against its template's
+``data_usage_allowance``. Statuses: NOT_ACTIVE → ``scheduled``, ACTIVE → ``active``,
+TERMINATED → ``ended``; SUSPENDED → ``ended`` too (it serves nothing; should it be
+resumed, the audit sees a line active that we ended). Times are accepted as epoch
+seconds, epoch milliseconds or ISO 8601 (0: not yet). Requests carry a fresh uuid4
+``Request-ID``.
+
+Where the record is silent ([NOT PUBLIC]) the choices are made once, in
+:data:`NOT_PUBLIC` below, and the carrier doctor checks them against an account.
 
 Error mapping (reads are GETs and safe to repeat; POSTs change state):
 
@@ -12,18 +20,20 @@ Error mapping (reads are GETs and safe to repeat; POSTs change state):
 - read/write timeout, dropped connection (``RemoteProtocolError``, ``ReadError``...),
   502, 504 and other 5xx → ``CarrierOutcomeUnknown`` on POST, ``CarrierUnavailable``
   on GET
-- other 4xx → ``CarrierRejected`` with Telna's ``error`` message and the status as code
-- a 2xx body that is not the expected JSON, or a package without an allowance (0 or
-  less) → as a dropped connection (the request may have taken effect but its answer is
-  unusable)
+- other 4xx → ``CarrierRejected`` with Telna's ``error`` (or ``message``) and the status
+- a 2xx body that is not the expected JSON, or a package whose template has no data
+  allowance → as a dropped connection (the request may have taken effect but its answer
+  is unusable)
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 
@@ -37,13 +47,51 @@ from carriers.errors import (
 from carriers.ratelimit import limited
 from config import Settings
 
+logger = logging.getLogger(__name__)
+
+AuthScheme = Literal["raw", "bearer"]
+
+
+@dataclass(frozen=True)
+class NotPublic:
+    """The choices this client makes where Telna's public record is silent; each is
+    named here once, documented, and checked by ``python -m carriers.doctor telna``."""
+
+    activate: str = "/pcr/packages/{id}/activate"
+    """POST that starts a NOT_ACTIVE package (a Telna reseller's path under Telna's
+    prefix; Telna's own call is not public). Its answer is not relied on: the package is
+    read back."""
+    terminate: str = "/pcr/packages/{id}/terminate"
+    """POST that ends a package (same origin as ``activate``)."""
+    auth_scheme: AuthScheme = "raw"
+    """``Authorization`` holds the raw key, or ``Bearer <key>``: third parties disagree
+    (``TELNA__AUTH_SCHEME``)."""
+
+
+NOT_PUBLIC = NotPublic()
+
 _STATUS: dict[str, LineStatus] = {
     "NOT_ACTIVE": "scheduled",
     "ACTIVE": "active",
     "TERMINATED": "ended",
+    "SUSPENDED": "ended",
 }
-_UNIT_SECONDS = {"SECOND": 1, "MINUTE": 60, "HOUR": 3600, "DAY": 86_400}
+# Template durations; the calendar units vary, and a line's end is the carrier's
+# expiry_date: these only plan (the longest month for CALENDAR_MONTH).
+UNIT_SECONDS = {
+    "SECOND": 1,
+    "MINUTE": 60,
+    "HOUR": 3600,
+    "DAY": 86_400,
+    "WEEK": 604_800,
+    "MONTH": 30 * 86_400,
+    "CALENDAR_MONTH": 31 * 86_400,
+    "YEAR": 365 * 86_400,
+}
 _TRANSIENT_STATUSES = {429, 503}
+# Epoch numbers above this are milliseconds (it is 5138 AD in seconds, 1973 in ms).
+_MS_ABOVE = 100_000_000_000
+OPEN_STATUSES = ("NOT_ACTIVE", "ACTIVE")  # a package that has not ended
 
 T = TypeVar("T")
 
@@ -62,13 +110,18 @@ class TelnaCarrier:
         page_size: int = 100,
         rate_limit_per_second: float = 0.0,
         in_doubt_seconds: float = 60.0,
+        auth_scheme: AuthScheme = NOT_PUBLIC.auth_scheme,
     ) -> None:
         self.page_size = page_size
         self.in_doubt_seconds = in_doubt_seconds
+        self.choices = NotPublic(auth_scheme=auth_scheme)
+        # Templates by id: a package's allowance is its template's (read once each).
+        self._templates: dict[str, dict[str, Any]] = {}
         transport = limited(transport, rate_limit_per_second)
+        key = f"Bearer {api_key}" if auth_scheme == "bearer" else api_key
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/v2.1",
-            headers={"Authorization": api_key, "Accept": "application/json"},
+            headers={"Authorization": key, "Accept": "application/json"},
             timeout=timeout,
             transport=transport,
         )
@@ -81,14 +134,23 @@ class TelnaCarrier:
             timeout=settings.carrier_timeout_seconds,
             rate_limit_per_second=settings.telna.rate_limit_per_second,
             in_doubt_seconds=settings.telna.in_doubt_seconds,
+            auth_scheme=settings.telna.auth_scheme,
         )
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
     async def list_products(self) -> list[CarrierProduct]:
+        """The templates that are passes: those with a data allowance and a duration."""
         templates = await self._all("/pcr/package-templates", "package_templates", {})
-        return [self._read(_product, t, False) for t in templates]
+        products = []
+        for t in templates:
+            self._templates[str(t.get("id"))] = t
+            try:
+                products.append(_product(t))
+            except (KeyError, TypeError, ValueError) as exc:
+                logger.warning("Telna template %s is no pass we can rotate: %r", t.get("id"), exc)
+        return products
 
     async def order(
         self,
@@ -97,33 +159,73 @@ class TelnaCarrier:
         reference: str,
         start_at: datetime | None = None,
     ) -> CarrierLine:
-        # Telna cannot book a start time; an AUTO package activates on attach, i.e. as
-        # soon as the SIM has no active package: when the current one ends.
+        # A package starts as its template says (AUTO: on attach, when the SIM has no
+        # active package; MANUAL: through the API): Telna takes no start time.
         body = {
             "sim": iccid,
-            "package_template": carrier_product_id,
+            "package_template": _template_ref(carrier_product_id),
             "customer_ref": reference,
-            "activation_type": "AUTO" if start_at is not None else "MANUAL",
         }
-        return self._read(_line, await self._request("POST", "/pcr/packages", json=body), True)
+        return await self._line(await self._request("POST", "/pcr/packages", json=body), True)
 
     async def activate(self, line_id: str) -> CarrierLine:
-        data = await self._request("POST", f"/pcr/packages/{line_id}/activate")
-        return self._read(_line, data, True)
+        await self._request("POST", self.choices.activate.format(id=line_id))
+        return await self.get_line(line_id)
 
     async def deactivate(self, line_id: str) -> CarrierLine:
-        data = await self._request("POST", f"/pcr/packages/{line_id}/terminate")
-        return self._read(_line, data, True)
+        await self._request("POST", self.choices.terminate.format(id=line_id))
+        return await self.get_line(line_id)
 
     async def get_line(self, line_id: str) -> CarrierLine:
-        return self._read(_line, await self._request("GET", f"/pcr/packages/{line_id}"), False)
+        return await self._line(await self._request("GET", f"/pcr/packages/{line_id}"), False)
 
     async def find_lines(self, iccid: str) -> list[CarrierLine]:
         packages = await self._all("/pcr/packages", "packages", {"sim": iccid})
-        return [self._read(_line, p, False) for p in packages]
+        return [await self._line(p, False) for p in packages]
+
+    async def open_lines(self, iccid: str, carrier_product_id: str) -> list[CarrierLine]:
+        """The template's packages on the SIM that have not ended: one filtered read per
+        open status, as long for an eSIM of a year as for one of a day."""
+        lines = []
+        for status in OPEN_STATUSES:
+            query = {"sim": iccid, "package_template": carrier_product_id, "status": status}
+            for p in await self._all("/pcr/packages", "packages", query):
+                lines.append(await self._line(p, False))
+        return lines
 
     async def usage(self, line_id: str) -> LineUsage:
-        return self._read(_usage, await self._request("GET", f"/usage/packages/{line_id}"), False)
+        line = await self.get_line(line_id)
+        return LineUsage(
+            line_id=line.line_id,
+            used_bytes=line.used_bytes,
+            allowance_bytes=line.allowance_bytes,
+            observed_at=datetime.now(UTC),
+            iccid=line.iccid,
+        )
+
+    async def _template(self, template_id: str, changes_state: bool) -> dict[str, Any]:
+        """A package template, read once per process."""
+        if template_id not in self._templates:
+            path = f"/pcr/package-templates/{template_id}"
+            try:
+                self._templates[template_id] = await self._request("GET", path)
+            except (CarrierUnavailable, CarrierRejected) as exc:
+                if changes_state:  # the package was made: only its answer is unusable
+                    raise self._lost(True, f"GET {path}: {exc}") from exc
+                raise
+        return self._templates[template_id]
+
+    async def _line(self, p: dict[str, Any], changes_state: bool) -> CarrierLine:
+        """A package as a line; one we cannot read counts as no answer at all."""
+        try:
+            template = p["package_template"]
+            template_id = str(template["id"] if isinstance(template, dict) else template)
+        except (KeyError, TypeError) as exc:
+            raise self._lost(changes_state, f"unexpected answer: {exc!r}") from exc
+        t = template if isinstance(template, dict) else None
+        if t is None or "data_usage_allowance" not in t:
+            t = await self._template(template_id, changes_state)
+        return self._read(lambda p: _line(p, template_id, t), p, changes_state)
 
     async def _all(self, path: str, key: str, params: dict[str, str]) -> list[dict[str, Any]]:
         """Every item of a paged list, following ``count``/``offset`` to the end."""
@@ -153,6 +255,7 @@ class TelnaCarrier:
         json: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
+        """The JSON object answered (``{}`` for a bare ``true``)."""
         changes_state = method != "GET"
         headers = {"Request-ID": str(uuid.uuid4())}
         try:
@@ -179,6 +282,8 @@ class TelnaCarrier:
             data = response.json()
         except ValueError:
             data = None
+        if data is True and changes_state:
+            return {}
         if not isinstance(data, dict):
             raise self._lost(changes_state, f"{method} {path}: unreadable body")
         return data
@@ -196,49 +301,71 @@ def _message(response: httpx.Response) -> str:
         data = response.json()
     except ValueError:
         data = None
-    if isinstance(data, dict) and isinstance(data.get("error"), str):
-        return str(data["error"])
+    if isinstance(data, dict):
+        for key in ("error", "message"):
+            if isinstance(data.get(key), str):
+                return str(data[key])
     return response.text[:200] or f"HTTP {response.status_code}"
 
 
-def _time(ms: int | float | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+def _template_ref(template_id: str) -> int | str:
+    """A template id as Telna shows it: an integer (a name where an account has them)."""
+    return int(template_id) if template_id.isdigit() else template_id
 
 
-def _usage(u: dict[str, Any]) -> LineUsage:
-    return LineUsage(
-        line_id=str(u["package_id"]),
-        used_bytes=int(u["data_usage"]),
-        allowance_bytes=int(u["data_usage_allowance"]),
-        observed_at=_time(u["timestamp"]),
-    )
+def parse_time(value: Any) -> datetime | None:
+    """A Telna time: epoch seconds or milliseconds (number or digits) or ISO 8601; 0,
+    empty or null for "not yet"."""
+    if value is None or value == "" or value == 0:
+        return None
+    if isinstance(value, str) and not value.strip().isdigit():
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError(f"not a time: {value!r}")
+    number = float(value)
+    if number == 0:
+        return None
+    return datetime.fromtimestamp(number / 1000 if number > _MS_ABOVE else number, UTC)
 
 
-def _line(p: dict[str, Any]) -> CarrierLine:
+def _seconds(allowance: dict[str, Any]) -> int:
+    return int(allowance["duration"]) * UNIT_SECONDS[str(allowance["unit"])]
+
+
+def _line(p: dict[str, Any], template_id: str, template: dict[str, Any]) -> CarrierLine:
+    allowance = int(template["data_usage_allowance"])
+    remaining = p.get("data_usage_remaining")
+    used = allowance - int(remaining) if remaining is not None else 0
+    ordered_at = parse_time(p["created_date"])
+    if ordered_at is None:
+        raise ValueError("package without created_date")
     return CarrierLine(
         line_id=str(p["id"]),
         iccid=str(p["sim"]),
-        carrier_product_id=str(p["package_template"]),
+        carrier_product_id=template_id,
         reference=p.get("customer_ref"),
         status=_STATUS[p["status"]],
-        ordered_at=_time(p["created_date"]),
-        activated_at=_time(p.get("activated_date")),
-        ends_at=_time(p.get("expiry_date")),
-        ended_at=_time(p.get("terminated_date")),
-        allowance_bytes=int(p["data_usage_allowance"]),
-        used_bytes=int(p.get("data_usage") or 0),
+        ordered_at=ordered_at,
+        activated_at=parse_time(p.get("activated_date")),
+        ends_at=parse_time(p.get("expiry_date")),
+        ended_at=parse_time(p.get("terminated_date")),
+        allowance_bytes=allowance,
+        used_bytes=max(0, used),
     )
 
 
 def _product(t: dict[str, Any]) -> CarrierProduct:
-    allowance = t["time_allowance"]
+    allowance = int(t["data_usage_allowance"])
+    if allowance <= 0:
+        raise ValueError("no data allowance")
     return CarrierProduct(
         carrier_product_id=str(t["id"]),
         name=str(t.get("name") or t["id"]),
-        allowance_bytes=int(t["data_usage_allowance"]),
-        validity_seconds=int(allowance["duration"]) * _UNIT_SECONDS[allowance["unit"]],
+        allowance_bytes=allowance,
+        validity_seconds=_seconds(t["time_allowance"]),
         reset=t.get("reset") or "rolling",
         reset_utc_offset_minutes=int(t.get("reset_utc_offset_minutes") or 0),
-        throttle_kbps=int((t.get("traffic_policy") or {}).get("throttle_kbps") or 0),
+        throttle_kbps=int(t.get("throttle_kbps") or 0),
         price_cents=int(t.get("price_cents") or 0),
     )

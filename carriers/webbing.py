@@ -156,6 +156,15 @@ class WebbingCarrier:
         )
         return [self._read(line, i, False) for i in instances]
 
+    async def open_lines(self, iccid: str, carrier_product_id: str) -> list[CarrierLine]:
+        """The product's lines on the ICCID that have not ended (read from the whole
+        list: this API has no status filter)."""
+        return [
+            line
+            for line in await self.find_lines(iccid)
+            if line.status != "ended" and line.carrier_product_id == carrier_product_id
+        ]
+
     async def usage(self, line_id: str) -> LineUsage:
         params = {"ServiceDeviceProductID": line_id}
         result = await self._call("GetOnlineDeviceUsage", params, False)

@@ -12,15 +12,21 @@ A claim is a row per reference in the product database. Its holder (``owner``) a
 buy the line until ``lease_until``; a process that finds the claim held fails its
 attempt with ``OrderInFlight`` and Temporal retries it. Before an order leaves, the
 holder writes ``in_doubt_until``: the moment by which the carrier will have committed it
-if it ever does (the latest the request may leave, plus the carrier's window). The row,
-and that moment, outlive the attempt: bought or adopted, the row is removed; refused or
+if it ever does (the latest the request may leave, plus the carrier's window), and, the
+first time, ``sent_at``. The row, and those moments, outlive the attempt: bought or
+adopted, the row keeps the carrier's ``line_id`` (a later attempt whose predecessor
+bought but could not tell Temporal reads that line back, and buys nothing); refused or
 unanswered before it left, the moment goes back to what it was; otherwise (no answer, a
 crash, a stall past the lease) it stays. Whoever takes the claim next, in any process,
-looks; and a look that finds nothing is trusted only once ``in_doubt_until`` has passed.
+looks, if an order ever left, for a package of the line's product made since
+``sent_at``: carriers have no field for our reference, so that is how they show our
+order. A look that finds nothing is trusted only once ``in_doubt_until`` has passed.
 Until then the purchase is held (``OrderInDoubt``). So an order is sent only when every
 earlier order for the line has been seen, or can no longer appear: one purchase per
 (balance, seq), whichever worker runs the attempt. A claim whose process has gone from
 this host (a worker killed and restarted here) is taken at once; its doubt still holds.
+A line never ordered needs no look at all: its first order costs one carrier call,
+whatever the eSIM's age.
 """
 
 from __future__ import annotations
@@ -51,12 +57,25 @@ CLAIMS: sa.Table = OrderClaim.__table__  # type: ignore[attr-defined]
 _MINE = (CLAIMS.c.reference == sa.bindparam("c_reference", type_=CLAIMS.c.reference.type)) & (
     CLAIMS.c.owner == sa.bindparam("c_owner", type_=CLAIMS.c.owner.type)
 )
-_SETTLE = sa.delete(CLAIMS).where(_MINE)
+_DROP = sa.delete(CLAIMS).where(_MINE)
+_SETTLE = (
+    sa.update(CLAIMS)
+    .where(_MINE)
+    .values(
+        line_id=sa.bindparam("c_line", type_=CLAIMS.c.line_id.type),
+        lease_until=sa.bindparam("c_until", type_=CLAIMS.c.lease_until.type),
+    )
+)
 _MARK = (
     sa.update(CLAIMS)
     .where(_MINE)
-    .values(in_doubt_until=sa.bindparam("c_doubt", type_=CLAIMS.c.in_doubt_until.type))
-    .returning(CLAIMS.c.reference)
+    .values(
+        in_doubt_until=sa.bindparam("c_doubt", type_=CLAIMS.c.in_doubt_until.type),
+        sent_at=sa.func.coalesce(
+            CLAIMS.c.sent_at, sa.bindparam("c_sent", type_=CLAIMS.c.sent_at.type)
+        ),
+    )
+    .returning(CLAIMS.c.sent_at)
 )
 # Handed back: the lease is over, the in-doubt moment stays for the next taker.
 _HAND_BACK = (
@@ -122,6 +141,8 @@ class Claim:
     reference: str
     send_by: datetime
     in_doubt_until: datetime | None = None
+    sent_at: datetime | None = None  # the first order for the line left then
+    line_id: str | None = None  # bought or adopted: the carrier's line
 
     def in_doubt(self, now: datetime) -> bool:
         return self.in_doubt_until is not None and now < self.in_doubt_until
@@ -153,8 +174,10 @@ class OrderClaims:
             # Ours already (an attempt of this process ended), handed back, its lease ran
             # out, or its process is gone.
             held = session.get(OrderClaim, reference)
-            if held is None:  # settled just now
+            if held is None:  # handed back just now
                 raise ClaimHeld(reference, "another process", now)
+            if held.line_id is not None:  # bought: anyone may read it back
+                return Claim(reference, now, held.in_doubt_until, held.sent_at, held.line_id)
             if held.owner != self.owner and held.lease_until > now:
                 if not owner_is_gone(held.owner):
                     raise ClaimHeld(reference, held.owner, held.lease_until)
@@ -163,11 +186,11 @@ class OrderClaims:
                 .where(col(OrderClaim.reference) == reference)
                 .where(col(OrderClaim.owner) == held.owner)
                 .values(owner=self.owner, lease_until=until)
-                .returning(col(OrderClaim.in_doubt_until))
+                .returning(col(OrderClaim.in_doubt_until), col(OrderClaim.sent_at))
             ).first()
             if taken is None:  # another process took it first
                 raise ClaimHeld(reference, "another process", until)
-        return Claim(reference, now + SEND_WINDOW, taken[0])
+        return Claim(reference, now + SEND_WINDOW, taken[0], taken[1])
 
     def sending(self, claim: Claim, window: timedelta, now: datetime | None = None) -> Claim:
         """Before the order leaves: the claim as it stands while the order is out. The
@@ -179,23 +202,44 @@ class OrderClaims:
         doubt = max(send_by + window, claim.in_doubt_until or send_by)
         with session_scope(self._url) as session:
             marked = session.execute(
-                _MARK, {"c_reference": claim.reference, "c_owner": self.owner, "c_doubt": doubt}
+                _MARK,
+                {
+                    "c_reference": claim.reference,
+                    "c_owner": self.owner,
+                    "c_doubt": doubt,
+                    "c_sent": now,
+                },
             ).first()
         if marked is None:  # the lease ran out and another process took the claim
             raise ClaimHeld(claim.reference, "another process", now)
-        return Claim(claim.reference, send_by, doubt)
+        return Claim(claim.reference, send_by, doubt, marked[0])
 
-    def settle(self, reference: str) -> None:
-        """The line is bought or adopted: remove this process's claim."""
+    def settle(self, reference: str, line_id: str, now: datetime | None = None) -> None:
+        """The line is bought or adopted: keep which, and let go of the lease."""
+        now = now or datetime.now(UTC)
         with session_scope(self._url) as session:
-            session.execute(_SETTLE, {"c_reference": reference, "c_owner": self.owner})
+            session.execute(
+                _SETTLE,
+                {
+                    "c_reference": reference,
+                    "c_owner": self.owner,
+                    "c_line": line_id,
+                    "c_until": now,
+                },
+            )
+
+    def drop(self, reference: str) -> None:
+        """Nothing was sent for the line: remove this process's claim."""
+        with session_scope(self._url) as session:
+            session.execute(_DROP, {"c_reference": reference, "c_owner": self.owner})
 
     def hand_back(self, claim: Claim, now: datetime | None = None) -> None:
         """This attempt ends unsettled: anyone may take the claim now, and the purchase
-        stays in doubt until ``claim.in_doubt_until``. With no doubt, the row goes."""
+        stays in doubt until ``claim.in_doubt_until``. If no order ever left, the row
+        goes; if one did, it stays, so that whoever buys next looks for it first."""
         now = now or datetime.now(UTC)
-        if not claim.in_doubt(now):
-            self.settle(claim.reference)
+        if claim.sent_at is None:
+            self.drop(claim.reference)
             return
         with session_scope(self._url) as session:
             session.execute(

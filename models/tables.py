@@ -238,10 +238,12 @@ class OrderClaim(SQLModel, table=True):
     """An order in flight for one line reference: the worker process ``owner`` may buy it
     until ``lease_until``; no other may, so two processes never buy one line twice.
 
-    Taken before the order looks at the carrier, removed once the order is settled;
-    a claim left by a dead process lapses at ``lease_until``. ``in_doubt_until``: an order
-    sent for this line may be committed by the carrier until then, so a look that finds
-    nothing before it proves nothing. See ``models/claims.py``.
+    Taken before the order looks at the carrier; a claim left by a dead process lapses
+    at ``lease_until``. ``sent_at``: when the first order for this line left (a package
+    of the line's product made since may be it). ``in_doubt_until``: an order sent for
+    this line may be committed by the carrier until then, so a look that finds nothing
+    before it proves nothing. ``line_id``: the carrier's line bought or adopted, once
+    settled. See ``models/claims.py``.
     """
 
     __tablename__ = "order_claim"
@@ -250,3 +252,5 @@ class OrderClaim(SQLModel, table=True):
     owner: str = Field(max_length=64)
     lease_until: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     in_doubt_until: datetime | None = _ts()
+    sent_at: datetime | None = _ts()
+    line_id: str | None = Field(default=None, max_length=64)

@@ -59,6 +59,11 @@ CATALOGUE = (
     Product("weekly-10gb", "Weekly 10 GB", 10 * GB, 604_800, 512, 900),
     Product("daily-1gb-utc", "Daily 1 GB, UTC day", GB, 86_400, 128, 150, UTC_MIDNIGHT),
     Product("daily-1gb-utc8", "Daily 1 GB, UTC+8 day", GB, 86_400, 128, 150, LOCAL_MIDNIGHT, 480),
+    Product("daily-1gb-manual", "Daily 1 GB, started through the API", GB, 86_400, 128, 150),
+    Product(
+        "compressed-30s-manual", "Compressed 30 s, started through the API", 3 * MB, 30, 128, 1
+    ),
+    Product("compressed-10s-manual", "Compressed 10 s, started through the API", MB, 10, 128, 1),
     Product("compressed-10s", "Compressed 10 s", 1_000_000, 10, 128, 1),
     Product("compressed-30s", "Compressed 30 s", 3_000_000, 30, 128, 1),
     Product("compressed-60s", "Compressed 60 s", 6_000_000, 60, 128, 1),
@@ -95,6 +100,8 @@ CATALOGUE = (
         for day in (120, 600, 1800, 3600)
     ),
 )
+# Templates started through the API (activation_type MANUAL); every other starts on attach.
+MANUAL_TEMPLATES = frozenset({"daily-1gb-manual", "compressed-10s-manual", "compressed-30s-manual"})
 _REASONS = {"expire": "EXPIRED", "deactivate": "DEACTIVATED", "cancel": "CANCELLED"}
 
 
@@ -208,7 +215,7 @@ def create_app(
 
     app = FastAPI(title="Telna-like carrier simulator", version="2.1", lifespan=lifespan)
     app.state.engine, app.state.faults, app.state.webhooks = engine, faults, dispatcher
-    app.include_router(create_telna_router(engine, api_key))
+    app.include_router(create_telna_router(engine, api_key, MANUAL_TEMPLATES))
     webhooks = dispatcher if webhook_secret else None
     app.include_router(create_control_router(engine, faults, webhooks))
     app.add_exception_handler(StarletteHTTPException, _http_error)

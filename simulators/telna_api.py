@@ -1,14 +1,33 @@
-"""The Telna-like carrier's REST/JSON API (Telna Connect v2.1 shapes) over the engine.
+"""The Telna-like carrier's REST/JSON API (Telna Connect PCR v2.1) over the engine.
 
-Auth: the ``Authorization`` header holds the raw API key (a ``Bearer `` prefix is
-accepted). Errors are ``{"error": "message"}``: 400 bad body or paging, 401 bad key,
-404 unknown sim/package/template, 409 wrong state. Times are epoch milliseconds, data in
-bytes; lists page with ``count``/``offset`` → ``{total, count, offset, <items>}`` where
-``count`` is the number of items in this page.
+On the record (CARRIERS.md section 2): ``Authorization`` holds the API key, raw or with
+``Bearer `` (third parties disagree; both are accepted). Lists page with
+``count``/``offset`` → ``{total, count, offset, <items>}`` and ``GET /pcr/packages``
+filters by ``sim``, ``package_template`` and ``status``. A package is created with
+``POST /pcr/packages {sim, package_template, time_allowance?}`` (201, ``NOT_ACTIVE``);
+its fields are ``id, sim, package_template, status, window_activation_start/end,
+data_usage_remaining`` (bytes), ``created_date, activated_date, expiry_date,
+terminated_date`` (epoch milliseconds, 0 while not yet so) and ``time_allowance``
+(seconds). Templates carry ``data_usage_allowance`` (bytes), ``time_allowance
+{duration, unit}`` and ``activation_type`` ``AUTO`` (the package starts on attach: as
+soon as the SIM has no active package) or ``MANUAL`` (started through the API). Usage is
+read off the package (``data_usage_remaining``); a package ends ``TERMINATED`` by time,
+by data or when terminated.
 
-Invented where nothing public says (see CARRIERS.md): ``price_cents``, ``reset`` and
-``reset_utc_offset_minutes`` on templates; sim-registry status ``ACTIVE`` while a package
-is active, else ``READY``.
+The simulator's choices where the record is silent ([NOT PUBLIC]):
+
+- activating and terminating a package: ``POST /pcr/packages/{id}/activate`` and
+  ``.../terminate`` (a Telna reseller's paths, under Telna's prefix), answering ``true``;
+- errors are ``{"error": "message"}``: 400 bad body or paging, 401 bad key, 404 unknown
+  sim/package/template, 409 wrong state;
+- ``customer_ref`` on an order is kept and shown (to be removed: PCR packages have no
+  such field);
+- ``price_cents``, ``reset``, ``reset_utc_offset_minutes`` and ``throttle_kbps``
+  on templates (``traffic_policy`` is the record's integer); sim-registry status ``ACTIVE`` while a
+  package is active, else ``READY``;
+- ``window_activation_end``: the order time plus 30 days;
+- template ids are names (``compressed-30s``), not the integers Telna shows; an id of
+  digits is answered as an integer.
 """
 
 from __future__ import annotations
@@ -21,7 +40,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from simulators.core import CarrierEngine
 from simulators.errors import SimulationError, WrongState
@@ -67,40 +86,59 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+ACTIVATION_WINDOW_SECONDS = 30 * 86_400  # a package may be started this long after its order
+PackageStatus = Literal["NOT_ACTIVE", "ACTIVE", "TERMINATED", "SUSPENDED"]
+
+
 class OrderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     sim: str = Field(min_length=1)
     package_template: str | int
+    time_allowance: int | None = Field(default=None, ge=1, description="seconds")
     customer_ref: str | None = Field(default=None, max_length=255)
-    # AUTO: the package activates on attach, i.e. as soon as the SIM has no active one.
-    activation_type: Literal["MANUAL", "AUTO"] = "MANUAL"
 
 
 def package_json(p: Package) -> dict[str, Any]:
     return {
         "id": p.id,
         "sim": p.iccid,
-        "package_template": p.product_id,
+        "package_template": _template_id(p.product_id),
         "customer_ref": p.reference,
         "status": p.status,
+        "window_activation_start": ms(p.ordered_at),
+        "window_activation_end": ms(p.ordered_at + ACTIVATION_WINDOW_SECONDS),
         "created_date": ms(p.ordered_at),
-        "activated_date": ms(p.activated_at),
-        "expiry_date": ms(p.expires_at),
-        "terminated_date": ms(p.terminated_at),
-        "data_usage": int(p.used_bytes),
-        "data_usage_allowance": p.allowance_bytes,
+        "activated_date": ms(p.activated_at) or 0,
+        "expiry_date": ms(p.expires_at) or 0,
+        "terminated_date": ms(p.terminated_at) or 0,
         "data_usage_remaining": p.remaining_bytes,
-        "activation_type": "AUTO" if p.auto else "MANUAL",
+        "time_allowance": p.validity_seconds,
     }
 
 
-def template_json(p: Product) -> dict[str, Any]:
+def _template_id(product_id: str) -> int | str:
+    return int(product_id) if product_id.isdigit() else product_id
+
+
+def time_allowance(seconds: int) -> dict[str, Any]:
+    """A template's duration in the largest unit that divides it."""
+    for unit, size in (("WEEK", 604_800), ("DAY", 86_400), ("HOUR", 3600), ("MINUTE", 60)):
+        if seconds % size == 0:
+            return {"duration": seconds // size, "unit": unit}
+    return {"duration": seconds, "unit": "SECOND"}
+
+
+def template_json(p: Product, manual: bool) -> dict[str, Any]:
     return {
-        "id": p.id,
+        "id": _template_id(p.id),
         "name": p.name,
         "data_usage_allowance": p.allowance_bytes,
-        "time_allowance": {"duration": p.validity_seconds, "unit": "SECOND"},
-        "activation_type": "MANUAL",
-        "traffic_policy": {"throttle_kbps": p.throttle_kbps},
+        "time_allowance": time_allowance(p.validity_seconds),
+        "activation_type": "MANUAL" if manual else "AUTO",
+        "status": "Active",
+        "traffic_policy": 1,
+        "throttle_kbps": p.throttle_kbps,
         "price_cents": p.price_cents,
         "reset": p.reset,
         "reset_utc_offset_minutes": p.reset_utc_offset_minutes,
@@ -116,8 +154,11 @@ def _page(items: list[dict[str, Any]], key: str, count: int, offset: int) -> dic
     return {"total": len(items), "count": len(page), "offset": offset, key: page}
 
 
-def create_telna_router(engine: CarrierEngine, api_key: str) -> APIRouter:
-    """The ``/v2.1`` routes; every one needs the API key."""
+def create_telna_router(
+    engine: CarrierEngine, api_key: str, manual: frozenset[str] = frozenset()
+) -> APIRouter:
+    """The ``/v2.1`` routes; every one needs the API key. Templates named in ``manual``
+    are MANUAL, the others AUTO."""
     expected = api_key.encode()
 
     async def authorize(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -132,51 +173,62 @@ def create_telna_router(engine: CarrierEngine, api_key: str) -> APIRouter:
     @router.get("/pcr/package-templates")
     async def list_templates(count: Count = 100, offset: Offset = 0) -> dict[str, Any]:
         """The package templates (the catalogue)."""
-        items = [template_json(p) for p in engine.products.values()]
+        items = [template_json(p, p.id in manual) for p in engine.products.values()]
         return _page(items, "package_templates", count, offset)
+
+    @router.get("/pcr/package-templates/{template_id}")
+    async def get_template(template_id: str) -> dict[str, Any]:
+        """One package template."""
+        product = engine.products.get(template_id)
+        if product is None:
+            raise TelnaError(404, f"unknown package template {template_id!r}")
+        return template_json(product, product.id in manual)
 
     @router.post("/pcr/packages", status_code=201)
     async def order(body: OrderIn) -> dict[str, Any]:
-        """Order a package on a SIM; it is NOT_ACTIVE until activated."""
-        auto = body.activation_type == "AUTO"
-        package = engine.order(body.sim, str(body.package_template), body.customer_ref, auto)
+        """Create a package from a template on a SIM; it is NOT_ACTIVE (an AUTO one turns
+        ACTIVE at once when the SIM has no active package)."""
+        template = str(body.package_template)
+        if body.time_allowance is not None:
+            raise TelnaError(400, "time_allowance overrides are not sold on this account")
+        package = engine.order(body.sim, template, body.customer_ref, template not in manual)
         return package_json(package)
 
     @router.get("/pcr/packages")
     async def list_packages(
-        sim: str | None = None, count: Count = 100, offset: Offset = 0
+        sim: str | None = None,
+        package_template: str | None = None,
+        status: PackageStatus | None = None,
+        count: Count = 100,
+        offset: Offset = 0,
     ) -> dict[str, Any]:
-        """Packages, optionally of one SIM, oldest first."""
-        listed = engine.listed(sim) if sim is not None else engine.packages()
-        items = [package_json(p) for p in listed]
-        return _page(items, "packages", count, offset)
+        """Packages, oldest first, filtered by SIM, template and status."""
+        found = [
+            p
+            for p in engine.packages(sim)
+            if (package_template is None or p.product_id == package_template)
+            and (status is None or p.status == status)
+        ]
+        if sim is not None and engine.list_limit:
+            found = found[-engine.list_limit :]  # only the newest (simulators.control)
+        return _page([package_json(p) for p in found], "packages", count, offset)
 
     @router.get("/pcr/packages/{package_id}")
     async def get_package(package_id: str) -> dict[str, Any]:
         """One package."""
         return package_json(engine.package(package_id))
 
-    @router.post("/pcr/packages/{package_id}/activate", status_code=202)
-    async def activate(package_id: str) -> dict[str, Any]:
+    @router.post("/pcr/packages/{package_id}/activate")
+    async def activate(package_id: str) -> bool:
         """Request activation; the package turns ACTIVE after the carrier's latency."""
-        return package_json(engine.activate(package_id))
+        engine.activate(package_id)
+        return True
 
     @router.post("/pcr/packages/{package_id}/terminate")
-    async def terminate(package_id: str) -> dict[str, Any]:
+    async def terminate(package_id: str) -> bool:
         """Terminate a package at once (idempotent)."""
-        return package_json(engine.terminate(package_id))
-
-    @router.get("/usage/packages/{package_id}")
-    async def usage(package_id: str) -> dict[str, Any]:
-        """Data usage of one package, now."""
-        package = engine.package(package_id)
-        return {
-            "package_id": package.id,
-            "data_usage": int(package.used_bytes),
-            "data_usage_allowance": package.allowance_bytes,
-            "data_usage_remaining": package.remaining_bytes,
-            "timestamp": ms(engine.advance()),
-        }
+        engine.terminate(package_id)
+        return True
 
     @router.get("/inventory/sim-registries/{iccid}")
     async def sim_registry(iccid: str) -> dict[str, Any]:

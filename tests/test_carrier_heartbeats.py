@@ -88,6 +88,13 @@ class OrderingCarrier:
     async def find_lines(self, iccid: str) -> list[CarrierLine]:
         return list(self.placed)
 
+    async def open_lines(self, iccid: str, product_id: str) -> list[CarrierLine]:
+        return [line for line in self.placed if line.status != "ended"]
+
+    async def get_line(self, line_id: str) -> CarrierLine:
+        (line,) = [line for line in self.placed if line.line_id == line_id]
+        return line
+
     async def order(
         self, iccid: str, product_id: str, reference: str, start_at: datetime | None
     ) -> CarrierLine:

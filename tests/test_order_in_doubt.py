@@ -37,7 +37,7 @@ class SlowCommitCarrier:
         self.committed: list[CarrierLine] = []
         self.look_fails = False
 
-    async def find_lines(self, iccid: str) -> list[CarrierLine]:
+    async def open_lines(self, iccid: str, product_id: str) -> list[CarrierLine]:
         if self.look_fails:
             raise CarrierUnavailable("telna", "HTTP 503")
         return list(self.committed)
@@ -50,7 +50,7 @@ class SlowCommitCarrier:
             line_id=f"pkg-{len(self.sent)}",
             iccid=iccid,
             carrier_product_id=product_id,
-            reference=reference,
+            reference=None,  # as at the carriers: no field for it
             status="scheduled",
             ordered_at=datetime.now(UTC),
             allowance_bytes=3_000_000,
@@ -82,8 +82,9 @@ async def attempt(activities: CarrierActivities) -> str:
 
 
 def claims_left(url: str) -> list[OrderClaim]:
+    """Claims not settled: a settled one stays, holding the line bought."""
     with session_scope(url) as session:
-        return list(session.exec(select(OrderClaim)).all())
+        return [c for c in session.exec(select(OrderClaim)).all() if c.line_id is None]
 
 
 async def test_an_order_committed_after_our_timeout_is_bought_once_by_any_worker(

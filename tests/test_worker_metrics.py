@@ -45,6 +45,9 @@ class FlakyCarrier:
     async def find_lines(self, iccid: str) -> list[CarrierLine]:
         return []
 
+    async def open_lines(self, iccid: str, product_id: str) -> list[CarrierLine]:
+        return []
+
     async def usage(self, line_id: str) -> LineUsage:
         raise CarrierUnavailable(self.name, "refused")
 

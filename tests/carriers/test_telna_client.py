@@ -82,7 +82,7 @@ async def test_a_line_goes_from_scheduled_to_active_to_ended(
     assert products["daily-3gb"].allowance_bytes == 3_000_000_000
     assert products["daily-3gb"].throttle_kbps == 1000
 
-    line = await telna.order(iccid, "compressed-10s", "bal-1:1")
+    line = await telna.order(iccid, "compressed-10s-manual", "bal-1:1")
     assert (line.status, line.reference, line.iccid) == ("scheduled", "bal-1:1", iccid)
     assert line.ordered_at.tzinfo is not None
     assert abs(line.ordered_at - datetime.now(UTC)) < timedelta(seconds=5)
@@ -195,7 +195,7 @@ async def test_read_timeouts_are_unknown_for_orders_and_unavailable_for_reads(
     await control.post("/faults", json={"latency_ms": 400})
     try:
         with pytest.raises(CarrierOutcomeUnknown):
-            await impatient.order(iccid, "daily-1gb", "bal-7:1")
+            await impatient.order(iccid, "daily-1gb-manual", "bal-7:1")
         with pytest.raises(CarrierUnavailable):
             await impatient.get_line("anything")
     finally:

@@ -104,7 +104,8 @@ async def order(sim: httpx.AsyncClient, iccid: str, template: str, ref: str | No
 
 
 async def activated(sim: httpx.AsyncClient, package_id: str) -> dict[str, Any]:
-    assert (await sim.post(f"/v2.1/pcr/packages/{package_id}/activate")).status_code == 202
+    answer = await sim.post(f"/v2.1/pcr/packages/{package_id}/activate")
+    assert answer.status_code == 200 and answer.json() is True
     package: dict[str, Any] = {}
 
     async def active() -> bool:
@@ -119,46 +120,83 @@ async def test_order_activate_terminate_round_trip_and_ledger(sim: httpx.AsyncCl
     iccid = await enrolled(sim)
     response = await sim.post(
         "/v2.1/pcr/packages",
-        json={"sim": iccid, "package_template": "compressed-30s", "customer_ref": "bal-1:1"},
+        json={"sim": iccid, "package_template": "compressed-30s-manual", "customer_ref": "bal-1:1"},
         headers={"Request-ID": "req-123"},
     )
     assert response.status_code == 201
     assert response.headers["Request-ID"] == "req-123"
     assert response.headers["Reference-ID"]
     ordered = response.json()
+    assert set(ordered) == {
+        "id",
+        "sim",
+        "package_template",
+        "customer_ref",
+        "status",
+        "window_activation_start",
+        "window_activation_end",
+        "created_date",
+        "activated_date",
+        "expiry_date",
+        "terminated_date",
+        "data_usage_remaining",
+        "time_allowance",
+    }
     assert ordered["status"] == "NOT_ACTIVE" and ordered["customer_ref"] == "bal-1:1"
-    assert ordered["data_usage_allowance"] == ordered["data_usage_remaining"] == 3_000_000
+    assert ordered["data_usage_remaining"] == 3_000_000 and ordered["time_allowance"] == 30
+    assert ordered["activated_date"] == ordered["expiry_date"] == 0  # not yet
     package_id = ordered["id"]
 
     requested_ms = time.time() * 1000
     pending = await sim.post(f"/v2.1/pcr/packages/{package_id}/activate")
-    assert pending.status_code == 202 and pending.json()["status"] == "NOT_ACTIVE"
+    assert pending.status_code == 200 and pending.json() is True
     package = await activated(sim, package_id)
     # compressed-30s activates 0.3-1.5 s after the request
     assert 300 <= package["activated_date"] - requested_ms <= 1500 + 500  # + slow machines
     assert package["expiry_date"] - package["activated_date"] == 30_000
 
     terminated = await sim.post(f"/v2.1/pcr/packages/{package_id}/terminate")
-    assert terminated.status_code == 200 and terminated.json()["status"] == "TERMINATED"
-    again = await sim.post(f"/v2.1/pcr/packages/{package_id}/terminate")
-    assert again.json()["terminated_date"] == terminated.json()["terminated_date"]
+    assert terminated.status_code == 200 and terminated.json() is True
+    ended = (await sim.get(f"/v2.1/pcr/packages/{package_id}")).json()
+    assert ended["status"] == "TERMINATED" and ended["terminated_date"] > 0
+    await sim.post(f"/v2.1/pcr/packages/{package_id}/terminate")
+    again = (await sim.get(f"/v2.1/pcr/packages/{package_id}")).json()
+    assert again["terminated_date"] == ended["terminated_date"]
     refused = await sim.post(f"/v2.1/pcr/packages/{package_id}/activate")
     assert refused.status_code == 409 and "terminated" in refused.json()["error"]
 
     entries = (await sim.get("/_sim/ledger", params={"iccid": iccid})).json()["entries"]
     assert [e["action"] for e in entries] == ["order", "activate", "deactivate"]
     assert {(e["package_id"], e["reference"], e["product_id"]) for e in entries} == {
-        (package_id, "bal-1:1", "compressed-30s")
+        (package_id, "bal-1:1", "compressed-30s-manual")
     }
     assert entries[1]["at"].endswith("Z")
-    usage = (await sim.get(f"/v2.1/usage/packages/{package_id}")).json()
-    assert set(usage) == {
-        "package_id",
-        "data_usage",
-        "data_usage_allowance",
-        "data_usage_remaining",
-        "timestamp",
-    }
+    # Usage is the package's data_usage_remaining: no usage route of its own.
+    assert (await sim.get(f"/v2.1/usage/packages/{package_id}")).status_code == 404
+
+
+async def test_an_auto_package_starts_on_attach_when_the_sim_has_no_active_one(
+    sim: httpx.AsyncClient,
+) -> None:
+    iccid = await enrolled(sim)
+    first = await sim.get(f"/v2.1/pcr/packages/{await order(sim, iccid, 'compressed-30s')}")
+    assert first.json()["status"] == "ACTIVE"
+    second_id = await order(sim, iccid, "compressed-30s")
+    queued = (await sim.get(f"/v2.1/pcr/packages/{second_id}")).json()
+    assert queued["status"] == "NOT_ACTIVE"
+    await sim.post(f"/v2.1/pcr/packages/{first.json()['id']}/terminate")
+    started = (await sim.get(f"/v2.1/pcr/packages/{second_id}")).json()
+    assert started["status"] == "ACTIVE"
+    filtered = await sim.get(
+        "/v2.1/pcr/packages",
+        params={"sim": iccid, "package_template": "compressed-30s", "status": "ACTIVE"},
+    )
+    assert [p["id"] for p in filtered.json()["packages"]] == [second_id]
+    unknown = await sim.post(
+        "/v2.1/pcr/packages",
+        json={"sim": iccid, "package_template": "compressed-30s", "activation_type": "AUTO"},
+    )
+    assert unknown.status_code == 400  # no such field on a package
 
 
 async def test_a_repeated_customer_ref_buys_a_second_package(sim: httpx.AsyncClient) -> None:
@@ -200,8 +238,13 @@ async def test_templates_and_control_catalogue(sim: httpx.AsyncClient) -> None:
     templates = (await sim.get("/v2.1/pcr/package-templates", params={"count": 100})).json()
     by_id = {t["id"]: t for t in templates["package_templates"]}
     assert by_id["daily-1gb"]["data_usage_allowance"] == 1_000_000_000
-    assert by_id["daily-1gb"]["time_allowance"] == {"duration": 86_400, "unit": "SECOND"}
-    assert by_id["daily-3gb"]["traffic_policy"] == {"throttle_kbps": 1000}
+    assert by_id["daily-1gb"]["time_allowance"] == {"duration": 1, "unit": "DAY"}
+    assert by_id["compressed-30s"]["time_allowance"] == {"duration": 30, "unit": "SECOND"}
+    assert by_id["daily-1gb"]["activation_type"] == "AUTO"
+    assert by_id["daily-1gb-manual"]["activation_type"] == "MANUAL"
+    assert by_id["daily-3gb"]["throttle_kbps"] == 1000
+    one = (await sim.get("/v2.1/pcr/package-templates/daily-1gb-manual")).json()
+    assert one == by_id["daily-1gb-manual"]
     products = (await sim.get("/_sim/products")).json()["products"]
     assert {p["id"] for p in products} == set(by_id)
     short = next(p for p in products if p["id"] == "compressed-30s")
@@ -242,7 +285,7 @@ async def test_config_sets_the_activation_latency_of_real_products(
     ] == 0.2
     try:
         iccid = await enrolled(sim)
-        package_id = await order(sim, iccid, "daily-1gb")
+        package_id = await order(sim, iccid, "daily-1gb-manual")
         requested_ms = time.time() * 1000
         package = await activated(sim, package_id)
         assert 200 <= package["activated_date"] - requested_ms <= 700
@@ -314,7 +357,7 @@ async def test_duplicate_rate_delivers_the_same_event_twice(
 ) -> None:
     hook, _ = receiver
     iccid = await enrolled(sim)
-    package_id = await order(sim, iccid, "compressed-10s")
+    package_id = await order(sim, iccid, "compressed-10s-manual")
     await sim.post("/_sim/config", json={"webhook_duplicate_rate": 1.0})
     try:
         await sim.post(f"/v2.1/pcr/packages/{package_id}/terminate")

@@ -1,11 +1,13 @@
 """What one order costs at the carrier, for an eSIM one day old and one a year old.
 
-An order first looks at the carrier for a package carrying its reference (a response
-lost, an order still committing), then buys (``CarrierActivities.order_line``, run as
-Temporal runs it). DESIGN section 5 asks that looking cost the same whatever the eSIM's
-age; this prints the carrier calls and the bytes on the wire (requests and answers) of
-one order on an eSIM with one earlier package, and on one with a package a day for a
-year (``--days``), on each simulator (its own process, real HTTP).
+An order (``CarrierActivities.order_line``, run as Temporal runs it, with its claims in
+a SQLite file as a worker keeps them) buys at once when no order for the line ever left;
+after an order whose answer was lost, it first looks for the package that order may have
+made (an open package of the product, made since), and adopts it. DESIGN section 5 asks
+that looking cost the same whatever the eSIM's age; this prints the carrier calls and the
+bytes on the wire (requests and answers) of both, on an eSIM with one earlier package and
+on one with a package a day for a year (``--days``), on each simulator (its own process,
+real HTTP).
 
     python -m bench.order_cost [--days 365] [--json order-cost.json]
 """
@@ -17,6 +19,7 @@ import asyncio
 import sys
 import tempfile
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,8 @@ from temporalio.testing import ActivityEnvironment
 from activities.carrier import CarrierActivities
 from bench.common import bench_iccids, carrier_clients, report, start_simulator, stop
 from carriers.base import Carrier
+from models.claims import OrderClaims
+from models.db import migrate
 from models.payloads import Line, OrderLineInput, ProductSpec
 from ports import free_port
 
@@ -70,12 +75,13 @@ async def _product(url: str, carrier: str) -> ProductSpec:
     )
 
 
-async def _order(
-    acts: CarrierActivities, balance: str, iccid: str, seq: int, spec: ProductSpec
-) -> Line:
-    req = OrderLineInput(
+def _input(balance: str, iccid: str, seq: int, spec: ProductSpec) -> OrderLineInput:
+    return OrderLineInput(
         balance_id=balance, iccid=iccid, carrier=spec.carrier, seq=seq, product=spec
     )
+
+
+async def _order(acts: CarrierActivities, req: OrderLineInput) -> Line:
     line: Line = await ActivityEnvironment().run(acts.order_line, req)
     return line
 
@@ -90,10 +96,18 @@ async def _age(
 ) -> None:
     """``packages`` earlier packages on ``iccid``, each bought, started and ended."""
     for seq in range(1, packages + 1):
-        line = await _order(acts, balance, iccid, seq, spec)
+        line = await _order(acts, _input(balance, iccid, seq, spec))
         assert line.line_id is not None
         await carrier.activate(line.line_id)
         await carrier.deactivate(line.line_id)
+
+
+async def _lost_answer(claims: OrderClaims, carrier: Carrier, req: OrderLineInput) -> str:
+    """An order for ``req`` that left and was committed, its answer lost: the claim says
+    it was sent, and no attempt knows what it bought (its id is returned)."""
+    claim = claims.take(req.reference)
+    claims.hand_back(claims.sending(claim, timedelta(seconds=carrier.in_doubt_seconds)))
+    return (await carrier.order(req.iccid, req.product.carrier_product_id, req.reference)).line_id
 
 
 async def measure(carrier_name: str, days: int, tmp: Path) -> dict[str, Any]:
@@ -104,7 +118,10 @@ async def measure(carrier_name: str, days: int, tmp: Path) -> dict[str, Any]:
         counter = Counting()
         sims = dict.fromkeys(CARRIERS, "http://127.0.0.1:9") | {carrier_name: url}
         carrier = carrier_clients(sims, 0.0, lambda _: counter)[carrier_name]
-        acts = CarrierActivities({carrier_name: carrier})
+        database = f"sqlite:///{tmp / carrier_name}.db"
+        migrate(database)
+        claims = OrderClaims(database, request_seconds=10.0)
+        acts = CarrierActivities({carrier_name: carrier}, claims)
         spec = await _product(url, carrier_name)
         young, old = bench_iccids(2)
         async with httpx.AsyncClient() as http:
@@ -113,20 +130,26 @@ async def measure(carrier_name: str, days: int, tmp: Path) -> dict[str, Any]:
         for label, iccid, packages in (("one_day", young, 1), ("one_year", old, days)):
             balance = f"bal_{uuid.uuid4().hex[:12]}"
             await _age(acts, carrier, balance, iccid, packages, spec)
+            figures[label] = {"earlier_packages": packages}
+            # The next line, bought at once; then the one after, whose first answer was
+            # lost, ordered again while the first is the balance's line at the carrier.
             counter.counting, counter.calls, counter.bytes = True, 0, 0
-            await _order(acts, balance, iccid, packages + 1, spec)
+            bought = await _order(acts, _input(balance, iccid, packages + 1, spec))
+            figures[label]["order"] = {"calls": counter.calls, "bytes": counter.bytes}
+            assert bought.line_id is not None
+            looked = _input(balance, iccid, packages + 2, spec)
+            looked.known_line_ids = [bought.line_id]
             counter.counting = False
-            figures[label] = {
-                "earlier_packages": packages,
-                "calls": counter.calls,
-                "bytes": counter.bytes,
-            }
-        figures["bytes_ratio"] = round(
-            figures["one_year"]["bytes"] / figures["one_day"]["bytes"], 2
-        )
-        figures["calls_ratio"] = round(
-            figures["one_year"]["calls"] / figures["one_day"]["calls"], 2
-        )
+            lost = await _lost_answer(claims, carrier, looked)
+            counter.counting, counter.calls, counter.bytes = True, 0, 0
+            adopted = await _order(acts, looked)
+            figures[label]["look"] = {"calls": counter.calls, "bytes": counter.bytes}
+            counter.counting = False
+            assert adopted.line_id == lost, "the look must adopt the lost order's package"
+        for kind in ("order", "look"):
+            young_cost, old_cost = figures["one_day"][kind], figures["one_year"][kind]
+            figures[f"{kind}_calls_ratio"] = round(old_cost["calls"] / young_cost["calls"], 2)
+            figures[f"{kind}_bytes_ratio"] = round(old_cost["bytes"] / young_cost["bytes"], 2)
         await counter.aclose()
         return figures
     finally:

@@ -314,6 +314,8 @@ class OrderLineInput(BaseModel):
     product: ProductSpec
     # The carrier starts the line by itself then, should our activation not come first.
     start_at: datetime | None = None
+    # The balance's lines at the carrier now: a package among them is not this order's.
+    known_line_ids: list[str] = []
 
     @property
     def reference(self) -> str:

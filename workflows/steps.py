@@ -77,6 +77,7 @@ class CarrierSteps:
                 seq=seq,
                 product=product,
                 start_at=timing.safety_net_start(s) if s.active else None,
+                known_line_ids=[line.line_id for line in (s.active,) if line and line.line_id],
             ),
             start_to_close_timeout=CARRIER_CALL,
             heartbeat_timeout=CARRIER_HEARTBEAT,

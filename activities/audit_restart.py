@@ -137,13 +137,18 @@ class RestoreActivities:
 
 
 def carrier_line(
-    found: CarrierLine, seq: int, spec: ProductSpec, state: LineState | None = None
+    found: CarrierLine,
+    seq: int,
+    reference: str,
+    spec: ProductSpec,
+    state: LineState | None = None,
 ) -> Line:
-    """Our Line for a package the carrier holds, in the carrier's words (``state``: why
-    it ended, when we know better than the carrier says)."""
+    """Our Line ``seq`` for a package the carrier holds, in the carrier's words, under our
+    ``reference`` (the database's, never the carrier's echo: most carriers have none);
+    ``state``: why it ended, when we know better than the carrier says."""
     blank = Line(
         seq=seq,
-        reference=found.reference or "",
+        reference=reference,
         product_id=spec.id,
         carrier_product_id=found.carrier_product_id,
         allowance_bytes=found.allowance_bytes,
@@ -163,7 +168,7 @@ def rebuild_state(known: Known, found: list[CarrierLine], now: datetime) -> Bala
         seq = seq_of(package.reference, b.id)
         if seq is not None:
             spec = known.products.get(package.carrier_product_id, known.product)
-            ours[seq] = carrier_line(package, seq, spec)
+            ours[seq] = carrier_line(package, seq, f"{b.id}:{seq}", spec)
     active_seqs = [seq for seq, line in ours.items() if line.state == LineState.active]
     # The line the database names as current, if the carrier has it active; else the
     # newest active one.

@@ -347,21 +347,37 @@ def open_balance(**row: object) -> Balance:
     )
 
 
-def test_a_restart_adopts_the_current_and_scheduled_lines_and_numbers_after_all_seen() -> None:
+def rows(*lines: tuple[int, str, str | None]) -> list[DbLine]:
+    """The balance's lines as ``read_known`` reads them: (seq, state, package id)."""
+    return [
+        DbLine(seq=seq, reference=f"{BID}:{seq}", state=state, carrier_line_id=line_id)
+        for seq, state, line_id in lines
+    ]
+
+
+@BOTH
+def test_a_restart_adopts_the_current_and_scheduled_lines_and_numbers_after_all_seen(
+    carried: bool,
+) -> None:
     product = DAILY
     balance = open_balance(rotations=1, policy={"margin_seconds": 30}, revision=41)
-    known = Known(balance, product, None, {"daily-1gb": product}, max_seq=3, event_counter=17)
-    found = [
+    lines = rows((1, "active", "p1"), (2, "active", "p2"), (3, "scheduled", "p3"))
+    known = Known(balance, product, None, {"daily-1gb": product}, 3, 17, ["p1", "p2", "p3"], lines)
+    found = listed(
+        carried,
         package("p1", 1, "ended", activated=DAY + 60, ended=60),
         package("p2", 2, "active", activated=DAY - 700),
         package("p3", 3, "scheduled", ordered=100),
         package("x", None, "active", activated=10),
-    ]
+    )
     state = rebuild_state(known, found, NOW)
     assert state.active is not None and state.active.seq == 2
     assert state.active.state is LineState.active and state.active.line_id == "p2"
     assert state.scheduled is not None and state.scheduled.seq == 3
     assert [line.seq for line in state.archived] == [1]
+    # Each line under the database's reference, whatever the carrier carries.
+    assert [state.active.reference, state.scheduled.reference] == [f"{BID}:2", f"{BID}:3"]
+    assert state.archived[0].reference == f"{BID}:1"
     assert (state.last_seq, state.event_counter, state.rotations) == (3, 17, 1)
     assert state.policy == Policy(margin_seconds=30)
     # Past the row's revision, and past a write the gone run may still have in flight.
@@ -385,15 +401,28 @@ class RecentOnly:
         return self.packages[line_id]
 
 
-async def test_a_restart_reads_the_open_lines_a_short_list_leaves_out() -> None:
+@BOTH
+async def test_a_restart_reads_the_open_lines_a_short_list_leaves_out(carried: bool) -> None:
     """The carrier lists only the newest package (a scheduled one): the active line the
     database holds is read by its id, so it is adopted, not bought again."""
     product, balance = DAILY, open_balance()
     carrier = RecentOnly(
-        [package("p2", 2, "active", activated=DAY - 700), package("p3", 3, "scheduled")]
+        listed(
+            carried,
+            package("p2", 2, "active", activated=DAY - 700),
+            package("p3", 3, "scheduled"),
+        )
     )
+    lines = rows((1, "expired", "p1"), (2, "active", "p2"), (3, "scheduled", "p3"))
     known = Known(
-        balance, product, None, {"daily-1gb": product}, 3, 9, open_line_ids=["p2", "p3", "gone"]
+        balance,
+        product,
+        None,
+        {"daily-1gb": product},
+        3,
+        9,
+        open_line_ids=["p2", "p3", "gone"],
+        lines=lines,
     )
     found = await read_carrier(carrier, ICCID, known)  # type: ignore[arg-type]
     assert carrier.read == ["p2", "gone"]
@@ -401,3 +430,39 @@ async def test_a_restart_reads_the_open_lines_a_short_list_leaves_out() -> None:
     assert state.active is not None and state.active.line_id == "p2"
     assert state.scheduled is not None and state.scheduled.line_id == "p3"
     assert state.last_seq == 3
+
+
+@BOTH
+def test_a_restart_adopts_no_package_the_database_does_not_know(carried: bool) -> None:
+    """An unknown package gets no seq and is not adopted, even one carrying our reference
+    (the audit finds it later); the next order is numbered after the database's lines."""
+    product, balance = DAILY, open_balance()
+    lines = rows((1, "expired", "p1"), (2, "active", "p2"))
+    known = Known(balance, product, None, {"daily-1gb": product}, 2, 5, ["p2"], lines)
+    found = listed(
+        carried,
+        package("p2", 2, "active", activated=DAY - 700),
+        package("p3", 3, "scheduled", ordered=600),  # an answer that never came back
+        package("p7", 7, "scheduled", ordered=300),
+        package("x", None, "active", activated=100),  # made outside the product
+    )
+    state = rebuild_state(known, found, NOW)
+    assert state.active is not None and (state.active.seq, state.active.line_id) == (2, "p2")
+    assert state.active.reference == f"{BID}:2"
+    assert state.scheduled is None and state.archived == []
+    assert state.last_seq == 2
+
+
+def test_a_restart_takes_a_row_without_package_id_by_the_reference_a_package_carries() -> None:
+    """A row whose package id was never recorded is its package's line only where the
+    carrier carries our reference; without one it is not guessed."""
+    product, balance = DAILY, open_balance()
+    lines = rows((1, "expired", "p1"), (2, "active", "p2"), (3, "scheduled", None))
+    known = Known(balance, product, None, {"daily-1gb": product}, 3, 5, ["p2"], lines)
+    current = package("p2", 2, "active", activated=DAY - 700)
+    ordered = package("p3", 3, "scheduled", ordered=600)
+    state = rebuild_state(known, [current, ordered], NOW)
+    assert state.scheduled is not None and state.scheduled.line_id == "p3"
+    assert state.scheduled.reference == f"{BID}:3"
+    bare = rebuild_state(known, listed(False, current, ordered), NOW)
+    assert bare.active is not None and bare.scheduled is None and bare.last_seq == 3

@@ -23,14 +23,22 @@ workflow is the only one that buys and switches:
   active line now — the eSIM has no service on it. A signal, not ``rotate_now``: it
   names the line, so a repeated or late notice does nothing once the workflow has
   moved on, and a scheduled line is replaced without ending the good active one.
-- ``orphan_purchase`` (a package carrying our reference the database does not know):
-  a scheduled one is cancelled (nobody will activate it; a queued start would, later, as
-  a second line); an active one is ended if the balance has another, current, active
-  line, and kept otherwise (never the only active line of an open balance); an ended one
-  is only written down. Either way the database then holds it as a line.
+- ``orphan_purchase`` (a package on the eSIM no database line knows: not by the
+  carrier's package id, nor by our reference where the package carries one). One
+  carrying this balance's reference, for a seq no other package holds: a scheduled one
+  is cancelled (nobody will activate it; a queued start would, later, as a second line);
+  an active one is ended if the balance has another, current, active line, and kept
+  otherwise (never the only active line of an open balance); an ended one is only
+  written down. Either way the database then holds it as the line of that seq. One
+  carrying no reference (most carriers have no field for it), or a second package for a
+  seq that is already another's, is flagged only: without a reference its seq would be
+  a guess, and it may as well be a purchase made outside the product. An operator
+  looks; nothing is ended or written under a seq. Packages ordered before the balance
+  was opened and carrying no reference are not looked at (the eSIM's earlier balances',
+  or the carrier's own).
 - ``two_active_lines`` (more than one active package for longer than margin + 60 s):
-  our packages other than the balance's current line are ended; a package not ours (no
-  reference of this balance) is never touched, only reported.
+  our packages (a database line's, or carrying this balance's reference) other than the
+  balance's current line are ended; any other package is never touched, only reported.
 - ``missing_scheduled_line`` (past the current line's ``order_at`` and nothing ordered):
   the workflow gets the ``audit`` signal, which wakes it to re-check its deadlines
   (a workflow still retrying a failing carrier just goes on). Not ``rotate_now``: that
@@ -66,7 +74,7 @@ from services.audit_rules import (
     Kind,
     Repair,
     compare,
-    seq_of,
+    record_as,
     settle_seconds,
 )
 from services.audit_store import (
@@ -177,7 +185,8 @@ class AuditActivities:
                     ids = finding.detail.get("end") or [finding.line_id]
                     for line_id in ids:
                         ended = await self._carriers[view.carrier].deactivate(line_id)
-                        await self._write_line(view, ended, LineState.cancelled)
+                        listed = by_id.get(line_id, ended)
+                        await self._write_line(view, ended, LineState.cancelled, listed)
                 elif repair is Repair.notify and signal:
                     await self._notify(view, finding)
                 else:
@@ -192,26 +201,35 @@ class AuditActivities:
         return acted
 
     async def _write_line(
-        self, view: BalanceView, found: CarrierLine, state: LineState | None = None
+        self,
+        view: BalanceView,
+        found: CarrierLine,
+        state: LineState | None = None,
+        listed: CarrierLine | None = None,
     ) -> None:
-        """The database learns (or corrects) a package of this balance as it is now."""
-        seq = seq_of(found.reference, view.balance_id)
+        """The database learns (or corrects) a package of this balance as it is now, under
+        the seq and reference ``record_as`` gives it as the audit read it (``listed``: a
+        carrier's answer to a change need not repeat the reference it lists); a package
+        without is not written."""
+        line = record_as(view, listed or found)
         known = await asyncio.to_thread(read_known, self._url, view.balance_id)
-        if seq is None or known is None:
+        if line is None or known is None:
             return
+        seq, reference = line
         spec = known.products.get(found.carrier_product_id, known.product)
         changes = RecordChanges(
             balance_id=view.balance_id,
             iccid=view.iccid,
             carrier=view.carrier,
-            lines=[carrier_line(found, seq, spec, state)],
+            lines=[carrier_line(found, seq, reference, spec, state)],
         )
         await asyncio.to_thread(self._store.record_changes, changes)
 
     async def _notify(self, view: BalanceView, finding: Finding) -> None:
+        """The ``audit`` signal, naming the line by our reference as the database holds it."""
         notice = AuditNotice(
             kind=finding.kind.value,
-            reference=finding.subject,
+            reference=finding.reference,
             reason=f"audit: {finding.kind.value} {finding.subject}",
         )
         await self._client.get_workflow_handle(workflow_id(view.iccid)).signal("audit", notice)

@@ -2,11 +2,24 @@
 
 A workflow that is gone (terminated by hand, failed, never started after enrolment) is
 started again with a state rebuilt from what is known for certain: the balance row (product,
-policy, term, pause) and the carrier's packages carrying our references. The new run
-adopts the active package and a scheduled one after it, numbers its next order after the
-highest seq the carrier or the database has ever seen, and continues the ledger's event
-numbering and the balance row's revision, so it buys nothing twice, overwrites no event,
-and its writes are not refused as older than the rows. The carrier's list of the
+policy, term, pause), its lines, and the carrier's packages. A package is one of the
+balance's lines when the database knows it (``services.audit_rules.identify``: by the
+carrier's package id, by our reference only where the package carries one and the row
+holds no package id yet), and the rebuilt line takes its seq and reference from that
+row, never from the carrier. The new run adopts the active package and a scheduled one
+after it, numbers its next order after the highest seq the database has ever seen, and
+continues the ledger's event numbering and the balance row's revision, so it buys
+nothing twice, overwrites no event, and its writes are not refused as older than the
+rows.
+
+A package the database does not know is not adopted, even one carrying our reference,
+and the restore gives it no seq: most carriers carry no reference, and a seq read from
+one would be a guess where they do not. If it is the order the gone run had in flight
+(the carrier took it, the answer never reached the database), the new run orders that
+seq again and its order looks before it buys, so it adopts the package rather than
+buying another where the carrier's look can recognise it; whatever is left is the
+audit's to find (``orphan_purchase``: recorded or ended where it carries our reference,
+flagged for an operator where it carries none). The carrier's list of the
 eSIM's packages may hold only recent ones (eSIM Go lists 15 unless asked for more): the
 lines the database holds open are read one by one besides it, so what is adopted does not
 depend on how far back the list goes. Two ways in, one rebuild: the audit restarts a
@@ -23,7 +36,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import sqlalchemy as sa
 from sqlmodel import col, select
 from temporalio import activity
 
@@ -44,7 +56,7 @@ from models.payloads import (
     pass_problem,
 )
 from models.tables import Balance, BalanceLine, LineEvent, Product
-from services.audit_rules import end_state, seq_of
+from services.audit_rules import DbLine, end_state, identify
 from services.enrolment import product_spec, resumed_revision
 
 
@@ -59,6 +71,7 @@ class Known:
     max_seq: int
     event_counter: int
     open_line_ids: list[str] = field(default_factory=list)  # the lines the database holds open
+    lines: list[DbLine] = field(default_factory=list)  # every line of the balance
 
 
 def read_known(database_url: str, balance_id: str) -> Known | None:
@@ -74,14 +87,13 @@ def read_known(database_url: str, balance_id: str) -> Known | None:
         product = by_id.get(balance.product_id)
         if product is None:
             return None
-        max_seq = session.exec(
-            select(sa.func.max(BalanceLine.seq)).where(BalanceLine.balance_id == balance_id)
-        ).one()
-        open_line_ids = session.exec(
-            select(BalanceLine.carrier_line_id)
-            .where(BalanceLine.balance_id == balance_id)
-            .where(col(BalanceLine.state).in_([LineState.active, LineState.scheduled]))
-            .where(col(BalanceLine.carrier_line_id).is_not(None))
+        line_rows = session.exec(
+            select(
+                BalanceLine.seq,
+                BalanceLine.reference,
+                BalanceLine.state,
+                BalanceLine.carrier_line_id,
+            ).where(BalanceLine.balance_id == balance_id)
         ).all()
         keys = session.exec(
             select(LineEvent.key).where(
@@ -90,14 +102,23 @@ def read_known(database_url: str, balance_id: str) -> Known | None:
         ).all()
         session.expunge(balance)
     counters = [int(k.rsplit(":", 1)[1]) for k in keys if k.rsplit(":", 1)[1].isdigit()]
+    lines = [
+        DbLine(seq=seq, reference=reference, state=state, carrier_line_id=line_id)
+        for seq, reference, state, line_id in line_rows
+    ]
     return Known(
         balance=balance,
         product=product,
         next_product=by_id.get(balance.next_product_id or ""),
         products=products,
-        max_seq=max_seq or 0,
+        max_seq=max((line.seq for line in lines), default=0),
         event_counter=max(counters, default=0),
-        open_line_ids=[line_id for line_id in open_line_ids if line_id],
+        open_line_ids=[
+            line.carrier_line_id
+            for line in lines
+            if line.carrier_line_id and line.state in (LineState.active, LineState.scheduled)
+        ],
+        lines=lines,
     )
 
 
@@ -137,13 +158,18 @@ class RestoreActivities:
 
 
 def carrier_line(
-    found: CarrierLine, seq: int, spec: ProductSpec, state: LineState | None = None
+    found: CarrierLine,
+    seq: int,
+    reference: str,
+    spec: ProductSpec,
+    state: LineState | None = None,
 ) -> Line:
-    """Our Line for a package the carrier holds, in the carrier's words (``state``: why
-    it ended, when we know better than the carrier says)."""
+    """Our Line ``seq`` for a package the carrier holds, in the carrier's words, under our
+    ``reference`` (the database's, never the carrier's echo: most carriers have none);
+    ``state``: why it ended, when we know better than the carrier says."""
     blank = Line(
         seq=seq,
-        reference=found.reference or "",
+        reference=reference,
         product_id=spec.id,
         carrier_product_id=found.carrier_product_id,
         allowance_bytes=found.allowance_bytes,
@@ -158,12 +184,14 @@ def carrier_line(
 def rebuild_state(known: Known, found: list[CarrierLine], now: datetime) -> BalanceState:
     """The state a restarted workflow starts from; pure."""
     b = known.balance
+    # Only the packages the database knows, each under its row's seq and reference.
+    rows = identify(known.lines, found)
     ours: dict[int, Line] = {}
     for package in found:
-        seq = seq_of(package.reference, b.id)
-        if seq is not None:
+        row = rows.get(package.line_id)
+        if row is not None:
             spec = known.products.get(package.carrier_product_id, known.product)
-            ours[seq] = carrier_line(package, seq, spec)
+            ours[row.seq] = carrier_line(package, row.seq, row.reference, spec)
     active_seqs = [seq for seq, line in ours.items() if line.state == LineState.active]
     # The line the database names as current, if the carrier has it active; else the
     # newest active one.

@@ -4,6 +4,12 @@ Pure functions of what was read (no I/O, no clock): ``compare`` returns the find
 for each, the repair the audit may make. ``activities/audit.py`` reads, repairs and
 records; the rules themselves are written down there, in its module docstring.
 
+A carrier package is identified with a database line by the carrier's package id (our
+``balance_line.carrier_line_id``) first, and by our reference ``{balance_id}:{seq}`` only
+when the package carries one: most carriers have no field for it (DESIGN section 5), so
+their packages come back with ``reference`` None. What the audit tells the workflow
+names our reference as the database row holds it, never as the carrier echoes it.
+
 Everything recent is left alone: a carrier change younger than ``settle`` seconds may
 be one the workflow is about to record (an order whose answer is on its way, a switch
 between the carrier's confirmation and the database write), so it is not judged yet.
@@ -63,6 +69,9 @@ class BalanceView(BaseModel):
     line_seq: int | None = None
     paused: bool = False
     lines_total: int | None = None
+    # When the balance was opened: a package without our reference ordered before it is
+    # not one of its purchases (the eSIM's earlier balances', or the carrier's own).
+    opened_at: datetime | None = None
     policy: Policy = Policy()
     validity_seconds: int
     reset: str = "rolling"
@@ -70,12 +79,16 @@ class BalanceView(BaseModel):
 
 
 class Finding(BaseModel):
-    """One disagreement; ``subject`` (a reference or package id) makes its event key."""
+    """One disagreement; ``subject`` (a reference or package id) makes its event key.
+
+    ``reference``: our reference of the line as the database row holds it, which is what
+    a notice to the workflow names (None for a package no row knows)."""
 
     kind: Kind
     subject: str
     seq: int | None = None
     line_id: str | None = None
+    reference: str | None = None
     repairs: list[Repair] = []
     detail: dict[str, Any] = {}
 
@@ -86,6 +99,42 @@ def seq_of(reference: str | None, balance_id: str) -> int | None:
         return None
     tail = reference.removeprefix(f"{balance_id}:")
     return int(tail) if tail.isdigit() else None
+
+
+def identify(lines: list[DbLine], found: list[CarrierLine]) -> dict[str, DbLine]:
+    """The database line each package is, by package id: the row holding the package's
+    id; else, only if the package carries a reference, the row of that reference while
+    the row holds no package id. A row is one package at most: another package carrying
+    the reference of a row that holds an id, or that an older package took, is another
+    purchase, not that line."""
+    by_id = {row.carrier_line_id: row for row in lines if row.carrier_line_id}
+    by_ref = {row.reference: row for row in lines if row.carrier_line_id is None}
+    out: dict[str, DbLine] = {}
+    taken: set[int] = set()
+    for package in sorted(found, key=lambda p: (p.ordered_at, p.line_id)):
+        row = by_id.get(package.line_id)
+        if row is None and package.reference is not None:
+            row = by_ref.get(package.reference)
+            if row is not None and row.seq in taken:
+                row = None
+        if row is not None:
+            out[package.line_id] = row
+            taken.add(row.seq)
+    return out
+
+
+def record_as(view: BalanceView, package: CarrierLine) -> tuple[int, str] | None:
+    """The seq and our reference under which the database may write a package: its own
+    row's; for a package no row knows that carries this balance's reference, that seq
+    while no row holds it. Else None: a package carrying no reference gets no guessed
+    seq, and a second purchase for a seq never overwrites the row of that seq's line."""
+    row = identify(view.lines, [package]).get(package.line_id)
+    if row is not None:
+        return row.seq, row.reference
+    seq = seq_of(package.reference, view.balance_id)
+    if seq is None or any(row.seq == seq for row in view.lines):
+        return None
+    return seq, f"{view.balance_id}:{seq}"
 
 
 def settle_seconds(view: BalanceView, override: float | None) -> float:
@@ -125,32 +174,49 @@ def compare(
     switch_allowance: float,
 ) -> list[Finding]:
     """Every disagreement between the database's view of a balance and its carrier."""
-    ours: dict[int, CarrierLine] = {}
-    for line in found:
-        seq = seq_of(line.reference, view.balance_id)
-        if seq is not None:
-            ours[seq] = line
+    known = identify(view.lines, found)
+    ours = _ours(view, found, known)
     old = now - timedelta(seconds=settle)
     findings = [
-        *_ghosts(view, found, old),
-        *_orphans(view, ours, old),
-        *_two_active(view, found, ours, now, switch_allowance),
+        *_ghosts(view, known, found, old),
+        *_orphans(view, found, known, ours, old),
+        *_two_active(view, found, known, ours, now, switch_allowance),
     ]
     if not view.paused:
-        findings += _missing_scheduled(view, ours, old)
-        findings += _stuck(view, ours, old)
+        findings += _missing_scheduled(view, known, ours, old)
+        findings += _stuck(view, known, ours, old)
     return findings
 
 
-def _ghosts(view: BalanceView, found: list[CarrierLine], old: datetime) -> list[Finding]:
+def _by_age(found: list[CarrierLine]) -> list[CarrierLine]:
+    return sorted(found, key=lambda line: (line.ordered_at, line.line_id))
+
+
+def _ours(
+    view: BalanceView, found: list[CarrierLine], known: dict[str, DbLine]
+) -> dict[int, CarrierLine]:
+    """This balance's packages by seq: each database line's package at the row's seq,
+    then a package no row knows that carries this balance's reference at that seq, if
+    the seq is free (the first ordered takes it; a later one is a second purchase)."""
+    ours = {known[line.line_id].seq: line for line in found if line.line_id in known}
+    held = {row.seq for row in view.lines}
+    for line in _by_age(found):
+        seq = seq_of(line.reference, view.balance_id)
+        if line.line_id not in known and seq is not None and seq not in held | set(ours):
+            ours[seq] = line
+    return ours
+
+
+def _ghosts(
+    view: BalanceView, known: dict[str, DbLine], found: list[CarrierLine], old: datetime
+) -> list[Finding]:
     """Rows the database holds open whose package the carrier has ended, or lacks."""
-    by_id = {line.line_id: line for line in found}
-    by_ref = {line.reference: line for line in found if line.reference}
+    package_of = {known[line.line_id].seq: line for line in found if line.line_id in known}
     out: list[Finding] = []
     for row in view.lines:
         if row.state not in OPEN_STATES:
             continue
-        line = by_id.get(row.carrier_line_id or "") or by_ref.get(row.reference)
+        line = package_of.get(row.seq)
         if line is None:
             if row.ordered_at is None or row.ordered_at > old:
                 continue
@@ -162,6 +228,7 @@ def _ghosts(view: BalanceView, found: list[CarrierLine], old: datetime) -> list[
                 subject=row.reference,
                 seq=row.seq,
                 line_id=row.carrier_line_id,
+                reference=row.reference,
                 repairs=[Repair.correct_row, Repair.notify],
                 detail={
                     "database_state": row.state,
@@ -173,20 +240,62 @@ def _ghosts(view: BalanceView, found: list[CarrierLine], old: datetime) -> list[
     return out
 
 
-def _orphans(view: BalanceView, ours: dict[int, CarrierLine], old: datetime) -> list[Finding]:
-    """Packages carrying our reference that the database does not know.
+def _orphans(
+    view: BalanceView,
+    found: list[CarrierLine],
+    known: dict[str, DbLine],
+    ours: dict[int, CarrierLine],
+    old: datetime,
+) -> list[Finding]:
+    """Packages on the eSIM that no database line knows, by id or by reference.
 
-    The seq after the newest the database knows is the workflow's order in flight (its
-    answer lost, or its worker gone before recording it): the order's retry adopts that
-    package by looking before it buys, however long that takes, so it is no orphan."""
-    known_ids = {row.carrier_line_id for row in view.lines}
-    known_refs = {row.reference for row in view.lines}
+    One carrying this balance's reference has the seq of its reference. The seq after
+    the newest the database knows is the workflow's order in flight (its answer lost,
+    or its worker gone before recording it): the order's retry adopts that package by
+    looking before it buys, however long that takes, so it is no orphan. A package
+    whose seq is already another package's (a row's, or an earlier orphan's) is a
+    second purchase for one line: flagged, never written over that line.
+
+    One carrying no reference gets no seq: it may be a purchase of ours whose answer
+    was lost (the order in flight among them: nothing tells it from the others), or one
+    made outside the product. It is flagged for an operator, never ended or recorded
+    under a guessed seq; one ordered before the balance was opened is not looked at.
+    One carrying another balance's reference is not this balance's."""
     in_flight = max((row.seq for row in view.lines), default=0) + 1
     owned = owned_active(view, ours)
     current = owned[1] if owned else None
     out: list[Finding] = []
-    for seq, line in sorted(ours.items()):
-        if line.line_id in known_ids or line.reference in known_refs or line.ordered_at > old:
+    for line in _by_age(found):
+        if line.line_id in known or line.ordered_at > old:
+            continue
+        detail: dict[str, Any] = {"carrier_status": line.status}
+        if line.reference is None:
+            if view.opened_at is not None and line.ordered_at < view.opened_at:
+                continue
+            out.append(
+                Finding(
+                    kind=Kind.orphan_purchase,
+                    subject=line.line_id,
+                    line_id=line.line_id,
+                    repairs=[Repair.flag],
+                    detail={**detail, "unmatched": "no reference"},
+                )
+            )
+            continue
+        seq = seq_of(line.reference, view.balance_id)
+        if seq is None:
+            continue
+        if ours.get(seq) is not line:
+            out.append(
+                Finding(
+                    kind=Kind.orphan_purchase,
+                    subject=line.line_id,
+                    seq=seq,
+                    line_id=line.line_id,
+                    repairs=[Repair.flag],
+                    detail={**detail, "unmatched": "seq taken", "carried": line.reference},
+                )
+            )
             continue
         if seq == in_flight:
             continue
@@ -198,11 +307,11 @@ def _orphans(view: BalanceView, ours: dict[int, CarrierLine], old: datetime) -> 
         out.append(
             Finding(
                 kind=Kind.orphan_purchase,
-                subject=line.reference or line.line_id,
+                subject=line.reference,
                 seq=seq,
                 line_id=line.line_id,
                 repairs=repairs,
-                detail={"carrier_status": line.status},
+                detail=detail,
             )
         )
     return out
@@ -211,6 +320,7 @@ def _orphans(view: BalanceView, ours: dict[int, CarrierLine], old: datetime) -> 
 def _two_active(
     view: BalanceView,
     found: list[CarrierLine],
+    known: dict[str, DbLine],
     ours: dict[int, CarrierLine],
     now: datetime,
     switch_allowance: float,
@@ -228,24 +338,27 @@ def _two_active(
         return []
     owned = owned_active(view, ours)
     current = owned[1] if owned else None
-    # Only our own packages are ended, and only beside the balance's current line.
+    # Only our own packages are ended (a database line's, or one carrying this
+    # balance's reference), and only beside the balance's current line.
     extra = [
         line
         for line in active
         if current is not None
         and line is not current
-        and seq_of(line.reference, view.balance_id) is not None
+        and (line.line_id in known or seq_of(line.reference, view.balance_id) is not None)
     ]
+    row = known.get(current.line_id) if current else None
     return [
         Finding(
             kind=Kind.two_active_lines,
             subject="+".join(line.line_id for line in active),
             seq=owned[0] if owned else None,
             line_id=current.line_id if current else None,
+            reference=row.reference if row else None,
             repairs=[Repair.deactivate] if extra else [Repair.flag],
             detail={
                 "active": [line.line_id for line in active],
-                "references": [line.reference for line in active],
+                "references": [_reference(view, line, known) for line in active],
                 "kept": current.line_id if current else None,
                 "end": [line.line_id for line in extra],
                 "overlap_seconds": round((now - since).total_seconds(), 3),
@@ -254,8 +367,14 @@ def _two_active(
     ]
 
 
+def _reference(view: BalanceView, line: CarrierLine, known: dict[str, DbLine]) -> str | None:
+    """Our reference of a package: its database row's, else the one it carries."""
+    row = known.get(line.line_id)
+    return row.reference if row else line.reference
+
+
 def _missing_scheduled(
-    view: BalanceView, ours: dict[int, CarrierLine], old: datetime
+    view: BalanceView, known: dict[str, DbLine], ours: dict[int, CarrierLine], old: datetime
 ) -> list[Finding]:
     """Past the current line's order time and nothing ordered after it."""
     owned = owned_active(view, ours)
@@ -271,26 +390,30 @@ def _missing_scheduled(
     order_at = current.ends_at - timedelta(seconds=lead)
     if order_at > old:
         return []
+    row = known.get(current.line_id)
     return [
         Finding(
             kind=Kind.missing_scheduled_line,
-            subject=current.reference or current.line_id,
+            subject=_reference(view, current, known) or current.line_id,
             seq=seq,
             line_id=current.line_id,
+            reference=row.reference if row else None,
             repairs=[Repair.notify],
             detail={"order_at": order_at.isoformat(), "ends_at": current.ends_at.isoformat()},
         )
     ]
 
 
-def _stuck(view: BalanceView, ours: dict[int, CarrierLine], old: datetime) -> list[Finding]:
-    """Known lines still scheduled at the carrier after their switch time."""
-    known = {row.reference for row in view.lines}
+def _stuck(
+    view: BalanceView, known: dict[str, DbLine], ours: dict[int, CarrierLine], old: datetime
+) -> list[Finding]:
+    """Lines the database knows still scheduled at the carrier after their switch time."""
     owned = owned_active(view, ours)
     margin = timedelta(seconds=view.policy.margin(view.validity_seconds))
     out: list[Finding] = []
     for seq, line in sorted(ours.items()):
-        if line.status != "scheduled" or line.reference not in known:
+        row = known.get(line.line_id)
+        if line.status != "scheduled" or row is None:
             continue
         if owned is None:
             switch_at = line.ordered_at + margin  # nothing active: activated right away
@@ -306,9 +429,10 @@ def _stuck(view: BalanceView, ours: dict[int, CarrierLine], old: datetime) -> li
         out.append(
             Finding(
                 kind=Kind.stuck_scheduled,
-                subject=line.reference or line.line_id,
+                subject=row.reference,
                 seq=seq,
                 line_id=line.line_id,
+                reference=row.reference,
                 repairs=[Repair.flag],
                 detail={"switch_at": switch_at.isoformat()},
             )

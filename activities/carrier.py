@@ -262,8 +262,7 @@ class CarrierActivities:
                 mine = [
                     found
                     for found in await carrier.open_lines(req.iccid, req.product.carrier_product_id)
-                    if found.line_id not in req.known_line_ids
-                    and ours(found, req.reference, since)
+                    if found.line_id not in req.known_line_ids and ours(found, req.reference, since)
                 ]
                 if mine:
                     if len(mine) > 1:

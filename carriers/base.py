@@ -13,6 +13,10 @@ from typing import Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, Field
 
 LineStatus = Literal["scheduled", "active", "ended"]
+# How the carrier moves an eSIM from one pass to the next (DESIGN section 5): ``queued``,
+# it starts the next bought pass by itself when the current one ends; ``activated``, we
+# start it; ``in_place``, one product per device, replaced by a product change.
+Rotation = Literal["queued", "activated", "in_place"]
 ResetRule = Literal["rolling", "utc_midnight", "local_midnight"]
 
 
@@ -27,6 +31,7 @@ class CarrierProduct(BaseModel):
     reset_utc_offset_minutes: int = 0
     throttle_kbps: int
     price_cents: int
+    rotation: Rotation = "activated"
 
 
 class CarrierLine(BaseModel):

@@ -368,4 +368,6 @@ def _product(t: dict[str, Any]) -> CarrierProduct:
         reset_utc_offset_minutes=int(t.get("reset_utc_offset_minutes") or 0),
         throttle_kbps=int(t.get("throttle_kbps") or 0),
         price_cents=int(t.get("price_cents") or 0),
+        # AUTO: the package starts on attach, i.e. when the SIM has no active package.
+        rotation="queued" if t.get("activation_type") == "AUTO" else "activated",
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -64,6 +64,9 @@ class ProductSpec(BaseModel):
     validity_seconds: int
     reset: str = "rolling"
     price_cents: int = Field(default=0, ge=0)
+    # How its carrier moves to the next pass (carriers.base.Rotation): ``queued``, the
+    # carrier starts the next line as this one ends; ``activated``, we start it.
+    rotation: Literal["queued", "activated", "in_place"] = "activated"
 
     @model_validator(mode="after")
     def _sellable(self) -> ProductSpec:

@@ -69,6 +69,10 @@ class Product(SQLModel, table=True):
     reset_utc_offset_minutes: int = 0
     throttle_kbps: int
     price_cents: int
+    # How its carrier moves to the next pass: carriers.base.Rotation.
+    rotation: str = Field(
+        default="activated", max_length=16, sa_column_kwargs={"server_default": "activated"}
+    )
     synced_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
 
 

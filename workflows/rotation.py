@@ -180,19 +180,20 @@ def order_deadline(s: BalanceState, now: datetime) -> datetime:
 
 def switch_deadline(s: BalanceState) -> datetime:
     """When a switch still retrying shows the balance Failing: the old line's end (plus
-    the margin for passes switched at the reset boundary itself)."""
+    the margin where the carrier switches at the line's end itself)."""
     assert s.active is not None
     deadline = timing.ends_at(s.active)
-    if s.product.reset != "rolling":
+    if timing.carrier_switches(s):
         deadline += timedelta(seconds=s.policy.margin(s.active.validity_seconds))
     return deadline
 
 
 def at_boundary(s: BalanceState, reason: str) -> bool:
-    """At a reset boundary the carrier has made the switch itself: the queued start began
-    the new line as the boundary ended the old one. Confirming it is one quick read, and
-    the old line needs no deactivation."""
-    return s.product.reset != "rolling" and reason == "time"
+    """At the line's end by time the carrier has made the switch itself where it can
+    (``timing.carrier_switches``): the new line began as the old one ended. Confirming it
+    is one quick read (that starts it, should the carrier not have), and the old line
+    needs no deactivation."""
+    return timing.carrier_switches(s) and reason == "time"
 
 
 def failing_backoff(s: BalanceState) -> timedelta:

@@ -54,13 +54,20 @@ def safety_net_start(s: BalanceState) -> datetime:
     return end if s.product.reset != "rolling" else end - SAFETY_NET_EARLY
 
 
+def carrier_switches(s: BalanceState) -> bool:
+    """Whether the carrier itself starts the next line as the active one ends by time:
+    passes whose window ends at a reset boundary (a queued start, ordered with
+    ``start_at``), and passes of a queued carrier (the next one starts on attach)."""
+    return s.product.reset != "rolling" or (s.next_product or s.product).rotation == "queued"
+
+
 def switch_at(s: BalanceState) -> datetime:
-    """``margin`` before the line ends — except for passes whose window ends at a reset
-    boundary (00:00 UTC, local midnight): a line activated before the boundary would end
-    at it too. Those switch at the boundary itself, and the carrier's queued start
-    (ordered with ``start_at``) makes the hand-over gapless."""
+    """``margin`` before the line ends — except where the carrier switches itself
+    (``carrier_switches``): a line activated before a reset boundary would end at it too,
+    and a queued carrier starts the next line as the old one ends. Those switch at the
+    line's end, and only confirm the carrier's start."""
     assert s.active is not None
-    if s.product.reset != "rolling":
+    if carrier_switches(s):
         return ends_at(s.active)
     margin = s.policy.margin(s.active.validity_seconds)
     return ends_at(s.active) - timedelta(seconds=margin)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.schemas.common import CarrierName
 
@@ -22,6 +23,10 @@ class ProductPublic(BaseModel):
     reset_utc_offset_minutes: int
     throttle_kbps: int
     price_cents: int
+    rotation: Literal["queued", "activated", "in_place"] = Field(
+        description="how its carrier moves to the next pass: queued (the carrier starts the "
+        "next one as this one ends), activated (we start it), in_place (a product change)"
+    )
     synced_at: datetime
 
 

@@ -261,6 +261,31 @@ def test_usage_moves_the_order_and_the_switch_earlier() -> None:
     assert rotation.next_step(heavy, at, Run()) == rotation.Step(Do.switch, "usage")
 
 
+QUEUED_HOUR = HOUR.model_copy(update={"id": "telna-1h-auto", "rotation": "queued"})
+
+
+def test_a_queued_carrier_switches_by_itself_at_the_end_and_the_core_only_confirms() -> None:
+    s = _state(QUEUED_HOUR)
+    s.scheduled, s.last_seq = _line(2, QUEUED_HOUR, state=LineState.scheduled), 2
+    end = T0 + timedelta(hours=1)
+    # No activation a margin early: the carrier starts line 2 as line 1 ends.
+    assert rotation.next_step(s, SWITCH_AT, Run()).do == Do.sleep
+    assert rotation.next_step(s, end, Run()) == rotation.Step(Do.switch, "time")
+    assert rotation.at_boundary(s, "time")
+    assert rotation.switch_deadline(s) == end + timedelta(seconds=60)
+    # Early by usage, or by an operator, it is our switch: start line 2, end line 1.
+    assert not rotation.at_boundary(s, "usage") and not rotation.at_boundary(s, "operator")
+
+
+def test_an_activated_carrier_starts_the_next_line_itself_a_margin_early() -> None:
+    s = _with_scheduled()
+    assert rotation.next_step(s, SWITCH_AT, Run()) == rotation.Step(Do.switch, "time")
+    assert not rotation.at_boundary(s, "time")
+    # A change to a queued product is the next line's carrier's to start.
+    s.next_product = QUEUED_HOUR
+    assert rotation.next_step(s, SWITCH_AT, Run()).do == Do.sleep
+
+
 def test_at_the_cap_usage_does_not_switch_and_the_balance_says_so() -> None:
     s = _with_scheduled(policy=Policy(max_lines_per_day=1))
     assert s.active is not None
@@ -495,7 +520,12 @@ policies = st.builds(
     max_lines_per_day=st.one_of(st.none(), st.integers(1, 4)),
 )
 products = st.sampled_from(
-    [HOUR, DAILY, HOUR.model_copy(update={"id": "telna-10m", "validity_seconds": 600})]
+    [
+        HOUR,
+        DAILY,
+        HOUR.model_copy(update={"id": "telna-10m", "validity_seconds": 600}),
+        HOUR.model_copy(update={"id": "telna-1h-auto", "rotation": "queued"}),
+    ]
 )
 
 

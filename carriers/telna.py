@@ -102,7 +102,7 @@ UNIT_SECONDS = {
 }
 _TRANSIENT_STATUSES = {429, 503}
 # Epoch numbers above this are milliseconds (it is 5138 AD in seconds, 1973 in ms).
-_MS_ABOVE = 100_000_000_000
+MS_ABOVE = 100_000_000_000
 OPEN_STATUSES = ("NOT_ACTIVE", "ACTIVE")  # a package that has not ended
 
 T = TypeVar("T")
@@ -355,7 +355,7 @@ def parse_time(value: Any) -> datetime | None:
     number = float(value)
     if number == 0:
         return None
-    return datetime.fromtimestamp(number / 1000 if number > _MS_ABOVE else number, UTC)
+    return datetime.fromtimestamp(number / 1000 if number > MS_ABOVE else number, UTC)
 
 
 def _seconds(allowance: dict[str, Any]) -> int:

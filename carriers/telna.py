@@ -70,7 +70,19 @@ class NotPublic:
 
 NOT_PUBLIC = NotPublic()
 
-_STATUS: dict[str, LineStatus] = {
+# How this client reads the record where it does speak (module docstring), by name: what
+# ``python -m carriers.doctor telna`` checks besides NOT_PUBLIC.
+RECORD_READINGS = {
+    "paging": "lists page with count/offset and answer {total, offset, count, <items>}",
+    "template_allowance_bytes": "a template's data_usage_allowance is an integer of bytes",
+    "template_time_unit": "a template's time_allowance is {duration, unit}, unit SECOND..YEAR",
+    "template_activation_type": "a template's activation_type is AUTO or MANUAL",
+    "package_times": "package times are epoch seconds, epoch ms or ISO 8601 (0: not yet)",
+    "package_status": "package statuses are NOT_ACTIVE, ACTIVE, TERMINATED or SUSPENDED",
+    "package_usage_bytes": "a package's data_usage_remaining is an integer of bytes",
+}
+
+STATUS: dict[str, LineStatus] = {
     "NOT_ACTIVE": "scheduled",
     "ACTIVE": "active",
     "TERMINATED": "ended",
@@ -90,7 +102,7 @@ UNIT_SECONDS = {
 }
 _TRANSIENT_STATUSES = {429, 503}
 # Epoch numbers above this are milliseconds (it is 5138 AD in seconds, 1973 in ms).
-_MS_ABOVE = 100_000_000_000
+MS_ABOVE = 100_000_000_000
 OPEN_STATUSES = ("NOT_ACTIVE", "ACTIVE")  # a package that has not ended
 
 T = TypeVar("T")
@@ -118,13 +130,7 @@ class TelnaCarrier:
         # Templates by id: a package's allowance is its template's (read once each).
         self._templates: dict[str, dict[str, Any]] = {}
         transport = limited(transport, rate_limit_per_second)
-        key = f"Bearer {api_key}" if auth_scheme == "bearer" else api_key
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/v2.1",
-            headers={"Authorization": key, "Accept": "application/json"},
-            timeout=timeout,
-            transport=transport,
-        )
+        self._client = http_client(base_url, api_key, auth_scheme, timeout, transport)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TelnaCarrier:
@@ -277,7 +283,7 @@ class TelnaCarrier:
         if status >= 500:
             raise self._lost(changes_state, f"{method} {path}: HTTP {status}")
         if status >= 400:
-            raise CarrierRejected(self.name, _message(response), code=str(status))
+            raise CarrierRejected(self.name, error_message(response), code=str(status))
         try:
             data = response.json()
         except ValueError:
@@ -296,7 +302,30 @@ class TelnaCarrier:
         return CarrierUnavailable(self.name, message)
 
 
-def _message(response: httpx.Response) -> str:
+def http_client(
+    base_url: str,
+    api_key: str,
+    auth_scheme: AuthScheme,
+    timeout: float,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """The client's HTTP settings (PCR v2.1 under ``base_url``), for it and its doctor."""
+    key = authorization(api_key, auth_scheme)
+    return httpx.AsyncClient(
+        base_url=base_url.rstrip("/") + "/v2.1",
+        headers={"Authorization": key, "Accept": "application/json"},
+        timeout=timeout,
+        transport=transport,
+    )
+
+
+def authorization(api_key: str, auth_scheme: AuthScheme) -> str:
+    """The ``Authorization`` value for ``auth_scheme``."""
+    return f"Bearer {api_key}" if auth_scheme == "bearer" else api_key
+
+
+def error_message(response: httpx.Response) -> str:
+    """Telna's ``error`` (or ``message``) of a refusal, else the start of its body."""
     try:
         data = response.json()
     except ValueError:
@@ -326,7 +355,7 @@ def parse_time(value: Any) -> datetime | None:
     number = float(value)
     if number == 0:
         return None
-    return datetime.fromtimestamp(number / 1000 if number > _MS_ABOVE else number, UTC)
+    return datetime.fromtimestamp(number / 1000 if number > MS_ABOVE else number, UTC)
 
 
 def _seconds(allowance: dict[str, Any]) -> int:
@@ -345,7 +374,7 @@ def _line(p: dict[str, Any], template_id: str, template: dict[str, Any]) -> Carr
         iccid=str(p["sim"]),
         carrier_product_id=template_id,
         reference=p.get("customer_ref"),
-        status=_STATUS[p["status"]],
+        status=STATUS[p["status"]],
         ordered_at=ordered_at,
         activated_at=parse_time(p.get("activated_date")),
         ends_at=parse_time(p.get("expiry_date")),

@@ -6,6 +6,8 @@ in MB (1 MB = 10^6 bytes), times as ``MM/dd/yyyy HH:mm:ss.fff`` UTC (a bare
 ``MM/dd/yyyy`` date counts as 00:00 UTC), and an instance's StatusID as 2 Inactive →
 ``scheduled``, 3 Active → ``active``, 4 Suspended → ``scheduled`` (not serving, can be
 activated again), 5 Deactivated → ``ended``. A line's id is its ServiceDeviceProductID.
+These readings, the endpoints and the envelope's shape are named once, in :data:`WIRE`,
+and the carrier doctor checks them against an account.
 
 Error mapping (reads are safe to repeat; order/activate/deactivate change state):
 
@@ -26,8 +28,10 @@ Error mapping (reads are safe to repeat; order/activate/deactivate change state)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from types import MappingProxyType
 from typing import Any, TypeVar
 from xml.etree.ElementTree import Element
 
@@ -41,7 +45,7 @@ from carriers.errors import (
     retry_after_seconds,
 )
 from carriers.ratelimit import limited
-from carriers.webbing_records import line, product, usage
+from carriers.webbing_records import STATUS, line, product, usage
 from carriers.webbing_soap import (
     CONTENT_TYPE,
     WWS_NS,
@@ -57,16 +61,52 @@ from config import Settings
 
 GENERAL_ERROR = "1000"
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
-_ENDPOINTS = {
-    "GetProductsList": "/accounts/Accounts.asmx",
-    "AddServiceDeviceProduct": "/service/Service.asmx",
-    "ActivateServiceDeviceProduct": "/service/Service.asmx",
-    "DeactivateServiceDeviceProduct": "/service/Service.asmx",
-    "GetServiceDeviceProduct": "/service/Service.asmx",
-    "GetServiceDeviceProducts": "/service/Service.asmx",
-    "GetOnlineDeviceUsage": "/usage/Usage.asmx",
-    "GetDeviceUsage": "/usage/Usage.asmx",
-}
+
+
+@dataclass(frozen=True)
+class Wire:
+    """How this client speaks WWS, named once: mostly third-party code on the record
+    (CARRIERS.md section 1), partly this client's own choice where the record shows
+    another shape or none. ``python -m carriers.doctor webbing`` checks each against an
+    account."""
+
+    endpoints: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType(
+            {
+                "GetProductsList": "/accounts/Accounts.asmx",
+                "AddServiceDeviceProduct": "/service/Service.asmx",
+                "ActivateServiceDeviceProduct": "/service/Service.asmx",
+                "DeactivateServiceDeviceProduct": "/service/Service.asmx",
+                "GetServiceDeviceProduct": "/service/Service.asmx",
+                "GetServiceDeviceProducts": "/service/Service.asmx",
+                "GetOnlineDeviceUsage": "/usage/Usage.asmx",
+                "GetDeviceUsage": "/usage/Usage.asmx",
+            }
+        )
+    )
+    """The ASMX endpoint of each method (the record has GetProductsList on Service.asmx;
+    the instance methods are not on it at all)."""
+    soap_version: str = "1.1"
+    """``text/xml`` envelopes in the SOAP 1.1 namespace, ``SOAPAction`` naming the method."""
+    credentials_header: tuple[str, ...] = ("Username", "Password", "WSKey")
+    """``<Credentials xmlns="http://wws.iamwebbing.com/">`` in the SOAP header, every call."""
+    request_wrapper: str | None = None
+    """The element between the method and its parameters: none, the parameters sit in
+    ``<Method>`` itself (the record shows ``<Method><MethodRequest>...``, mostly)."""
+    paging: str = "PaginationRequest{PageSize, PageNumber} -> TotalRecords, TotalPages"
+    """Pages count from 1; the totals are read as children of ``<Method>Result`` (the
+    record nests them in ``PaginationResponse``)."""
+    units: str = "MB"
+    """Data in MB, 1 MB = 10^6 bytes (``DailyHighSpeedMB``, ``TotalHSUsage``)."""
+    date_format: str = "MM/dd/yyyy"
+    """Dates sent and read as ``MM/dd/yyyy``; times ``MM/dd/yyyy HH:mm:ss.fff`` UTC."""
+    status_ids: tuple[str, ...] = tuple(STATUS)
+    """An instance's ``StatusID``: 2 Inactive, 3 Active, 4 Suspended, 5 Deactivated."""
+    records: str = "carriers.webbing_records"
+    """Products and instances carry the fields :mod:`carriers.webbing_records` reads."""
+
+
+WIRE = Wire()
 _TRANSIENT_STATUSES = {429, 503}
 
 T = TypeVar("T")
@@ -93,12 +133,7 @@ class WebbingCarrier:
         self.in_doubt_seconds = in_doubt_seconds
         transport = limited(transport, rate_limit_per_second)
         self._credentials = {"Username": username, "Password": password, "WSKey": wskey}
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            headers={"Content-Type": CONTENT_TYPE, "Accept": "text/xml"},
-            timeout=timeout,
-            transport=transport,
-        )
+        self._client = http_client(base_url, timeout, transport)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebbingCarrier:
@@ -220,10 +255,10 @@ class WebbingCarrier:
     async def _call(self, method: str, params: dict[str, Any], changes_state: bool) -> Element:
         """The ``{method}Result`` of a successful call; raises a ``CarrierError`` otherwise."""
         envelope = call_envelope(method, self._credentials, params)
-        headers = {"SOAPAction": f'"{WWS_NS}{method}"'}
+        headers = {"SOAPAction": soap_action(method)}
         try:
             async with self._client.stream(
-                "POST", _ENDPOINTS[method], content=envelope, headers=headers
+                "POST", WIRE.endpoints[method], content=envelope, headers=headers
             ) as response:
                 body = await self._body(response, method, changes_state)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -280,3 +315,19 @@ class WebbingCarrier:
         if changes_state:
             return CarrierOutcomeUnknown(self.name, message)
         return CarrierUnavailable(self.name, message)
+
+
+def http_client(
+    base_url: str, timeout: float, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """The client's HTTP settings, for it and its doctor."""
+    return httpx.AsyncClient(
+        base_url=base_url.rstrip("/"),
+        headers={"Content-Type": CONTENT_TYPE, "Accept": "text/xml"},
+        timeout=timeout,
+        transport=transport,
+    )
+
+
+def soap_action(method: str) -> str:
+    return f'"{WWS_NS}{method}"'

@@ -46,7 +46,7 @@ from simulators.core import CarrierEngine, Clock
 from simulators.records import Alert, Product
 from simulators.runtime import engine_running, load_snapshot
 from simulators.settings import telna_settings
-from simulators.telna_api import create_telna_router, ms
+from simulators.telna_api import AUTH_SCHEMES, AuthScheme, create_telna_router, ms
 from simulators.webhooks import WebhookDispatcher, WebhookTarget
 
 logger = logging.getLogger(__name__)
@@ -177,9 +177,12 @@ def create_app(
     save_every_seconds: float = 2.0,
     webhook_retry_seconds: float = 0.5,
     control_token: str | None = None,
+    auth_schemes: frozenset[AuthScheme] = AUTH_SCHEMES,
+    activate_route: bool = True,
 ) -> FastAPI:
     """A Telna-like carrier. State lives in ``state_file`` (loaded now, saved while running);
-    ``control_token``, if given, guards ``/_sim``."""
+    ``control_token``, if given, guards ``/_sim``; ``auth_schemes`` and ``activate_route``
+    make an account that differs from the client's choices (``create_telna_router``)."""
     if not api_key:
         raise SimulatorConfigError("the Telna simulator needs an API key (TELNA__API_KEY)")
     if webhook_url and not webhook_secret:
@@ -215,7 +218,15 @@ def create_app(
 
     app = FastAPI(title="Telna-like carrier simulator", version="2.1", lifespan=lifespan)
     app.state.engine, app.state.faults, app.state.webhooks = engine, faults, dispatcher
-    app.include_router(create_telna_router(engine, api_key, MANUAL_TEMPLATES))
+    app.include_router(
+        create_telna_router(
+            engine,
+            api_key,
+            MANUAL_TEMPLATES,
+            auth_schemes=auth_schemes,
+            activate_route=activate_route,
+        )
+    )
     webhooks = dispatcher if webhook_secret else None
     app.include_router(create_control_router(engine, faults, webhooks))
     app.add_exception_handler(StarletteHTTPException, _http_error)

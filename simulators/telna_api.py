@@ -88,6 +88,8 @@ def _error(status: int, message: str) -> JSONResponse:
 
 ACTIVATION_WINDOW_SECONDS = 30 * 86_400  # a package may be started this long after its order
 PackageStatus = Literal["NOT_ACTIVE", "ACTIVE", "TERMINATED", "SUSPENDED"]
+AuthScheme = Literal["raw", "bearer"]
+AUTH_SCHEMES: frozenset[AuthScheme] = frozenset({"raw", "bearer"})
 
 
 class OrderIn(BaseModel):
@@ -155,17 +157,25 @@ def _page(items: list[dict[str, Any]], key: str, count: int, offset: int) -> dic
 
 
 def create_telna_router(
-    engine: CarrierEngine, api_key: str, manual: frozenset[str] = frozenset()
+    engine: CarrierEngine,
+    api_key: str,
+    manual: frozenset[str] = frozenset(),
+    *,
+    auth_schemes: frozenset[AuthScheme] = AUTH_SCHEMES,
+    activate_route: bool = True,
 ) -> APIRouter:
     """The ``/v2.1`` routes; every one needs the API key. Templates named in ``manual``
-    are MANUAL, the others AUTO."""
+    are MANUAL, the others AUTO. An account that takes the key only ``raw`` or only as
+    ``bearer``, or has no activate route, is one whose Telna differs from what the
+    product's client chose (for the carrier doctor's tests)."""
     expected = api_key.encode()
 
     async def authorize(authorization: Annotated[str | None, Header()] = None) -> None:
         token = (authorization or "").strip()
+        scheme: AuthScheme = "raw"
         if token[:7].lower() == "bearer ":
-            token = token[7:].strip()
-        if not hmac.compare_digest(token.encode(), expected):
+            token, scheme = token[7:].strip(), "bearer"
+        if not hmac.compare_digest(token.encode(), expected) or scheme not in auth_schemes:
             raise TelnaError(401, "missing or invalid API key")
 
     router = APIRouter(prefix="/v2.1", route_class=TelnaRoute, dependencies=[Depends(authorize)])
@@ -218,11 +228,13 @@ def create_telna_router(
         """One package."""
         return package_json(engine.package(package_id))
 
-    @router.post("/pcr/packages/{package_id}/activate")
-    async def activate(package_id: str) -> bool:
-        """Request activation; the package turns ACTIVE after the carrier's latency."""
-        engine.activate(package_id)
-        return True
+    if activate_route:
+
+        @router.post("/pcr/packages/{package_id}/activate")
+        async def activate(package_id: str) -> bool:
+            """Request activation; the package turns ACTIVE after the carrier's latency."""
+            engine.activate(package_id)
+            return True
 
     @router.post("/pcr/packages/{package_id}/terminate")
     async def terminate(package_id: str) -> bool:

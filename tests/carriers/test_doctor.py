@@ -1,0 +1,221 @@
+"""The carrier doctor against the simulators as shipped, against a Telna simulator that
+contradicts the client's choices, and failing with one line when it cannot run."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from carriers import doctor_telna, doctor_webbing
+from carriers.doctor import main
+from carriers.telna import NOT_PUBLIC, RECORD_READINGS
+from carriers.webbing import WIRE, WebbingCarrier
+from config import Settings, TelnaSettings, WebbingSettings
+from models.identifiers import make_iccid
+from ports import free_port
+from simulators.telna import create_app as create_telna
+from simulators.webbing import create_app as create_webbing
+from tests.servers import serve
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "doctor-key"
+USERNAME, PASSWORD, WSKEY = "doctor-user", "doctor-password", "doctor-wskey"
+ICCID = make_iccid("894400000077000001")
+
+
+@pytest.fixture(scope="module")
+def telna_url() -> Iterator[str]:
+    """A Telna simulator as shipped, with one eSIM carrying one package."""
+    with serve(create_telna(KEY, "secret", seed=3)) as url:
+        httpx.post(f"{url}/_sim/esims", json={"iccids": [ICCID]}).raise_for_status()
+        body = {"sim": ICCID, "package_template": "daily-1gb"}
+        auth = {"Authorization": KEY}
+        httpx.post(f"{url}/v2.1/pcr/packages", json=body, headers=auth).raise_for_status()
+        yield url
+
+
+@pytest.fixture(scope="module")
+def webbing_url() -> Iterator[str]:
+    """A Webbing simulator as shipped, with one eSIM carrying one instance."""
+    with serve(create_webbing(USERNAME, PASSWORD, WSKEY, seed=3)) as url:
+        httpx.post(f"{url}/_sim/esims", json={"iccids": [ICCID]}).raise_for_status()
+
+        async def order() -> None:
+            carrier = WebbingCarrier(url, USERNAME, PASSWORD, WSKEY)
+            await carrier.order(ICCID, "1042", "doctor:1")
+            await carrier.aclose()
+
+        asyncio.run(order())
+        yield url
+
+
+def telna_settings(url: str, **options: str) -> Settings:
+    return Settings(telna=TelnaSettings(base_url=url, api_key=SecretStr(KEY), **options))
+
+
+def webbing_settings(url: str) -> Settings:
+    secrets = {"password": SecretStr(PASSWORD), "wskey": SecretStr(WSKEY)}
+    return Settings(webbing=WebbingSettings(base_url=url, username=USERNAME, **secrets))
+
+
+def lines(text: str) -> dict[str, str]:
+    """The report's assumption lines by name: the outcome and what was seen."""
+    found = {}
+    for row in text.splitlines()[:-1]:
+        outcome = "not checked" if row.startswith("not checked") else row.split()[0]
+        name, _, why = row[len(outcome) :].strip().partition(" ")
+        found[name] = f"{outcome}: {why.strip()}"
+    return found
+
+
+def ledger(url: str) -> list[dict[str, object]]:
+    entries: list[dict[str, object]] = httpx.get(f"{url}/_sim/ledger").json()["entries"]
+    return entries
+
+
+def test_each_documented_assumption_has_one_check() -> None:
+    telna = {f.name for f in dataclasses.fields(NOT_PUBLIC)} | set(RECORD_READINGS)
+    assert {c.__name__ for c in doctor_telna.CHECKS} == telna
+    assert [c.__name__ for c in doctor_webbing.CHECKS] == [f.name for f in dataclasses.fields(WIRE)]
+
+
+def test_telna_as_shipped_confirms_every_assumption_without_changing_anything(
+    telna_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = ledger(telna_url)
+
+    assert main(["telna", "--iccid", ICCID], telna_settings(telna_url)) == 0
+
+    out = capsys.readouterr().out
+    found = lines(out)
+    assert set(found) == {c.__name__ for c in doctor_telna.CHECKS}
+    assert all(v.startswith("confirmed") for v in found.values()), out
+    assert found["auth_scheme"].startswith("confirmed: raw key accepted")
+    assert "the route looked the package up" in found["activate"]
+    assert out.splitlines()[-1] == "telna: 10 confirmed, 0 contradicted, 0 not checked"
+    assert ledger(telna_url) == before  # nothing ordered, activated or terminated
+
+
+def test_telna_without_an_iccid_leaves_the_package_readings_unchecked(
+    telna_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["telna"], telna_settings(telna_url)) == 0
+
+    found = lines(capsys.readouterr().out)
+    for name in ("package_times", "package_status", "package_usage_bytes"):
+        assert found[name] == "not checked: needs --iccid"
+
+
+def test_webbing_as_shipped_confirms_every_assumption_without_changing_anything(
+    webbing_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = ledger(webbing_url)
+
+    assert main(["webbing", "--iccid", ICCID], webbing_settings(webbing_url)) == 0
+
+    out = capsys.readouterr().out
+    found = lines(out)
+    assert set(found) == {c.__name__ for c in doctor_webbing.CHECKS}
+    assert all(v.startswith("confirmed") for v in found.values()), out
+    assert found["records"] == f"confirmed: 1 product and 1 instance of {ICCID} read"
+    assert out.splitlines()[-1] == "webbing: 9 confirmed, 0 contradicted, 0 not checked"
+    assert ledger(webbing_url) == before
+
+
+def test_a_bearer_only_telna_contradicts_a_raw_auth_scheme(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with serve(create_telna(KEY, "secret", seed=3, auth_schemes=frozenset({"bearer"}))) as url:
+        code = main(["telna"], telna_settings(url, auth_scheme="raw"))
+
+    assert code == 1
+    found = lines(capsys.readouterr().out)
+    assert found["auth_scheme"].startswith("contradicted: raw key refused (HTTP 401")
+    assert "set TELNA__AUTH_SCHEME=bearer" in found["auth_scheme"]
+    assert found["paging"].startswith("confirmed")  # the other checks went on as Bearer
+
+
+def test_a_telna_without_the_activate_route_contradicts_activate(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with serve(create_telna(KEY, "secret", seed=3, activate_route=False)) as url:
+        code = main(["telna"], telna_settings(url))
+
+    assert code == 1
+    out = capsys.readouterr().out
+    found = lines(out)
+    assert found["activate"].startswith("contradicted: POST /pcr/packages/{id}/activate")
+    assert "no such route" in found["activate"]
+    assert found["terminate"].startswith("confirmed")
+    assert out.splitlines()[-1] == "telna: 6 confirmed, 1 contradicted, 3 not checked"
+
+
+def test_route_probe_tells_no_route_from_no_package_and_says_when_it_cannot() -> None:
+    def answering(status: int, body: str) -> httpx.MockTransport:
+        def handle(request: httpx.Request) -> httpx.Response:
+            if request.method == "GET":
+                return httpx.Response(
+                    200, json={"total": 0, "offset": 0, "count": 0, "package_templates": []}
+                )
+            # An Express-style 404 echoes the path, package id included: no package named.
+            text = body.replace("{path}", request.url.path)
+            return httpx.Response(status, text=text)
+
+        return httpx.MockTransport(handle)
+
+    def activate(status: int, body: str) -> str:
+        settings = telna_settings("http://telna.invalid")
+        account = doctor_telna.TelnaAccount(settings, None, answering(status, body))
+        return asyncio.run(doctor_telna.activate(account)).outcome
+
+    assert activate(404, '{"error": "Package not found"}') == "confirmed"
+    assert activate(404, "Cannot POST {path}") == "contradicted"
+    assert activate(405, '{"error": "Method Not Allowed"}') == "contradicted"
+    assert activate(401, '{"error": "missing or invalid API key"}') == "not checked"
+    assert activate(502, "Bad Gateway") == "not checked"
+
+
+def test_a_refused_key_or_missing_settings_exit_2_with_one_line(
+    telna_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = Settings(telna=TelnaSettings(base_url=telna_url, api_key=SecretStr("wrong")))
+    assert main(["telna"], wrong) == 2
+    assert main(["telna"], Settings(telna=TelnaSettings(base_url=telna_url))) == 2
+    assert main(["webbing"], Settings(webbing=WebbingSettings(username="u"))) == 2
+    assert main(["esimgo"], Settings()) == 2
+
+    out, err = capsys.readouterr()
+    assert out == ""
+    refused, unset, webbing_unset, usage = err.splitlines()
+    assert refused.startswith("error: telna refuses the API key raw and as Bearer (HTTP 401")
+    assert unset == "error: TELNA__API_KEY is not set"
+    assert webbing_unset == "error: WEBBING__PASSWORD and WEBBING__WSKEY not set"
+    assert usage.startswith("error: argument carrier: invalid choice: 'esimgo'")
+
+
+def test_an_unreachable_carrier_exits_2_with_one_line() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {**os.environ, "TELNA__BASE_URL": url, "TELNA__API_KEY": KEY, "PYTHONPATH": str(ROOT)}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "carriers.doctor", "telna"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1
+    assert done.stderr.startswith(f"error: telna at {url} does not answer: ConnectError")

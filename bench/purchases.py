@@ -2,7 +2,7 @@
 the carrier's records against the database. The chaos soak, the end-to-end tests and
 the midnight herd all count purchases made twice with ``made_twice``.
 
-The carriers keep no field for our reference (DESIGN section 5): a ledger entry's
+Most carriers keep no field for our reference (DESIGN section 5): a ledger entry's
 ``reference`` may be null. What every carrier does keep is its own package id, one per
 purchase, and the database keeps it too, as ``balance_line.carrier_line_id``. So a
 purchase is explained by the line of ours that holds its package, and:
@@ -14,11 +14,12 @@ purchase is explained by the line of ours that holds its package, and:
 - per balance, the purchases its lines explain are no more than its lines (a carrier
   naming two purchases with one package id);
 - where the carrier kept the reference, two purchases with one reference are reported
-  too, as before references went away.
+  too, as the check did when every entry carried one.
 
 A line the audit recorded afterwards (``orphan_purchase``, repair ``record_row``)
 explains its package like any other line: it is a purchase the product now holds, and
-the audit writes it under the seq it was bought for. It cannot hide a purchase made
+the audit writes it under the seq it was bought for (its reference's: without one it
+writes nothing, and the package is reported here). It cannot hide a purchase made
 twice: its seq's row can hold only one of the two packages, and the other one is
 reported. Were it written under a seq no purchase of the balance held yet, the
 workflow's own purchase of that seq would be the one left without a row, or the

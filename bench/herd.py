@@ -33,10 +33,13 @@ Phases, all in one run; the product's worker is this process and holds nothing e
    herds do not share the box's two cores and each design's figures are its own.
 
 Gaps come from the carriers' own records (``/_sim/packages``): for each eSIM, the time
-between line 1's end and line 2's activation. Carrier calls are the HTTP requests the
-worker's carrier clients sent from the end of enrolment until the herd had switched. Activity
-retries (``activity_retries``) are read from the herd's histories: attempts after the
-first, by activity, and how many followed an attempt the server had timed out.
+between line 1's end and line 2's activation, each package's seq that of the database's
+line holding it (the naive baseline's, which keeps no database, by when it was bought).
+Duplicate orders are packages no line holds (``bench/purchases.py``). Carrier calls are
+the HTTP requests the worker's carrier clients sent from the end of enrolment until the
+herd had switched. Activity retries (``activity_retries``) are read from the herd's
+histories: attempts after the first, by activity, and how many followed an attempt the
+server had timed out.
 Memory is this process's (the worker's): ``worker_kb_per_balance`` with every balance
 open before the boundary, ``worker_peak_kb_per_balance`` at its high-water mark once the
 herd has switched, both over the resident size before the worker started.
@@ -89,6 +92,8 @@ from bench.herd_figures import (
     duplicates,
     gap_figures,
     gaps,
+    held_lines,
+    naive_lines,
     packages,
     peak_rss_mb,
     rejected,
@@ -322,6 +327,7 @@ class Run:
             calls, calls_by_carrier = self.counted.total(), dict(self.counted.calls)
             rejected_after = await rejected(self.http, self.sims)
             found = await packages(self.http, self.sims)
+            switched = held_lines(url)  # read after the packages: each one's seq
             confirm = switch_latencies(url, boundary, list(PRODUCTS[period].values()))
             await sample_enrolled
             # A sample balance slowed by a loaded box may rotate less: measured anyway.
@@ -339,7 +345,10 @@ class Run:
                 self.client, sample, last_run_after=2, dump=self.args.dump_history
             )
             retries = await activity_retries(self.client, {workflow_id(i) for i in herd})
-        herd_gaps = gaps(found, set(herd), done_at)
+            # Read once every package in ``found`` has had its line recorded.
+            held = held_lines(url)
+        seqs = {line.carrier_line_id: line.seq for line in switched if line.carrier_line_id}
+        herd_gaps = gaps(found, seqs, set(herd), done_at)
         seconds = max(done_at - boundary, 0.001)
         self.result.update(
             {
@@ -350,7 +359,7 @@ class Run:
                 "enrol_seconds": round(enrolled - began, 1),
                 "rotations": count_balances(url, in_herd, col(Balance.rotations) >= 1),
                 **gap_figures(herd_gaps),
-                "duplicate_orders": duplicates(found, set(iccids)),
+                "duplicate_orders": duplicates(found, held, set(iccids)),
                 "switch_seconds_after_boundary": round(done_at - boundary, 2),
                 **confirm,
                 "rotations_per_second": round(n / seconds, 1),
@@ -454,12 +463,14 @@ class Run:
             raise RuntimeError(f"the naive baseline failed ({proc.returncode}): {tail}")
         done_at = min(time.time(), deadline)
         found = await packages(self.http, self.baseline)
-        figures = gap_figures(gaps(found, set(iccids), done_at))
+        lines = naive_lines(found, set(iccids))
+        seqs = {line.carrier_line_id: line.seq for line in lines}
+        figures = gap_figures(gaps(found, seqs, set(iccids), done_at))
         self.result["naive"] = {
             "balances": n,
             "boundary": datetime.fromtimestamp(boundary, UTC).isoformat(),
             **figures,
-            "duplicate_orders": duplicates(found, set(iccids)),
+            "duplicate_orders": duplicates(found, lines, set(iccids)),
         }
 
     def _specs(self, products: dict[str, str]) -> dict[str, ProductSpec]:

@@ -1,12 +1,13 @@
 """What the midnight herd reads to give its figures: carrier calls counted on the way out,
-the worker's memory, the database's confirmation times, and the carriers' own records
-(``/_sim/packages``, ``/_sim/faults``) for gaps, duplicate purchases and 429s."""
+the worker's memory, the database's confirmation times and lines, and the carriers' own
+records (``/_sim/packages``, ``/_sim/faults``) for gaps, duplicate purchases and 429s."""
 
 from __future__ import annotations
 
 import math
 import resource
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 from sqlmodel import col, func, select
 
+from bench.purchases import HeldLine, as_orders, made_twice
 from models.db import session_scope
 from models.tables import Balance, BalanceLine
 
@@ -94,17 +96,25 @@ def _t(text: str | None) -> float | None:
     return datetime.fromisoformat(text).timestamp() if text else None
 
 
-def gaps(found: list[dict[str, Any]], iccids: set[str], until: float) -> list[float]:
+def held_lines(url: str) -> list[BalanceLine]:
+    """Every line the database holds (the herd's database holds only its own)."""
+    with session_scope(url) as session:
+        return list(session.exec(select(BalanceLine)).all())
+
+
+def gaps(
+    found: list[dict[str, Any]], seqs: dict[str, int], iccids: set[str], until: float
+) -> list[float]:
     """Per eSIM, seconds between line 1's end and line 2's activation (0 if they met or
-    overlapped; up to ``until`` if line 2 never came)."""
-    by_ref: dict[tuple[str, int], dict[str, Any]] = {}
+    overlapped; up to ``until`` if line 2 never came). ``seqs``: each package's seq."""
+    by_seq: dict[tuple[str, int], dict[str, Any]] = {}
     for package in found:
-        ref = package.get("reference") or ""
-        if package["iccid"] in iccids and ":" in ref:
-            by_ref[(package["iccid"], int(ref.rsplit(":", 1)[1]))] = package
+        seq = seqs.get(package["id"])
+        if package["iccid"] in iccids and seq is not None:
+            by_seq[(package["iccid"], seq)] = package
     result = []
     for iccid in iccids:
-        first, second = by_ref.get((iccid, 1)), by_ref.get((iccid, 2))
+        first, second = by_seq.get((iccid, 1)), by_seq.get((iccid, 2))
         if first is None:
             continue
         ended = _t(first["terminated_at"]) or _t(first["expires_at"]) or until
@@ -113,10 +123,40 @@ def gaps(found: list[dict[str, Any]], iccids: set[str], until: float) -> list[fl
     return result
 
 
-def duplicates(found: list[dict[str, Any]], iccids: set[str]) -> int:
-    """Packages beyond the first bought for one reference: a purchase made twice."""
-    refs = [p["reference"] for p in found if p["iccid"] in iccids and p.get("reference")]
-    return len(refs) - len(set(refs))
+def duplicates(found: list[dict[str, Any]], lines: Sequence[HeldLine], iccids: set[str]) -> int:
+    """Purchases made twice: packages on these eSIMs that no line of ``lines`` holds, and
+    references bought more than once where the carrier kept them (``bench.purchases``).
+    Read the packages once the balances have ordered their last line, the lines after."""
+    return len(made_twice(as_orders(found), lines, iccids))
+
+
+@dataclass(frozen=True)
+class Naive:
+    """A line of a naive baseline balance, known by when it was bought: that design keeps
+    no database, and buys line 2 only once line 1 has ended."""
+
+    balance_id: str
+    iccid: str
+    seq: int
+    carrier_line_id: str
+
+
+def naive_lines(found: list[dict[str, Any]], iccids: set[str]) -> list[Naive]:
+    """Per eSIM, its first package is line 1 and the first one bought once line 1 had
+    ended is line 2; any other package on it was bought twice."""
+    by_iccid: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for package in found:
+        if package["iccid"] in iccids:
+            by_iccid[package["iccid"]].append(package)
+    lines = []
+    for iccid, bought in by_iccid.items():
+        first, *rest = sorted(bought, key=lambda p: str(p["ordered_at"]))
+        lines.append(Naive(f"naive-{iccid}", iccid, 1, first["id"]))
+        ended = first["terminated_at"] or first["expires_at"]
+        after = [p for p in rest if ended and str(p["ordered_at"]) >= ended]
+        if after:
+            lines.append(Naive(f"naive-{iccid}", iccid, 2, after[0]["id"]))
+    return lines
 
 
 def gap_figures(values: list[float]) -> dict[str, float]:

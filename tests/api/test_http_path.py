@@ -43,7 +43,8 @@ def _active(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 async def _ledger(r: Rig, iccid: str) -> list[tuple[str, str, str]]:
-    return [(e["action"], e["reference"], e["product_id"]) for e in await r.ledger(iccid)]
+    """The carrier's actions on the eSIM by package id (it may keep no reference)."""
+    return [(e["action"], e["package_id"], e["product_id"]) for e in await r.ledger(iccid)]
 
 
 async def test_operator_path_over_http_shows_at_the_carrier(
@@ -72,8 +73,8 @@ async def test_operator_path_over_http_shows_at_the_carrier(
         path = f"/v1/balances/{balance_id}"
         first = _active(await _until(http, path, lambda b: _active(b) is not None, "line 1"))
         assert first is not None and first["id"] == f"{balance_id}:1"
-        assert ("activate", first["id"], "compressed-60s") in await _ledger(r, iccid)
-        assert [a for a, ref, _ in await _ledger(r, iccid) if a == "order"] == ["order"]
+        assert ("activate", first["carrier_line_id"], "compressed-60s") in await _ledger(r, iccid)
+        assert [a for a, _, _ in await _ledger(r, iccid) if a == "order"] == ["order"]
 
         # list
         listed = (
@@ -87,7 +88,7 @@ async def test_operator_path_over_http_shows_at_the_carrier(
         paused = await http.post(f"{path}/pause", json={"reason": "unpaid"}, headers=OPERATOR)
         assert paused.status_code == 202, paused.text
         await _until(http, path, lambda b: b["state"] == "Paused", "Paused")
-        assert ("deactivate", first["id"], "compressed-60s") in await _ledger(r, iccid)
+        assert ("deactivate", first["carrier_line_id"], "compressed-60s") in await _ledger(r, iccid)
         listed = (
             await http.get("/v1/balances", params={"state": "Paused"}, headers=SERVICE)
         ).json()
@@ -99,7 +100,7 @@ async def test_operator_path_over_http_shows_at_the_carrier(
             await _until(http, path, lambda b: (_active(b) or {}).get("seq") == 2, "line 2")
         )
         assert second is not None
-        assert ("activate", second["id"], "compressed-60s") in await _ledger(r, iccid)
+        assert ("activate", second["carrier_line_id"], "compressed-60s") in await _ledger(r, iccid)
 
         # change product (and policy), then rotate so the next line shows it at once
         patched = await http.patch(
@@ -119,8 +120,10 @@ async def test_operator_path_over_http_shows_at_the_carrier(
             await _until(http, path, lambda b: (_active(b) or {}).get("seq") == 3, "line 3")
         )
         assert third is not None and third["product_id"] == "telna-compressed-30s"
-        assert ("order", third["id"], "compressed-30s") in await _ledger(r, iccid)
-        assert ("deactivate", second["id"], "compressed-60s") in await _ledger(r, iccid)
+        assert ("order", third["carrier_line_id"], "compressed-30s") in await _ledger(r, iccid)
+        assert ("deactivate", second["carrier_line_id"], "compressed-60s") in await _ledger(
+            r, iccid
+        )
 
         # cancel: every line ends at the carrier, the balance closes
         assert (await http.post(f"{path}/cancel", headers=OPERATOR)).status_code == 202

@@ -347,14 +347,16 @@ class Soak:
 
     async def kill_worker(self, after_order: bool) -> None:
         if after_order:
-            reference = await self._pending_order()
-            self.summary.killed_between_order_and_activation.append(reference)
+            package = await self._pending_order()
+            self.summary.killed_between_order_and_activation.append(package)
         old = self.stack.kill("worker")
         new = self.stack.wait_restarted("worker", old, timeout=60)
         self.say(f"worker {old} killed (SIGKILL); restarted as {new}")
 
     async def _pending_order(self) -> str:
-        """Wait for a line ordered and not yet activated; its reference."""
+        """Wait for a line ordered and not yet activated; the carrier's package id (the
+        ledger's reference is null where the carrier keeps none)."""
+        iccids = {esim.iccid for esim in self.esims}
         for _ in range(150):
             ledger = [e for entries in (await self.ledgers()).values() for e in entries]
             activated = {e["package_id"] for e in ledger if e["action"] == "activate"}
@@ -364,10 +366,10 @@ class Soak:
                 for e in ledger
                 if e["action"] == "order"
                 and e["package_id"] not in activated | ended
-                and e["reference"]
+                and e["iccid"] in iccids
             ]
             if pending:
-                return str(pending[-1]["reference"])
+                return str(pending[-1]["package_id"])
             await asyncio.sleep(0.1)
         raise RuntimeError("no order waited for its activation within 15 s")
 
@@ -588,11 +590,11 @@ class Soak:
         ledgers = await self.ledgers()
         entries = [e for carrier in PRODUCTS for e in ledgers[carrier]]
         iccids = {e.iccid for e in self.esims}
-        dup = checks.duplicate_orders(entries, iccids)
+        lines, events = self.database()
+        dup = checks.duplicate_orders(entries, lines, iccids)
         s.duplicate_orders = len(dup)
         spans = checks.active_spans(entries, datetime.now(UTC))
         over, s.longest_overlap_seconds = checks.overlaps(spans, MARGIN + 60)
-        lines, events = self.database()
         disagree = checks.agreement(entries, lines, iccids)
         s.disagreements = len(disagree)
         missing = checks.missing_ledger_events(entries, lines, events)

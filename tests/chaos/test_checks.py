@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from tests.chaos import checks
 from tests.chaos.checks import DbEvent, DbLine
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 ICCID = "8944000000000000001"
+OTHER = "8944000000000000002"
 
 
 def at(seconds: float) -> str:
@@ -57,15 +60,71 @@ FULL += [DbEvent("b:5", "b", 1, "cancelled"), DbEvent("b:6", "b", 2, "cancelled"
 def test_a_clean_chain_passes_every_check() -> None:
     entries = chain()
     spans = checks.active_spans(entries, T0 + timedelta(seconds=60))
-    assert checks.duplicate_orders(entries, {ICCID}) == []
+    assert checks.duplicate_orders(entries, db(), {ICCID}) == []
     assert checks.overlaps(spans, 70) == ([], 0.5)
     assert checks.agreement(entries, db(), {ICCID}) == []
     assert checks.missing_ledger_events(entries, db(), FULL) == []
 
 
-def test_a_second_purchase_of_a_reference_is_reported() -> None:
-    entries = [*chain(), entry("order", 11, "p3", "b:2")]
-    assert checks.duplicate_orders(entries, {ICCID}) == ["reference b:2 bought 2 times"]
+def without_references(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**e, "reference": None} for e in entries]
+
+
+# (what the carrier recorded beyond the clean chain, what the database holds, the report)
+PURCHASES: dict[str, tuple[list[dict[str, Any]], list[DbLine], list[str]]] = {
+    "references null, every order a line of ours": (
+        without_references(chain()),
+        db(),
+        [],
+    ),
+    "a second purchase of a reference": (
+        [*chain(), entry("order", 11, "p3", "b:2")],
+        db(),
+        [
+            "reference b:2 bought 2 times",
+            f"{ICCID}: package p3 bought at {at(11)}, held by no line of ours",
+        ],
+    ),
+    "a purchase made twice without a reference": (
+        without_references([*chain(), entry("order", 11, "p3", "b:2")]),
+        db(),
+        [f"{ICCID}: package p3 bought at {at(11)}, held by no line of ours"],
+    ),
+    # The order's answer was lost; its retry found the package and the line holds it.
+    "a lost response adopted": (
+        without_references([*chain()[:2], entry("order", 10, "p2", None)]),
+        db()[:1] + [DbLine("b", ICCID, 2, "b:2", "p2", "scheduled", None)],
+        [],
+    ),
+    # The audit wrote down a package bought twice for line 2: the row of seq 2 holds
+    # one of the two, and the other is still reported.
+    "a duplicate the audit recorded over line 2": (
+        without_references([*chain(), entry("order", 11, "p3", None)]),
+        [db()[0], DbLine("b", ICCID, 2, "b:2", "p3", "cancelled", None)],
+        [f"{ICCID}: package p2 bought at {at(10)}, held by no line of ours"],
+    ),
+    "a line's package bought on another eSIM": (
+        without_references([*chain()[:4], {**entry("order", 30, "p3", None), "iccid": OTHER}]),
+        [*db(), DbLine("b", ICCID, 3, "b:3", "p3", "scheduled", None)],
+        [f"{OTHER}: package p3 bought at {at(30)}, held by no line of ours"],
+    ),
+    "one package id named by two purchases": (
+        without_references([*chain(), entry("order", 11, "p2", None)]),
+        db(),
+        ["balance b: 3 purchases for its 2 lines"],
+    ),
+    "purchases on eSIMs not ours": (
+        [{**e, "iccid": "8944000000000000099"} for e in chain()],
+        [],
+        [],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", PURCHASES)
+def test_a_purchase_made_twice_is_reported_with_or_without_references(case: str) -> None:
+    entries, lines, expected = PURCHASES[case]
+    assert checks.duplicate_orders(entries, lines, {ICCID, OTHER}) == expected
 
 
 def test_a_long_overlap_is_reported() -> None:

@@ -28,6 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app as create_api
+from bench.purchases import made_twice
 from carriers.metered import metered
 from carriers.telna import TelnaCarrier
 from carriers.webbing import WebbingCarrier
@@ -243,6 +244,14 @@ class Rig:
         for one in iccid:
             await self.client.get_workflow_handle(workflow_id(one)).result()
 
+    async def purchases_made_twice(self, *iccid: str) -> list[str]:
+        """Invariant 1 on these eSIMs, once their balances have settled: each order at
+        the carrier is the package of one line of ours (``bench.purchases``)."""
+        with session_scope(self.settings.database_url) as session:
+            query = select(BalanceLine).where(BalanceLine.iccid.in_(iccid))  # type: ignore[attr-defined]
+            lines = session.exec(query).all()
+        return made_twice(await self.ledger(), lines, set(iccid))
+
     async def assert_database_matches_carrier(self, *iccid: str) -> None:
         """Every order at the carrier is a line in the database with the same package, and
         every carrier action on it is an event in our ledger — and the reverse."""
@@ -255,13 +264,15 @@ class Rig:
                         LineEvent.balance_id.in_({line.balance_id for line in lines})  # type: ignore[attr-defined]
                     )
                 ).all()
-            by_ref = {line.reference: line for line in lines}
-            orders = [e for e in entries if e["action"] == "order"]
-            ordered = sorted(e["reference"] for e in orders)
-            assert ordered == sorted(by_ref), (one, ordered, sorted(by_ref))
-            for entry in orders:
-                assert by_ref[entry["reference"]].carrier_line_id == entry["package_id"], entry
+            assert not made_twice(entries, lines, {one}), made_twice(entries, lines, {one})
             by_package = {line.carrier_line_id: line for line in lines}
+            orders = [e for e in entries if e["action"] == "order"]
+            ordered = sorted(e["package_id"] for e in orders)
+            held = sorted(str(line.carrier_line_id) for line in lines)
+            assert ordered == held, (one, ordered, held)
+            for entry in orders:  # the reference, where the carrier kept it
+                line = by_package[entry["package_id"]]
+                assert entry["reference"] in (None, line.reference), (entry, line.reference)
             kinds: dict[int, set[str]] = {}
             for event in events:
                 if event.seq is not None:

@@ -40,11 +40,11 @@ async def test_each_operator_action_changes_what_the_carrier_sees(
         assert first.active is not None
 
         async def actions() -> list[tuple[str, str, str]]:
-            return [(e["action"], e["reference"], e["product_id"]) for e in await r.ledger(iccid)]
+            return [(e["action"], e["package_id"], e["product_id"]) for e in await r.ledger(iccid)]
 
         await r.signal(iccid, "pause")
         await r.wait_for(iccid, lambda s: s.status == BalanceStatus.Paused, 30, "Paused")
-        assert ("deactivate", first.active.reference, c60) in await actions()
+        assert ("deactivate", first.active.line_id, c60) in await actions()
         assert (await r.timeline(iccid))[-1]["state"] == "none"
 
         await r.signal(iccid, "resume")
@@ -52,13 +52,13 @@ async def test_each_operator_action_changes_what_the_carrier_sees(
             iccid, lambda s: s.active is not None and s.active.seq == 2, 30, "line 2"
         )
         assert resumed.active is not None
-        assert ("activate", resumed.active.reference, c60) in await actions()
+        assert ("activate", resumed.active.line_id, c60) in await actions()
 
         await r.signal(iccid, "rotate_now")
         rotated = await r.wait_for(iccid, lambda s: s.rotations == 1, 30, "rotation")
         assert rotated.active is not None and rotated.active.seq == 3
-        assert ("deactivate", resumed.active.reference, c60) in await actions()
-        assert ("activate", rotated.active.reference, c60) in await actions()
+        assert ("deactivate", resumed.active.line_id, c60) in await actions()
+        assert ("activate", rotated.active.line_id, c60) in await actions()
 
         handle = r.client.get_workflow_handle_for(BalanceWorkflow.run, workflow_id(iccid))
         new = _product(r.settings.database_url, p30)
@@ -69,7 +69,7 @@ async def test_each_operator_action_changes_what_the_carrier_sees(
         await r.signal(iccid, "rotate_now")
         changed = await r.wait_for(iccid, lambda s: s.rotations == 2, 30, "rotation")
         assert changed.active is not None and changed.product_id == p30
-        assert ("order", changed.active.reference, c30) in await actions()
+        assert ("order", changed.active.line_id, c30) in await actions()
 
         await r.cancel_and_wait(iccid)
         entries = await r.ledger(iccid)

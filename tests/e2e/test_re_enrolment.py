@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from models.db import session_scope
 from models.payloads import BalanceStatusView, Policy
-from models.tables import LineEvent
+from models.tables import BalanceLine, LineEvent
 from services.enrolment import workflow_id
 from tests.e2e.harness import OPERATOR_KEY, Rig, iccids, none_seconds, rig
 from tests.e2e.test_enrolment import _starter
@@ -111,18 +110,21 @@ async def test_a_balance_enrolled_again_after_terminate_continues_and_buys_nothi
         stopped_at = datetime.now(UTC)
         await r.cancel_and_wait(*fleet)
 
+        assert await r.purchases_made_twice(*fleet) == []
         for iccid in fleet:
-            orders = [e for e in await r.ledger(iccid) if e["action"] == "order"]
-            per_line = Counter(e["reference"] for e in orders)
-            assert max(per_line.values()) == 1, per_line
-            seqs = sorted(int(ref.rsplit(":", 1)[1]) for ref in per_line)
-            assert seqs == list(range(1, len(seqs) + 1)), seqs  # no seq bought again
-            numbers = event_numbers(r, balance_id[iccid])
-            assert numbers == list(range(1, len(numbers) + 1)), numbers  # nothing dropped
+            orders = {e["package_id"] for e in await r.ledger(iccid) if e["action"] == "order"}
             with session_scope(r.settings.database_url) as session:
+                lines = session.exec(
+                    select(BalanceLine).where(BalanceLine.balance_id == balance_id[iccid])
+                ).all()
                 kinds = session.exec(
                     select(LineEvent.kind).where(LineEvent.balance_id == balance_id[iccid])
                 ).all()
+            # Each order the package of one line; their seqs 1..n: no seq bought again.
+            seqs = sorted(line.seq for line in lines if line.carrier_line_id in orders)
+            assert orders and seqs == list(range(1, len(seqs) + 1)), seqs
+            numbers = event_numbers(r, balance_id[iccid])
+            assert numbers == list(range(1, len(numbers) + 1)), numbers  # nothing dropped
             assert "restored" in kinds
             assert none_seconds(await r.timeline(iccid), until=stopped_at) == 0, iccid
         await r.assert_database_matches_carrier(*fleet)

@@ -166,12 +166,10 @@ class TelnaCarrier:
         start_at: datetime | None = None,
     ) -> CarrierLine:
         # A package starts as its template says (AUTO: on attach, when the SIM has no
-        # active package; MANUAL: through the API): Telna takes no start time.
-        body = {
-            "sim": iccid,
-            "package_template": _template_ref(carrier_product_id),
-            "customer_ref": reference,
-        }
+        # active package; MANUAL: through the API): Telna takes no start time. Nor has a
+        # package a field for our reference: an order is recognised by its SIM, template
+        # and creation time (activities/carrier.py, ``ours``).
+        body = {"sim": iccid, "package_template": _template_ref(carrier_product_id)}
         return await self._line(await self._request("POST", "/pcr/packages", json=body), True)
 
     async def activate(self, line_id: str) -> CarrierLine:
@@ -373,7 +371,7 @@ def _line(p: dict[str, Any], template_id: str, template: dict[str, Any]) -> Carr
         line_id=str(p["id"]),
         iccid=str(p["sim"]),
         carrier_product_id=template_id,
-        reference=p.get("customer_ref"),
+        reference=None,  # a package has no field for it
         status=STATUS[p["status"]],
         ordered_at=ordered_at,
         activated_at=parse_time(p.get("activated_date")),

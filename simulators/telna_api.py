@@ -4,7 +4,9 @@ On the record (CARRIERS.md section 2): ``Authorization`` holds the API key, raw 
 ``Bearer `` (third parties disagree; both are accepted). Lists page with
 ``count``/``offset`` → ``{total, count, offset, <items>}`` and ``GET /pcr/packages``
 filters by ``sim``, ``package_template`` and ``status``. A package is created with
-``POST /pcr/packages {sim, package_template, time_allowance?}`` (201, ``NOT_ACTIVE``);
+``POST /pcr/packages {sim, package_template, time_allowance?}`` (201, ``NOT_ACTIVE``;
+any other field is refused, 400: there is no place for a caller's reference, so the
+ledger's ``reference`` is null);
 its fields are ``id, sim, package_template, status, window_activation_start/end,
 data_usage_remaining`` (bytes), ``created_date, activated_date, expiry_date,
 terminated_date`` (epoch milliseconds, 0 while not yet so) and ``time_allowance``
@@ -20,8 +22,6 @@ The simulator's choices where the record is silent ([NOT PUBLIC]):
   ``.../terminate`` (a Telna reseller's paths, under Telna's prefix), answering ``true``;
 - errors are ``{"error": "message"}``: 400 bad body or paging, 401 bad key, 404 unknown
   sim/package/template, 409 wrong state;
-- ``customer_ref`` on an order is kept and shown (to be removed: PCR packages have no
-  such field);
 - ``price_cents``, ``reset``, ``reset_utc_offset_minutes`` and ``throttle_kbps``
   on templates (``traffic_policy`` is the record's integer); sim-registry status ``ACTIVE`` while a
   package is active, else ``READY``;
@@ -98,7 +98,6 @@ class OrderIn(BaseModel):
     sim: str = Field(min_length=1)
     package_template: str | int
     time_allowance: int | None = Field(default=None, ge=1, description="seconds")
-    customer_ref: str | None = Field(default=None, max_length=255)
 
 
 def package_json(p: Package) -> dict[str, Any]:
@@ -106,7 +105,6 @@ def package_json(p: Package) -> dict[str, Any]:
         "id": p.id,
         "sim": p.iccid,
         "package_template": _template_id(p.product_id),
-        "customer_ref": p.reference,
         "status": p.status,
         "window_activation_start": ms(p.ordered_at),
         "window_activation_end": ms(p.ordered_at + ACTIVATION_WINDOW_SECONDS),
@@ -201,7 +199,7 @@ def create_telna_router(
         template = str(body.package_template)
         if body.time_allowance is not None:
             raise TelnaError(400, "time_allowance overrides are not sold on this account")
-        package = engine.order(body.sim, template, body.customer_ref, template not in manual)
+        package = engine.order(body.sim, template, None, template not in manual)
         return package_json(package)
 
     @router.get("/pcr/packages")

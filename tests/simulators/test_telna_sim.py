@@ -96,8 +96,8 @@ async def enrolled(sim: httpx.AsyncClient) -> str:
     return iccid
 
 
-async def order(sim: httpx.AsyncClient, iccid: str, template: str, ref: str | None = None) -> str:
-    body = {"sim": iccid, "package_template": template, "customer_ref": ref}
+async def order(sim: httpx.AsyncClient, iccid: str, template: str) -> str:
+    body = {"sim": iccid, "package_template": template}
     response = await sim.post("/v2.1/pcr/packages", json=body)
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
@@ -120,7 +120,7 @@ async def test_order_activate_terminate_round_trip_and_ledger(sim: httpx.AsyncCl
     iccid = await enrolled(sim)
     response = await sim.post(
         "/v2.1/pcr/packages",
-        json={"sim": iccid, "package_template": "compressed-30s-manual", "customer_ref": "bal-1:1"},
+        json={"sim": iccid, "package_template": "compressed-30s-manual"},
         headers={"Request-ID": "req-123"},
     )
     assert response.status_code == 201
@@ -131,7 +131,6 @@ async def test_order_activate_terminate_round_trip_and_ledger(sim: httpx.AsyncCl
         "id",
         "sim",
         "package_template",
-        "customer_ref",
         "status",
         "window_activation_start",
         "window_activation_end",
@@ -142,7 +141,7 @@ async def test_order_activate_terminate_round_trip_and_ledger(sim: httpx.AsyncCl
         "data_usage_remaining",
         "time_allowance",
     }
-    assert ordered["status"] == "NOT_ACTIVE" and ordered["customer_ref"] == "bal-1:1"
+    assert ordered["status"] == "NOT_ACTIVE" and ordered["sim"] == iccid
     assert ordered["data_usage_remaining"] == 3_000_000 and ordered["time_allowance"] == 30
     assert ordered["activated_date"] == ordered["expiry_date"] == 0  # not yet
     package_id = ordered["id"]
@@ -168,7 +167,7 @@ async def test_order_activate_terminate_round_trip_and_ledger(sim: httpx.AsyncCl
     entries = (await sim.get("/_sim/ledger", params={"iccid": iccid})).json()["entries"]
     assert [e["action"] for e in entries] == ["order", "activate", "deactivate"]
     assert {(e["package_id"], e["reference"], e["product_id"]) for e in entries} == {
-        (package_id, "bal-1:1", "compressed-30s-manual")
+        (package_id, None, "compressed-30s-manual")
     }
     assert entries[1]["at"].endswith("Z")
     # Usage is the package's data_usage_remaining: no usage route of its own.
@@ -199,10 +198,15 @@ async def test_an_auto_package_starts_on_attach_when_the_sim_has_no_active_one(
     assert unknown.status_code == 400  # no such field on a package
 
 
-async def test_a_repeated_customer_ref_buys_a_second_package(sim: httpx.AsyncClient) -> None:
+async def test_a_repeated_order_buys_a_second_package(sim: httpx.AsyncClient) -> None:
     iccid = await enrolled(sim)
-    first = await order(sim, iccid, "daily-1gb", "bal-2:1")
-    second = await order(sim, iccid, "daily-1gb", "bal-2:1")
+    first = await order(sim, iccid, "daily-1gb")
+    second = await order(sim, iccid, "daily-1gb")
+    refused = await sim.post(
+        "/v2.1/pcr/packages",
+        json={"sim": iccid, "package_template": "daily-1gb", "customer_ref": "bal-2:1"},
+    )
+    assert refused.status_code == 400  # a package has no field for a caller's reference
     assert first != second
     page = (await sim.get("/v2.1/pcr/packages", params={"sim": iccid, "count": 1})).json()
     assert (page["total"], page["count"], page["offset"]) == (2, 1, 0)
@@ -318,7 +322,7 @@ async def test_usage_thresholds_are_pushed_once_each_and_signed(
 ) -> None:
     hook, _ = receiver
     iccid = await enrolled(sim)
-    package = await activated(sim, await order(sim, iccid, "compressed-10s", "bal-3:1"))
+    package = await activated(sim, await order(sim, iccid, "compressed-10s"))
     # 1 MB allowance at 2 MB/s: 50 % after 0.25 s, 80 % after 0.4 s, 100 % after 0.5 s
     await sim.post("/_sim/traffic", json={"iccid": iccid, "bytes_per_second": 2_000_000})
 
@@ -339,7 +343,7 @@ async def test_usage_thresholds_are_pushed_once_each_and_signed(
     usage = [e["eventDetails"] for e in events[:3]]
     assert [d["threshold_percent"] for d in usage] == [50, 80, 100]
     assert [d["data_usage"] for d in usage] == [500_000, 800_000, 1_000_000]
-    assert usage[0]["customer_ref"] == "bal-3:1" and usage[0]["iccid"] == iccid
+    assert usage[0]["iccid"] == iccid
     assert usage[2]["data_usage_remaining"] == 0
     # stamped at the exact crossing, not when the 100 ms tick noticed it
     crossed = [e["timestamp"] - events[0]["timestamp"] for e in events[:3]]
@@ -385,12 +389,12 @@ async def test_error_rate_answers_503_and_does_not_apply(sim: httpx.AsyncClient)
 async def test_lost_response_answers_504_but_the_order_exists(sim: httpx.AsyncClient) -> None:
     iccid = await enrolled(sim)
     await sim.post("/_sim/faults", json={"lose_responses": 1.0})
-    body = {"sim": iccid, "package_template": "daily-1gb", "customer_ref": "bal-4:1"}
+    body = {"sim": iccid, "package_template": "daily-1gb"}
     lost = await sim.post("/v2.1/pcr/packages", json=body)
     assert lost.status_code == 504 and lost.content == b""
     await sim.post("/_sim/faults", json={})
     packages = (await sim.get("/v2.1/pcr/packages", params={"sim": iccid})).json()["packages"]
-    assert [p["customer_ref"] for p in packages] == ["bal-4:1"]
+    assert [p["package_template"] for p in packages] == ["daily-1gb"]
 
 
 async def test_rate_limit_answers_429_with_retry_after(sim: httpx.AsyncClient) -> None:
@@ -426,7 +430,7 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
     headers = {"Authorization": API_KEY}
     with serve(create_app(API_KEY, SECRET, state_file=state)) as url:
         httpx.post(f"{url}/_sim/esims", json={"iccids": [iccid]})
-        body = {"sim": iccid, "package_template": "compressed-600s", "customer_ref": "bal-5:1"}
+        body = {"sim": iccid, "package_template": "compressed-600s"}
         package_id = httpx.post(f"{url}/v2.1/pcr/packages", json=body, headers=headers).json()["id"]
         httpx.post(f"{url}/v2.1/pcr/packages/{package_id}/activate", headers=headers)
     assert state.exists()
@@ -435,7 +439,7 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
         page = httpx.get(f"{url}/v2.1/pcr/packages", params={"sim": iccid}, headers=headers)
         [package] = page.json()["packages"]
         ledger = httpx.get(f"{url}/_sim/ledger", params={"iccid": iccid}).json()["entries"]
-    assert (package["id"], package["customer_ref"]) == (package_id, "bal-5:1")
+    assert (package["id"], package["status"]) == (package_id, "ACTIVE")
     assert [e["action"] for e in ledger][:1] == ["order"]
 
 

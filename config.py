@@ -19,7 +19,7 @@ FilePath = Annotated[Path | None, BeforeValidator(lambda value: value or None)]
 
 
 class TelnaSettings(BaseModel):
-    """The Telna-like carrier: REST/JSON, raw API key, signed usage webhooks."""
+    """The Telna-like carrier: REST/JSON, raw API key, webhooks through AWS SNS."""
 
     model_config = ConfigDict(use_attribute_docstrings=True)
 
@@ -31,7 +31,11 @@ class TelnaSettings(BaseModel):
     """`raw`: `Authorization: <key>`; `bearer`: `Authorization: Bearer <key>` (Telna's
     public record shows both; `python -m carriers.doctor telna` checks the one chosen)."""
     webhook_secret: SecretStr = SecretStr("")
-    """Shared secret that signs Telna's usage webhooks."""
+    """Password of Telna's SNS subscription URL (`https://telna:<it>@...`): SNS raw
+    deliveries must carry it as HTTP Basic (wrapped ones are signed by SNS instead)."""
+    sns_hosts: str = "https://sns.*.amazonaws.com"
+    """Comma-separated origins (`scheme://host[:port]`, `*` one DNS label) whose SNS
+    signing certificates are trusted and whose SubscribeURLs are visited."""
     rate_limit_per_second: float = 0.0
     """Requests/s one worker process sends to Telna at most (0: none); N workers: limit/N."""
     in_doubt_seconds: float = Field(default=60.0, gt=0)

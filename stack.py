@@ -195,6 +195,9 @@ def child_env(
         env = {k: v for k, v in env.items() if not k.startswith(TEMPORAL_SECURITY)}
         env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{s.temporal_port}"
     env.setdefault("TELNA__BASE_URL", f"http://127.0.0.1:{s.telna_port}")
+    # The Telna simulator is its own SNS: the API takes its certificate and SubscribeURL.
+    env.setdefault("TELNA__SNS_HOSTS", f"{s.telna.sns_hosts},http://127.0.0.1:{s.telna_port}")
+    env.setdefault("TELNA_SIM_PUBLIC_URL", f"http://127.0.0.1:{s.telna_port}")
     env.setdefault("WEBBING__BASE_URL", f"http://127.0.0.1:{s.webbing_port}")
     env.setdefault("DATABASE_URL", f"sqlite:///{data / 'esim_balance.db'}")
     env.setdefault("WORKER_LOG_LEVEL", "INFO" if verbose else "WARNING")  # no INFO chatter

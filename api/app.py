@@ -26,6 +26,7 @@ from api.routes import (
     products,
     webhooks,
 )
+from api.sns import SnsClient
 from api.telemetry import Telemetry, TelemetryMiddleware
 from config import Settings, get_settings
 from models.db import init_db
@@ -38,7 +39,7 @@ Operator and service API of eSIM Balance (DESIGN section 7).
 
 Authenticate with `Authorization: Bearer <key>`: an `operator` key may do everything, a
 `service` key may enrol (register eSIMs, start balances) and read. Carrier webhooks are
-authenticated by their signature instead. Every error is
+authenticated by the carrier's means instead (Telna's: AWS SNS signatures). Every error is
 `{"error": {"code": ..., "message": ...}}`; request bodies are limited to 64 KiB.
 """
 
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             log.error("%s", error)
             app.state.client = Unconfigured(str(error))
         yield
+        await app.state.sns.aclose()
 
     app = FastAPI(
         title="eSIM Balance",
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
     app.state.settings = settings
     app.state.api_keys = api_keys
     app.state.telemetry = telemetry
+    app.state.sns = SnsClient()
     app.state.carrier_lines = CarrierLines(
         settings.task_queue, settings.dashboard_carrier_cache_seconds
     )

@@ -40,7 +40,8 @@ DESCRIPTIONS = {
     413: "Request body larger than 64 KiB",
     422: "Invalid input",
     429: "Too many resumes or rotations (per balance, per key), or messages; see Retry-After",
-    503: "Temporal is unreachable; nothing was changed, try again",
+    502: "A URL the request named (a carrier's SubscribeURL) did not answer; try again",
+    503: "Temporal (for a webhook: SNS) is unreachable; nothing was changed, try again",
     504: "Temporal did not answer in time; the change may still happen",
 }
 

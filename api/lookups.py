@@ -1,4 +1,5 @@
-"""Database look-ups that routes share; each refuses with the API's error when it fails."""
+"""Database look-ups that routes share; each refuses with the API's error when it fails,
+unless finding nothing is an answer (``None``)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,18 @@ def line_page(
     page = rows[:limit]
     more = len(rows) > limit
     return page, pagination.encode_seq(page[-1].seq) if more else None
+
+
+def carrier_line(session: Session, carrier: str, line_id: str) -> BalanceLine | None:
+    """Our line that is the carrier's package ``line_id``, if we ordered it (the newest,
+    should a carrier reuse an id)."""
+    query = (
+        select(BalanceLine)
+        .where(BalanceLine.carrier_line_id == line_id, BalanceLine.carrier == carrier)
+        .order_by(col(BalanceLine.id).desc())
+        .limit(1)
+    )
+    return session.exec(query).first()
 
 
 def product_for(session: Session, product_id: str, carrier: str) -> Product:

@@ -36,7 +36,7 @@ class Telemetry:
         )
         self.webhooks = Counter(
             "esim_api_telna_events",
-            "Telna webhook deliveries by outcome (signalled, ignored, duplicate, rejected).",
+            "Telna SNS messages by outcome (signalled, ignored, duplicate, confirmed, rejected).",
             ["outcome"],
             registry=self.registry,
         )

@@ -1,4 +1,4 @@
-"""Signed webhooks, one scheme both ways: Telna's events to us, our notifications out.
+"""Our signed notifications out (and the constant-time text comparison others share).
 
 The sender signs ``f"{t}.{raw body}"`` with HMAC-SHA256 and the shared secret and sends
 ``<Name>-Signature: t=<unix seconds>,v1=<hex>``. A receiver refuses a signature older or

@@ -147,26 +147,29 @@ def control_token_from_env() -> str | None:
     return os.environ.get(CONTROL_TOKEN_ENV) or None
 
 
-def guard_control(app: FastAPI, token: str | None) -> None:
-    """Put ``app``'s control API behind ``token``; None leaves it open.
+def guard_control(app: FastAPI, token: str | None, open_prefix: str | None = None) -> None:
+    """Put ``app``'s control API behind ``token``; None leaves it open. Paths under
+    ``open_prefix`` stay open: what the carrier serves anyone (its SNS certificate).
 
     Call it after every other middleware is added: it must be the outermost, so that no
     ``/_sim`` request, a route's or an unknown path's, reaches anything before it."""
     if token:
-        app.add_middleware(ControlTokenMiddleware, token=token)
+        app.add_middleware(ControlTokenMiddleware, token=token, open_prefix=open_prefix)
 
 
 class ControlTokenMiddleware:
     """Answers 401 to any request under ``/_sim`` without ``Authorization: Bearer <token>``."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, open_prefix: str | None = None) -> None:
         self.app = app
         self._expected = f"Bearer {token}".encode()
+        self._open = open_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The prefix as fault injection exempts it (and routing matches it), so a path the
         # router would serve as control is never let through as something else.
-        if scope["type"] == "http" and scope["path"].startswith(CONTROL_PREFIX):
+        path = scope["path"] if scope["type"] == "http" else ""
+        if path.startswith(CONTROL_PREFIX) and not (self._open and path.startswith(self._open)):
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, self._expected):
                 message = f"the control API needs Authorization: Bearer <{CONTROL_TOKEN_ENV}>"

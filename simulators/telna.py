@@ -6,19 +6,39 @@ and webhook secret come from ``TELNA__API_KEY`` / ``TELNA__WEBHOOK_SECRET``. Web
 to ``TELNA_SIM_WEBHOOK_URL`` if that variable is set (empty: no webhooks), else to the
 product API's Telna endpoint. ``TELNA_SIM_STATE_FILE`` and ``TELNA_SIM_SEED`` serve the
 uvicorn factory, which takes no arguments. ``SIM_CONTROL_TOKEN`` puts the ``/_sim``
-control API behind a bearer token (``simulators.control``).
+control API behind a bearer token (``simulators.control``); the SNS endpoints under
+``/_sim/sns/`` stay open, as SNS's own are.
 
-Webhooks (the field names and HMAC signing are invented, CARRIERS.md): each usage
-threshold (50/80/100 %) and each termination is POSTed as ``{event_id, event, timestamp,
-eventDetails}``, signed ``Telna-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret,
-b"<t>." + body)>``. ``eventDetails.reason`` (EXPIRED/DEACTIVATED/CANCELLED) says why a
-package.status event's package ended.
+Webhooks, as the record has them (CARRIERS.md 2.5, 4.2): Telna's Flex events reach the
+subscriber through AWS SNS. ``PACKAGE_DATA_USAGE_ALERT`` when a package's usage reaches
+50 and 80 % of its allowance (no 100 % alert is documented, so none is sent);
+``PACKAGE_STATUS_CHANGE`` only for terminations ("production only supports package
+termination events"), whatever ended the package: expiry, termination through the API,
+or, if the engine ends it so, its data used up. ``{"eventName", "eventTimestamp": epoch
+ms, "eventDetails": {"sim": {"iccid"}, "package": {"id", "packageUsedBytes",
+"packageTotalBytes", "status": {"previousValue", "currentValue"}}, "packageTemplate":
+{"id"}, "inventory": {...}}}``; status values are the events' words ``ACTIVATED`` and
+``TERMINATED``, not the REST ``ACTIVE``. Nothing names our reference: a subscriber knows
+a package by its id. SNS's part (envelope, signatures, the subscription handshake, the
+certificate served at ``/_sim/sns/...pem``) is ``simulators.sns``.
+
+The simulator's choices where the record is silent [NOT PUBLIC]:
+- ``eventDetails`` holds only the sub-fields named above; ``inventory`` is a constant
+  ``{"id", "name"}``; a usage alert's ``package.status`` is ACTIVATED both ways, and a
+  termination's ``previousValue`` is ``null`` for a package never activated.
+- Wrapped delivery by default (the event JSON as the envelope's ``Message`` string,
+  signed, ``SignatureVersion`` "2" unless told "1"); with ``raw_message_delivery`` the
+  body is the event itself, unsigned as SNS sends it, and every request carries the
+  credentials of the subscription URL: HTTP Basic, user ``telna``, password the webhook
+  secret.
+- Retries: a message is redelivered with backoff until a 2xx (``simulators.webhooks``),
+  the same MessageId each time; on demand it comes twice or late (``/_sim/config``).
+- The base URL in SubscribeURL and SigningCertURL is ``public_url`` (``--public-url``,
+  ``TELNA_SIM_PUBLIC_URL``), else the address the first request reached it at.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
 import sys
@@ -34,7 +54,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from simulators import cli
+from simulators import cli, sns
 from simulators.control import (
     FaultInjectionMiddleware,
     Faults,
@@ -46,6 +66,7 @@ from simulators.core import CarrierEngine, Clock
 from simulators.records import Alert, Product
 from simulators.runtime import engine_running, load_snapshot
 from simulators.settings import telna_settings
+from simulators.sns import BaseUrlMiddleware, SignatureVersion, Signer, Topic
 from simulators.telna_api import AUTH_SCHEMES, AuthScheme, create_telna_router, ms
 from simulators.webhooks import WebhookDispatcher, WebhookTarget
 
@@ -102,40 +123,43 @@ CATALOGUE = (
 )
 # Templates started through the API (activation_type MANUAL); every other starts on attach.
 MANUAL_TEMPLATES = frozenset({"daily-1gb-manual", "compressed-10s-manual", "compressed-30s-manual"})
-_REASONS = {"expire": "EXPIRED", "deactivate": "DEACTIVATED", "cancel": "CANCELLED"}
+USAGE_ALERTS = (50, 80)  # percent: the thresholds Telna documents a usage alert for
+ACTIVATED, TERMINATED = "ACTIVATED", "TERMINATED"
+INVENTORY = {"id": 1, "name": "Simulator inventory"}
+RAW_DELIVERY_USER = "telna"
 
 
 class SimulatorConfigError(ValueError):
     """The simulator cannot start with this configuration."""
 
 
-def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
-    """The ``Telna-Signature`` header value for one webhook body."""
-    t = int(time.time()) if timestamp is None else timestamp
-    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={digest}"
-
-
-def webhook_event(alert: Alert) -> dict[str, Any]:
-    """An engine alert as the Telna-like webhook body."""
-    details: dict[str, Any] = {
-        "iccid": alert.iccid,
-        "package_id": alert.package_id,
-        "customer_ref": alert.reference,
-        "data_usage": alert.used_bytes,
-        "data_usage_allowance": alert.allowance_bytes,
-        "data_usage_remaining": max(0, alert.allowance_bytes - alert.used_bytes),
-        "status": alert.status,
-    }
+def telna_event(alert: Alert) -> dict[str, Any] | None:
+    """An engine alert as the Telna event it is published as, if Telna sends one."""
+    status: dict[str, str | None]
     if alert.kind == "usage_threshold":
-        details["threshold_percent"] = alert.threshold_percent
-    elif alert.reason is not None:
-        details["reason"] = _REASONS.get(alert.reason, alert.reason.upper())
+        if alert.threshold_percent not in USAGE_ALERTS:
+            return None
+        name = "PACKAGE_DATA_USAGE_ALERT"
+        status = {"previousValue": ACTIVATED, "currentValue": ACTIVATED}
+    else:
+        # Only a package that was never activated is cancelled (CarrierEngine.terminate).
+        was = None if alert.reason == "cancel" else ACTIVATED
+        name = "PACKAGE_STATUS_CHANGE"
+        status = {"previousValue": was, "currentValue": TERMINATED}
     return {
-        "event_id": str(uuid.uuid4()),
-        "event": "usage.threshold" if alert.kind == "usage_threshold" else "package.status",
-        "timestamp": ms(alert.at),
-        "eventDetails": details,
+        "eventName": name,
+        "eventTimestamp": ms(alert.at),
+        "eventDetails": {
+            "sim": {"iccid": alert.iccid},
+            "package": {
+                "id": alert.package_id,
+                "packageUsedBytes": alert.used_bytes,
+                "packageTotalBytes": alert.allowance_bytes,
+                "status": status,
+            },
+            "packageTemplate": {"id": alert.product_id},
+            "inventory": INVENTORY,
+        },
     }
 
 
@@ -179,28 +203,40 @@ def create_app(
     control_token: str | None = None,
     auth_schemes: frozenset[AuthScheme] = AUTH_SCHEMES,
     activate_route: bool = True,
+    public_url: str | None = None,
+    raw_message_delivery: bool = False,
+    signature_version: SignatureVersion = "2",
 ) -> FastAPI:
     """A Telna-like carrier. State lives in ``state_file`` (loaded now, saved while running);
     ``control_token``, if given, guards ``/_sim``; ``auth_schemes`` and ``activate_route``
-    make an account that differs from the client's choices (``create_telna_router``)."""
+    make an account that differs from the client's choices (``create_telna_router``).
+    Webhooks go to ``webhook_url`` through SNS as the module docstring says; ``public_url``
+    is the simulator's base URL as the subscriber reaches it (None: learned from the first
+    request)."""
     if not api_key:
         raise SimulatorConfigError("the Telna simulator needs an API key (TELNA__API_KEY)")
-    if webhook_url and not webhook_secret:
+    if raw_message_delivery and not webhook_secret:
         raise SimulatorConfigError(
-            "webhooks need a secret (TELNA__WEBHOOK_SECRET); "
-            "set TELNA_SIM_WEBHOOK_URL to an empty value to send none"
+            "raw message delivery authenticates with the webhook secret (TELNA__WEBHOOK_SECRET)"
         )
+    try:
+        signer = Signer(signature_version)
+    except ValueError as exc:
+        raise SimulatorConfigError(str(exc)) from None
     target = WebhookTarget(url=webhook_url or None)
-    dispatcher = WebhookDispatcher(
-        target,
-        lambda body: {"Telna-Signature": sign(webhook_secret, body)},
-        seed=seed,
-        backoff_seconds=webhook_retry_seconds,
+    dispatcher = WebhookDispatcher(target, seed=seed, backoff_seconds=webhook_retry_seconds)
+    credentials = f"{RAW_DELIVERY_USER}:{webhook_secret}" if raw_message_delivery else None
+    topic = Topic(
+        dispatcher, signer, clock, public_url, raw=raw_message_delivery, credentials=credentials
     )
+
+    def publish(alert: Alert) -> None:
+        event = telna_event(alert)
+        if event is not None:
+            topic.publish(event)
+
     path = Path(state_file) if state_file is not None else None
-    engine = _load_engine(
-        path, products, clock, seed, lambda a: dispatcher.submit(webhook_event(a))
-    )
+    engine = _load_engine(path, products, clock, seed, publish)
     if activation_latency is not None:
         engine.set_activation_latency(*activation_latency)
     faults = Faults(seed=seed)
@@ -208,6 +244,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await dispatcher.start()
+        topic.subscribe()
         try:
             async with engine_running(
                 engine, path, tick_seconds=tick_seconds, save_every_seconds=save_every_seconds
@@ -218,6 +255,7 @@ def create_app(
 
     app = FastAPI(title="Telna-like carrier simulator", version="2.1", lifespan=lifespan)
     app.state.engine, app.state.faults, app.state.webhooks = engine, faults, dispatcher
+    app.state.sns = topic
     app.include_router(
         create_telna_router(
             engine,
@@ -227,12 +265,13 @@ def create_app(
             activate_route=activate_route,
         )
     )
-    webhooks = dispatcher if webhook_secret else None
-    app.include_router(create_control_router(engine, faults, webhooks))
+    app.include_router(sns.create_sns_router(topic))
+    app.include_router(create_control_router(engine, faults, dispatcher))
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(FaultInjectionMiddleware, faults=faults)
-    guard_control(app, control_token)
+    app.add_middleware(BaseUrlMiddleware, topic=topic)
+    guard_control(app, control_token, open_prefix=sns.PREFIX)
     return app
 
 
@@ -262,8 +301,12 @@ def create_app_from_settings(
     state_file: str | Path | None = None,
     seed: int | None = None,
     webhook_url: str | None = None,
+    public_url: str | None = None,
+    raw_message_delivery: bool | None = None,
 ) -> FastAPI:
-    """The app as configured by the environment (``uvicorn ... --factory``)."""
+    """The app as configured by the environment (``uvicorn ... --factory``): beside the
+    variables above, ``TELNA_SIM_PUBLIC_URL``, ``TELNA_SIM_RAW_DELIVERY`` (true/false) and
+    ``TELNA_SIM_SIGNATURE_VERSION`` (1 or 2)."""
     settings = telna_settings()
     if webhook_url is None:
         env_url = os.environ.get("TELNA_SIM_WEBHOOK_URL")
@@ -275,6 +318,16 @@ def create_app_from_settings(
             seed = int(os.environ["TELNA_SIM_SEED"])
         except ValueError as exc:
             raise SimulatorConfigError("TELNA_SIM_SEED must be an integer") from exc
+    if public_url is None:
+        public_url = os.environ.get("TELNA_SIM_PUBLIC_URL") or None
+    if raw_message_delivery is None:
+        raw = os.environ.get("TELNA_SIM_RAW_DELIVERY", "false").lower()
+        if raw not in ("true", "false"):
+            raise SimulatorConfigError("TELNA_SIM_RAW_DELIVERY must be true or false")
+        raw_message_delivery = raw == "true"
+    version = os.environ.get("TELNA_SIM_SIGNATURE_VERSION", "2")
+    if version not in ("1", "2"):
+        raise SimulatorConfigError("TELNA_SIM_SIGNATURE_VERSION must be 1 or 2")
     return create_app(
         api_key=settings.api_key,
         webhook_secret=settings.webhook_secret,
@@ -282,17 +335,31 @@ def create_app_from_settings(
         state_file=state_file,
         seed=seed,
         control_token=control_token_from_env(),
+        public_url=public_url,
+        raw_message_delivery=raw_message_delivery,
+        signature_version="1" if version == "1" else "2",
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = cli.parser("telna", "Telna-like carrier simulator", "TELNA_PORT")
     p.add_argument("--webhook-url", help="overrides TELNA_SIM_WEBHOOK_URL ('' for none)")
+    p.add_argument(
+        "--public-url", help="base URL subscribers reach this simulator at (SNS certificate)"
+    )
+    p.add_argument(
+        "--raw-delivery",
+        action="store_true",
+        default=None,
+        help="SNS raw message delivery with HTTP Basic credentials",
+    )
     args = p.parse_args(argv)
     return cli.serve(
         p,
         args,
-        lambda: create_app_from_settings(args.state_file, args.seed, args.webhook_url),
+        lambda: create_app_from_settings(
+            args.state_file, args.seed, args.webhook_url, args.public_url, args.raw_delivery
+        ),
         telna_settings().port,
     )
 

@@ -1,27 +1,24 @@
-"""Signed webhook delivery from a background queue: late, retried, sometimes twice.
+"""Webhook delivery from a background queue: late, retried, sometimes twice.
 
-Delivery never blocks the engine: :meth:`WebhookDispatcher.submit` only enqueues, a few
-worker tasks post with retries (0.5 s doubling to 10 s, eight attempts: a receiver
-restarting for half a minute loses nothing), and what still fails is logged and dropped. With a
-``delay_seconds`` each copy waits a random time up to it first, so later events can
-overtake earlier ones, as a real carrier's webhooks do.
+A message is made once (body and headers) and every copy of it is the same bytes: a
+retry or a duplicate carries the same message id, as SNS's do. Delivery never blocks the
+engine: :meth:`WebhookDispatcher.submit` only enqueues, a few worker tasks post with
+retries (0.5 s doubling to 10 s, eight attempts: a receiver restarting for half a minute
+loses nothing), and what still fails is logged and dropped. With a ``delay_seconds`` each
+copy waits a random time up to it first, so later events can overtake earlier ones, as a
+real carrier's webhooks do.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
 logger = logging.getLogger(__name__)
-
-Signer = Callable[[bytes], dict[str, str]]
 
 MAX_QUEUED = 10_000
 
@@ -36,13 +33,21 @@ class WebhookTarget:
     delay_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class Message:
+    """One message as it goes out, the same bytes on every attempt."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+
+
 class WebhookDispatcher:
-    """Posts JSON events to the target, each signed by ``sign(raw_body) -> headers``."""
+    """Posts messages, each to the endpoint it was made for, until one answers 2xx."""
 
     def __init__(
         self,
         target: WebhookTarget,
-        sign: Signer,
         *,
         seed: int | None = None,
         attempts: int = 8,
@@ -52,7 +57,6 @@ class WebhookDispatcher:
         workers: int = 4,
     ) -> None:
         self.target = target
-        self.sign = sign
         self.attempts = attempts
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
@@ -63,31 +67,28 @@ class WebhookDispatcher:
         self.delayed = 0
         self._workers = workers
         self._rng = random.Random(seed)
-        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(MAX_QUEUED)
+        self._queue: asyncio.Queue[Message] = asyncio.Queue(MAX_QUEUED)
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
 
-    def submit(self, event: dict[str, Any]) -> None:
-        """Queues one event for the current target; drops it when no target is set."""
-        url = self.target.url
-        if not url:
-            return
-        body = json.dumps(event, separators=(",", ":")).encode()
+    def submit(self, url: str, body: bytes, headers: dict[str, str]) -> None:
+        """Queues one message for ``url``, twice or late as the target says."""
+        message = Message(url, body, headers)
         copies = 2 if self._rng.random() < self.target.duplicate_rate else 1
         self.duplicated += copies - 1
         for _ in range(copies):
             delay = self._rng.uniform(0, self.target.delay_seconds)
             if delay > 0:
                 self.delayed += 1
-                asyncio.get_running_loop().call_later(delay, self._enqueue, url, body)
+                asyncio.get_running_loop().call_later(delay, self._enqueue, message)
             else:
-                self._enqueue(url, body)
+                self._enqueue(message)
 
-    def _enqueue(self, url: str, body: bytes) -> None:
+    def _enqueue(self, message: Message) -> None:
         try:
-            self._queue.put_nowait((url, body))
+            self._queue.put_nowait(message)
         except asyncio.QueueFull:
-            logger.warning("webhook queue full, dropping an event for %s", url)
+            logger.warning("webhook queue full, dropping a message for %s", message.url)
 
     def counts(self) -> dict[str, int]:
         """Deliveries so far: posted, given up, sent twice, held back by the delay."""
@@ -115,18 +116,20 @@ class WebhookDispatcher:
 
     async def _work(self) -> None:
         while True:
-            url, body = await self._queue.get()
+            message = await self._queue.get()
             try:
-                await self._deliver(url, body)
+                await self._deliver(message)
             finally:
                 self._queue.task_done()
 
-    async def _deliver(self, url: str, body: bytes) -> None:
+    async def _deliver(self, message: Message) -> None:
         assert self._client is not None
+        url = message.url
         for attempt in range(1, self.attempts + 1):
-            headers = {"Content-Type": "application/json", **self.sign(body)}
             try:
-                response = await self._client.post(url, content=body, headers=headers)
+                response = await self._client.post(
+                    url, content=message.body, headers=message.headers
+                )
                 if response.is_success:
                     self.delivered += 1
                     return

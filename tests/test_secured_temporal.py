@@ -33,7 +33,7 @@ from models import search
 from ports import free_port
 from simulators.telna import create_app as create_telna
 from temporal_client import TemporalConnectError, connect
-from tests.api.conftest import OPERATOR_KEY, SERVICE_KEY, Api
+from tests.api.conftest import OPERATOR_KEY, SERVICE_KEY, Api, hold_line
 from tests.api.helpers import offline_settings
 from tests.conftest import _binary
 from tests.e2e.harness import API_KEY as TELNA_KEY
@@ -279,11 +279,13 @@ async def test_no_plaintext_is_attempted_once_tls_is_configured(
         s = offline_settings(
             tmp_path, temporal_address=sniffer.address, temporal_tls=cluster.mtls_tls()
         )
-        body = Api.telna_event_for(iccids(1)[0], "bal_x")
+        iccid = iccids(1)[0]
+        hold_line(s.database_url, iccid, "pkg-1")  # its usage alert is a signal
+        body = Api.telna_event_for(iccid, "pkg-1")
         with serve(create_app(s)) as api:
             async with httpx.AsyncClient(base_url=api, timeout=30) as http:
                 answer = await http.post(
-                    "/v1/carriers/telna/events", content=body, headers=Api.signed(body)
+                    "/v1/carriers/telna/events", content=body, headers=Api.raw(body)
                 )
         assert answer.status_code == 503
         assert len(sniffer.openings) >= len(configured) + 1
@@ -316,12 +318,12 @@ async def test_an_unusable_tls_setting_is_one_line_for_worker_and_starter_and_50
     assert _one_error_line(worker.stderr + worker.stdout).endswith(f"worker {expected}")
 
     s = offline_settings(tmp_path, temporal_tls=TemporalTLSSettings(ca_cert=missing))
-    body = Api.telna_event_for(iccids(1)[0], "bal_x")
+    iccid = iccids(1)[0]
+    hold_line(s.database_url, iccid, "pkg-1")  # its usage alert is a signal
+    body = Api.telna_event_for(iccid, "pkg-1")
     with serve(create_app(s)) as api:
         assert httpx.get(f"{api}/healthz").json() == {"status": "ok"}
-        answer = httpx.post(
-            f"{api}/v1/carriers/telna/events", content=body, headers=Api.signed(body)
-        )
+        answer = httpx.post(f"{api}/v1/carriers/telna/events", content=body, headers=Api.raw(body))
     assert answer.status_code == 503
     assert answer.json()["error"] == {
         "code": "temporal_unavailable",

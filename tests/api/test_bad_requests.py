@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from tests.api.conftest import Api, new_iccid, valid_eid
+from tests.api.conftest import Api, new_iccid, raw_delivery, telna_event, valid_eid
 
 OP = "operator"
 SVC = "service"
@@ -52,24 +51,39 @@ def _balance(**fields: Any) -> dict[str, Any]:
     return {"iccid": "{free}", "product_id": "telna-daily-1gb", **fields}
 
 
-def _hook(
-    secret: str | None = None,
-    age: int = 0,
-    tamper: bool = False,
-    header: str | None = None,
-    body: bytes | None = None,
+def _wrapped(
+    envelope: dict[str, str] | None = None, resign: bool = False, **headers: str
 ) -> Callable[[Api], tuple[bytes, dict[str, str]]]:
+    """A usage alert of the open balance's line as SNS wraps it, with ``envelope``'s
+    fields changed (after signing, unless ``resign``) and ``headers`` added."""
+
     def build(api: Api) -> tuple[bytes, dict[str, str]]:
-        raw = body if body is not None else api.telna_event()
-        signed_body = raw.replace(b"800000", b"900000") if tamper else raw
-        headers = api.signed(raw, secret or "api-test-webhook-secret", int(time.time()) - age)
-        if header is not None:
-            headers["Telna-Signature"] = header
-        return signed_body, headers
+        body, sent = api.sns.wrapped(api.telna_event())
+        changed = json.loads(body) | (envelope or {})
+        if resign:
+            changed = api.sns.signer.sign(changed, api.sns.url)
+        return json.dumps(changed).encode(), sent | headers
 
     return build
 
 
+def _raw(
+    event: bytes | None = None, drop: str = "", **headers: str
+) -> Callable[[Api], tuple[bytes, dict[str, str]]]:
+    """A raw delivery (the open balance's usage alert unless ``event``), a header dropped
+    or changed."""
+
+    def build(api: Api) -> tuple[bytes, dict[str, str]]:
+        body = event if event is not None else api.telna_event()
+        sent = {k: v for k, v in (raw_delivery(body) | headers).items() if k != drop}
+        return body, sent
+
+    return build
+
+
+_NEGATIVE = json.loads(telna_event("8944000000000000019", used=0))
+_NEGATIVE["eventDetails"]["package"]["packageUsedBytes"] = -1
+HOOK = "/v1/carriers/telna/events"
 CASES = [
     # --- credentials and roles
     Bad("no key", "GET", "/v1/balances", 401, "unauthorized", role=None),
@@ -192,25 +206,33 @@ CASES = [
         {"reason": "x", "force": True}),
     Bad("pause reason too long", "POST", "/v1/balances/{balance}/pause", 422,
         "invalid_request", {"reason": "r" * 201}),
-    # --- the Telna webhook
-    Bad("webhook unsigned", "POST", "/v1/carriers/telna/events", 401, "bad_signature",
-        role=None, webhook=_hook(header="")),
-    Bad("webhook wrong secret", "POST", "/v1/carriers/telna/events", 401, "bad_signature",
-        role=None, webhook=_hook(secret="guessed")),
-    Bad("webhook tampered body", "POST", "/v1/carriers/telna/events", 401, "bad_signature",
-        role=None, webhook=_hook(tamper=True)),
-    Bad("webhook replayed after 5 min", "POST", "/v1/carriers/telna/events", 401,
-        "bad_signature", role=None, webhook=_hook(age=301)),
-    Bad("webhook from the future", "POST", "/v1/carriers/telna/events", 401, "bad_signature",
-        role=None, webhook=_hook(age=-301)),
-    Bad("webhook malformed header", "POST", "/v1/carriers/telna/events", 401, "bad_signature",
-        role=None, webhook=_hook(header="t=abc,v1=")),
-    Bad("webhook signed garbage", "POST", "/v1/carriers/telna/events", 400, "invalid_event",
-        role=None, webhook=_hook(body=b'{"event": "usage.threshold"}')),
-    Bad("webhook negative usage", "POST", "/v1/carriers/telna/events", 400, "invalid_event",
-        role=None, webhook=_hook(body=json.dumps({"event_id": "e", "event": "usage.threshold",
-            "timestamp": 1, "eventDetails": {"iccid": "1", "package_id": "p",
-            "data_usage": -1}}).encode())),
+    # --- the Telna webhook (SNS)
+    Bad("webhook bad signature", "POST", HOOK, 401, "bad_signature", role=None,
+        webhook=_wrapped({"Signature": "c2lnbmF0dXJl"})),
+    Bad("webhook tampered message", "POST", HOOK, 401, "bad_signature", role=None,
+        webhook=_wrapped({"Message": telna_event("8944000000000000019", used=1).decode()})),
+    Bad("webhook unknown signature version", "POST", HOOK, 401, "bad_signature", role=None,
+        webhook=_wrapped({"SignatureVersion": "3"})),
+    Bad("webhook certificate off the allow-list", "POST", HOOK, 401, "bad_signature",
+        role=None, webhook=_wrapped({"SigningCertURL": "http://127.0.0.1:1/c.pem"})),
+    Bad("webhook subscribe url off the allow-list", "POST", HOOK, 401, "bad_signature",
+        role=None, webhook=_wrapped({"Type": "SubscriptionConfirmation", "Token": "t",
+            "SubscribeURL": "http://127.0.0.1:1/confirm"}, resign=True,
+            **{"x-amz-sns-message-type": "SubscriptionConfirmation"})),
+    Bad("webhook raw without credentials", "POST", HOOK, 401, "unauthorized", role=None,
+        webhook=_raw(drop="Authorization")),
+    Bad("webhook raw under another secret", "POST", HOOK, 401, "unauthorized", role=None,
+        webhook=_raw(Authorization="Basic dGVsbmE6Z3Vlc3NlZA==")),
+    Bad("webhook not an envelope", "POST", HOOK, 400, "invalid_event", role=None,
+        webhook=_wrapped({"Type": "Notice"})),
+    Bad("webhook type header differs", "POST", HOOK, 400, "invalid_event", role=None,
+        webhook=_wrapped(**{"x-amz-sns-message-type": "UnsubscribeConfirmation"})),
+    Bad("webhook raw without message id", "POST", HOOK, 400, "invalid_event", role=None,
+        webhook=_raw(drop="x-amz-sns-message-id")),
+    Bad("webhook raw garbage", "POST", HOOK, 400, "invalid_event", role=None,
+        webhook=_raw(b'{"eventName": "PACKAGE_DATA_USAGE_ALERT"}')),
+    Bad("webhook negative usage", "POST", HOOK, 400, "invalid_event", role=None,
+        webhook=_raw(json.dumps(_NEGATIVE).encode())),
 ]  # fmt: skip
 
 

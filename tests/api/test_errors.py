@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 
 from api.app import create_app
-from tests.api.conftest import Api
+from tests.api.conftest import Api, hold_line
 from tests.api.helpers import NoTemporal, offline_api, offline_settings
 
 
@@ -33,9 +33,11 @@ def test_temporal_down_is_a_503_and_the_api_still_starts(tmp_path: Path) -> None
     with offline_api(settings, create_app(settings)) as url:
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
         assert httpx.get(f"{url}/v1/products", headers=Api.auth()).status_code == 200
-        body = Api.telna_event_for("8944000000000000019", "bal_x")
+        # A usage alert of a line we hold: its signal is what needs Temporal.
+        hold_line(settings.database_url, "8944000000000000019", "pkg-1")
+        body = Api.telna_event_for("8944000000000000019", "pkg-1")
         response = httpx.post(
-            f"{url}/v1/carriers/telna/events", content=body, headers=Api.signed(body)
+            f"{url}/v1/carriers/telna/events", content=body, headers=Api.raw(body)
         )
         metrics = httpx.get(f"{url}/metrics").text
     assert response.status_code == 503

@@ -2,9 +2,10 @@
 
 Header values reach Starlette as latin-1 text, so whatever bytes a client may put in a
 field (h11 refuses NUL, line breaks and whitespace at either end, nothing else) arrive in
-`Authorization`, `Telna-Signature`, the dashboard cookie or any other header. Each
-example sends one request to one route with a few such headers, some of them
-well-formed around a fuzzed part (a valid key, a fresh signature, a live session). An
+`Authorization` (Bearer, or the Basic credentials of a raw SNS delivery), the SNS
+headers, the dashboard cookie or any other header. Each example sends one request to
+one route with a few such headers, some of them well-formed around a fuzzed part (a
+valid key, the webhook's Basic credentials, a live session). An
 API answer of 4xx carries the error envelope; a dashboard page answers with its HTML or
 a redirect.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,9 +28,8 @@ from starlette.routing import BaseRoute, Route
 from api.app import create_app
 from api.auth import Role
 from api.dashboard import session as auth
-from api.telna_events import sign
 from models.db import init_db
-from tests.api.conftest import OPERATOR_KEY, WEBHOOK_SECRET, Api, new_iccid
+from tests.api.conftest import OPERATOR_KEY, Api, new_iccid, raw_delivery
 from tests.api.helpers import offline_api, offline_settings
 
 EXAMPLES_PER_ROUTE = 25
@@ -40,7 +39,7 @@ OTHER_HEADERS = [b"Accept", b"Accept-Encoding", b"Origin", b"Referer", b"X-Forwa
 # may only separate other bytes (space and tab).
 VCHAR = [bytes([b]) for b in range(1, 256) if b not in b"\t\n\x0b\x0c\r "]
 SEPARATORS = [b",", b";", b"=", b" ", b"\t", b":", b'"', b"\\", b"/", b"%"]
-FRAGMENTS = [b"Bearer", b"bearer", b"t=", b"v1=", auth.COOKIE.encode(), b"\xe9", b"\xff"]
+FRAGMENTS = [b"Bearer", b"bearer", b"Basic", b"true", auth.COOKIE.encode(), b"\xe9", b"\xff"]
 KINDS = {"json": b"application/json", "form": b"application/x-www-form-urlencoded"}
 
 
@@ -112,17 +111,17 @@ def _targets(api: Api) -> list[Target]:
 def _headers(api: Api, session_cookie: str) -> st.SearchStrategy[list[tuple[bytes, bytes]]]:
     """One or two credentials, well-formed around a fuzzed part or not at all, and up to
     three other headers."""
-    now = str(int(time.time())).encode()
-    signature = sign(WEBHOOK_SECRET, api.telna_event(), int(time.time())).encode()
+    basic = raw_delivery(api.telna_event())["Authorization"].encode()
     key = f"Bearer {OPERATOR_KEY}".encode()
     credentials: dict[bytes, st.SearchStrategy[bytes]] = {
         b"Authorization": st.one_of(
-            VALUE, VALUE.map(lambda v: b"Bearer " + v), VALUE.map(lambda v: key + v), st.just(key)
-        ),
-        b"Telna-Signature": st.one_of(
             VALUE,
-            VALUE.map(lambda v: b"t=" + now + b",v1=" + v),
-            VALUE.map(lambda v: signature + v),
+            VALUE.map(lambda v: b"Bearer " + v),
+            VALUE.map(lambda v: key + v),
+            st.just(key),
+            VALUE.map(lambda v: b"Basic " + v),
+            VALUE.map(lambda v: basic + v),
+            st.just(basic),
         ),
         b"Cookie": st.one_of(
             VALUE,
@@ -133,6 +132,9 @@ def _headers(api: Api, session_cookie: str) -> st.SearchStrategy[list[tuple[byte
     }
     others: dict[bytes, st.SearchStrategy[bytes]] = {
         b"Idempotency-Key": VALUE,
+        b"x-amz-sns-rawdelivery": st.one_of(VALUE, st.just(b"true")),
+        b"x-amz-sns-message-type": st.one_of(VALUE, st.just(b"Notification")),
+        b"x-amz-sns-message-id": VALUE,
         b"Content-Type": st.one_of(
             VALUE,
             VALUE.map(lambda v: b"application/json; charset=" + v),
@@ -247,22 +249,22 @@ def test_non_ascii_credentials_are_refused_without_a_stack_trace(tmp_path: Path)
     settings = offline_settings(tmp_path)
     init_db(settings.database_url)
     cookie, session = auth.issue(settings, Role.operator)
-    body = Api.telna_event_for(new_iccid(), "bal_x")
-    fresh = sign(WEBHOOK_SECRET, body, int(time.time())).encode()
-    signature = fresh[: fresh.index(b"v1=") + 3] + "é".encode("latin-1") * 64
+    body = Api.telna_event_for(new_iccid())
+    raw = {k: v.encode() for k, v in raw_delivery(body).items()}
     forged = f"{auth.COOKIE}={cookie[:-1]}".encode() + "é".encode("latin-1")
     with offline_api(settings) as url, _watching_logs() as traces:
         for header in ("Bearer é".encode("latin-1"), "Bearer ключ".encode(), b"Bearer \xff"):
             answer = _answers(url, "GET", "/v1/balances", {"Authorization": header}, b"")
             assert answer.status_code == 401, answer.text
             assert answer.json()["error"]["code"] == "unauthorized"
-        hook = {"Telna-Signature": signature, "Content-Type": b"application/json"}
-        answer = _answers(url, "POST", "/v1/carriers/telna/events", hook, body)
-        assert answer.status_code == 401, answer.text
-        assert answer.json()["error"] == {
-            "code": "bad_signature",
-            "message": "signature does not match",
-        }
+        for password in ("é".encode("latin-1") * 64, b"Basic " + "é".encode("latin-1") * 8):
+            hook = raw | {"Authorization": raw["Authorization"][:-2] + password}
+            answer = _answers(url, "POST", "/v1/carriers/telna/events", hook, body)
+            assert answer.status_code == 401, answer.text
+            assert answer.json()["error"] == {
+                "code": "unauthorized",
+                "message": "a raw delivery needs its Basic credentials",
+            }
         for path in ("/", f"/dashboard/esims/{new_iccid()}"):
             answer = _answers(url, "GET", path, {"Cookie": forged}, b"")
             assert (answer.status_code, answer.headers["location"]) == (303, "/dashboard/signin")

@@ -9,7 +9,8 @@ there. What a refusal is, by kind of route:
 
 - API routes (bearer key): 401 for no, a wrong or a malformed ``Authorization``, 403 for
   a read-only (``service``) key on an operator-only route; always the JSON error shape.
-- Carrier webhooks (signature): 401 ``bad_signature``.
+- Carrier webhooks (SNS): 401 for an envelope whose signature or certificate URL is not
+  SNS's, and for a raw delivery without the webhook secret as its Basic password.
 - Dashboard pages (GET): 303 (307 also accepted) to ``/dashboard/signin``.
 - Dashboard actions (POST forms): 401 without a valid session, 403 for a missing or
   foreign CSRF token or a read-only session.
@@ -49,7 +50,6 @@ from api.dashboard import routes as dashboard
 from api.dashboard import session as dashboard_session
 from config import Settings
 from models.identifiers import make_iccid
-from models.signature import TOLERANCE_SECONDS, sign
 
 # Routes anyone may call, and why. An entry the app no longer has is reported, so the
 # list cannot silently outlive the routes it excuses.
@@ -66,7 +66,7 @@ PUBLIC: dict[tuple[str, str], str] = {
     ("GET", "/dashboard/signin"): "the sign-in form itself",
     ("POST", "/dashboard/signout"): "only clears the caller's own cookie",
 }
-# Authenticated by the carrier's signature, not by a key.
+# Authenticated by the carrier's means (SNS signatures, Basic credentials), not by a key.
 SIGNED = frozenset({("POST", "/v1/carriers/telna/events")})
 # The credential exchange: probed with a wrong key (401, and no cookie).
 SIGN_IN = ("POST", "/dashboard/signin")
@@ -285,29 +285,35 @@ class _Prober:
                 yield Request(f"read-only key {n}", _json(headers) if body else headers, body)
 
     def _webhook_requests(self) -> Iterator[Request]:
+        """Raw deliveries without the secret, and envelopes SNS did not sign. None names
+        an allowed certificate URL: the API would then fetch from AWS."""
         body = _telna_event()
-        now = int(time.time())
-        late = TOLERANCE_SECONDS + 120
-        good = sign(self.secret, body, now)
+        raw = _raw_delivery(self.secret)
         cases = {
-            "no signature": None,
-            "malformed signature": f"v1={good.split('v1=')[1]}",
-            "bad signature": f"t={now},v1={secrets.token_hex(32)}",
-            "signature under another secret": sign(secrets.token_hex(16), body, now),
-            "stale timestamp": sign(self.secret, body, now - late),
-            "future timestamp": sign(self.secret, body, now + late),
-            "signature of another body": sign(self.secret, _telna_event(), now),
+            "raw delivery without credentials": _without(raw, "Authorization"),
+            "raw delivery under another secret": _raw_delivery(secrets.token_hex(16)),
+            "raw delivery with the secret as user name": raw
+            | {"Authorization": _basic(f"{self.secret}:")},
+            "bearer key instead of credentials": raw | _bearer(self.key),
         }
-        for case, signature in cases.items():
-            headers = {"Content-Type": "application/json"}
-            if signature is not None:
-                headers["Telna-Signature"] = signature
+        for case, headers in cases.items():
             yield Request(case, headers, body)
-        yield Request(
-            "bearer key instead of a signature",
-            _json({"Authorization": f"Bearer {self.key}"}),
-            body,
-        )
+        envelope = {
+            "Type": "Notification",
+            "MessageId": secrets.token_hex(8),
+            "TopicArn": "arn:aws:sns:eu-west-1:000000000000:telna",
+            "Message": body.decode(),
+            "Timestamp": "2030-01-01T00:00:00.000Z",
+            "SignatureVersion": "2",
+            "Signature": base64.b64encode(secrets.token_bytes(256)).decode(),
+            "SigningCertURL": "https://sns.eu-west-1.amazonaws.com.probe.invalid/c.pem",
+        }
+        sns = {"x-amz-sns-message-type": "Notification", "Content-Type": "text/plain"}
+        for case, sent in {
+            "envelope with a certificate off the allow-list": envelope,
+            "envelope of an unknown signature version": envelope | {"SignatureVersion": "9"},
+        }.items():
+            yield Request(case, sns, json.dumps(sent).encode())
 
     def _page_requests(self) -> Iterator[Request]:
         yield Request("no cookie")
@@ -370,8 +376,8 @@ class _Prober:
         answer = await self._send(Route(*hook), signed)
         if answer is not None and answer.status_code != 400:
             self.probe.problems.append(
-                f"control: a body signed with the given webhook secret answered "
-                f"{answer.status_code}, not 400 invalid_event; the signature probes prove little"
+                f"control: a raw delivery with the given webhook secret answered "
+                f"{answer.status_code}, not 400 invalid_event; the webhook probes prove little"
             )
         self.operator_cookie = await self._sign_in(self.key)
         if self.operator_cookie is None:
@@ -384,11 +390,9 @@ class _Prober:
             self.probe.skipped.append("read-only key and session probes (no api_keys given)")
 
     def _signed_probe_body(self) -> Request:
-        """Signed correctly but no event: passes the signature, then answers 400."""
-        body = b"{}"
-        headers = {"Content-Type": "application/json"}
-        headers["Telna-Signature"] = sign(self.secret, body, int(time.time()))
-        return Request("control", headers, body)
+        """A raw delivery with the secret but no event: passes the credentials, then
+        answers 400."""
+        return Request("control", _raw_delivery(self.secret), b"{}")
 
     async def _sign_in(self, key: str) -> str | None:
         route = Route(*SIGN_IN)
@@ -502,20 +506,35 @@ def _entries(api_keys: str) -> Iterator[tuple[str, str]]:
 
 
 def _telna_event() -> bytes:
-    """A plausible usage webhook for the probe's ICCID and balance."""
+    """A plausible usage alert for a package of the probe's ICCID."""
     event = {
-        "event_id": f"probe-{secrets.token_hex(8)}",
-        "event": "usage.threshold",
-        "timestamp": int(time.time() * 1000),
+        "eventName": "PACKAGE_DATA_USAGE_ALERT",
+        "eventTimestamp": int(time.time() * 1000),
         "eventDetails": {
-            "iccid": PROBE_ICCID,
-            "package_id": "pkg-probe",
-            "customer_ref": f"{PROBE_BALANCE_ID}:1",
-            "threshold_percent": 80,
-            "data_usage": 800_000,
+            "sim": {"iccid": PROBE_ICCID},
+            "package": {"id": "pkg-probe", "packageUsedBytes": 800_000},
         },
     }
     return json.dumps(event).encode()
+
+
+def _basic(credentials: str) -> str:
+    return "Basic " + base64.b64encode(credentials.encode()).decode()
+
+
+def _raw_delivery(secret: str) -> dict[str, str]:
+    """Headers of an SNS raw delivery whose subscription URL carries ``secret``."""
+    return {
+        "Content-Type": "text/plain; charset=UTF-8",
+        "x-amz-sns-message-type": "Notification",
+        "x-amz-sns-message-id": secrets.token_hex(8),
+        "x-amz-sns-rawdelivery": "true",
+        "Authorization": _basic(f"telna:{secret}"),
+    }
+
+
+def _without(headers: Mapping[str, str], name: str) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k != name}
 
 
 def _code(answer: httpx.Response) -> str:

@@ -382,6 +382,9 @@ async def rig(
             serve(create_webbing(username, password, wskey, seed=seed))
         )
         settings.telna.base_url = telna_url
+        # The simulator is the rig's SNS: the API (reading settings per request) takes
+        # its certificate and visits its SubscribeURL.
+        settings.telna.sns_hosts += f",{telna_url}"
         settings.webbing.base_url = webbing_url
         timing: dict[str, Any] = {"timeout": carrier_timeout, "in_doubt_seconds": in_doubt_seconds}
         carriers = metered(

@@ -121,6 +121,10 @@ async def test_each_disagreement_is_found_recorded_counted_and_repaired_where_sa
         up: dict[str, BalanceStatusView] = {}
         for iccid in fleet:
             up[iccid] = await r.wait_for(iccid, lambda s: s.active is not None, 30, "line 1")
+        # Telna's webhooks off: the audit alone is to find what is done below (with them,
+        # a termination reaches the workflow at once and leaves nothing to find).
+        off = await r.http.post(f"{r.sims['telna']}/_sim/config", json={"webhook_url": ""})
+        off.raise_for_status()
         telna = TelnaCarrier(r.sims["telna"], API_KEY, timeout=5.0)
         try:
             # The ghost's active line ended at the carrier behind our back.

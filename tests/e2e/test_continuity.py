@@ -6,7 +6,10 @@ reported (activation, end, exhaustion); the simulators keep their own per-ICCID 
 
 Tolerance: the carriers report times in whole milliseconds (Telna epoch ms, Webbing
 ``.fff``) while the simulators' timelines keep microseconds, so each interval boundary
-may differ by up to 1 ms; nothing else is allowed to differ.
+may differ by up to 1 ms; nothing else is allowed to differ, but for one thing: neither
+carrier announces exhaustion (Telna alerts at 50 and 80 % only), so a throttled stretch
+starts, for the API, at the first usage read that sees the allowance gone: it may be
+short by up to ``READ_LAG`` seconds, never long.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from models.tables import BalanceLine, LineEvent
 from tests.e2e.harness import OPERATOR_KEY, Rig, iccids, rig
 
 AUTH = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+READ_LAG = 2.0  # how late the first read at the allowance may come (seen: under 0.5 s)
 # 10 s passes with a 5 s lead and a 3 s margin: a rotation every ~7 s.
 FAST = Policy(lead_seconds=5, margin_seconds=3)
 
@@ -87,9 +91,9 @@ async def _webbing_outage(r: Rig, steady: str) -> None:
 
 
 def _assert_threshold_events(r: Rig, balance_id: str) -> None:
-    """Line 1 of the capped balance: one ``usage_threshold`` event per threshold crossed;
-    the line's ``exhausted_at`` is the 100 % one's carrier time — or earlier, should a
-    usage read have seen the allowance gone before the carrier's 100 % alert came."""
+    """Line 1 of the capped balance: one ``usage_threshold`` event per threshold crossed
+    (50 and 80 % from Telna's alerts, 100 % from a usage read); the line's
+    ``exhausted_at`` is no later than the 100 % one's observation."""
     with session_scope(r.settings.database_url) as session:
         events = session.exec(
             select(LineEvent).where(
@@ -133,13 +137,14 @@ async def test_api_continuity_equals_the_carriers_timelines(
             figures[iccid] = response.json()["continuity"]
             truth = await _carrier_truth(r, iccid)
             got = figures[iccid]
-            for name in ("gap_seconds", "throttled_seconds"):
-                assert got[name] == pytest.approx(truth[name], abs=truth["tolerance"]), (
-                    iccid,
-                    name,
-                    got,
-                    truth,
-                )
+            tolerance = truth["tolerance"]
+            assert got["gap_seconds"] == pytest.approx(truth["gap_seconds"], abs=tolerance), (
+                iccid,
+                got,
+                truth,
+            )
+            late = truth["throttled_seconds"] - got["throttled_seconds"]
+            assert -tolerance <= late <= READ_LAG + tolerance, (iccid, got, truth)
             assert got["rotations"] == truth["rotations"], (iccid, got, truth)
         assert figures[heavy]["early_rotations"] >= 1
         assert figures[heavy]["early_rotations"] == views[heavy].early_rotations

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
+import base64
 import itertools
+import json
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -14,8 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
 from fastapi import FastAPI, Request, Response
 
+from api import sns
 from config import get_settings
 from models.identifiers import make_iccid
 from simulators.telna import SimulatorConfigError, create_app, main
@@ -31,34 +33,56 @@ def new_iccid() -> str:
 
 
 class Receiver:
-    """A webhook endpoint that checks each Telna signature and keeps the events."""
+    """An SNS subscriber: checks every signature with the certificate at its
+    SigningCertURL, confirms its subscription (unless told to wait), keeps the events."""
 
-    def __init__(self) -> None:
+    def __init__(self, confirm: bool = True) -> None:
         self.events: list[dict[str, Any]] = []
+        self.deliveries: list[tuple[dict[str, str], bytes]] = []  # every POST, headers lower
+        self.confirmations: list[dict[str, Any]] = []
         self.bad_signatures = 0
+        self.confirm = confirm
         self.lock = threading.Lock()
         self.app = FastAPI()
         self.app.post("/events")(self.receive)
 
     async def receive(self, request: Request) -> Response:
         body = await request.body()
-        fields = dict(part.split("=", 1) for part in request.headers["Telna-Signature"].split(","))
-        expected = hmac.new(SECRET.encode(), f"{fields['t']}.".encode() + body, hashlib.sha256)
-        if not hmac.compare_digest(expected.hexdigest(), fields["v1"]):
-            self.bad_signatures += 1
-            return Response(status_code=401)
+        headers = {k.lower(): v for k, v in request.headers.items()}
         with self.lock:
-            self.events.append(await request.json())
-        return Response(status_code=204)
+            self.deliveries.append((headers, body))
+        if headers.get("x-amz-sns-rawdelivery") == "true":
+            with self.lock:
+                self.events.append(json.loads(body))
+            return Response(status_code=200)
+        envelope = sns.parse(body)
+        async with httpx.AsyncClient() as http:
+            pem = (await http.get(envelope.signing_cert_url)).content
+            try:
+                sns.verify(envelope, x509.load_pem_x509_certificate(pem))
+            except sns.SignatureError:
+                self.bad_signatures += 1
+                return Response(status_code=401)
+            if envelope.type == "SubscriptionConfirmation":
+                with self.lock:
+                    self.confirmations.append(json.loads(body))
+                if not self.confirm:
+                    return Response(status_code=503)  # SNS tries again later
+                assert envelope.subscribe_url is not None
+                assert (await http.get(envelope.subscribe_url)).status_code == 200
+                return Response(status_code=200)
+        with self.lock:
+            self.events.append(json.loads(envelope.message))
+        return Response(status_code=200)
 
     def of(self, package_id: str) -> list[dict[str, Any]]:
         with self.lock:
-            return [e for e in self.events if e["eventDetails"]["package_id"] == package_id]
+            return [e for e in self.events if e["eventDetails"]["package"]["id"] == package_id]
 
     def order(self) -> list[str]:
         """Package ids in the order their events arrived."""
         with self.lock:
-            return [e["eventDetails"]["package_id"] for e in self.events]
+            return [e["eventDetails"]["package"]["id"] for e in self.events]
 
 
 @pytest.fixture(scope="module")
@@ -317,46 +341,75 @@ async def test_timeline_has_no_gap_with_overlap_and_none_between_packages(
     assert intervals[-1]["end"] is None
 
 
-async def test_usage_thresholds_are_pushed_once_each_and_signed(
+async def test_usage_alerts_at_50_and_80_percent_then_a_termination_through_sns(
     sim: httpx.AsyncClient, receiver: tuple[Receiver, str]
 ) -> None:
     hook, _ = receiver
     iccid = await enrolled(sim)
     package = await activated(sim, await order(sim, iccid, "compressed-10s"))
-    # 1 MB allowance at 2 MB/s: 50 % after 0.25 s, 80 % after 0.4 s, 100 % after 0.5 s
+    # 1 MB allowance at 2 MB/s: 50 % after 0.25 s, 80 % after 0.4 s, used up after 0.5 s
     await sim.post("/_sim/traffic", json={"iccid": iccid, "bytes_per_second": 2_000_000})
 
-    async def all_thresholds() -> bool:
-        return len(hook.of(package["id"])) >= 3
+    async def throttled() -> bool:
+        timeline = (await sim.get(f"/_sim/timeline/{iccid}")).json()["intervals"]
+        return [i["state"] for i in timeline] == ["high_speed", "throttled"]
 
-    await wait_for(all_thresholds)
+    await wait_for(throttled)
     await sim.post(f"/v2.1/pcr/packages/{package['id']}/terminate")
 
     async def terminated() -> bool:
-        return len(hook.of(package["id"])) >= 4
+        return len(hook.of(package["id"])) >= 3
 
     await wait_for(terminated)
     await asyncio.sleep(0.3)
     events = hook.of(package["id"])
-    assert hook.bad_signatures == 0
-    assert [e["event"] for e in events] == ["usage.threshold"] * 3 + ["package.status"]
-    usage = [e["eventDetails"] for e in events[:3]]
-    assert [d["threshold_percent"] for d in usage] == [50, 80, 100]
-    assert [d["data_usage"] for d in usage] == [500_000, 800_000, 1_000_000]
-    assert usage[0]["iccid"] == iccid
-    assert usage[2]["data_usage_remaining"] == 0
+    assert hook.bad_signatures == 0 and hook.confirmations
+    assert [e["eventName"] for e in events] == ["PACKAGE_DATA_USAGE_ALERT"] * 2 + [
+        "PACKAGE_STATUS_CHANGE"
+    ]
+    usage = [e["eventDetails"] for e in events[:2]]
+    assert [d["package"]["packageUsedBytes"] for d in usage] == [500_000, 800_000]
+    assert {d["package"]["packageTotalBytes"] for d in usage} == {1_000_000}
+    assert usage[0]["sim"] == {"iccid": iccid}
+    assert usage[0]["packageTemplate"] == {"id": "compressed-10s"}
     # stamped at the exact crossing, not when the 100 ms tick noticed it
-    crossed = [e["timestamp"] - events[0]["timestamp"] for e in events[:3]]
-    assert crossed == pytest.approx([0, 150, 250], abs=2)
-    status = events[3]["eventDetails"]
-    assert (status["status"], status["reason"]) == ("TERMINATED", "DEACTIVATED")
-    assert "threshold_percent" not in status
-    timeline = (await sim.get(f"/_sim/timeline/{iccid}")).json()["intervals"]
-    assert [i["state"] for i in timeline] == ["high_speed", "throttled", "none"]
+    assert events[1]["eventTimestamp"] - events[0]["eventTimestamp"] == pytest.approx(150, abs=2)
+    status = events[2]["eventDetails"]["package"]["status"]
+    assert status == {"previousValue": "ACTIVATED", "currentValue": "TERMINATED"}
     await sim.post("/_sim/traffic", json={"iccid": iccid, "bytes_per_second": 0})
 
 
-async def test_duplicate_rate_delivers_the_same_event_twice(
+async def test_notifications_are_signed_sns_envelopes_with_sns_headers(
+    sim: httpx.AsyncClient, receiver: tuple[Receiver, str]
+) -> None:
+    hook, _ = receiver
+    package_id = await order(sim, await enrolled(sim), "compressed-10s")
+    await sim.post(f"/v2.1/pcr/packages/{package_id}/terminate")
+
+    async def arrived() -> bool:
+        return bool(hook.of(package_id))
+
+    await wait_for(arrived)
+    with hook.lock:
+        headers, body = next(d for d in hook.deliveries if package_id.encode() in d[1])
+    envelope = json.loads(body)
+    assert set(envelope) == {
+        "Type", "MessageId", "TopicArn", "Message", "Timestamp", "SignatureVersion",
+        "Signature", "SigningCertURL", "UnsubscribeURL",
+    }  # fmt: skip
+    assert (envelope["Type"], envelope["SignatureVersion"]) == ("Notification", "2")
+    assert headers["content-type"] == "text/plain; charset=UTF-8"
+    assert headers["user-agent"] == "Amazon Simple Notification Service Agent"
+    assert headers["x-amz-sns-message-type"] == "Notification"
+    assert headers["x-amz-sns-message-id"] == envelope["MessageId"]
+    assert headers["x-amz-sns-topic-arn"] == envelope["TopicArn"]
+    assert headers["x-amz-sns-subscription-arn"].startswith(envelope["TopicArn"] + ":")
+    assert envelope["SigningCertURL"].startswith(str(sim.base_url) + "/_sim/sns/")
+    assert len(envelope["Timestamp"]) == 24 and envelope["Timestamp"].endswith("Z")
+    assert "authorization" not in headers
+
+
+async def test_duplicate_rate_delivers_the_same_message_twice(
     sim: httpx.AsyncClient, receiver: tuple[Receiver, str]
 ) -> None:
     hook, _ = receiver
@@ -373,7 +426,83 @@ async def test_duplicate_rate_delivers_the_same_event_twice(
     finally:
         await sim.post("/_sim/config", json={"webhook_duplicate_rate": 0})
     first, second = hook.of(package_id)
-    assert first == second and first["eventDetails"]["reason"] == "CANCELLED"
+    assert first == second
+    assert first["eventDetails"]["package"]["status"]["previousValue"] is None  # never active
+    with hook.lock:
+        ids = {h["x-amz-sns-message-id"] for h, b in hook.deliveries if package_id.encode() in b}
+    assert len(ids) == 1  # one message, delivered twice
+
+
+async def test_nothing_is_delivered_before_the_subscription_is_confirmed() -> None:
+    hook = Receiver(confirm=False)
+    with serve(hook.app) as hook_url:
+        app = create_app(API_KEY, SECRET, webhook_url=f"{hook_url}/events", seed=3)
+        with serve(app) as url:
+            async with httpx.AsyncClient(base_url=url, headers={"Authorization": API_KEY}) as s:
+                packages = [await order(s, await enrolled(s), "compressed-10s") for _ in "ab"]
+                for package_id in packages:
+                    await s.post(f"/v2.1/pcr/packages/{package_id}/terminate")
+
+                async def asked() -> bool:
+                    return bool(hook.confirmations)
+
+                await wait_for(asked)
+                await asyncio.sleep(0.3)
+                assert hook.events == []
+                [confirmation] = hook.confirmations[:1]
+                assert confirmation["SubscribeURL"].startswith(f"{url}/_sim/sns/confirm?Token=")
+                confirmed = await s.get(confirmation["SubscribeURL"])
+                assert confirmed.status_code == 200 and "SubscriptionArn" in confirmed.text
+
+                async def delivered() -> bool:
+                    return hook.order() == packages
+
+                await wait_for(delivered)
+                assert (await s.get(f"{url}/_sim/sns/confirm?Token=nope")).status_code == 404
+
+
+async def test_raw_message_delivery_posts_the_event_with_basic_credentials() -> None:
+    hook = Receiver()
+    with serve(hook.app) as hook_url:
+        app = create_app(
+            API_KEY, SECRET, webhook_url=f"{hook_url}/events", raw_message_delivery=True
+        )
+        with serve(app) as url:
+            async with httpx.AsyncClient(base_url=url, headers={"Authorization": API_KEY}) as s:
+                package_id = await order(s, await enrolled(s), "compressed-10s")
+                await s.post(f"/v2.1/pcr/packages/{package_id}/terminate")
+
+                async def arrived() -> bool:
+                    return bool(hook.of(package_id))
+
+                await wait_for(arrived)
+    basic = "Basic " + base64.b64encode(f"telna:{SECRET}".encode()).decode()
+    with hook.lock:
+        [(confirmation, _), (headers, body)] = hook.deliveries
+    assert confirmation["x-amz-sns-message-type"] == "SubscriptionConfirmation"
+    assert headers["x-amz-sns-rawdelivery"] == "true" and headers["authorization"] == basic
+    assert json.loads(body)["eventName"] == "PACKAGE_STATUS_CHANGE"
+    assert headers["x-amz-sns-message-id"]
+    with pytest.raises(SimulatorConfigError, match="secret"):
+        create_app(API_KEY, "", raw_message_delivery=True)
+
+
+async def test_signature_version_1_is_sha1_and_verifies() -> None:
+    hook = Receiver()
+    with serve(hook.app) as hook_url:
+        app = create_app(API_KEY, "", webhook_url=f"{hook_url}/events", signature_version="1")
+        with serve(app) as url:
+            async with httpx.AsyncClient(base_url=url, headers={"Authorization": API_KEY}) as s:
+                package_id = await order(s, await enrolled(s), "compressed-10s")
+                await s.post(f"/v2.1/pcr/packages/{package_id}/terminate")
+
+                async def arrived() -> bool:
+                    return bool(hook.of(package_id))
+
+                await wait_for(arrived)
+    with hook.lock:
+        assert {json.loads(b)["SignatureVersion"] for _, b in hook.deliveries} == {"1"}
+    assert hook.bad_signatures == 0
 
 
 async def test_error_rate_answers_503_and_does_not_apply(sim: httpx.AsyncClient) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request
@@ -30,6 +31,7 @@ Outcome = Literal["signalled", "ignored", "duplicate", "confirmed"]
 # switch, a pause) or by its window after a switch needs no signal, and each signal is
 # one more event in the workflow's history.
 HELD_STATES = frozenset({LineState.scheduled.value, LineState.active.value})
+EXPIRY_SLACK = timedelta(seconds=1)  # Telna's expiry and our reading of it, both rounded
 MAX_MESSAGE_ID = 128
 _BASIC = {"WWW-Authenticate": 'Basic realm="telna-events"'}
 
@@ -67,6 +69,13 @@ class Target:
     seq: int
     reference: str
     state: str
+    ends_at: datetime | None
+
+    def ends_early(self, at: datetime) -> bool:
+        """Whether a termination at ``at`` ended the line before its window did: forced,
+        or its data used up. One at its end is the expiry the workflow's own switch meets
+        (a queued carrier starts the next line then): no news, and no signal."""
+        return self.ends_at is None or at < self.ends_at - EXPIRY_SLACK
 
 
 @router.post(
@@ -229,7 +238,7 @@ async def _signal(settings: Settings, client: Client, event: TelnaEvent) -> Outc
                 reference=target.reference,
             ),
         )
-    elif event.terminated and target.state in HELD_STATES:
+    elif event.terminated and target.state in HELD_STATES and target.ends_early(event.observed_at):
         name, payload = (
             "audit",
             AuditNotice(
@@ -255,4 +264,4 @@ def _target(url: str, package_id: str) -> Target | None:
         line = carrier_line(session, "telna", package_id)
         if line is None:
             return None
-        return Target(line.iccid, line.seq, line.reference, line.state)
+        return Target(line.iccid, line.seq, line.reference, line.state, line.ends_at)

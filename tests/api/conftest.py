@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,14 @@ def raw_delivery(
     }
 
 
-def hold_line(url: str, iccid: str, package_id: str, state: str = "active", seq: int = 1) -> str:
+def hold_line(
+    url: str,
+    iccid: str,
+    package_id: str,
+    state: str = "active",
+    seq: int = 1,
+    ends_at: datetime | None = None,
+) -> str:
     """A balance of ``iccid`` (made if need be) holding line ``seq``, Telna's
     ``package_id``, in ``state``; the balance id."""
     init_db(url)
@@ -136,6 +144,7 @@ def hold_line(url: str, iccid: str, package_id: str, state: str = "active", seq:
                 product_id="telna-compressed-60s",
                 state=state,
                 allowance_bytes=1_000_000,
+                ends_at=ends_at,
             )
         )
         return balance.id

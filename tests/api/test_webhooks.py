@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,19 @@ async def test_a_termination_of_the_active_line_tells_the_workflow_at_once(api: 
         "reason": "terminated at Telna",
         "actor": "carrier",
     }
+
+
+async def test_a_termination_at_the_lines_own_end_is_its_expiry_and_no_news(api: Api) -> None:
+    """A queued carrier's line expires as the next one starts: the workflow's own switch
+    meets it at that moment, so the event adds nothing to its history."""
+    before = await _signals(api)
+    ends = datetime.now(UTC) - timedelta(milliseconds=500)
+    hold_line(api.settings.database_url, api.balance_iccid, "pkg-expiring", seq=7, ends_at=ends)
+    expired = telna_event(
+        api.balance_iccid, "pkg-expiring", name=STATUS_CHANGE, status="TERMINATED"
+    )
+    assert (await _post(api, *api.sns.wrapped(expired)))["outcome"] == "ignored"
+    assert await _signals(api) == before
 
 
 async def test_a_termination_of_an_ended_line_adds_nothing_to_the_history(

@@ -61,7 +61,13 @@ USAGE_POLL_SECONDS = 2.0
 PRODUCTS = {
     "telna": {
         name: f"telna-{name}"
-        for name in ("compressed-10s", "compressed-30s", "compressed-60s", "compressed-600s")
+        for name in (
+            "compressed-10s",
+            "compressed-10s-manual",
+            "compressed-30s",
+            "compressed-60s",
+            "compressed-600s",
+        )
     }
     | {"compressed-10s-utc": "telna-compressed-10s-utc"},
     "webbing": {

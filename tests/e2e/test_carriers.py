@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,11 +22,16 @@ FAST = Policy(lead_seconds=5, margin_seconds=3)
 async def test_a_mixed_fleet_rotates_five_times_with_no_gap(
     dev_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
+    """Telna from an AUTO template (queued: Telna starts each next package as the last
+    one expires) and from a MANUAL one (activated: we start it, then end the old one),
+    and Webbing."""
     async with rig(dev_env, tmp_path, carrier="mixed") as r:
         fleet = iccids(4)
         await r.add_esims(*fleet)
+        queued, manual = fleet[0], fleet[2]
         for iccid in fleet:
-            await r.enrol(iccid, "compressed-10s", policy=FAST)
+            product = "compressed-10s-manual" if iccid == manual else "compressed-10s"
+            await r.enrol(iccid, product, policy=FAST)
         for iccid in fleet:
             await r.wait_for(iccid, lambda s: s.rotations >= 5, 90, "five rotations")
         stopped_at = datetime.now(UTC)
@@ -37,6 +43,12 @@ async def test_a_mixed_fleet_rotates_five_times_with_no_gap(
             orders = [e for e in await r.ledger(iccid) if e["action"] == "order"]
             assert len(orders) >= 6
         assert {r.carrier_of[i] for i in fleet} == {"telna", "webbing"}
+        assert r.carrier_of[queued] == r.carrier_of[manual] == "telna"
+        actions = {i: Counter(e["action"] for e in await r.ledger(i)) for i in (queued, manual)}
+        # Queued: each line expired at its end and the next started by itself; only the
+        # last was ended by us (the cancel). Activated: we ended each old line.
+        assert actions[queued]["expire"] >= 5 and actions[queued]["deactivate"] <= 1
+        assert actions[manual]["deactivate"] >= 5
         assert await r.purchases_made_twice(*fleet) == []
         await r.assert_database_matches_carrier(*fleet)
 

@@ -46,6 +46,9 @@ from models.db import dialect_insert_for, session_scope
 from models.tables import OrderClaim
 
 SEND_WINDOW = timedelta(seconds=30)  # how long after taking the claim an order may leave
+# A settled claim is kept this long: the retry of an attempt whose purchase Temporal never
+# heard of comes within the activity's timeouts (minutes), so a day is plenty.
+KEEP_SETTLED = timedelta(days=1)
 # How long an order may wait in this process (the rate limiter's queue) once its
 # in-doubt moment is written: past it the order is not sent, so the moment holds.
 SEND_SLACK = timedelta(seconds=5)
@@ -58,6 +61,10 @@ _MINE = (CLAIMS.c.reference == sa.bindparam("c_reference", type_=CLAIMS.c.refere
     CLAIMS.c.owner == sa.bindparam("c_owner", type_=CLAIMS.c.owner.type)
 )
 _DROP = sa.delete(CLAIMS).where(_MINE)
+_PRUNE = sa.delete(CLAIMS).where(
+    CLAIMS.c.line_id.is_not(None),
+    CLAIMS.c.lease_until < sa.bindparam("c_before", type_=CLAIMS.c.lease_until.type),
+)
 _SETTLE = (
     sa.update(CLAIMS)
     .where(_MINE)
@@ -215,9 +222,11 @@ class OrderClaims:
         return Claim(claim.reference, send_by, doubt, marked[0])
 
     def settle(self, reference: str, line_id: str, now: datetime | None = None) -> None:
-        """The line is bought or adopted: keep which, and let go of the lease."""
+        """The line is bought or adopted: keep which (the lease ends now, which dates the
+        settlement), and let go of claims settled more than ``KEEP_SETTLED`` ago."""
         now = now or datetime.now(UTC)
         with session_scope(self._url) as session:
+            session.execute(_PRUNE, {"c_before": now - KEEP_SETTLED})
             session.execute(
                 _SETTLE,
                 {

@@ -251,6 +251,8 @@ class OrderClaim(SQLModel, table=True):
     """
 
     __tablename__ = "order_claim"
+    # Settled claims are let go of by age (models/claims.py, ``KEEP_SETTLED``).
+    __table_args__ = (Index("ix_order_claim_lease_until", "lease_until"),)
 
     reference: str = Field(primary_key=True, max_length=64)
     owner: str = Field(max_length=64)

@@ -152,3 +152,16 @@ async def test_a_claim_of_a_process_gone_from_this_host_is_taken_at_once(
     restarted.take("b:3")
     kept = [holders["b:1"], holders["b:2"], restarted.owner]
     assert sorted(claims_left(database_url)) == sorted(kept)
+
+
+def test_settled_claims_are_let_go_of_after_a_day(database_url: str) -> None:
+    migrate(database_url)
+    claims = OrderClaims(database_url, request_seconds=1.0, owner="worker-a")
+    long_ago = datetime.now(UTC) - claims_module.KEEP_SETTLED - timedelta(minutes=1)
+    claims.take("b:1", now=long_ago)
+    claims.settle("b:1", "pkg-1", now=long_ago)
+    claims.take("b:2")
+    claims.settle("b:2", "pkg-2")
+    with session_scope(database_url) as session:
+        kept = {claim.reference: claim.line_id for claim in session.exec(select(OrderClaim))}
+    assert kept == {"b:2": "pkg-2"}

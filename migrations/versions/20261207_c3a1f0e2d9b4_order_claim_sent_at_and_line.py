@@ -20,9 +20,11 @@ def upgrade() -> None:
     with op.batch_alter_table("order_claim") as batch:
         batch.add_column(sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("line_id", sa.String(length=64), nullable=True))
+    op.create_index("ix_order_claim_lease_until", "order_claim", ["lease_until"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_order_claim_lease_until", table_name="order_claim")
     with op.batch_alter_table("order_claim") as batch:
         batch.drop_column("line_id")
         batch.drop_column("sent_at")

@@ -106,7 +106,7 @@ from config import Settings
 from models.db import migrate, session_scope
 from models.payloads import Policy, ProductSpec
 from models.tables import Balance, Product
-from models.windows import window_end_epoch
+from carriers.windows import window_end_epoch
 from ports import free_port
 from services.catalog import sync_catalogue
 from services.enrolment import EnrolRequest, enrol, product_spec, workflow_id

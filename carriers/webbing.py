@@ -1,13 +1,13 @@
-"""The Webbing client: WWS-shaped SOAP 1.1 over one long-lived httpx client.
+"""The Webbing client: WWS SOAP 1.1 over one long-lived httpx client.
 
-Every call is a POST of an envelope to the method's ASMX endpoint with ``SOAPAction`` and
-the credentials in the SOAP header (:mod:`carriers.webbing_soap`). Webbing reports data
-in MB (1 MB = 10^6 bytes), times as ``MM/dd/yyyy HH:mm:ss.fff`` UTC (a bare
-``MM/dd/yyyy`` date counts as 00:00 UTC), and an instance's StatusID as 2 Inactive →
-``scheduled``, 3 Active → ``active``, 4 Suspended → ``scheduled`` (not serving, can be
-activated again), 5 Deactivated → ``ended``. A line's id is its ServiceDeviceProductID.
-These readings, the endpoints and the envelope's shape are named once, in :data:`WIRE`,
-and the carrier doctor checks them against an account.
+Spoken as CARRIERS.md section 1 records it: every call is a POST of an envelope to the
+method's ASMX endpoint with ``SOAPAction``, the credentials in the SOAP header and the
+parameters in the ``<Method>Request`` element (:mod:`carriers.webbing_soap`); lists page
+with ``PaginationRequest``/``PaginationResponse``. A service device carries one product,
+replaced by ``ChangeServiceDeviceProduct``; devices are suspended and activated; usage is
+polled. Data in MB (1 MB = 10^6 bytes), times ``MM/dd/yyyy HH:mm:ss.fff`` UTC. These
+readings, the endpoints, the envelope's shape and the choices made where the record is
+silent are named once, in :data:`WIRE`, and the carrier doctor checks them.
 
 Error mapping (reads are safe to repeat; order/activate/deactivate change state):
 
@@ -19,8 +19,8 @@ Error mapping (reads are safe to repeat; order/activate/deactivate change state)
   could not read the call) → ``CarrierRejected`` with the faultcode
 - read/write timeout, dropped connection, 502, 504, other 5xx, and any answer that cannot
   be read safely (malformed, truncated, oversized, or carrying a DTD, entities or
-  external references — refused by defusedxml before anything is expanded) or used (an
-  instance without an allowance, ``DailyHighSpeedMB`` 0) →
+  external references — refused by defusedxml before anything is expanded) or used (a
+  product without an allowance, ``DailyHighSpeedMB`` 0) →
   ``CarrierOutcomeUnknown`` on a state change (the call may have been carried out),
   ``CarrierUnavailable`` on a read; the message says what was wrong
 - other 4xx (a gateway refusing the call) → ``CarrierRejected`` with the status as code
@@ -45,7 +45,7 @@ from carriers.errors import (
     retry_after_seconds,
 )
 from carriers.ratelimit import limited
-from carriers.webbing_records import STATUS, line, product, usage
+from carriers.webbing_records import STATUS_IDS, Device, LineName, line, product
 from carriers.webbing_soap import (
     CONTENT_TYPE,
     WWS_NS,
@@ -61,49 +61,65 @@ from config import Settings
 
 GENERAL_ERROR = "1000"
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
+DEVICES, USAGE, SERVICE = "/devices/Devices.asmx", "/usage/Usage.asmx", "/service/Service.asmx"
 
 
 @dataclass(frozen=True)
 class Wire:
-    """How this client speaks WWS, named once: mostly third-party code on the record
-    (CARRIERS.md section 1), partly this client's own choice where the record shows
-    another shape or none. ``python -m carriers.doctor webbing`` checks each against an
+    """How this client speaks WWS, named once: third-party code on the record
+    (CARRIERS.md section 1), and this client's choices where the record is silent
+    ([NOT PUBLIC], marked). ``python -m carriers.doctor webbing`` checks each against an
     account."""
 
     endpoints: Mapping[str, str] = field(
         default_factory=lambda: MappingProxyType(
             {
-                "GetProductsList": "/accounts/Accounts.asmx",
-                "AddServiceDeviceProduct": "/service/Service.asmx",
-                "ActivateServiceDeviceProduct": "/service/Service.asmx",
-                "DeactivateServiceDeviceProduct": "/service/Service.asmx",
-                "GetServiceDeviceProduct": "/service/Service.asmx",
-                "GetServiceDeviceProducts": "/service/Service.asmx",
-                "GetOnlineDeviceUsage": "/usage/Usage.asmx",
-                "GetDeviceUsage": "/usage/Usage.asmx",
+                "GetProductsList": SERVICE,
+                "GetServiceDevices": DEVICES,
+                "ChangeServiceDeviceProduct": DEVICES,
+                "ActivateServiceDevice": DEVICES,
+                "SuspendServiceDevice": DEVICES,
+                "GetDeviceUsage": USAGE,
             }
         )
     )
-    """The ASMX endpoint of each method (the record has GetProductsList on Service.asmx;
-    the instance methods are not on it at all)."""
+    """The ASMX endpoint of each method the client calls."""
     soap_version: str = "1.1"
-    """``text/xml`` envelopes in the SOAP 1.1 namespace, ``SOAPAction`` naming the method."""
+    """``text/xml`` envelopes in the SOAP 1.1 namespace, ``SOAPAction`` naming the method
+    (unquoted, as the record's client sends it)."""
     credentials_header: tuple[str, ...] = ("Username", "Password", "WSKey")
     """``<Credentials xmlns="http://wws.iamwebbing.com/">`` in the SOAP header, every call."""
-    request_wrapper: str | None = None
-    """The element between the method and its parameters: none, the parameters sit in
-    ``<Method>`` itself (the record shows ``<Method><MethodRequest>...``, mostly)."""
-    paging: str = "PaginationRequest{PageSize, PageNumber} -> TotalRecords, TotalPages"
-    """Pages count from 1; the totals are read as children of ``<Method>Result`` (the
-    record nests them in ``PaginationResponse``)."""
+    request_wrapper: str | None = "{Method}Request"
+    """The element between the method and its parameters (the WSDL's parameter name; the
+    record's exceptions are methods this client does not call)."""
+    paging: str = (
+        "PaginationRequest{PageSize, PageNumber} -> PaginationResponse{TotalRecords, TotalPages}"
+    )
+    """Pages count from 1; the totals in ``PaginationResponse``, a child of the result."""
     units: str = "MB"
-    """Data in MB, 1 MB = 10^6 bytes (``DailyHighSpeedMB``, ``TotalHSUsage``)."""
+    """Data in MB, 1 MB = 10^6 bytes (``DataUsage``, ``DailyHighSpeedMB``)."""
     date_format: str = "MM/dd/yyyy"
-    """Dates sent and read as ``MM/dd/yyyy``; times ``MM/dd/yyyy HH:mm:ss.fff`` UTC."""
-    status_ids: tuple[str, ...] = tuple(STATUS)
-    """An instance's ``StatusID``: 2 Inactive, 3 Active, 4 Suspended, 5 Deactivated."""
-    records: str = "carriers.webbing_records"
-    """Products and instances carry the fields :mod:`carriers.webbing_records` reads."""
+    """Dates sent as ``MM/dd/yyyy``; times read as ``MM/dd/yyyy HH:mm:ss.fff`` UTC."""
+    status_ids: tuple[str, ...] = STATUS_IDS
+    """A device's ``StatusID``: 2 Inactive, 3 Active, 4 Suspended, 5 Deactivated."""
+    products: str = (
+        "Products/ProductRecord{ProductID, ProductName, DailyHighSpeedMB, ValidityHours,"
+        " ResetRule, ResetUtcOffsetMinutes, ThrottleKbps, Price}"
+    )
+    """[NOT PUBLIC] ``GetProductsList``'s answer: a product is a pass of
+    ``DailyHighSpeedMB`` for ``ValidityHours`` (or to its reset boundary)."""
+    device_product: str = "ServiceDeviceRecord{ProductID, UpdatedAtUtc, DataUsage}"
+    """[NOT PUBLIC] A device record carries, beside the record's ``ProductName``, the
+    ``ProductID`` on it (0: none), ``UpdatedAtUtc`` = when that product took effect, and
+    ``DataUsage`` = the MB used on it since."""
+    change: str = (
+        "ChangeServiceDeviceProduct buys a pass that replaces the current one once in effect"
+    )
+    """[NOT PUBLIC] A product change is a purchase; it takes effect after the carrier's
+    activation latency, the old product serving until then, and no record shows it
+    pending. A change to the product on the device renews it."""
+    suspend: str = "SuspendServiceDevice ends the pass on the device"
+    """[NOT PUBLIC] A suspended device has no service; a pass for it is bought anew."""
 
 
 WIRE = Wire()
@@ -113,7 +129,13 @@ T = TypeVar("T")
 
 
 class WebbingCarrier:
-    """The ``Carrier`` for Webbing; raises only ``CarrierError``s."""
+    """The ``Carrier`` for Webbing; raises only ``CarrierError``s.
+
+    One product per device, replaced in place (``rotation`` ``in_place``): an order is a
+    ``ChangeServiceDeviceProduct`` made at the switch, a line is the device's product
+    from one change on (:mod:`carriers.webbing_records`), and every read of a line is one
+    ``GetServiceDevices`` for its ICCID: the same for an eSIM of a day and of a year.
+    """
 
     name = "webbing"
 
@@ -134,6 +156,7 @@ class WebbingCarrier:
         transport = limited(transport, rate_limit_per_second)
         self._credentials = {"Username": username, "Password": password, "WSKey": wskey}
         self._client = http_client(base_url, timeout, transport)
+        self._products: dict[str, CarrierProduct] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebbingCarrier:
@@ -152,8 +175,10 @@ class WebbingCarrier:
         await self._client.aclose()
 
     async def list_products(self) -> list[CarrierProduct]:
-        products = await self._all("GetProductsList", "Products", "Product", {})
-        return [self._read(product, p, False) for p in products]
+        records = await self._all("GetProductsList", "Products", "ProductRecord", {})
+        products = [self._read(product, p, False) for p in records]
+        self._products.update((p.carrier_product_id, p) for p in products)
+        return products
 
     async def order(
         self,
@@ -162,72 +187,151 @@ class WebbingCarrier:
         reference: str,
         start_at: datetime | None = None,
     ) -> CarrierLine:
-        params = {"ICCID": iccid, "ProductID": carrier_product_id, "Reference": reference}
-        if start_at is not None:
-            moment = start_at.astimezone(UTC)
-            params["StartAtUtc"] = (
-                moment.strftime("%m/%d/%Y %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
-            )
-        return await self._instance("AddServiceDeviceProduct", params, True)
+        """Buy the pass by changing the device's product; it is scheduled until in
+        effect. Webbing takes no start time and no reference."""
+        offer = await self._product(carrier_product_id, True)
+        asked = datetime.now(UTC)
+        params = {"ServiceDeviceIdentifier": {"ICCID": iccid}, "ProductID": carrier_product_id}
+        await self._call("ChangeServiceDeviceProduct", params, True)
+        name = LineName(iccid, carrier_product_id, "r", asked)
+        return CarrierLine(
+            line_id=str(name),
+            iccid=iccid,
+            carrier_product_id=carrier_product_id,
+            reference=None,
+            status="scheduled",
+            ordered_at=asked,
+            allowance_bytes=offer.allowance_bytes,
+        )
 
     async def activate(self, line_id: str) -> CarrierLine:
-        params = {"ServiceDeviceProductID": line_id}
-        return await self._instance("ActivateServiceDeviceProduct", params, True)
+        """The device active (a suspended one resumed; idempotent), then the line."""
+        name = self._name(line_id)
+        params = {"ServiceDeviceIdentifier": {"ICCID": name.iccid}}
+        await self._call("ActivateServiceDevice", params, True)
+        return await self.get_line(line_id)
 
     async def deactivate(self, line_id: str) -> CarrierLine:
-        params = {"ServiceDeviceProductID": line_id}
-        return await self._instance("DeactivateServiceDeviceProduct", params, True)
+        """End the line: suspend the device while the line is on it; a line already
+        replaced or run out needs nothing."""
+        found = await self.get_line(line_id)
+        if found.status != "active":
+            return found
+        params = {"ServiceDeviceIdentifier": {"ICCID": found.iccid}}
+        await self._call("SuspendServiceDevice", params, True)
+        return await self.get_line(found.line_id)
 
     async def get_line(self, line_id: str) -> CarrierLine:
-        params = {"ServiceDeviceProductID": line_id}
-        return await self._instance("GetServiceDeviceProduct", params, False)
+        name = self._name(line_id)
+        device = await self._device(name.iccid)
+        offer = await self._product(name.product_id, False)
+        return self._read(lambda d: line(name, d, offer, datetime.now(UTC)), device, False)
 
     async def find_lines(self, iccid: str) -> list[CarrierLine]:
-        instances = await self._all(
-            "GetServiceDeviceProducts",
-            "ServiceDeviceProducts",
-            "ServiceDeviceProduct",
-            {"ICCID": iccid},
-        )
-        return [self._read(line, i, False) for i in instances]
+        """The device's product now, as a line (Webbing keeps no history of passes)."""
+        device = await self._device(iccid)
+        if device.product_id == "0" or device.since is None:
+            return []
+        name = LineName(iccid, device.product_id, "e", device.since)
+        offer = await self._product(device.product_id, False)
+        return [self._read(lambda d: line(name, d, offer, datetime.now(UTC)), device, False)]
 
     async def open_lines(self, iccid: str, carrier_product_id: str) -> list[CarrierLine]:
-        """The product's lines on the ICCID that have not ended (read from the whole
-        list: this API has no status filter)."""
+        """The product's line on the device, if in effect: one read at any age."""
         return [
-            line
-            for line in await self.find_lines(iccid)
-            if line.status != "ended" and line.carrier_product_id == carrier_product_id
+            found
+            for found in await self.find_lines(iccid)
+            if found.status != "ended" and found.carrier_product_id == carrier_product_id
         ]
 
     async def usage(self, line_id: str) -> LineUsage:
-        params = {"ServiceDeviceProductID": line_id}
-        result = await self._call("GetOnlineDeviceUsage", params, False)
-        return self._read(usage, fields(result), False)
+        found = await self.get_line(line_id)
+        return LineUsage(
+            line_id=found.line_id,
+            used_bytes=found.used_bytes,
+            allowance_bytes=found.allowance_bytes,
+            observed_at=datetime.now(UTC),
+            iccid=found.iccid,
+        )
 
     async def usage_page(self, page: int, since: date, page_size: int) -> UsagePage:
-        """``GetDeviceUsage`` without an ICCID: the account's usage, one page per call, of
-        every instance active on or after ``since`` (a UTC date, as Webbing dates are)."""
+        """``GetServiceDevices`` of the whole account, devices with a product only: the
+        MB each has used on its product, one page per call. ``since`` is not needed:
+        a device's usage is of the pass on it now."""
         params = {
-            "FromDate": since.strftime("%m/%d/%Y"),
+            "OnlyActivePlansDevices": "true",
+            "BranchID": 0,
+            "AccountID": 0,
+            "AssignmentID": 0,
             "PaginationRequest": {"PageSize": page_size, "PageNumber": page},
         }
-        result = await self._call("GetDeviceUsage", params, False)
+        result = await self._call("GetServiceDevices", params, False)
+        now = datetime.now(UTC)
 
         def read(r: Element) -> UsagePage:
-            head = fields(r)
+            found = []
+            for record in rows(r, "ServiceDevices", "ServiceDeviceRecord"):
+                device = Device.of(record)
+                if device.since is None or device.product_id == "0":
+                    continue
+                name = LineName(device.iccid, device.product_id, "e", device.since)
+                found.append(
+                    LineUsage(
+                        line_id=str(name),
+                        used_bytes=device.used_bytes,
+                        allowance_bytes=self._products[device.product_id].allowance_bytes
+                        if device.product_id in self._products
+                        else 0,
+                        observed_at=now,
+                        iccid=device.iccid,
+                    )
+                )
+            paging = fields(child(r, "PaginationResponse"))
             return UsagePage(
-                usage=[usage(u) for u in rows(r, "DeviceUsages", "DeviceUsage")],
+                usage=found,
                 page=page,
-                pages=int(head["TotalPages"]),
-                total=int(head["TotalRecords"]),
+                pages=int(paging["TotalPages"]),
+                total=int(paging["TotalRecords"]),
             )
 
         return self._read(read, result, False)
 
-    async def _instance(self, method: str, params: dict[str, Any], writes: bool) -> CarrierLine:
-        result = await self._call(method, params, writes)
-        return self._read(lambda r: line(fields(child(r, "ServiceDeviceProduct"))), result, writes)
+    async def _device(self, iccid: str) -> Device:
+        params = {
+            "DeviceIdentifier": {"ICCID": iccid},
+            "OnlyActivePlansDevices": "false",
+            "BranchID": 0,
+            "AccountID": 0,
+            "AssignmentID": 0,
+            "PaginationRequest": {"PageSize": 1, "PageNumber": 1},
+        }
+        result = await self._call("GetServiceDevices", params, False)
+
+        def read(r: Element) -> Device:
+            found = rows(r, "ServiceDevices", "ServiceDeviceRecord")
+            if not found:
+                raise CarrierRejected(self.name, f"no service device {iccid}", code="404")
+            return Device.of(found[0])
+
+        try:
+            return read(result)
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            raise self._lost(False, f"unexpected answer: {exc!r}") from exc
+
+    async def _product(self, carrier_product_id: str, changes_state: bool) -> CarrierProduct:
+        """A product of the catalogue (read once per process): a line's allowance and
+        window are its product's."""
+        if carrier_product_id not in self._products:
+            await self.list_products()
+        if carrier_product_id not in self._products:
+            raise CarrierRejected(self.name, f"unknown product {carrier_product_id}", code="404")
+        return self._products[carrier_product_id]
+
+    def _name(self, line_id: str) -> LineName:
+        try:
+            return LineName.parse(line_id)
+        except ValueError as exc:
+            raise CarrierRejected(self.name, str(exc), code="400") from exc
 
     async def _all(
         self, method: str, container: str, item: str, params: dict[str, Any]
@@ -239,7 +343,9 @@ class WebbingCarrier:
             paging = {"PageSize": self.page_size, "PageNumber": number}
             result = await self._call(method, {**params, "PaginationRequest": paging}, False)
             batch = rows(result, container, item)
-            pages = self._read(lambda r: int(fields(r)["TotalPages"]), result, False)
+            pages = self._read(
+                lambda r: int(fields(child(r, "PaginationResponse"))["TotalPages"]), result, False
+            )
             records.extend(batch)
             if not batch or number >= pages:
                 return records
@@ -330,4 +436,4 @@ def http_client(
 
 
 def soap_action(method: str) -> str:
-    return f'"{WWS_NS}{method}"'
+    return f"{WWS_NS}{method}"

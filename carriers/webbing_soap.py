@@ -40,9 +40,11 @@ class SoapFault:
 
 
 def call_envelope(method: str, credentials: Mapping[str, str], params: Mapping[str, Any]) -> bytes:
-    """``<soap:Envelope>`` with the credentials header and one ASMX-style call."""
+    """``<soap:Envelope>`` with the credentials header and one ASMX-style call, its
+    parameters wrapped in the ``<Method>Request`` element the service's WSDL names."""
     header = f'<Credentials xmlns="{WWS_NS}">{_content(credentials)}</Credentials>'
-    call = f'<{method} xmlns="{WWS_NS}">{_content(params)}</{method}>'
+    wrapped = _content({f"{method}Request": params})
+    call = f'<{method} xmlns="{WWS_NS}">{wrapped}</{method}>'
     return (
         '<?xml version="1.0" encoding="utf-8"?>'
         f'<soap:Envelope xmlns:soap="{SOAP_NS}"><soap:Header>{header}</soap:Header>'

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from models.windows import window_end, window_end_epoch
+from carriers.windows import window_end, window_end_epoch
 from simulators import windows as carrier_windows
 
 DAY = 86_400

@@ -173,9 +173,12 @@ def wake_at(s: BalanceState) -> tuple[datetime, str]:
 
 
 def order_deadline(s: BalanceState, now: datetime) -> datetime:
-    """When an order still retrying shows the balance Failing: the switch time, or the
-    bring-up's patience when no line is active."""
-    return timing.switch_at(s) if s.active else timing.patience(s, now)
+    """When an order still retrying shows the balance Failing: the switch time (in
+    place, where the order is the switch, the switch's own deadline), or the bring-up's
+    patience when no line is active."""
+    if s.active is None:
+        return timing.patience(s, now)
+    return switch_deadline(s) if timing.in_place(s) else timing.switch_at(s)
 
 
 def switch_deadline(s: BalanceState) -> datetime:
@@ -188,12 +191,29 @@ def switch_deadline(s: BalanceState) -> datetime:
     return deadline
 
 
-def at_boundary(s: BalanceState, reason: str) -> bool:
-    """At the line's end by time the carrier has made the switch itself where it can
-    (``timing.carrier_switches``): the new line began as the old one ended. Confirming it
-    is one quick read (that starts it, should the carrier not have), and the old line
-    needs no deactivation."""
-    return timing.carrier_switches(s) and reason == "time"
+@dataclasses.dataclass(frozen=True)
+class SwitchPlan:
+    """How a switch goes, by what the carrier does itself.
+
+    ``confirm_only``: the carrier starts the new line by itself, so the workflow confirms
+    it with a quick read (that starts it, should the carrier not have). ``old_ends``: how
+    the old line ends: ``deactivate`` (we end it), ``at_its_end`` (its window ended it as
+    the new one began) or ``replaced`` (a product change in place replaced it when the new
+    one took effect)."""
+
+    confirm_only: bool
+    old_ends: Literal["deactivate", "at_its_end", "replaced"]
+
+
+def switch_plan(s: BalanceState, reason: str) -> SwitchPlan:
+    """In place, the change bought for the switch replaces the old line; at the line's
+    end by time, the carrier switches itself where it can (``timing.carrier_switches``);
+    otherwise we start the new line and end the old one."""
+    if timing.in_place(s):
+        return SwitchPlan(confirm_only=True, old_ends="replaced")
+    if timing.carrier_switches(s) and reason == "time":
+        return SwitchPlan(confirm_only=True, old_ends="at_its_end")
+    return SwitchPlan(confirm_only=False, old_ends="deactivate")
 
 
 def failing_backoff(s: BalanceState) -> timedelta:
@@ -496,9 +516,11 @@ def end_state(reason: str) -> LineState:
     )
 
 
-def ended_at_boundary(line: Line, reason: str) -> Line:
-    """The old line as the boundary ended it (no deactivation needed)."""
-    return line.model_copy(update={"state": end_state(reason), "ended_at": timing.ends_at(line)})
+def ended_by_carrier(plan: SwitchPlan, line: Line, new: Line, reason: str) -> Line:
+    """The old line as the carrier ended it (no deactivation needed): at its window's end,
+    or when the new line replacing it in place took effect."""
+    end = timing.ends_at(line) if plan.old_ends == "at_its_end" else new.activated_at
+    return line.model_copy(update={"state": end_state(reason), "ended_at": end or timing.ends_at(line)})
 
 
 def switched(s: BalanceState, active: Line, ended: Line, reason: str, now: datetime) -> Changes:

@@ -111,18 +111,18 @@ class CarrierSteps:
         old, new = s.active, s.scheduled
         assert old is not None and new is not None
         deadline = rotation.switch_deadline(s)
-        at_boundary = rotation.at_boundary(s, reason)
+        plan = rotation.switch_plan(s, reason)
         rotation.begin_switch(s)
-        if not at_boundary:
-            # Rotating at a boundary would never be seen: not published.
+        if not plan.confirm_only:
+            # A switch the carrier makes itself would never be seen: not published.
             self.ledger.publish(s)
-        active = await self._activate(new, deadline, confirm_only=at_boundary)
+        active = await self._activate(new, deadline, confirm_only=plan.confirm_only)
         if active is None:
             return False
-        if at_boundary:
-            ended = rotation.ended_at_boundary(old, reason)
-        else:
+        if plan.old_ends == "deactivate":
             ended = await self._deactivate(old, rotation.end_state(reason))
+        else:
+            ended = rotation.ended_by_carrier(plan, old, active, reason)
         await self.ledger.record(s, rotation.switched(s, active, ended, reason, self.clock.now()))
         return True
 

@@ -28,13 +28,21 @@ def ends_at(line: Line) -> datetime:
     return line.activated_at + timedelta(seconds=line.validity_seconds)
 
 
+def in_place(s: BalanceState) -> bool:
+    """Whether the next line's carrier replaces a device's one product in place: nothing
+    is bought ahead there, the purchase (a product change) is the switch."""
+    return (s.next_product or s.product).rotation == "in_place"
+
+
 def order_at(s: BalanceState) -> datetime:
-    """``lead`` before the line ends. Lines that end at a reset boundary end with
-    thousands of others (the midnight herd): those are ordered at a moment spread over
-    the first two thirds of the lead window by a hash of the balance id, the same on every
-    replay, so the carrier sees a smooth rate instead of one burst. The last third stays
-    for retries before the switch."""
+    """``lead`` before the line ends (in place: at the switch, see ``in_place``). Lines
+    that end at a reset boundary end with thousands of others (the midnight herd): those
+    are ordered at a moment spread over the first two thirds of the lead window by a hash
+    of the balance id, the same on every replay, so the carrier sees a smooth rate
+    instead of one burst. The last third stays for retries before the switch."""
     assert s.active is not None
+    if in_place(s):
+        return switch_at(s)
     lead = s.policy.lead(s.active.validity_seconds)
     at = ends_at(s.active) - timedelta(seconds=lead)
     if s.product.reset != "rolling":
@@ -57,7 +65,8 @@ def safety_net_start(s: BalanceState) -> datetime:
 def carrier_switches(s: BalanceState) -> bool:
     """Whether the carrier itself starts the next line as the active one ends by time:
     passes whose window ends at a reset boundary (a queued start, ordered with
-    ``start_at``), and passes of a queued carrier (the next one starts on attach)."""
+    ``start_at``; in place, the change bought at the boundary), and passes of a queued
+    carrier (the next one starts on attach)."""
     return s.product.reset != "rolling" or (s.next_product or s.product).rotation == "queued"
 
 
@@ -75,6 +84,8 @@ def switch_at(s: BalanceState) -> datetime:
 
 def order_due(s: BalanceState, now: datetime) -> bool:
     assert s.active is not None
+    if in_place(s):  # the purchase is the switch: bought when the switch is due
+        return bool(switch_reason(s, now))
     return s.rotate_requested or now >= order_at(s) or usage.order_due(s.active, s.policy, now)
 
 

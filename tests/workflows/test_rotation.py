@@ -271,19 +271,48 @@ def test_a_queued_carrier_switches_by_itself_at_the_end_and_the_core_only_confir
     # No activation a margin early: the carrier starts line 2 as line 1 ends.
     assert rotation.next_step(s, SWITCH_AT, Run()).do == Do.sleep
     assert rotation.next_step(s, end, Run()) == rotation.Step(Do.switch, "time")
-    assert rotation.at_boundary(s, "time")
+    assert rotation.switch_plan(s, "time") == rotation.SwitchPlan(True, "at_its_end")
     assert rotation.switch_deadline(s) == end + timedelta(seconds=60)
     # Early by usage, or by an operator, it is our switch: start line 2, end line 1.
-    assert not rotation.at_boundary(s, "usage") and not rotation.at_boundary(s, "operator")
+    ours = rotation.SwitchPlan(False, "deactivate")
+    assert rotation.switch_plan(s, "usage") == rotation.switch_plan(s, "operator") == ours
 
 
 def test_an_activated_carrier_starts_the_next_line_itself_a_margin_early() -> None:
     s = _with_scheduled()
     assert rotation.next_step(s, SWITCH_AT, Run()) == rotation.Step(Do.switch, "time")
-    assert not rotation.at_boundary(s, "time")
+    assert rotation.switch_plan(s, "time") == rotation.SwitchPlan(False, "deactivate")
     # A change to a queued product is the next line's carrier's to start.
     s.next_product = QUEUED_HOUR
     assert rotation.next_step(s, SWITCH_AT, Run()).do == Do.sleep
+
+
+IN_PLACE_HOUR = HOUR.model_copy(update={"id": "webbing-1h", "rotation": "in_place"})
+
+
+def test_in_place_nothing_is_bought_ahead_and_the_purchase_is_the_switch() -> None:
+    s = _state(IN_PLACE_HOUR)
+    # Not at the lead, nor at the pre-order threshold: a change would replace line 1 now.
+    assert rotation.next_step(s, ORDER_AT, Run()).do == Do.sleep
+    assert s.active is not None
+    s.active = s.active.model_copy(update=_used(0.8))
+    assert rotation.next_step(s, ORDER_AT, Run()).do == Do.sleep
+    assert rotation.next_step(s, SWITCH_AT, Run()) == rotation.Step(Do.order, "order line 2")
+    assert rotation.order_deadline(s, SWITCH_AT) == T0 + timedelta(hours=1)
+    s.active = s.active.model_copy(update=_used(0.95))
+    assert rotation.next_step(s, ORDER_AT, Run()).do == Do.order  # the switch threshold
+    s.scheduled, s.last_seq = _line(2, IN_PLACE_HOUR, state=LineState.scheduled), 2
+    assert rotation.next_step(s, ORDER_AT, Run()) == rotation.Step(Do.switch, "usage")
+    assert rotation.switch_plan(s, "usage") == rotation.SwitchPlan(True, "replaced")
+
+
+def test_a_line_replaced_in_place_ends_when_its_successor_took_effect() -> None:
+    s = _state(IN_PLACE_HOUR)
+    assert s.active is not None
+    plan = rotation.switch_plan(s, "time")
+    new = _line(2, IN_PLACE_HOUR, state=LineState.active, activated_at=SWITCH_AT + MINUTE / 2)
+    ended = rotation.ended_by_carrier(plan, s.active, new, "time")
+    assert (ended.state, ended.ended_at) == (LineState.expired, SWITCH_AT + MINUTE / 2)
 
 
 def test_at_the_cap_usage_does_not_switch_and_the_balance_says_so() -> None:
@@ -448,8 +477,9 @@ def run_balance(
                 rotation.ordered(s, seq, carrier.order(seq, now), now)
             case Do.switch:
                 assert s.active is not None and s.scheduled is not None
-                old, boundary = s.active, rotation.at_boundary(s, step.why)
-                active = carrier.start(s.scheduled, timing.ends_at(old) if boundary else now)
+                old, plan = s.active, rotation.switch_plan(s, step.why)
+                at_end = plan.old_ends == "at_its_end"
+                active = carrier.start(s.scheduled, timing.ends_at(old) if at_end else now)
                 rotation.confirmed(s, active, now)
                 ended = carrier.end(old, rotation.end_state(step.why), active.activated_at or now)
                 rotation.switched(s, active, ended, step.why, now)
@@ -525,6 +555,7 @@ products = st.sampled_from(
         DAILY,
         HOUR.model_copy(update={"id": "telna-10m", "validity_seconds": 600}),
         HOUR.model_copy(update={"id": "telna-1h-auto", "rotation": "queued"}),
+        HOUR.model_copy(update={"id": "webbing-1h", "rotation": "in_place"}),
     ]
 )
 

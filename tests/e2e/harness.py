@@ -65,6 +65,7 @@ PRODUCTS = {
             "compressed-10s",
             "compressed-10s-manual",
             "compressed-30s",
+            "compressed-30s-manual",
             "compressed-60s",
             "compressed-600s",
         )

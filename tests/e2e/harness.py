@@ -67,6 +67,7 @@ PRODUCTS = {
             "compressed-30s",
             "compressed-30s-manual",
             "compressed-60s",
+            "compressed-60s-manual",
             "compressed-600s",
         )
     }

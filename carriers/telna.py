@@ -147,7 +147,7 @@ class TelnaCarrier:
         await self._client.aclose()
 
     async def list_products(self) -> list[CarrierProduct]:
-        """The templates that are passes: those with a data allowance and a duration."""
+        """Every template this client can read (one it cannot is logged and left out)."""
         templates = await self._all("/pcr/package-templates", "package_templates", {})
         products = []
         for t in templates:
@@ -383,9 +383,9 @@ def _line(p: dict[str, Any], template_id: str, template: dict[str, Any]) -> Carr
 
 
 def _product(t: dict[str, Any]) -> CarrierProduct:
-    allowance = int(t["data_usage_allowance"])
-    if allowance <= 0:
-        raise ValueError("no data allowance")
+    # A template without a data allowance (null: unlimited, or voice/SMS only) is read as
+    # 0 bytes: the catalogue sync leaves such a product out, and counts it.
+    allowance = int(t.get("data_usage_allowance") or 0)
     return CarrierProduct(
         carrier_product_id=str(t["id"]),
         name=str(t.get("name") or t["id"]),

@@ -85,6 +85,9 @@ CATALOGUE = (
         "compressed-30s-manual", "Compressed 30 s, started through the API", 3 * MB, 30, 128, 1
     ),
     Product("compressed-10s-manual", "Compressed 10 s, started through the API", MB, 10, 128, 1),
+    Product(
+        "compressed-60s-manual", "Compressed 60 s, started through the API", 6 * MB, 60, 128, 1
+    ),
     Product("compressed-10s", "Compressed 10 s", 1_000_000, 10, 128, 1),
     Product("compressed-30s", "Compressed 30 s", 3_000_000, 30, 128, 1),
     Product("compressed-60s", "Compressed 60 s", 6_000_000, 60, 128, 1),
@@ -122,7 +125,9 @@ CATALOGUE = (
     ),
 )
 # Templates started through the API (activation_type MANUAL); every other starts on attach.
-MANUAL_TEMPLATES = frozenset({"daily-1gb-manual", "compressed-10s-manual", "compressed-30s-manual"})
+MANUAL_TEMPLATES = frozenset(
+    {"daily-1gb-manual", "compressed-10s-manual", "compressed-30s-manual", "compressed-60s-manual"}
+)
 USAGE_ALERTS = (50, 80)  # percent: the thresholds Telna documents a usage alert for
 ACTIVATED, TERMINATED = "ACTIVATED", "TERMINATED"
 INVENTORY = {"id": 1, "name": "Simulator inventory"}

@@ -12,6 +12,7 @@ and an operator must see.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +38,18 @@ class CarrierView:
 
     lines: list[CarrierLine] = field(default_factory=list)
     error: str | None = None
+
+    def named(self, references: Mapping[str, str]) -> CarrierView:
+        """The lines with our reference where the carrier shows none (most carriers have
+        no field for it): ``references`` maps a carrier line id to the reference of our
+        line that is it."""
+        lines = [
+            line
+            if line.reference or line.line_id not in references
+            else line.model_copy(update={"reference": references[line.line_id]})
+            for line in self.lines
+        ]
+        return CarrierView(lines, self.error)
 
 
 @dataclass

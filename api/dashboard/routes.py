@@ -284,6 +284,9 @@ def _timeline(
             ).all()
         )
         known = {line.reference for line in named if line.iccid == balance.iccid}
+        theirs = theirs.named(
+            {line.carrier_line_id: line.reference for line in named if line.carrier_line_id}
+        )
         plan = esim_view.layout(balance, page.newest, theirs, known, now)
         lines, events = figure_rows(db, col(Balance.id) == balance.id, since, plan.cover_from)
     figures = balance_continuity(balance, lines, events, now, since)

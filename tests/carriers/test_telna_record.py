@@ -117,7 +117,9 @@ async def test_a_suspended_package_serves_nothing() -> None:
     await telna.aclose()
 
 
-async def test_templates_without_a_data_allowance_are_no_passes() -> None:
+async def test_templates_without_a_data_allowance_are_read_as_0_bytes_for_the_sync_to_skip() -> (
+    None
+):
     unlimited = TEMPLATE | {"id": 7, "data_usage_allowance": None}
     monthly = TEMPLATE | {"id": 8, "time_allowance": {"duration": 1, "unit": "CALENDAR_MONTH"}}
     page = {
@@ -129,9 +131,10 @@ async def test_templates_without_a_data_allowance_are_no_passes() -> None:
     telna = client(StubTelna({"GET /pcr/package-templates": page}))
     products = await telna.list_products()
     await telna.aclose()
-    assert [(p.carrier_product_id, p.validity_seconds) for p in products] == [
-        ("21145354", 86_400),
-        ("8", 31 * 86_400),
+    assert [(p.carrier_product_id, p.allowance_bytes, p.validity_seconds) for p in products] == [
+        ("21145354", 10**9, 86_400),
+        ("7", 0, 86_400),
+        ("8", 10**9, 31 * 86_400),
     ]
 
 

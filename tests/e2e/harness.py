@@ -65,7 +65,9 @@ PRODUCTS = {
             "compressed-10s",
             "compressed-10s-manual",
             "compressed-30s",
+            "compressed-30s-manual",
             "compressed-60s",
+            "compressed-60s-manual",
             "compressed-600s",
         )
     }

@@ -44,7 +44,7 @@ from tests.servers import serve
 ROOT = Path(__file__).resolve().parents[2]
 BALANCES = 6
 POLICY = Policy(lead_seconds=55, margin_seconds=45)
-PRODUCT = "telna-compressed-60s"
+PRODUCT = "telna-compressed-60s-manual"  # started by us: the activation a kill can hit
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgresql]
 

@@ -16,6 +16,8 @@ Carrier semantics chosen here (none of them is public):
   (``validity_seconds`` from activation), or at the next UTC or local midnight.
 - Activation is asynchronous; its latency is drawn from a seeded RNG.
 - Alerts (usage thresholds, terminations) go to a pluggable sink, once each.
+- For a carrier with one product per device (Webbing), a package ordered ``in_place``
+  replaces the one serving when it activates, and a suspended ICCID has no package open.
 """
 
 from __future__ import annotations
@@ -107,13 +109,21 @@ class CarrierEngine:
         added = 0
         for iccid in iccids:
             if iccid not in self._sims:
-                self._sims[iccid] = SimCard(iccid, advanced_to=now)
+                self._sims[iccid] = SimCard(iccid, advanced_to=now, added_at=now)
                 added += 1
         self.revision += added
         return added
 
     def has_esim(self, iccid: str) -> bool:
         return iccid in self._sims
+
+    def iccids(self) -> list[str]:
+        """The inventory, in the order the ICCIDs were added."""
+        return list(self._sims)
+
+    @property
+    def inventory_size(self) -> int:
+        return len(self._sims)
 
     def set_traffic(self, bytes_per_second: float, iccid: str | None = None) -> None:
         """Sets one ICCID's device traffic, or every ICCID's (now and later) if none named."""
@@ -136,12 +146,21 @@ class CarrierEngine:
     # -- carrier operations ---------------------------------------------------------
 
     def order(
-        self, iccid: str, product_id: str, reference: str | None, auto: bool = False
+        self,
+        iccid: str,
+        product_id: str,
+        reference: str | None,
+        auto: bool = False,
+        *,
+        in_place: bool = False,
     ) -> Package:
-        """Creates a NOT_ACTIVE package. Like real carriers, never refuses a repeat order.
+        """Creates a NOT_ACTIVE package. Like real carriers, never refuses a repeat order
+        (but a suspended ICCID takes none).
 
         An ``auto`` package activates on attach: as soon as the ICCID has no ACTIVE
-        package (at once if it has none now), with no latency.
+        package (at once if it has none now), with no latency. An ``in_place`` one is a
+        change of the ICCID's product: it is bought when it activates, after the changes
+        asked for before it, and ends the package that served until then.
         """
         now = self.advance()
         sim = self._sim(iccid)
@@ -149,6 +168,8 @@ class CarrierEngine:
         if product is None:
             raise UnknownProduct(f"unknown package template {product_id!r}")
         self._touch(sim, now)
+        if sim.suspended:
+            raise WrongState(f"sim {iccid} is suspended")
         package = Package(
             id=self.new_id(),
             iccid=iccid,
@@ -160,10 +181,12 @@ class CarrierEngine:
             reset=product.reset,
             reset_utc_offset_minutes=product.reset_utc_offset_minutes,
             auto=auto,
+            in_place=in_place,
         )
         self._packages[package.id] = package
         sim.packages.append(package)
-        self._journal.record(now, "order", package)
+        if not in_place:
+            self._journal.record(now, "order", package)
         self._settle(sim, now)
         return package
 
@@ -186,6 +209,9 @@ class CarrierEngine:
         elif package.activation_due_at is None or package.activation_due_at == package.start_at:
             package.activation_requested_at = now
             due = now + self._draw_latency(package.validity_seconds)
+            earlier = sim.in_place_due_after(package) if package.in_place else None
+            if earlier is not None:
+                due = max(due, earlier)
             if package.activation_due_at is None or due < package.activation_due_at:
                 package.activation_due_at = due
         else:
@@ -202,7 +228,39 @@ class CarrierEngine:
             self._settle(sim, now)
         return package
 
+    def suspend(self, iccid: str) -> SimCard:
+        """Suspends an ICCID (idempotent): its open packages end now (``deactivate`` if
+        ACTIVE, else ``cancel``) and it takes no order until resumed."""
+        now = self.advance()
+        sim = self._sim(iccid)
+        self._touch(sim, now)
+        if not sim.suspended:
+            for package in sim.open_packages():
+                action: LedgerAction = "deactivate" if package.status == "ACTIVE" else "cancel"
+                sim.end(package, now, action, self._journal)
+            sim.suspended, sim.status_changed_at = True, now
+            self._settle(sim, now)
+        return sim
+
+    def resume(self, iccid: str) -> SimCard:
+        """Lifts a suspension (idempotent); the ICCID serves again once a package is
+        ordered and activated: nothing that ended comes back."""
+        now = self.advance()
+        sim = self._sim(iccid)
+        self._touch(sim, now)
+        if sim.suspended:
+            sim.suspended, sim.status_changed_at = False, now
+            self.revision += 1
+        return sim
+
     # -- reads ----------------------------------------------------------------------
+
+    def sim(self, iccid: str) -> SimCard:
+        """One ICCID brought up to now: its packages, suspension and times. Read only."""
+        now = self.advance()
+        sim = self._sim(iccid)
+        self._touch(sim, now)
+        return sim
 
     def package(self, package_id: str) -> Package:
         return self._current(package_id)[0]

@@ -73,6 +73,10 @@ class Package:
     # Activates on attach: the moment the ICCID has no ACTIVE package, without latency
     # (the device's data session is already up).
     auto: bool = False
+    # A change of the ICCID's one product, replaced in place: bought when it takes effect
+    # (its ``order`` is recorded then, beside its ``activate``), ending the package that
+    # served until that moment; withdrawn before then, it leaves no trace in the ledger.
+    in_place: bool = False
 
     @property
     def remaining_bytes(self) -> int:

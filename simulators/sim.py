@@ -21,7 +21,8 @@ class SimCard:
     """An ICCID in the inventory, brought up to date lazily, on its own, to any time.
 
     ``traffic`` None means the carrier-wide default rate; ``advanced_to`` is the time up to
-    which its events and usage have been applied.
+    which its events and usage have been applied. A ``suspended`` ICCID has no package
+    open; ``status_changed_at`` is when it was last suspended or resumed.
     """
 
     iccid: str
@@ -29,9 +30,23 @@ class SimCard:
     traffic: float | None = None
     packages: list[Package] = field(default_factory=list)
     timeline: list[Interval] = field(default_factory=list)
+    added_at: float | None = None
+    suspended: bool = False
+    status_changed_at: float | None = None
 
     def open_packages(self) -> list[Package]:
         return [p for p in self.packages if p.status != "TERMINATED"]
+
+    def in_place_due_after(self, package: Package) -> float | None:
+        """When the in-place changes asked for before ``package`` take effect, at the
+        latest: changes of one product take effect in the order they were asked for."""
+        earlier = self.packages[: self.packages.index(package)]
+        dues = [
+            p.activation_due_at
+            for p in earlier
+            if p.in_place and p.status == "NOT_ACTIVE" and p.activation_due_at is not None
+        ]
+        return max(dues, default=None)
 
     def run(self, end: float, rate: float, journal: Journal) -> bool:
         """Replays every event up to ``end`` in time order; True if anything changed.
@@ -86,6 +101,8 @@ class SimCard:
 
     def end(self, package: Package, at: float, action: LedgerAction, journal: Journal) -> None:
         package.status, package.terminated_at = "TERMINATED", at
+        if package.in_place and package.activated_at is None:
+            return  # a change withdrawn before it took effect was never bought
         journal.record(at, action, package)
         journal.alert("status", at, package, reason=action)
 
@@ -129,11 +146,18 @@ class SimCard:
         for p in packages:
             due = p.activation_due_at
             if p.status == "NOT_ACTIVE" and due is not None and due <= t:
+                if p.in_place:
+                    journal.record(due, "order", p)
                 p.status, p.activated_at = "ACTIVE", due
                 p.expires_at = window_end_epoch(
                     due, p.validity_seconds, p.reset, p.reset_utc_offset_minutes
                 )
                 journal.record(due, "activate", p)
+                if p.in_place:
+                    # Make before break, in one instant: the timeline shows no gap.
+                    for old in packages:
+                        if old is not p and old.status == "ACTIVE":
+                            self.end(old, due, "deactivate", journal)
                 fired = True
         if not any(p.status == "ACTIVE" for p in packages):
             waiting = [p for p in packages if p.status == "NOT_ACTIVE" and p.auto]
@@ -162,6 +186,9 @@ class SimCard:
             "traffic": self.traffic,
             "packages": [p.to_dict() for p in self.packages],
             "timeline": [[i.state, i.start, i.end] for i in self.timeline],
+            "added_at": self.added_at,
+            "suspended": self.suspended,
+            "status_changed_at": self.status_changed_at,
         }
 
     @classmethod
@@ -172,6 +199,9 @@ class SimCard:
             traffic=data["traffic"],
             packages=[Package.from_dict(p) for p in data["packages"]],
             timeline=[Interval(state, start, end) for state, start, end in data["timeline"]],
+            added_at=data.get("added_at"),
+            suspended=bool(data.get("suspended", False)),
+            status_changed_at=data.get("status_changed_at"),
         )
 
 

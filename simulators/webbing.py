@@ -1,4 +1,4 @@
-"""The Webbing-like carrier simulator: SOAP 1.1 (ASMX) over the shared carrier engine.
+"""The Webbing-like carrier simulator: WWS SOAP (ASMX) over the shared carrier engine.
 
 Run it with ``python -m simulators.webbing --port 8101 --state-file .data/webbing.json`` or
 ``uvicorn simulators.webbing:create_app_from_settings --factory --port 8101``. Credentials
@@ -6,14 +6,57 @@ come from ``WEBBING__USERNAME`` / ``WEBBING__PASSWORD`` / ``WEBBING__WSKEY``;
 ``WEBBING_SIM_STATE_FILE``, ``WEBBING_SIM_SEED`` and ``WEBBING_SIM_USAGE_LAG_SECONDS``
 (lag of compressed products) serve the uvicorn factory, which takes no arguments.
 
-The SOAP methods are described in :mod:`simulators.webbing_service`, wire formats in
-:mod:`simulators.webbing_views`, usage lag in :mod:`simulators.webbing_usage`. Polling
-only: no webhooks. The ``/_sim`` control API is the shared one (behind a bearer token
-with ``SIM_CONTROL_TOKEN`` set: ``simulators.control``), plus ``GET/POST
-/_sim/usage-lag`` ``{compressed_seconds?, real_seconds?}``. Fault injection applies to the
-SOAP endpoints: outages and random errors answer 503, lost responses 504, rate limits
-429 with ``Retry-After`` (a gateway in front of the service, not a SOAP Fault).
-Instance ids (``ServiceDeviceProductID``) are random 18-digit numbers, like .NET longs.
+It speaks what the public record shows (CARRIERS.md section 1): the envelope in
+:mod:`simulators.webbing_soap` (SOAP 1.1, 1.2 accepted; ``<{Method}Request>`` wrapper), the
+methods in :mod:`simulators.webbing_service`, the endpoints in :mod:`simulators.webbing_api`,
+wire formats in :mod:`simulators.webbing_views`, devices in
+:mod:`simulators.webbing_devices`, usage lag in :mod:`simulators.webbing_usage`. Polling
+only: no webhooks.
+
+Where the record is silent, this simulator chose (the product's client makes the same
+choices, named in one place):
+
+- GetProductsList answers ``Products/ProductRecord[]`` with the fields of
+  :func:`simulators.webbing_views.product_record`; a ``ProductID`` is a catalogue id.
+- GetServiceDevices records carry ``ProductID`` beside ``ProductName`` (``0`` and an empty
+  name without a product); ``DataUsage`` is MB (10^6 bytes) of high-speed data used on the
+  current product since it took effect, as last read (usage lag); ``UpdatedAtUtc`` is when
+  the product or the status last changed (never with usage), ``StatusDateChange`` when
+  StatusID did; times ``MM/dd/yyyy HH:mm:ss.fff`` UTC. Paging defaults to 50 a page, at most
+  1000. ResponseCodes other than 0 and 1000 are invented (simulators.webbing_service).
+- A device carries one product. ChangeServiceDeviceProduct is a purchase: the new product
+  takes effect after the activation latency, the old one serving until that moment (no
+  gap: make before break in one instant); a pending change is not visible on the record.
+  A change to the product already on the device renews it (a new pass: allowance and
+  validity start again). Changes asked for while one is pending take effect in the order
+  they were asked for, each after its own latency but never before the one asked for
+  before it, so the last asked for is the one that stays. The device's first product moves
+  StatusID 2 → 3.
+- A pass ends by itself at its validity end, or at its reset boundary by its ResetRule: the
+  device keeps StatusID 3 with no product (ProductID 0, empty ProductName) and no service.
+  Past its allowance a pass is throttled to its ThrottleKbps until it ends.
+- SuspendServiceDevice ends the current pass (and withdraws pending changes, which were
+  never bought): a suspended device shows no product and has no service, and a change of
+  product for it is refused (1005). ActivateServiceDevice gives it StatusID 3 back, with
+  no product: a resumed device needs a new product change. A pass's clock is never
+  paused, so nothing of it comes back.
+- Unreadable calls whose method is named (the SOAPAction, or SOAP 1.2's ``action``)
+  answer ``Success=false`` 1000 under that method; calls naming no method of their endpoint
+  answer a SOAP Fault (HTTP 500), as ASMX does for an unknown SOAPAction.
+- ``/_sim/ledger``: a change is recorded as ``order`` then ``activate`` at the moment it takes
+  effect, with reference null (the API has no place for one), and the pass it replaced ends
+  there with ``deactivate`` (or ``expire`` if its end fell at that moment); a pass that ends
+  by itself ``expire``s, a used-up one ``exhaust``s, a suspension ``deactivate``s.
+  ``package_id`` is the simulator's own id for a pass, never on the wire.
+
+The ``/_sim`` control API is the shared one (behind a bearer token with
+``SIM_CONTROL_TOKEN`` set: ``simulators.control``), plus ``GET/POST /_sim/usage-lag``
+``{compressed_seconds?, real_seconds?}``. Fault injection applies to the SOAP endpoints:
+outages and random errors answer 503, lost responses 504, rate limits 429 with
+``Retry-After`` (a gateway in front of the service, not a SOAP Fault); a slow commit
+(``commit_delay_ms``) delays ChangeServiceDeviceProduct, ActivateServiceDevice and
+SuspendServiceDevice (every method not named Get...), never the reads. ``list_limit`` of
+``/_sim/config`` changes nothing here: the record lists devices, not passes.
 """
 
 from __future__ import annotations
@@ -22,7 +65,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -51,6 +93,7 @@ from simulators.runtime import engine_running, load_snapshot
 from simulators.settings import webbing_settings
 from simulators.webbing_api import create_webbing_router
 from simulators.webbing_service import Credentials, WebbingService
+from simulators.webbing_soap import SoapFault, named_method
 from simulators.webbing_usage import UsageLag, UsageMeter
 
 logger = logging.getLogger(__name__)
@@ -93,10 +136,6 @@ class SimulatorConfigError(ValueError):
     """The simulator cannot start with this configuration."""
 
 
-def new_instance_id() -> str:
-    return str(10**17 + secrets.randbelow(9 * 10**17))
-
-
 def create_app(
     username: str,
     password: str,
@@ -122,12 +161,10 @@ def create_app(
     path = Path(state_file) if state_file is not None else None
     snapshot = load_snapshot(path) if path is not None else None
     if snapshot is None:
-        engine = CarrierEngine(products, clock=clock, seed=seed, new_id=new_instance_id)
+        engine = CarrierEngine(products, clock=clock, seed=seed)
     else:
         logger.info("Webbing simulator state loaded from %s", path)
-        engine = CarrierEngine.from_snapshot(
-            snapshot, products, clock=clock, new_id=new_instance_id
-        )
+        engine = CarrierEngine.from_snapshot(snapshot, products, clock=clock)
     if activation_latency is not None:
         engine.set_activation_latency(*activation_latency)
     meter = UsageMeter(engine, usage_lag)
@@ -159,12 +196,14 @@ def create_app(
 
 
 def _changes_state(scope: Scope) -> bool:
-    """Every SOAP call is a POST; those that change state are the methods not named Get…"""
-    for name, value in scope["headers"]:
-        if name == b"soapaction":
-            method = value.decode("latin-1").strip().strip('"').rsplit("/", 1)[-1]
-            return not method.startswith("Get")
-    return True
+    """Every SOAP call is a POST; those that change state are the methods not named Get…
+    (a call whose headers name no method counts as one that may)."""
+    headers = {name: value.decode("latin-1") for name, value in scope["headers"]}
+    try:
+        method = named_method(headers.get(b"content-type"), headers.get(b"soapaction"))
+    except SoapFault:
+        return False  # answered with a fault, nothing done
+    return method is None or not method.startswith("Get")
 
 
 async def _read_usage(meter: UsageMeter) -> None:

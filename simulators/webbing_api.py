@@ -1,16 +1,16 @@
-"""The Webbing-like carrier's ASMX endpoints: SOAP 1.1 calls routed to the service.
+"""The Webbing-like carrier's ASMX endpoints: SOAP calls routed to the service.
 
 ``POST`` an envelope to the endpoint of the method (``GET`` lists its methods):
 
-- ``/accounts/Accounts.asmx``: GetProductsList
-- ``/service/Service.asmx``: AddServiceDeviceProduct, ActivateServiceDeviceProduct,
-  DeactivateServiceDeviceProduct, GetServiceDeviceProduct, GetServiceDeviceProducts
-- ``/usage/Usage.asmx``: GetOnlineDeviceUsage, GetDeviceUsage
-- ``/devices/Devices.asmx``: GetServiceDevice
+- ``/service/Service.asmx``: GetProductsList
+- ``/devices/Devices.asmx``: GetServiceDevices, ChangeServiceDeviceProduct,
+  ActivateServiceDevice, SuspendServiceDevice
+- ``/usage/Usage.asmx``: GetDeviceUsage
+- ``/accounts/Accounts.asmx``: none of the methods served here
 
-A call the endpoint cannot read (see :mod:`simulators.webbing_soap`), or a method of
-another endpoint, is answered with a SOAP Fault (HTTP 500, ``soap:Client``) and nothing
-is done; everything else is HTTP 200 with the method's result.
+A request naming no method of its endpoint (see :mod:`simulators.webbing_soap`) is
+answered with a SOAP Fault (HTTP 500) and nothing is done; everything else is HTTP 200
+with the method's result, ``Success=false`` included.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from fastapi.responses import PlainTextResponse
 
 from simulators.webbing_service import WebbingService
 from simulators.webbing_soap import (
-    CONTENT_TYPE,
+    CONTENT_TYPES,
     MAX_REQUEST_BYTES,
     SoapFault,
     answer,
@@ -31,22 +31,21 @@ from simulators.webbing_soap import (
     parse_call,
 )
 
-ENDPOINTS = {
-    "/accounts/Accounts.asmx": ("GetProductsList",),
-    "/service/Service.asmx": (
-        "AddServiceDeviceProduct",
-        "ActivateServiceDeviceProduct",
-        "DeactivateServiceDeviceProduct",
-        "GetServiceDeviceProduct",
-        "GetServiceDeviceProducts",
+ENDPOINTS: dict[str, tuple[str, ...]] = {
+    "/service/Service.asmx": ("GetProductsList",),
+    "/devices/Devices.asmx": (
+        "GetServiceDevices",
+        "ChangeServiceDeviceProduct",
+        "ActivateServiceDevice",
+        "SuspendServiceDevice",
     ),
-    "/usage/Usage.asmx": ("GetOnlineDeviceUsage", "GetDeviceUsage"),
-    "/devices/Devices.asmx": ("GetServiceDevice",),
+    "/usage/Usage.asmx": ("GetDeviceUsage",),
+    "/accounts/Accounts.asmx": (),
 }
 
 
 def create_webbing_router(service: WebbingService) -> APIRouter:
-    """The four ASMX endpoints; a call's SOAPAction must name a method of its endpoint."""
+    """The four ASMX endpoints; a call must name a method of its endpoint."""
     router = APIRouter(include_in_schema=False)
     for path, methods in ENDPOINTS.items():
         router.add_api_route(path, _endpoint(service, path, methods), methods=["POST"])
@@ -58,30 +57,36 @@ def _endpoint(
     service: WebbingService, path: str, methods: tuple[str, ...]
 ) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
+        headers = request.headers
         try:
-            call = parse_call(await _body(request), request.headers.get("SOAPAction"))
+            call = parse_call(
+                await _body(request), headers.get("Content-Type"), headers.get("SOAPAction")
+            )
             if call.method not in methods:
-                raise SoapFault(f"{path} has no method {call.method}")
+                raise SoapFault(f"{path} has no method {call.method}", call.soap_ns)
         except SoapFault as exc:
-            return Response(fault(exc), 500, media_type=CONTENT_TYPE)
-        return Response(answer(call.method, service.handle(call)), media_type=CONTENT_TYPE)
+            return Response(fault(exc), 500, media_type=CONTENT_TYPES[exc.soap_ns])
+        body = answer(call, service.handle(call))
+        return Response(body, media_type=CONTENT_TYPES[call.soap_ns])
 
     return endpoint
 
 
 def _listing(path: str, methods: tuple[str, ...]) -> Callable[[], Any]:
     async def listing() -> PlainTextResponse:
-        return PlainTextResponse(f"{path}: SOAP 1.1 methods " + ", ".join(methods) + "\n")
+        served = ", ".join(methods) or "none served by this simulator"
+        return PlainTextResponse(f"{path}: SOAP methods {served}\n")
 
     return listing
 
 
 async def _body(request: Request) -> bytes:
+    """The body, cut short once it passes the limit (parse_call refuses it then)."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_REQUEST_BYTES:
-            raise SoapFault(f"request larger than {MAX_REQUEST_BYTES} bytes")
         chunks.append(chunk)
+        if size > MAX_REQUEST_BYTES:
+            break
     return b"".join(chunks)

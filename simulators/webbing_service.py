@@ -1,36 +1,41 @@
-"""The Webbing-like carrier's SOAP methods (WWS partner API shapes) over the engine.
+"""The Webbing-like carrier's SOAP methods (the WWS calls on the public record) over the engine.
 
-Methods (parameters as child elements of the call; ``?`` optional):
+Each method takes its fields inside ``<{Method}Request>`` (``?`` optional):
 
-- ``GetProductsList {PaginationRequest?}``
-- ``AddServiceDeviceProduct {ICCID, ProductID, Reference?, StartAtUtc?}``
-- ``ActivateServiceDeviceProduct``, ``DeactivateServiceDeviceProduct``,
-  ``GetServiceDeviceProduct`` ``{ServiceDeviceProductID, ICCID?}`` (each answers the
-  ``ServiceDeviceProduct``); deactivating is idempotent and cancels an inactive instance
-- ``GetServiceDeviceProducts {ICCID, PaginationRequest?}`` (oldest first)
-- ``GetOnlineDeviceUsage {ServiceDeviceProductID? | ICCID?}`` (spot usage of one
-  instance, or of the device's newest active one)
-- ``GetDeviceUsage {ICCID?, FromDate?, ToDate?, PaginationRequest?}`` (per instance active
-  within those UTC dates; without an ICCID, every instance of the account, grouped by
-  device in the order devices were added: the paged bulk read a usage poller uses)
-- ``GetServiceDevice {ICCID}`` (StatusID 3 while an instance is active, else 2)
+- ``GetProductsList {PaginationRequest?}`` → ``Products/ProductRecord[]``
+- ``GetServiceDevices {DeviceIdentifier{ICCID}?, OnlyActivePlansDevices?, BranchID?,
+  AccountID?, AssignmentID?, PaginationRequest?}`` → ``ServiceDevices/ServiceDeviceRecord[]``
+  in inventory order. Without a DeviceIdentifier, every device (the simulator has one
+  account: BranchID, AccountID and AssignmentID are accepted and not used); one naming
+  no device of the inventory finds none. ``OnlyActivePlansDevices`` true: only devices
+  with a product now.
+- ``ChangeServiceDeviceProduct {ServiceDeviceIdentifier, ProductID}``: a purchase, taking
+  effect after the activation latency (simulators.webbing).
+- ``ActivateServiceDevice``, ``SuspendServiceDevice`` ``{ServiceDeviceIdentifier}``:
+  StatusID 4 → 3 and 3 (or 2) → 4, idempotent; activating an Inactive (2) device leaves it
+  Inactive.
+- ``GetDeviceUsage {ServiceDeviceIdentifier, StartDate, EndDate, DeviceTimeInterval?,
+  ProductID?, AssignmentID?, GroupBy*?, PaginationRequest?}`` → ``Usage/DeviceUsageRecord[]``
+  of ``TotalUsage`` (MB, high-speed and throttled) and ``TotalUsageDays`` (UTC days with
+  usage), over the UTC days StartDate to EndDate inclusive. ``DeviceTimeInterval``
+  ``Unknown`` (or absent): one record for the range; ``ByDay``/``Day``: one per day with
+  usage, ``ByMonth``: one per month with usage, each with its first day as ``Date``.
+  ``ProductID`` other than 0: that product's passes only. Grouping is not done.
 
-Invented (CARRIERS.md): the instance methods and their names, ``Reference`` (stored,
-never used to refuse a second order), ``StartAtUtc`` (the instance turns active exactly
-then, without latency; an Activate call meanwhile keeps that time; a time not in the
-future is an ordinary activation request), and the ResponseCodes but 1000. Every answer
-carries ``Success``, ``ResponseCode``, ``ResponseDescription``; business errors are HTTP
-200 with ``Success=false``:
+``ServiceDeviceIdentifier`` is one of ``ServiceDeviceID``, ``ICCID``, ``IMEI`` (devices here
+have no IMEI). Unknown request fields are ignored, as ASMX's serializer ignores them.
+Every answer starts with ``Success``, ``ResponseCode``, ``ResponseDescription``; failures
+are HTTP 200 with ``Success=false``. ResponseCode 1000 (general error) is on the record,
+and is what a request that cannot be read gets; the others are invented:
 
 ====  =======================================================================
 0     Success
-1000  general error (an unexpected failure; integrators retry)
+1000  general error: an unexpected failure, or an unreadable request (no or a
+      misnamed ``{Method}Request``, a missing or malformed field, bad paging)
 1001  authentication failed (missing or wrong Username/Password/WSKey)
-1002  device not found (ICCID not in the inventory)
+1002  service device not found
 1003  product not found
-1004  service device product not found (or not on the ICCID given)
-1005  invalid state (e.g. activating a deactivated instance)
-1006  invalid request (a missing or malformed field)
+1005  invalid state (a product change for a suspended device)
 ====  =======================================================================
 """
 
@@ -40,34 +45,27 @@ import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
 
 from simulators.core import CarrierEngine
-from simulators.errors import (
-    SimulationError,
-    UnknownPackage,
-    UnknownProduct,
-    UnknownSim,
-    WrongState,
-)
-from simulators.records import Package
+from simulators.errors import SimulationError, UnknownProduct, UnknownSim, WrongState
+from simulators.webbing_devices import Devices
 from simulators.webbing_soap import Params, SoapCall
-from simulators.webbing_usage import UsageMeter
+from simulators.webbing_usage import DAY, UsageMeter, usage_by_day
 from simulators.webbing_views import (
-    STATUS_IDS,
-    instance_record,
+    date_text,
+    device_record,
     megabytes,
     paged,
     parse_date,
-    parse_time,
     product_record,
-    usage_fields,
 )
 
 logger = logging.getLogger(__name__)
 
-MAX_REFERENCE = 255
+INTERVALS = {"": None, "Unknown": None, "ByDay": "day", "Day": "day", "ByMonth": "month"}
 
 
 class ResponseCode(IntEnum):
@@ -76,23 +74,18 @@ class ResponseCode(IntEnum):
     AUTHENTICATION_FAILED = 1001
     DEVICE_NOT_FOUND = 1002
     PRODUCT_NOT_FOUND = 1003
-    DEVICE_PRODUCT_NOT_FOUND = 1004
     INVALID_STATE = 1005
-    INVALID_REQUEST = 1006
 
 
 _ENGINE_CODES: dict[type[SimulationError], ResponseCode] = {
     UnknownSim: ResponseCode.DEVICE_NOT_FOUND,
     UnknownProduct: ResponseCode.PRODUCT_NOT_FOUND,
-    UnknownPackage: ResponseCode.DEVICE_PRODUCT_NOT_FOUND,
     WrongState: ResponseCode.INVALID_STATE,
 }
 
 
-class WebbingError(Exception):
-    def __init__(self, code: ResponseCode, description: str) -> None:
-        super().__init__(description)
-        self.code, self.description = code, description
+class Unreadable(Exception):
+    """A field is missing or malformed: answered as a general error (1000)."""
 
 
 @dataclass(frozen=True)
@@ -115,25 +108,25 @@ class WebbingService:
 
     def __init__(self, engine: CarrierEngine, meter: UsageMeter, credentials: Credentials) -> None:
         self.engine, self.meter, self.credentials = engine, meter, credentials
+        self.devices = Devices(engine, meter)
         self.methods: dict[str, Callable[[Params], dict[str, Any]]] = {
             "GetProductsList": self.products_list,
-            "AddServiceDeviceProduct": self.add_product,
-            "ActivateServiceDeviceProduct": self.activate,
-            "DeactivateServiceDeviceProduct": self.deactivate,
-            "GetServiceDeviceProduct": self.device_product,
-            "GetServiceDeviceProducts": self.device_products,
-            "GetOnlineDeviceUsage": self.online_usage,
+            "GetServiceDevices": self.service_devices,
+            "ChangeServiceDeviceProduct": self.change_product,
+            "ActivateServiceDevice": self.activate,
+            "SuspendServiceDevice": self.suspend,
             "GetDeviceUsage": self.device_usage,
-            "GetServiceDevice": self.device,
         }
 
     def handle(self, call: SoapCall) -> dict[str, Any]:
+        if call.problem is not None:
+            return _status(ResponseCode.GENERAL_ERROR, f"General error: {call.problem}")
         if not self.credentials.accept(call.credentials):
             return _status(ResponseCode.AUTHENTICATION_FAILED, "Authentication failed")
         try:
             fields = self.methods[call.method](call.params)
-        except WebbingError as exc:
-            return _status(exc.code, exc.description)
+        except Unreadable as exc:
+            return _status(ResponseCode.GENERAL_ERROR, f"General error: {exc}")
         except SimulationError as exc:
             return _status(_ENGINE_CODES.get(type(exc), ResponseCode.GENERAL_ERROR), str(exc))
         except Exception:
@@ -143,91 +136,82 @@ class WebbingService:
 
     def products_list(self, params: Params) -> dict[str, Any]:
         rows = [product_record(p) for p in self.engine.products.values()]
-        return _paged("Products", "Product", rows, params)
+        return _paged("Products", "ProductRecord", rows, params)
 
-    def add_product(self, params: Params) -> dict[str, Any]:
-        iccid, product_id = _required(params, "ICCID"), _required(params, "ProductID")
-        reference = _optional(params, "Reference")
-        if reference is not None and len(reference) > MAX_REFERENCE:
-            raise _invalid(f"Reference is longer than {MAX_REFERENCE} characters")
-        start_text = _optional(params, "StartAtUtc")
-        start_at = _parsed(parse_time, start_text, "StartAtUtc") if start_text else None
-        package = self.engine.order(iccid, product_id, reference)
+    def service_devices(self, params: Params) -> dict[str, Any]:
+        wanted = _nested(params, "DeviceIdentifier")
+        if not wanted:
+            devices = self.devices.all()
+        elif wanted.get("ICCID") and self.engine.has_esim(wanted["ICCID"]):
+            devices = [self.devices.read(wanted["ICCID"])]
+        else:
+            devices = []
+        if _flag(params, "OnlyActivePlansDevices"):
+            devices = [d for d in devices if d.product is not None]
+        rows = [device_record(d) for d in devices]
+        return _paged("ServiceDevices", "ServiceDeviceRecord", rows, params)
+
+    def change_product(self, params: Params) -> dict[str, Any]:
+        iccid = self._device(params)
+        package = self.engine.order(iccid, _required(params, "ProductID"), None, in_place=True)
         self.meter.track(package)
-        if start_at is not None:
-            package = self.engine.activate(package.id, at=start_at)
-        return {"ServiceDeviceProduct": self._instance(package)}
+        self.engine.activate(package.id)
+        return {}
 
     def activate(self, params: Params) -> dict[str, Any]:
-        package = self.engine.activate(self._package(params).id)
-        return {"ServiceDeviceProduct": self._instance(package)}
+        self.engine.resume(self._device(params))
+        return {}
 
-    def deactivate(self, params: Params) -> dict[str, Any]:
-        package = self.engine.terminate(self._package(params).id)
-        return {"ServiceDeviceProduct": self._instance(package)}
-
-    def device_product(self, params: Params) -> dict[str, Any]:
-        return {"ServiceDeviceProduct": self._instance(self._package(params))}
-
-    def device_products(self, params: Params) -> dict[str, Any]:
-        packages = self.engine.listed(_required(params, "ICCID"))
-        rows = [self._instance(p) for p in packages]
-        return _paged("ServiceDeviceProducts", "ServiceDeviceProduct", rows, params)
-
-    def online_usage(self, params: Params) -> dict[str, Any]:
-        if _optional(params, "ServiceDeviceProductID") is not None:
-            return self._usage(self._package(params))
-        iccid = _required(params, "ICCID")
-        active = [p for p in self.engine.packages(iccid) if p.status == "ACTIVE"]
-        newest = max(active, key=lambda p: p.activated_at or 0.0, default=None)
-        if newest is None:
-            return {"ICCID": iccid, "StatusID": STATUS_IDS["NOT_ACTIVE"]}
-        return self._usage(newest)
+    def suspend(self, params: Params) -> dict[str, Any]:
+        self.engine.suspend(self._device(params))
+        return {}
 
     def device_usage(self, params: Params) -> dict[str, Any]:
-        iccid = _optional(params, "ICCID")
-        from_text, to_text = _optional(params, "FromDate"), _optional(params, "ToDate")
-        since = _parsed(parse_date, from_text, "FromDate") if from_text else float("-inf")
-        until = _parsed(parse_date, to_text, "ToDate") + 86_400 if to_text else float("inf")
-        rows = [
-            self._usage(p)
+        iccid = self._device(params)
+        since = _date(params, "StartDate")
+        until = _date(params, "EndDate") + DAY
+        if until <= since:
+            raise Unreadable("EndDate is before StartDate")
+        interval = _optional(params, "DeviceTimeInterval") or ""
+        if interval not in INTERVALS:
+            raise Unreadable(f"DeviceTimeInterval {interval!r} is not one of {list(INTERVALS)}")
+        product_id = _optional(params, "ProductID") or "0"
+        packages = [
+            p
             for p in self.engine.packages(iccid)
-            if p.activated_at is not None
-            and p.activated_at < until
-            and (p.terminated_at is None or p.terminated_at >= since)
+            if product_id == "0" or p.product_id == product_id
         ]
-        return _paged("DeviceUsages", "DeviceUsage", rows, params)
+        days = usage_by_day(packages, self.meter, since, until)
+        buckets: dict[float, list[float]] = {}
+        if INTERVALS[interval] is None:
+            buckets[since] = list(days.values())
+        for day, used in sorted(days.items()):
+            if INTERVALS[interval] is not None:
+                buckets.setdefault(_bucket(day, INTERVALS[interval], since), []).append(used)
+        rows = [
+            {
+                "Date": date_text(start) if INTERVALS[interval] is not None else None,
+                "TotalUsage": megabytes(sum(used)),
+                "TotalUsageDays": sum(1 for u in used if int(u) > 0),
+            }
+            for start, used in buckets.items()
+        ]
+        return _paged("Usage", "DeviceUsageRecord", rows, params)
 
-    def device(self, params: Params) -> dict[str, Any]:
-        iccid = _required(params, "ICCID")
-        active = [p.id for p in self.engine.packages(iccid) if p.status == "ACTIVE"]
-        status = STATUS_IDS["ACTIVE" if active else "NOT_ACTIVE"]
-        return {"ServiceDevice": {"ICCID": iccid, "StatusID": status}}
+    def _device(self, params: Params) -> str:
+        try:
+            return self.devices.iccid_of(_nested(params, "ServiceDeviceIdentifier"))
+        except ValueError as exc:
+            raise Unreadable(str(exc)) from exc
 
-    def _package(self, params: Params) -> Package:
-        package = self.engine.package(_required(params, "ServiceDeviceProductID"))
-        iccid = _optional(params, "ICCID")
-        if iccid is not None and iccid != package.iccid:
-            raise WebbingError(
-                ResponseCode.DEVICE_PRODUCT_NOT_FOUND,
-                f"service device product {package.id} is not on device {iccid}",
-            )
-        return package
 
-    def _instance(self, package: Package) -> dict[str, Any]:
-        product = self.engine.products.get(package.product_id)
-        return instance_record(package, product, self.meter.reading(package))
-
-    def _usage(self, package: Package) -> dict[str, Any]:
-        return {
-            "ServiceDeviceProductID": package.id,
-            "ICCID": package.iccid,
-            "ProductID": package.product_id,
-            "Reference": package.reference,
-            "StatusID": STATUS_IDS[package.status],
-            "DailyHighSpeedMB": megabytes(package.allowance_bytes),
-            **usage_fields(self.meter.reading(package)),
-        }
+def _bucket(day: float, unit: str | None, since: float) -> float:
+    """The first day of the record a day's usage goes to (a month's, but not before the
+    range starts)."""
+    if unit != "month":
+        return day
+    moment = datetime.fromtimestamp(day, UTC)
+    return max(since, moment.replace(day=1).timestamp())
 
 
 def _status(code: ResponseCode, description: str) -> dict[str, Any]:
@@ -240,31 +224,44 @@ def _status(code: ResponseCode, description: str) -> dict[str, Any]:
 
 def _paged(name: str, item: str, rows: list[dict[str, Any]], params: Params) -> dict[str, Any]:
     try:
-        return paged(name, item, rows, params.get("PaginationRequest"))
+        return paged(name, item, rows, _nested(params, "PaginationRequest"))
     except ValueError as exc:
-        raise _invalid(str(exc)) from exc
+        raise Unreadable(str(exc)) from exc
+
+
+def _nested(params: Params, name: str) -> dict[str, str]:
+    value = params.get(name)
+    if value is None or value == "":
+        return {}
+    if not isinstance(value, dict):
+        raise Unreadable(f"{name} must be a structure, not a value")
+    return {k: v for k, v in value.items() if isinstance(v, str)}
 
 
 def _optional(params: Params, name: str) -> str | None:
     value = params.get(name)
     if value is not None and not isinstance(value, str):
-        raise _invalid(f"{name} must be a value, not a structure")
+        raise Unreadable(f"{name} must be a value, not a structure")
     return value or None
 
 
 def _required(params: Params, name: str) -> str:
     value = _optional(params, name)
     if value is None:
-        raise _invalid(f"{name} is required")
+        raise Unreadable(f"{name} is required")
     return value
 
 
-def _parsed(parse: Callable[[str], float], text: str, name: str) -> float:
+def _flag(params: Params, name: str) -> bool:
+    value = (_optional(params, name) or "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise Unreadable(f"{name} must be true or false")
+    return value in ("true", "1")
+
+
+def _date(params: Params, name: str) -> float:
+    text = _required(params, name)
     try:
-        return parse(text)
+        return parse_date(text)
     except ValueError as exc:
-        raise _invalid(f"{name}: {exc}") from exc
-
-
-def _invalid(message: str) -> WebbingError:
-    return WebbingError(ResponseCode.INVALID_REQUEST, message)
+        raise Unreadable(f"{name} {text!r} is not MM/dd/yyyy") from exc

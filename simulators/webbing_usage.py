@@ -1,18 +1,17 @@
 """What the Webbing-like carrier reports as usage: readings taken in batches, so late.
 
-Invented (CARRIERS.md: usage lags minutes behind traffic). The carrier rates usage in
-batches: an instance is read again once its last reading is ``lag`` old, and the usage
-methods report the last reading and its time (``UsageAsOfUtc``). A figure is therefore
-0 to ``lag`` (plus a tick) behind the traffic. The lag is per kind of product: a few
-seconds for compressed-time products (default 2 s), minutes for real ones (default
-300 s); 0 reads live. An instance never read reports 0 as of its activation (or order).
+Chosen (usage latency is not public): the carrier rates usage in batches: a pass is read
+again once its last reading is ``lag`` old, and the usage it reports is that of its last
+reading. A figure is therefore 0 to ``lag`` (plus a tick) behind the traffic. The lag is
+per kind of product: a few seconds for compressed-time products (default 2 s), minutes
+for real ones (default 300 s); 0 reads live. A pass never read reports 0.
 
-Two counters, as Webbing's spot usage has them: high-speed bytes (``TotalHSUsage``, the
-engine's count, up to the allowance) and throttled bytes (``TotalWBUsage``). The engine
-does not count throttled traffic, so the throttled counter is estimated at each reading:
-the ICCID's throttled seconds since the last reading while this instance was active,
-times its traffic rate capped at the product's throttle speed. Readings live in memory
-only: after a restart the throttled counters start again from 0.
+Two counters per pass: high-speed bytes (the engine's count, up to the allowance: a
+device's ``DataUsage``) and throttled bytes (with them, ``TotalUsage`` of GetDeviceUsage).
+The engine does not count throttled traffic, so the throttled counter is estimated at
+each reading: the ICCID's throttled seconds since the last reading while this pass was
+active, times its traffic rate capped at the product's throttle speed. Readings live in
+memory only: after a restart the throttled counters start again from 0.
 """
 
 from __future__ import annotations
@@ -23,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from simulators.core import CarrierEngine
 from simulators.records import Interval, Package
+
+DAY = 86_400
 
 
 class UsageLag(BaseModel):
@@ -42,17 +43,17 @@ class Reading:
 
 
 class UsageMeter:
-    """The readings of every instance of one engine. Use it from the engine's loop."""
+    """The readings of every pass of one engine. Use it from the engine's loop."""
 
     def __init__(self, engine: CarrierEngine, lag: UsageLag | None = None) -> None:
         self.engine = engine
         self.lag = lag or UsageLag()
         self._readings: dict[str, Reading] = {}
-        # Instances whose usage may still change; an ended one leaves after a last reading.
+        # Passes whose usage may still change; an ended one leaves after a last reading.
         self._tracked = {p.id for p in engine.packages()}
 
     def track(self, package: Package) -> None:
-        """Starts reading a newly sold instance."""
+        """Starts reading a newly sold pass."""
         self._tracked.add(package.id)
 
     def lag_of(self, package: Package) -> float:
@@ -66,7 +67,7 @@ class UsageMeter:
         return min(1.0, max(0.05, min(lags, default=1.0) / 4))
 
     def take_readings(self) -> None:
-        """Reads every tracked instance whose last reading is at least its lag old."""
+        """Reads every tracked pass whose last reading is at least its lag old."""
         now = self.engine.advance()
         for package_id in list(self._tracked):
             package = self.engine.package(package_id)  # brings its usage up to now
@@ -81,7 +82,7 @@ class UsageMeter:
                 self._tracked.discard(package_id)
 
     def reading(self, package: Package) -> Reading:
-        """What the carrier reports for this instance now."""
+        """What the carrier reports for this pass now."""
         if self.lag_of(package) == 0:
             package = self.engine.package(package.id)  # brings its usage up to now
             if package.activated_at is not None:
@@ -108,9 +109,39 @@ class UsageMeter:
 
     @staticmethod
     def _final(package: Package, last: Reading | None) -> bool:
-        """An ended instance read after its end changes no more."""
+        """An ended pass read after its end changes no more."""
         ended = package.terminated_at
         return ended is not None and last is not None and last.at >= ended
+
+
+def usage_by_day(
+    packages: list[Package], meter: UsageMeter, since: float, until: float
+) -> dict[float, float]:
+    """Bytes used (high-speed and throttled, as last read) per UTC day in [since, until),
+    keyed by the day's start. A pass's reported usage is spread evenly over the time it
+    served up to its reading: the carrier's batches carry no finer times."""
+    days: dict[float, float] = {}
+    for package in packages:
+        if package.activated_at is None:
+            continue
+        reading = meter.reading(package)
+        used = reading.high_speed_bytes + reading.throttled_bytes
+        start = package.activated_at
+        end = min(reading.at, package.terminated_at or reading.at)
+        if used <= 0:
+            continue
+        if end <= start:
+            if since <= start < until:
+                day = start - start % DAY
+                days[day] = days.get(day, 0.0) + used
+            continue
+        day = start - start % DAY
+        while day < end:
+            low, high = max(day, start, since), min(day + DAY, end, until)
+            if high > low:
+                days[day] = days.get(day, 0.0) + used * (high - low) / (end - start)
+            day += DAY
+    return days
 
 
 def _throttled_seconds(intervals: list[Interval], start: float, end: float) -> float:

@@ -1,4 +1,5 @@
-"""What the Webbing-like simulator refuses: business errors in HTTP 200, SOAP Faults.
+"""What the Webbing-like simulator refuses: Success=false in HTTP 200 (1000 for a call it
+cannot read, the wrapper included), SOAP Faults for calls naming no method of the endpoint.
 
 Nothing refused may change the carrier's ledger.
 """
@@ -18,18 +19,21 @@ from tests.simulators.webbing_calls import (
     WSKEY,
     WWS_NS,
     call,
+    change,
+    device,
+    device_id,
     enrolled,
     envelope,
     fields,
     ledger,
     new_iccid,
-    order,
+    until,
 )
 
 
 @pytest.fixture(scope="module")
 def sim_url() -> Iterator[str]:
-    with serve(create_app(USERNAME, PASSWORD, WSKEY, seed=17)) as url:
+    with serve(create_app(USERNAME, PASSWORD, WSKEY, seed=17, activation_latency=(0, 0))) as url:
         yield url
 
 
@@ -40,38 +44,62 @@ async def sim(sim_url: str) -> AsyncIterator[httpx.AsyncClient]:
         await client.post("/_sim/faults", json={})
 
 
+async def test_a_missing_or_misnamed_request_wrapper_is_a_general_error(
+    sim: httpx.AsyncClient,
+) -> None:
+    iccid = await enrolled(sim)
+    body = device_id(iccid) + fields(ProductID="1042")
+    for wrapper in ("", "ChangeProductRequest", "changeServiceDeviceProductRequest", "Request"):
+        answer = await call(sim, "ChangeServiceDeviceProduct", body, wrapper=wrapper)
+        assert (answer.status, answer.ok, answer.code) == (200, False, 1000), wrapper
+        assert "ChangeServiceDeviceProductRequest" in answer.head["ResponseDescription"]
+    for method in ("GetProductsList", "GetServiceDevices", "SuspendServiceDevice"):
+        answer = await call(sim, method, device_id(iccid), wrapper="")
+        assert (answer.ok, answer.code) == (False, 1000), method
+    assert (await device(sim, iccid))["StatusID"] == "2"
+    assert await ledger(sim, iccid) == []
+    assert (await call(sim, "ChangeServiceDeviceProduct", body)).ok  # the same, wrapped
+
+
 async def test_business_errors_are_http_200_with_a_response_code(sim: httpx.AsyncClient) -> None:
     iccid = await enrolled(sim)
-    other = await enrolled(sim)
-    ended = await order(sim, iccid, "1042")
-    await call(sim, "DeactivateServiceDeviceProduct", fields(ServiceDeviceProductID=ended))
+    today = "12/07/2026"
+    usage = fields(StartDate=today, EndDate=today)
     cases = [
-        ("AddServiceDeviceProduct", fields(ICCID=new_iccid(), ProductID="1042"), 1002),
-        ("AddServiceDeviceProduct", fields(ICCID=iccid, ProductID="7777"), 1003),
-        ("AddServiceDeviceProduct", fields(ProductID="1042"), 1006),
-        ("AddServiceDeviceProduct", fields(ICCID=iccid, ProductID="1042", StartAtUtc="soon"), 1006),
+        ("ChangeServiceDeviceProduct", device_id(new_iccid()) + fields(ProductID="1042"), 1002),
         (
-            "AddServiceDeviceProduct",
-            fields(ICCID=iccid, ProductID="1042", Reference="r" * 256),
-            1006,
+            "ChangeServiceDeviceProduct",
+            fields(ServiceDeviceIdentifier={"ServiceDeviceID": 1}) + fields(ProductID="1042"),
+            1002,
         ),
-        ("GetServiceDeviceProduct", fields(ServiceDeviceProductID="123"), 1004),
-        ("GetServiceDeviceProduct", fields(ServiceDeviceProductID=ended, ICCID=other), 1004),
-        ("ActivateServiceDeviceProduct", fields(ServiceDeviceProductID=ended), 1005),
-        ("GetOnlineDeviceUsage", "", 1006),
-        ("GetDeviceUsage", fields(ICCID=iccid, FromDate="2026-01-01"), 1006),
+        (
+            "ChangeServiceDeviceProduct",
+            fields(ServiceDeviceIdentifier={"IMEI": "356938035643809"}) + fields(ProductID="1"),
+            1002,
+        ),
+        ("ChangeServiceDeviceProduct", device_id(iccid) + fields(ProductID="7777"), 1003),
+        ("ChangeServiceDeviceProduct", device_id(iccid), 1000),
+        ("ChangeServiceDeviceProduct", fields(ProductID="1042"), 1000),
+        ("SuspendServiceDevice", fields(ServiceDeviceIdentifier="x"), 1000),
+        ("ActivateServiceDevice", device_id(new_iccid()), 1002),
+        ("GetDeviceUsage", device_id(iccid) + fields(StartDate="2026-12-07", EndDate=today), 1000),
+        ("GetDeviceUsage", device_id(iccid) + fields(StartDate=today), 1000),
+        ("GetDeviceUsage", device_id(iccid) + fields(StartDate=today, EndDate="12/06/2026"), 1000),
+        ("GetDeviceUsage", device_id(iccid) + usage + fields(DeviceTimeInterval="Hourly"), 1000),
+        ("GetDeviceUsage", device_id(new_iccid()) + usage, 1002),
+        ("GetServiceDevices", fields(OnlyActivePlansDevices="maybe"), 1000),
+        ("GetServiceDevices", fields(PaginationRequest={"PageSize": 0}), 1000),
+        ("GetServiceDevices", fields(PaginationRequest={"PageSize": 1001}), 1000),
+        ("GetProductsList", fields(PaginationRequest={"PageNumber": "x"}), 1000),
     ]
     for method, body, code in cases:
         answer = await call(sim, method, body)
         assert (answer.status, answer.ok, answer.code) == (200, False, code), (method, body)
         assert answer.head["ResponseDescription"]
-    assert [e["action"] for e in await ledger(sim, iccid)] == ["order", "cancel"]
-    assert await ledger(sim, other) == []
+    assert await ledger(sim, iccid) == []
 
 
-async def test_wrong_or_missing_credentials_are_refused_with_1001(
-    sim: httpx.AsyncClient,
-) -> None:
+async def test_wrong_or_missing_credentials_are_refused(sim: httpx.AsyncClient) -> None:
     iccid = await enrolled(sim)
     right = {"Username": USERNAME, "Password": PASSWORD, "WSKey": WSKEY}
     for wrong in (
@@ -80,64 +108,82 @@ async def test_wrong_or_missing_credentials_are_refused_with_1001(
         {**right, "WSKey": ""},
         {},
     ):
-        body = fields(ICCID=iccid, ProductID="1042")
-        answer = await call(sim, "AddServiceDeviceProduct", body, credentials=wrong)
+        body = device_id(iccid) + fields(ProductID="1042")
+        answer = await call(sim, "ChangeServiceDeviceProduct", body, credentials=wrong)
         assert (answer.status, answer.ok, answer.code) == (200, False, 1001)
+        read = await call(sim, "GetServiceDevices", credentials=wrong)
+        assert (read.ok, read.code, read.many("ServiceDevices")) == (False, 1001, [])
     assert await ledger(sim, iccid) == []
 
 
-def hostile_envelopes(iccid: str) -> dict[str, tuple[str, str | None, str | None]]:
-    """name → (raw envelope, endpoint, SOAPAction) of calls the service must not carry out."""
-    good = envelope(
-        "AddServiceDeviceProduct", fields(ICCID=iccid, ProductID="1042", Reference="b-6:1")
-    )
+def broken_envelopes(iccid: str) -> dict[str, str]:
+    """name → a raw ChangeServiceDeviceProduct call the service cannot read."""
+    good = envelope("ChangeServiceDeviceProduct", device_id(iccid) + fields(ProductID="1042"))
     lol = "".join(
         f'<!ENTITY lol{n} "{"&lol" + str(n - 1) + ";" if n else "lol"}' * 10 + '">'
         for n in range(10)
     )
     with_dtd = good.replace("<soap:Envelope", f"<!DOCTYPE soap:Envelope [{lol}]><soap:Envelope")
     return {
-        "billion laughs": (with_dtd.replace("b-6:1", "&lol9;"), None, None),
-        "external entity": (
-            good.replace(
-                "<soap:Envelope",
-                '<!DOCTYPE soap:Envelope [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
-                "<soap:Envelope",
-            ).replace("b-6:1", "&xxe;"),
-            None,
-            None,
+        "billion laughs": with_dtd.replace("1042", "&lol9;"),
+        "external entity": good.replace(
+            "<soap:Envelope",
+            '<!DOCTYPE soap:Envelope [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><soap:Envelope',
+        ).replace("1042", "&xxe;"),
+        "plain DTD": good.replace("<soap:Envelope", "<!DOCTYPE soap:Envelope><soap:Envelope"),
+        "truncated": good[: len(good) // 2],
+        "not XML": "ICCID=1&ProductID=1042",
+        "not an envelope": f'<ChangeServiceDeviceProduct xmlns="{WWS_NS}"/>',
+        "oversized": good.replace("1042", "1" * 70_000),
+        "another method in the body": good.replace(
+            "ChangeServiceDeviceProduct", "SuspendServiceDevice"
         ),
-        "plain DTD": (
-            good.replace("<soap:Envelope", "<!DOCTYPE soap:Envelope><soap:Envelope"),
-            None,
-            None,
-        ),
-        "truncated": (good[: len(good) // 2], None, None),
-        "not XML": ("ICCID=1&ProductID=1042", None, None),
-        "not an envelope": (f'<AddServiceDeviceProduct xmlns="{WWS_NS}"/>', None, None),
-        "oversized": (good.replace("b-6:1", "r" * 70_000), None, None),
-        "wrong SOAPAction": (good, None, f'"{WWS_NS}GetServiceDeviceProduct"'),
-        "no SOAPAction": (good, None, ""),
-        "method of another endpoint": (good, "/accounts/Accounts.asmx", None),
     }
 
 
-async def test_hostile_or_broken_envelopes_get_a_soap_fault_and_change_nothing(
+async def test_unreadable_calls_get_a_general_error_and_change_nothing(
     sim: httpx.AsyncClient,
 ) -> None:
     iccid = await enrolled(sim)
-    for name, (raw, endpoint, action) in hostile_envelopes(iccid).items():
+    for name, raw in broken_envelopes(iccid).items():
+        answer = await call(sim, "ChangeServiceDeviceProduct", raw=raw)
+        assert (answer.status, answer.ok, answer.code) == (200, False, 1000), name
+        assert answer.result is not None
+        assert answer.result.tag == f"{{{WWS_NS}}}ChangeServiceDeviceProductResult", name
+    assert await ledger(sim, iccid) == []
+    assert (await device(sim, iccid))["StatusID"] == "2"
+
+
+async def test_calls_naming_no_method_of_the_endpoint_get_a_soap_fault(
+    sim: httpx.AsyncClient,
+) -> None:
+    iccid = await enrolled(sim)
+    good = envelope("ChangeServiceDeviceProduct", device_id(iccid) + fields(ProductID="1042"))
+    cases = {
+        "a method of another endpoint": ("/usage/Usage.asmx", None),
+        "a method not served": (None, f'"{WWS_NS}GetSpotUsage"'),
+        "an action of another namespace": (None, '"http://example.com/ChangeServiceDeviceProduct"'),
+        "Accounts.asmx": ("/accounts/Accounts.asmx", None),
+        "no SOAPAction": (None, ""),
+    }
+    for name, (endpoint, action) in cases.items():
         answer = await call(
-            sim, "AddServiceDeviceProduct", raw=raw, endpoint=endpoint, action=action
+            sim, "ChangeServiceDeviceProduct", raw=good, endpoint=endpoint, action=action
         )
         assert answer.status == 500, name
         assert answer.fault is not None and answer.fault["faultcode"] == "soap:Client", name
-        assert answer.fault["faultstring"], name
     assert await ledger(sim, iccid) == []
-    # the same call, well-formed, is carried out
-    assert (
-        await call(
-            sim, "AddServiceDeviceProduct", raw=hostile_envelopes(iccid)["wrong SOAPAction"][0]
-        )
-    ).ok
-    assert len(await ledger(sim, iccid)) == 1
+    assert (await call(sim, "ChangeServiceDeviceProduct", raw=good)).ok
+    await until(sim, iccid, "1042")
+
+
+async def test_a_suspended_device_takes_no_product_change(sim: httpx.AsyncClient) -> None:
+    iccid = await enrolled(sim)
+    await change(sim, iccid, "1042")
+    await until(sim, iccid, "1042")
+    assert (await call(sim, "SuspendServiceDevice", device_id(iccid))).ok
+    refused = await call(
+        sim, "ChangeServiceDeviceProduct", device_id(iccid) + fields(ProductID="1043")
+    )
+    assert (refused.status, refused.ok, refused.code) == (200, False, 1005)
+    assert [e["action"] for e in await ledger(sim, iccid)] == ["order", "activate", "deactivate"]

@@ -1,9 +1,9 @@
-"""The Webbing-like simulator over real HTTP: SOAP shapes, time, usage lag, faults, state."""
+"""The Webbing-like simulator over real HTTP: the record's calls, product changes in time,
+suspension, usage lag, faults and state."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -12,32 +12,45 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from config import get_settings
-from simulators.webbing import SimulatorConfigError, create_app, main
+from simulators.records import Product
+from simulators.webbing import CATALOGUE, SimulatorConfigError, create_app, main
 from tests.servers import serve
 from tests.simulators.webbing_calls import (
     PASSWORD,
+    SOAP12_NS,
     USERNAME,
     WSKEY,
-    Answer,
+    WWS_NS,
     call,
+    change,
+    device,
+    device_id,
     enrolled,
+    envelope,
     fields,
     ledger,
     moment,
     new_iccid,
-    order,
+    parse,
+    timeline,
     until,
 )
 
-DATE = re.compile(r"^\d\d/\d\d/\d{4}$")
 TIME = re.compile(r"^\d\d/\d\d/\d{4} \d\d:\d\d:\d\d\.\d{3}$")
+MB = 1_000_000
+# Short compressed passes for the tests: they take effect 1-5 % of their validity after
+# the change (20-100 ms for 2 s), and end within seconds.
+SHORT = Product("9902", "Test 2 s", MB, 2, 128, 1)
+USAGE = Product("9920", "Test 20 s", 2 * MB, 20, 128, 1)
 
 
 @pytest.fixture(scope="module")
 def sim_url() -> Iterator[str]:
-    with serve(create_app(USERNAME, PASSWORD, WSKEY, seed=13)) as url:
+    app = create_app(USERNAME, PASSWORD, WSKEY, seed=13, products=(*CATALOGUE, SHORT, USAGE))
+    with serve(app) as url:
         yield url
 
 
@@ -46,215 +59,364 @@ async def sim(sim_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=sim_url) as client:
         yield client
         await client.post("/_sim/faults", json={})
+        latency = {"activation_latency_min_seconds": 2, "activation_latency_max_seconds": 90}
+        await client.post("/_sim/config", json=latency)
+        await client.post("/_sim/usage-lag", json={"compressed_seconds": 2, "real_seconds": 300})
 
 
-async def test_add_activate_deactivate_round_trip(sim: httpx.AsyncClient) -> None:
-    iccid = await enrolled(sim)
-    added = await call(
-        sim, "AddServiceDeviceProduct", fields(ICCID=iccid, ProductID="9010", Reference="b-1:1")
-    )
-    assert added.status == 200
-    assert (added.ok, added.code, added.head["ResponseDescription"]) == (True, 0, "Success")
-    ordered = added.one("ServiceDeviceProduct")
-    assert (ordered["StatusID"], ordered["Status"], ordered["Reference"]) == (
-        "2",
-        "Inactive",
-        "b-1:1",
-    )
-    assert ordered["ServiceDeviceProductID"].isdigit()
-    assert ordered["DailyHighSpeedMB"] == "1" and ordered["TotalHSUsage"] == "0"
-    assert DATE.match(ordered["OrderDate"]) and TIME.match(ordered["OrderedAtUtc"])
-    assert "ActivatedAtUtc" not in ordered
-    instance_id = ordered["ServiceDeviceProductID"]
-
-    requested = datetime.now(UTC)
-    activation = await call(
-        sim, "ActivateServiceDeviceProduct", fields(ServiceDeviceProductID=instance_id, ICCID=iccid)
-    )
-    assert activation.ok and activation.one("ServiceDeviceProduct")["StatusID"] == "2"
-    active = await until(sim, instance_id, "3")
-    activated, expires = moment(active["ActivatedAtUtc"]), moment(active["ExpiresAtUtc"])
-    # 9010 is compressed: it activates 1-5 % of its 10 s after the request
-    assert timedelta(0) < activated - requested < timedelta(seconds=1)
-    assert expires - activated == timedelta(seconds=10)
-    assert DATE.match(active["ActivationDate"]) and DATE.match(active["ExpirationDate"])
-
-    deactivated = await call(
-        sim, "DeactivateServiceDeviceProduct", fields(ServiceDeviceProductID=instance_id)
-    )
-    ended = deactivated.one("ServiceDeviceProduct")
-    assert (ended["StatusID"], ended["Status"]) == ("5", "Deactivated")
-    again = await call(
-        sim, "DeactivateServiceDeviceProduct", fields(ServiceDeviceProductID=instance_id)
-    )
-    assert again.one("ServiceDeviceProduct")["DeactivatedAtUtc"] == ended["DeactivatedAtUtc"]
-
-    entries = await ledger(sim, iccid)
-    assert [e["action"] for e in entries] == ["order", "activate", "deactivate"]
-    assert {(e["package_id"], e["reference"], e["product_id"]) for e in entries} == {
-        (instance_id, "b-1:1", "9010")
-    }
+async def real_latency(sim: httpx.AsyncClient, seconds: float) -> None:
+    """Real products (1042, 1043) take effect exactly this long after a change."""
+    body = {"activation_latency_min_seconds": seconds, "activation_latency_max_seconds": seconds}
+    assert (await sim.post("/_sim/config", json=body)).status_code == 200
 
 
-async def test_a_repeated_reference_buys_again_and_instances_page_by_number(
-    sim: httpx.AsyncClient,
-) -> None:
-    iccid = await enrolled(sim)
-    ids = [await order(sim, iccid, "1042", "b-2:1") for _ in range(5)]
-    assert len(set(ids)) == 5
+def at(entry: dict[str, str]) -> datetime:
+    return datetime.fromisoformat(entry["at"])
+
+
+def to_ms(t: datetime) -> datetime:
+    """A ledger time as the wire shows it, to the millisecond."""
+    return datetime.fromtimestamp(round(t.timestamp() * 1000) / 1000, UTC)
+
+
+async def test_products_are_listed_on_service_asmx_in_pages(sim: httpx.AsyncClient) -> None:
     pages = []
-    for number in (1, 2, 3, 4):
-        paging = {"PageSize": 2, "PageNumber": number}
-        answer = await call(
-            sim, "GetServiceDeviceProducts", fields(ICCID=iccid, PaginationRequest=paging)
-        )
-        assert (answer.head["TotalRecords"], answer.head["TotalPages"]) == ("5", "3")
-        pages.append([i["ServiceDeviceProductID"] for i in answer.many("ServiceDeviceProducts")])
-    assert pages == [ids[0:2], ids[2:4], ids[4:5], []]
-    for bad in ({"PageSize": 0}, {"PageSize": 501}, {"PageNumber": "x"}):
-        refused = await call(
-            sim, "GetServiceDeviceProducts", fields(ICCID=iccid, PaginationRequest=bad)
-        )
-        assert (refused.status, refused.ok, refused.code) == (200, False, 1006)
-
-
-async def test_products_carry_units_validity_and_reset_rules(sim: httpx.AsyncClient) -> None:
-    answer = await call(sim, "GetProductsList", fields(PaginationRequest={"PageSize": 500}))
-    products = {p["ProductID"]: p for p in answer.many("Products")}
-    assert answer.head["TotalRecords"] == str(len(products))
+    for number in (1, 2, 3, 4, 5):
+        paging = {"PageSize": 10, "PageNumber": number}
+        answer = await call(sim, "GetProductsList", fields(PaginationRequest=paging))
+        assert (answer.status, answer.ok, answer.code) == (200, True, 0)
+        assert answer.paging == (len(CATALOGUE) + 2, 3)
+        pages.append(answer.many("Products"))
+    assert [len(p) for p in pages] == [10, 10, len(CATALOGUE) + 2 - 20, 0, 0]
+    products = {p["ProductID"]: p for page in pages for p in page}
+    assert set(products["1042"]) == {
+        "ProductID",
+        "ProductName",
+        "DailyHighSpeedMB",
+        "ValidityHours",
+        "ResetRule",
+        "ResetUtcOffsetMinutes",
+        "ThrottleKbps",
+        "Price",
+    }
     daily = products["1042"]
     assert (daily["DailyHighSpeedMB"], daily["ValidityHours"], daily["ThrottleKbps"]) == (
         "1000",
         "24",
         "128",
     )
-    assert (daily["ResetRule"], daily["Price"], daily["Currency"]) == ("Rolling", "1.50", "USD")
+    assert (daily["ResetRule"], daily["Price"]) == ("Rolling", "1.50")
     assert products["9030"]["ValidityHours"] == "0.008333"
     assert (products["1044"]["ResetRule"], products["1045"]["ResetRule"]) == (
         "UtcMidnight",
         "LocalMidnight",
     )
     assert products["1045"]["ResetUtcOffsetMinutes"] == "480"
-    assert {"9010", "9030", "9060", "9600", "9130", "9230"} <= set(products)
     control = (await sim.get("/_sim/products")).json()["products"]
     assert {p["id"] for p in control} == set(products)
-    assert next(p for p in control if p["id"] == "9230")["reset_utc_offset_minutes"] == 480
+    whole = await call(sim, "GetProductsList", fields(PaginationRequest={"PageSize": 1000}))
+    assert whole.paging == (len(products), 1)
 
 
-async def test_a_compressed_utc_midnight_instance_ends_on_a_multiple_of_its_day(
-    sim: httpx.AsyncClient,
-) -> None:
-    iccid = await enrolled(sim)
-    instance_id = await order(sim, iccid, "9130")
-    await call(sim, "ActivateServiceDeviceProduct", fields(ServiceDeviceProductID=instance_id))
-    active = await until(sim, instance_id, "3")
-    expires = moment(active["ExpiresAtUtc"]).timestamp()
-    assert expires % 30 == 0
-    assert 0 < expires - moment(active["ActivatedAtUtc"]).timestamp() <= 30
-
-
-async def test_a_queued_instance_starts_exactly_at_its_start_time(sim: httpx.AsyncClient) -> None:
-    iccid = await enrolled(sim)
-    start = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=250_000)
-    start_text = start.strftime("%m/%d/%Y %H:%M:%S.250")
-    answer = await call(
-        sim,
-        "AddServiceDeviceProduct",
-        fields(ICCID=iccid, ProductID="9060", Reference="b-3:1", StartAtUtc=start_text),
+async def test_soap_12_is_answered_in_soap_12(sim: httpx.AsyncClient) -> None:
+    content_type = f'application/soap+xml; charset=utf-8; action="{WWS_NS}GetProductsList"'
+    response = await sim.post(
+        "/service/Service.asmx",
+        content=envelope("GetProductsList", soap_ns=SOAP12_NS),
+        headers={"Content-Type": content_type},
     )
-    queued = answer.one("ServiceDeviceProduct")
-    assert (queued["StatusID"], queued["StartAtUtc"]) == ("2", start_text)
-    active = await until(sim, queued["ServiceDeviceProductID"], "3")
-    assert active["ActivatedAtUtc"] == start_text
-    device = await call(sim, "GetServiceDevice", fields(ICCID=iccid))
-    assert device.one("ServiceDevice")["StatusID"] == "3"
+    assert response.headers["content-type"].startswith("application/soap+xml")
+    assert SOAP12_NS in response.text
+    assert parse(response).ok
 
 
-async def test_usage_lags_in_batches_and_splits_high_speed_from_throttled(
+def test_service_devices_list_every_device_in_pages_or_the_one_asked_for() -> None:
+    async def run(url: str) -> None:
+        async with httpx.AsyncClient(base_url=url) as sim:
+            iccids = [await enrolled(sim) for _ in range(5)]
+            pages = []
+            for number in (1, 2, 3):
+                paging = {"PageSize": 2, "PageNumber": number}
+                body = fields(OnlyActivePlansDevices="false", PaginationRequest=paging)
+                answer = await call(sim, "GetServiceDevices", body)
+                assert answer.paging == (5, 3)
+                pages.append(answer.many("ServiceDevices"))
+            rows = [row for page in pages for row in page]
+            assert [row["ICCID"] for row in rows] == iccids
+            ids = [int(row["ServiceDeviceID"]) for row in rows]
+            assert ids == sorted(set(ids))
+            fresh = rows[0]
+            assert (fresh["StatusID"], fresh["StatusName"]) == ("2", "Inactive")
+            assert (fresh["ProductID"], fresh["ProductName"], fresh["DataUsage"]) == ("0", "", "0")
+            assert TIME.match(fresh["UpdatedAtUtc"]) and TIME.match(fresh["StatusDateChange"])
+
+            # A device is named by its ServiceDeviceID as well as by its ICCID.
+            by_number = fields(ServiceDeviceIdentifier={"ServiceDeviceID": ids[1]})
+            answer = await call(
+                sim, "ChangeServiceDeviceProduct", by_number + fields(ProductID="9902")
+            )
+            assert answer.ok
+            await until(sim, iccids[1], "9902")
+            only = fields(OnlyActivePlansDevices="true")
+            active = (await call(sim, "GetServiceDevices", only)).many("ServiceDevices")
+            assert [row["ICCID"] for row in active] == [iccids[1]]
+            nobody = fields(DeviceIdentifier={"ICCID": new_iccid()})
+            answer = await call(sim, "GetServiceDevices", nobody)
+            assert (answer.ok, answer.many("ServiceDevices"), answer.paging) == (True, [], (0, 0))
+
+    with serve(create_app(USERNAME, PASSWORD, WSKEY, seed=3, products=(SHORT,))) as url:
+        asyncio.run(run(url))
+
+
+async def test_a_change_takes_effect_after_the_latency_with_the_old_product_serving_until_then(
     sim: httpx.AsyncClient,
 ) -> None:
-    await sim.post("/_sim/usage-lag", json={"compressed_seconds": 0.6})
-    try:
-        iccid = await enrolled(sim)
-        instance_id = await order(sim, iccid, "9010")
-        await call(sim, "ActivateServiceDeviceProduct", fields(ServiceDeviceProductID=instance_id))
-        await until(sim, instance_id, "3")
-        # 1 MB at 4 MB/s: exhausted after 0.25 s, then throttled at 128 kbps (16 kB/s)
-        await sim.post("/_sim/traffic", json={"iccid": iccid, "bytes_per_second": 4_000_000})
-        reports: list[tuple[float, float, dict[str, str]]] = []  # sent, answered, report
-        started = time.time()
-        while time.time() - started < 2.2:
-            sent = time.time()
-            usage = await call(sim, "GetOnlineDeviceUsage", fields(ICCID=iccid))
-            reports.append((sent, time.time(), usage.head))
-            await asyncio.sleep(0.05)
-        await sim.post("/_sim/traffic", json={"iccid": iccid, "bytes_per_second": 0})
-    finally:
-        await sim.post("/_sim/usage-lag", json={"compressed_seconds": 2.0})
-    exhausted = next(e for e in await ledger(sim, iccid) if e["action"] == "exhaust")
-    exhausted_at = datetime.fromisoformat(exhausted["at"]).timestamp()
-    as_of = [moment(r["UsageAsOfUtc"]).timestamp() for _, _, r in reports]
-    # A reading is never from after the answer, and when the simulator answered (after
-    # the request was sent: a loaded box can take its time to carry the answer back) it
-    # was at most the lag old (+ a tick of 0.15 s, + a slow machine). Some are old.
-    newest = [answered - at for (_, answered, _), at in zip(reports, as_of, strict=True)]
-    oldest = [sent - at for (sent, _, _), at in zip(reports, as_of, strict=True)]
-    assert min(newest) >= 0 and max(oldest) <= 0.6 + 0.5, (newest, oldest)
-    assert max(newest) >= 0.3, newest
-    # readings come lag apart (the first report may predate the first reading: "as of
-    # activation")
-    readings = sorted(set(as_of))[1:]
-    assert len(readings) >= 3
-    assert all(b - a >= 0.59 for a, b in itertools.pairwise(readings))
-    for (_, _, report), at in zip(reports, as_of, strict=True):
-        # what was used at the reading, not now: 4 MB/s until 1 MB at the exhaust time
-        true_then = min(1.0, max(0.0, 1.0 - 4.0 * (exhausted_at - at)))
-        assert float(report["TotalHSUsage"]) == pytest.approx(true_then, abs=0.003), report
-    last = reports[-1][2]
-    assert (last["TotalHSUsage"], last["DailyHighSpeedMB"]) == ("1", "1")
-    throttled_seconds = moment(last["UsageAsOfUtc"]).timestamp() - exhausted_at
-    assert float(last["TotalWBUsage"]) == pytest.approx(0.016 * throttled_seconds, abs=0.002)
-    history = await call(sim, "GetDeviceUsage", fields(ICCID=iccid))
-    [row] = history.many("DeviceUsages")
-    assert (row["ServiceDeviceProductID"], row["TotalHSUsage"]) == (instance_id, "1")
+    iccid = await enrolled(sim)
+    await real_latency(sim, 0.4)
+    asked = datetime.now(UTC)
+    await change(sim, iccid, "1042")
+    pending = await device(sim, iccid)  # a pending change is not on the record
+    assert (pending["StatusID"], pending["ProductID"]) == ("2", "0")
+    first = await until(sim, iccid, "1042")
+    took_effect = moment(first["UpdatedAtUtc"])
+    assert timedelta(seconds=0.4) <= took_effect - asked < timedelta(seconds=0.6)
+    assert (first["StatusID"], first["ProductName"]) == ("3", "Daily 1 GB")
+    assert first["StatusDateChange"] == first["UpdatedAtUtc"]
+
+    await change(sim, iccid, "1043")
+    still = await device(sim, iccid)
+    assert (still["ProductID"], still["UpdatedAtUtc"]) == ("1042", first["UpdatedAtUtc"])
+    second = await until(sim, iccid, "1043")
+    assert moment(second["UpdatedAtUtc"]) > took_effect
+    assert second["StatusDateChange"] == first["StatusDateChange"]
+
+    entries = await ledger(sim, iccid)
+    assert [(e["action"], e["product_id"]) for e in entries] == [
+        ("order", "1042"),
+        ("activate", "1042"),
+        ("order", "1043"),
+        ("activate", "1043"),
+        ("deactivate", "1042"),
+    ]
+    assert {e["reference"] for e in entries} == {None}
+    assert at(entries[0]) == at(entries[1]) and to_ms(at(entries[1])) == took_effect
+    assert at(entries[2]) == at(entries[3]) == at(entries[4])
+    assert to_ms(at(entries[4])) == moment(second["UpdatedAtUtc"])
+    assert [i["state"] for i in await timeline(sim, iccid)] == ["high_speed"]
+
+
+async def test_changes_asked_for_while_one_is_pending_take_effect_in_turn(
+    sim: httpx.AsyncClient,
+) -> None:
+    iccid = await enrolled(sim)
+    await real_latency(sim, 0.5)
+    await change(sim, iccid, "1043")
+    await real_latency(sim, 0)
+    await change(sim, iccid, "1042")  # its own latency is nil: it waits for the one before
+    assert (await device(sim, iccid))["ProductID"] == "0"
+    await until(sim, iccid, "1042")
+    entries = await ledger(sim, iccid)
+    assert [(e["action"], e["product_id"]) for e in entries] == [
+        ("order", "1043"),
+        ("activate", "1043"),
+        ("order", "1042"),
+        ("activate", "1042"),
+        ("deactivate", "1043"),
+    ]
+
+
+async def test_a_change_to_the_product_on_the_device_renews_it(sim: httpx.AsyncClient) -> None:
+    iccid = await enrolled(sim)
+    await real_latency(sim, 0.1)
+    await sim.post("/_sim/usage-lag", json={"real_seconds": 0})
+    await change(sim, iccid, "1042")
+    first = await until(sim, iccid, "1042")
+    await sim.post("/_sim/traffic", json={"iccid": iccid, "bytes_per_second": 2 * MB})
+    await asyncio.sleep(0.3)
+    used = float((await device(sim, iccid))["DataUsage"])
+    assert used >= 0.4
+    await change(sim, iccid, "1042")
+    deadline = time.monotonic() + 5
+    while (renewed := await device(sim, iccid))["UpdatedAtUtc"] == first["UpdatedAtUtc"]:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    await sim.post("/_sim/traffic", json={"iccid": iccid, "bytes_per_second": 0})
+    assert renewed["ProductID"] == "1042"
+    assert float(renewed["DataUsage"]) < used  # a new allowance, counted from its start
+    entries = await ledger(sim, iccid)
+    assert [e["action"] for e in entries] == [
+        "order",
+        "activate",
+        "order",
+        "activate",
+        "deactivate",
+    ]
+    assert len({e["package_id"] for e in entries}) == 2
+    assert [i["state"] for i in await timeline(sim, iccid)] == ["high_speed"]
+
+
+async def test_a_pass_ends_by_itself_and_leaves_the_device_active_without_a_product(
+    sim: httpx.AsyncClient,
+) -> None:
+    iccid = await enrolled(sim)
+    await change(sim, iccid, "9902")
+    serving = await until(sim, iccid, "9902")
+    ended = await until(sim, iccid, "0", timeout=5)
+    assert (ended["StatusID"], ended["ProductName"], ended["DataUsage"]) == ("3", "", "0")
+    assert moment(ended["UpdatedAtUtc"]) - moment(serving["UpdatedAtUtc"]) == timedelta(seconds=2)
+    assert [e["action"] for e in await ledger(sim, iccid)] == ["order", "activate", "expire"]
+    intervals = await timeline(sim, iccid)
+    assert [(i["state"], i["end"]) for i in intervals][-1] == ("none", None)
+    assert [i["state"] for i in intervals] == ["high_speed", "none"]
+
+
+async def test_a_suspended_device_has_no_product_until_it_is_activated_and_changed(
+    sim: httpx.AsyncClient,
+) -> None:
+    iccid = await enrolled(sim)
+    await real_latency(sim, 0)
+    await change(sim, iccid, "1042")
+    await until(sim, iccid, "1042")
+    for _ in range(2):  # idempotent
+        assert (await call(sim, "SuspendServiceDevice", device_id(iccid))).ok
+    suspended = await device(sim, iccid)
+    assert (suspended["StatusID"], suspended["StatusName"], suspended["ProductID"]) == (
+        "4",
+        "Suspended",
+        "0",
+    )
+    for _ in range(2):
+        assert (await call(sim, "ActivateServiceDevice", device_id(iccid))).ok
+    resumed = await device(sim, iccid)
+    assert (resumed["StatusID"], resumed["StatusName"], resumed["ProductID"]) == (
+        "3",
+        "Active",
+        "0",
+    )
+    assert moment(resumed["StatusDateChange"]) > moment(suspended["StatusDateChange"])
+    await change(sim, iccid, "1042")
+    await until(sim, iccid, "1042")
+    assert [e["action"] for e in await ledger(sim, iccid)] == [
+        "order",
+        "activate",
+        "deactivate",
+        "order",
+        "activate",
+    ]
+    assert [i["state"] for i in await timeline(sim, iccid)] == ["high_speed", "none", "high_speed"]
+
+
+async def test_usage_is_reported_in_mb_with_the_lag(sim: httpx.AsyncClient) -> None:
+    await sim.post("/_sim/usage-lag", json={"compressed_seconds": 0.5})
+    iccid = await enrolled(sim)
+    await change(sim, iccid, "9920")
+    await until(sim, iccid, "9920")
+    # 2 MB at 1 MB/s: used up after 2 s, then throttled at 128 kbps (16 kB/s)
+    asked = time.monotonic()
+    await sim.post("/_sim/traffic", json={"iccid": iccid, "bytes_per_second": MB})
+    began = time.monotonic()
+    reports: list[tuple[float, float, float]] = []  # (sent, answered, DataUsage), from began
+    while time.monotonic() - began < 2.8:
+        sent = time.monotonic() - began
+        used = float((await device(sim, iccid))["DataUsage"])
+        reports.append((sent, time.monotonic() - asked, used))
+        await asyncio.sleep(0.05)
+    await sim.post("/_sim/traffic", json={"iccid": iccid, "bytes_per_second": 0})
+    # never ahead of the traffic, and behind it by at most the lag (+ a tick and slack)
+    ahead = [r for r in reports if r[2] > min(2.0, r[1]) + 0.001]
+    behind = [r for r in reports if r[2] < min(2.0, r[0] - 0.5 - 0.4)]
+    assert (ahead, behind) == ([], [])
+    readings = {used for _, _, used in reports}
+    assert 4 <= len(readings) < len(reports) / 2  # read in batches, several of them
+    assert reports[-1][2] == 2.0  # high-speed only: it stops at the allowance
+
+    today = datetime.now(UTC).strftime("%m/%d/%Y")
+    window = device_id(iccid) + fields(StartDate=today, EndDate=today)
+    total = await call(sim, "GetDeviceUsage", window + fields(DeviceTimeInterval="Unknown"))
+    [record] = total.many("Usage")
+    assert total.paging == (1, 1)
+    assert record["TotalUsageDays"] == "1"
+    assert 2.0 < float(record["TotalUsage"]) < 2.0 + 0.016 * 2  # with the throttled bytes
+    by_day = await call(sim, "GetDeviceUsage", window + fields(DeviceTimeInterval="ByDay"))
+    assert [(r["Date"], r["TotalUsage"]) for r in by_day.many("Usage")] == [
+        (today, record["TotalUsage"])
+    ]
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).strftime("%m/%d/%Y")
+    before = device_id(iccid) + fields(StartDate=yesterday, EndDate=yesterday)
+    [nothing] = (await call(sim, "GetDeviceUsage", before)).many("Usage")
+    assert (nothing["TotalUsage"], nothing["TotalUsageDays"]) == ("0", "0")
+
+
+async def test_a_slow_commit_changes_the_product_late_and_reads_answer_at_once(
+    sim: httpx.AsyncClient,
+) -> None:
+    iccid = await enrolled(sim)
+    await real_latency(sim, 0)
+    await sim.post("/_sim/faults", json={"commit_delay_ms": 600})
+    sent = time.monotonic()
+    body = device_id(iccid) + fields(ProductID="1042")
+    with pytest.raises(httpx.ReadTimeout):
+        await call(sim, "ChangeServiceDeviceProduct", body, timeout=0.2)
+    assert (await device(sim, iccid))["ProductID"] == "0"
+    assert await ledger(sim, iccid) == []
+    assert time.monotonic() - sent < 0.6
+    await until(sim, iccid, "1042")
+    assert time.monotonic() - sent >= 0.6
+    sent = time.monotonic()
+    assert (await call(sim, "SuspendServiceDevice", device_id(iccid))).ok
+    assert time.monotonic() - sent >= 0.6  # every call that changes state is slow
+    report = (await sim.get("/_sim/faults")).json()
+    assert report["injected"]["commit_delay"] == 2
+    assert [e["action"] for e in await ledger(sim, iccid)] == ["order", "activate", "deactivate"]
 
 
 async def test_faults_apply_to_the_soap_endpoints(sim: httpx.AsyncClient) -> None:
     iccid = await enrolled(sim)
-    body = fields(ICCID=iccid, ProductID="1042", Reference="b-4:1")
+    await real_latency(sim, 0)
+    body = device_id(iccid) + fields(ProductID="1042")
     await sim.post("/_sim/faults", json={"error_rate": 1.0})
-    assert (await call(sim, "AddServiceDeviceProduct", body)).status == 503
+    assert (await call(sim, "ChangeServiceDeviceProduct", body)).status == 503
     await sim.post("/_sim/faults", json={"lose_responses": 1.0})
-    lost = await call(sim, "AddServiceDeviceProduct", body)
+    lost = await call(sim, "ChangeServiceDeviceProduct", body)
     assert (lost.status, lost.result, lost.fault) == (504, None, None)
     await sim.post("/_sim/faults", json={"rate_limit_per_second": 1})
     statuses = [(await call(sim, "GetProductsList")).status for _ in range(2)]
     assert statuses == [200, 429]
     await sim.post("/_sim/faults", json={"outage_seconds": 5})
-    assert (await call(sim, "GetProductsList")).status == 503
+    assert (await call(sim, "GetServiceDevices")).status == 503
     await sim.post("/_sim/faults", json={})
-    assert [e["reference"] for e in await ledger(sim, iccid)] == ["b-4:1"]  # the lost one
+    await until(sim, iccid, "1042")  # the lost one took effect, the refused one did not
+    assert [e["action"] for e in await ledger(sim, iccid)] == ["order", "activate"]
 
 
 def test_state_survives_a_restart(tmp_path: Path) -> None:
     state = tmp_path / "webbing.json"
-    iccid = new_iccid()
+    serving, suspended = new_iccid(), new_iccid()
 
-    async def first(url: str) -> str:
+    async def first(url: str) -> list[dict[str, str]]:
         async with httpx.AsyncClient(base_url=url) as http:
-            await http.post("/_sim/esims", json={"iccids": [iccid]})
-            return await order(http, iccid, "9600", "b-5:1")
+            await http.post("/_sim/esims", json={"iccids": [serving, suspended]})
+            await change(http, serving, "1042")
+            await call(http, "SuspendServiceDevice", device_id(suspended))
+            return [await until(http, serving, "1042"), await device(http, suspended)]
 
-    async def second(url: str) -> Answer:
+    async def second(url: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
         async with httpx.AsyncClient(base_url=url) as http:
-            return await call(http, "GetServiceDeviceProducts", fields(ICCID=iccid))
+            return [await device(http, serving), await device(http, suspended)], await ledger(
+                http, serving
+            )
 
-    with serve(create_app(USERNAME, PASSWORD, WSKEY, state_file=state)) as url:
-        instance_id = asyncio.run(first(url))
+    def app() -> FastAPI:
+        return create_app(USERNAME, PASSWORD, WSKEY, state_file=state, activation_latency=(0, 0))
+
+    with serve(app()) as url:
+        before = asyncio.run(first(url))
     assert state.exists()
-    with serve(create_app(USERNAME, PASSWORD, WSKEY, state_file=state)) as url:
-        [kept] = asyncio.run(second(url)).many("ServiceDeviceProducts")
-    assert (kept["ServiceDeviceProductID"], kept["Reference"]) == (instance_id, "b-5:1")
+    with serve(app()) as url:
+        after, entries = asyncio.run(second(url))
+    assert after == before
+    assert (after[0]["ProductID"], after[1]["StatusID"]) == ("1042", "4")
+    assert [e["action"] for e in entries] == ["order", "activate"]
 
 
 def test_refuses_to_start_without_credentials() -> None:

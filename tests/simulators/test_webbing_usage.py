@@ -1,4 +1,5 @@
-"""Webbing's usage readings on an injected clock: batches, lag, throttled bytes, last reading."""
+"""Webbing's usage readings on an injected clock: batches, lag, throttled bytes, last
+reading, and usage per UTC day."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from models.identifiers import make_iccid
 from simulators.core import CarrierEngine
 from simulators.records import Product
-from simulators.webbing_usage import UsageLag, UsageMeter
+from simulators.webbing_usage import DAY, UsageLag, UsageMeter, usage_by_day
 
 T0 = 1_800_000_000.0
 ICCID = make_iccid("894400000000000011")
@@ -61,10 +62,10 @@ def test_readings_come_in_batches_and_count_throttled_traffic_once_used_up() -> 
     assert final.at >= ended_at
     assert final.throttled_bytes == pytest.approx(50 * (ended_at - start - 20))
     tick_until(start + 80)
-    assert meter.reading(package) == final  # an ended instance is read once more, then kept
+    assert meter.reading(package) == final  # an ended pass is read once more, then kept
 
 
-def test_zero_lag_reads_live_and_unactivated_instances_report_nothing() -> None:
+def test_zero_lag_reads_live_and_passes_not_yet_serving_report_nothing() -> None:
     clock = FakeClock()
     engine = CarrierEngine([SHORT], clock=clock, seed=1, activation_latency=(0, 0))
     engine.add_esims([ICCID])
@@ -77,3 +78,27 @@ def test_zero_lag_reads_live_and_unactivated_instances_report_nothing() -> None:
     clock.now += 7
     assert meter.reading(waiting).high_speed_bytes == 70
     assert meter.reading(waiting).at == clock.now
+
+
+def test_usage_by_day_spreads_a_pass_over_the_utc_days_it_served() -> None:
+    clock = FakeClock()
+    midnight = T0 - T0 % DAY + DAY
+    clock.now = midnight - 30
+    engine = CarrierEngine([SHORT], clock=clock, seed=1, activation_latency=(0, 0))
+    engine.add_esims([ICCID])
+    meter = UsageMeter(engine, UsageLag(compressed_seconds=0))
+    package = engine.order(ICCID, "short", None, in_place=True)
+    meter.track(package)
+    engine.activate(package.id)
+    clock.now = start = package.activation_due_at or 0.0
+    engine.set_traffic(10, ICCID)  # 10 B/s for 40 s, across 00:00 UTC
+    clock.now = start + 40
+    before = midnight - start
+    days = usage_by_day(engine.packages(ICCID), meter, midnight - DAY, midnight + DAY)
+    assert days == {
+        midnight - DAY: pytest.approx(10 * before),
+        midnight: pytest.approx(10 * (40 - before)),
+    }
+    assert usage_by_day(engine.packages(ICCID), meter, midnight, midnight + DAY) == {
+        midnight: pytest.approx(10 * (40 - before))
+    }

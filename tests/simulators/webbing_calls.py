@@ -15,25 +15,34 @@ import httpx
 from models.identifiers import make_iccid
 
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP12_NS = "http://www.w3.org/2003/05/soap-envelope"
 WWS_NS = "http://wws.iamwebbing.com/"
 USERNAME, PASSWORD, WSKEY = "sim-user", "sim-password", "sim-wskey"
 CREDENTIALS = {"Username": USERNAME, "Password": PASSWORD, "WSKey": WSKEY}
 _serial = itertools.count(1)
 ENDPOINTS = {
-    "GetProductsList": "/accounts/Accounts.asmx",
-    "GetOnlineDeviceUsage": "/usage/Usage.asmx",
+    "GetProductsList": "/service/Service.asmx",
     "GetDeviceUsage": "/usage/Usage.asmx",
-    "GetServiceDevice": "/devices/Devices.asmx",
 }
 
 
-def envelope(method: str, body: str = "", credentials: dict[str, str] | None = None) -> str:
+def envelope(
+    method: str,
+    body: str = "",
+    credentials: dict[str, str] | None = None,
+    wrapper: str | None = None,
+    soap_ns: str = SOAP_NS,
+) -> str:
+    """A call with its fields in ``<{method}Request>`` (``wrapper`` names another element;
+    ``""``: none)."""
     given = CREDENTIALS if credentials is None else credentials
     header = "".join(f"<{k}>{v}</{k}>" for k, v in given.items())
+    name = f"{method}Request" if wrapper is None else wrapper
+    inner = f"<{name}>{body}</{name}>" if name else body
     return (
-        f'<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="{SOAP_NS}">'
+        f'<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="{soap_ns}">'
         f'<soap:Header><Credentials xmlns="{WWS_NS}">{header}</Credentials></soap:Header>'
-        f'<soap:Body><{method} xmlns="{WWS_NS}">{body}</{method}></soap:Body></soap:Envelope>'
+        f'<soap:Body><{method} xmlns="{WWS_NS}">{inner}</{method}></soap:Body></soap:Envelope>'
     )
 
 
@@ -82,6 +91,12 @@ class Answer:
         found = [c for c in self.result if local(c.tag) == container]
         return [record(item) for item in found[0]] if found else []
 
+    @property
+    def paging(self) -> tuple[int, int]:
+        """(TotalRecords, TotalPages) of its PaginationResponse."""
+        found = self.one("PaginationResponse")
+        return int(found["TotalRecords"]), int(found["TotalPages"])
+
 
 async def call(
     http: httpx.AsyncClient,
@@ -92,15 +107,17 @@ async def call(
     raw: str | bytes | None = None,
     endpoint: str | None = None,
     action: str | None = None,
+    wrapper: str | None = None,
+    timeout: float = 5.0,
 ) -> Answer:
     """POSTs one call; ``raw`` replaces the whole envelope (for hostile input)."""
-    path = endpoint or ENDPOINTS.get(method, "/service/Service.asmx")
+    path = endpoint or ENDPOINTS.get(method, "/devices/Devices.asmx")
     headers = {
         "Content-Type": "text/xml; charset=utf-8",
         "SOAPAction": f'"{WWS_NS}{method}"' if action is None else action,
     }
-    content = raw if raw is not None else envelope(method, body, credentials)
-    response = await http.post(path, content=content, headers=headers)
+    content = raw if raw is not None else envelope(method, body, credentials, wrapper)
+    response = await http.post(path, content=content, headers=headers, timeout=timeout)
     return parse(response)
 
 
@@ -108,9 +125,10 @@ def parse(response: httpx.Response) -> Answer:
     if not response.content or not response.content.startswith(b"<?xml"):
         return Answer(response.status_code, None, None)
     root = ElementTree.fromstring(response.content)
-    body = root.find(f"{{{SOAP_NS}}}Body")
+    soap_ns = root.tag[1:].partition("}")[0]
+    body = root.find(f"{{{soap_ns}}}Body")
     assert body is not None
-    fault = body.find(f"{{{SOAP_NS}}}Fault")
+    fault = body.find(f"{{{soap_ns}}}Fault")
     if fault is not None:
         return Answer(response.status_code, None, record(fault))
     result = body[0][0]
@@ -132,25 +150,41 @@ async def enrolled(sim: httpx.AsyncClient) -> str:
     return iccid
 
 
-async def order(sim: httpx.AsyncClient, iccid: str, product: str, ref: str = "") -> str:
+def device_id(iccid: str) -> str:
+    return fields(ServiceDeviceIdentifier={"ICCID": iccid})
+
+
+async def change(sim: httpx.AsyncClient, iccid: str, product: str) -> Answer:
     answer = await call(
-        sim, "AddServiceDeviceProduct", fields(ICCID=iccid, ProductID=product, Reference=ref)
+        sim, "ChangeServiceDeviceProduct", device_id(iccid) + fields(ProductID=product)
     )
     assert answer.ok, answer.head
-    return answer.one("ServiceDeviceProduct")["ServiceDeviceProductID"]
+    return answer
 
 
-async def instance(sim: httpx.AsyncClient, instance_id: str) -> dict[str, str]:
-    answer = await call(sim, "GetServiceDeviceProduct", fields(ServiceDeviceProductID=instance_id))
-    return answer.one("ServiceDeviceProduct")
-
-
-async def until(sim: httpx.AsyncClient, instance_id: str, status: str) -> dict[str, str]:
-    deadline = time.monotonic() + 5
-    while (found := await instance(sim, instance_id))["StatusID"] != status:
-        assert time.monotonic() < deadline, f"instance never reached StatusID {status}"
-        await asyncio.sleep(0.05)
+async def device(sim: httpx.AsyncClient, iccid: str) -> dict[str, str]:
+    """The device's ServiceDeviceRecord."""
+    answer = await call(sim, "GetServiceDevices", fields(DeviceIdentifier={"ICCID": iccid}))
+    [found] = answer.many("ServiceDevices")
     return found
+
+
+async def until(
+    sim: httpx.AsyncClient, iccid: str, product: str, timeout: float = 5
+) -> dict[str, str]:
+    """The device's record once it shows ``product`` (``"0"``: none)."""
+    deadline = time.monotonic() + timeout
+    while (found := await device(sim, iccid))["ProductID"] != product:
+        assert time.monotonic() < deadline, f"{iccid} never showed product {product}: {found}"
+        await asyncio.sleep(0.02)
+    return found
+
+
+async def timeline(sim: httpx.AsyncClient, iccid: str) -> list[dict[str, str | None]]:
+    intervals: list[dict[str, str | None]] = (await sim.get(f"/_sim/timeline/{iccid}")).json()[
+        "intervals"
+    ]
+    return intervals
 
 
 async def ledger(sim: httpx.AsyncClient, iccid: str) -> list[dict[str, str]]:

@@ -45,7 +45,7 @@ from carriers.errors import (
     retry_after_seconds,
 )
 from carriers.ratelimit import limited
-from carriers.webbing_records import STATUS_IDS, Device, LineName, line, product
+from carriers.webbing_records import STATUS_IDS, SUSPENDED, Device, LineName, line, product
 from carriers.webbing_soap import (
     CONTENT_TYPE,
     WWS_NS,
@@ -190,10 +190,14 @@ class WebbingCarrier:
         """Buy the pass by changing the device's product; it is scheduled until in
         effect. Webbing takes no start time and no reference."""
         offer = await self._product(carrier_product_id, True)
+        device = await self._device(iccid)
+        if device.status_id == SUSPENDED:  # a paused balance's: it takes no product so
+            await self._resume(iccid)
+            device = await self._device(iccid)
         asked = datetime.now(UTC)
         params = {"ServiceDeviceIdentifier": {"ICCID": iccid}, "ProductID": carrier_product_id}
         await self._call("ChangeServiceDeviceProduct", params, True)
-        name = LineName(iccid, carrier_product_id, "r", asked)
+        name = LineName(iccid, carrier_product_id, "r", asked, device.since)
         return CarrierLine(
             line_id=str(name),
             iccid=iccid,
@@ -205,11 +209,16 @@ class WebbingCarrier:
         )
 
     async def activate(self, line_id: str) -> CarrierLine:
-        """The device active (a suspended one resumed; idempotent), then the line."""
+        """The line, once in effect: a product change starts itself, so this is a read
+        (a suspended device is resumed first)."""
         name = self._name(line_id)
-        params = {"ServiceDeviceIdentifier": {"ICCID": name.iccid}}
-        await self._call("ActivateServiceDevice", params, True)
+        if (await self._device(name.iccid)).status_id == SUSPENDED:
+            await self._resume(name.iccid)
         return await self.get_line(line_id)
+
+    async def _resume(self, iccid: str) -> None:
+        params = {"ServiceDeviceIdentifier": {"ICCID": iccid}}
+        await self._call("ActivateServiceDevice", params, True)
 
     async def deactivate(self, line_id: str) -> CarrierLine:
         """End the line: suspend the device while the line is on it; a line already
@@ -219,7 +228,9 @@ class WebbingCarrier:
             return found
         params = {"ServiceDeviceIdentifier": {"ICCID": found.iccid}}
         await self._call("SuspendServiceDevice", params, True)
-        return await self.get_line(found.line_id)
+        suspended = await self._device(found.iccid)
+        ended_at = suspended.status_changed_at or datetime.now(UTC)
+        return found.model_copy(update={"status": "ended", "ended_at": ended_at})
 
     async def get_line(self, line_id: str) -> CarrierLine:
         name = self._name(line_id)
@@ -258,6 +269,8 @@ class WebbingCarrier:
         """``GetServiceDevices`` of the whole account, devices with a product only: the
         MB each has used on its product, one page per call. ``since`` is not needed:
         a device's usage is of the pass on it now."""
+        if not self._products:
+            await self.list_products()
         params = {
             "OnlyActivePlansDevices": "true",
             "BranchID": 0,

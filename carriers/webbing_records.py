@@ -5,10 +5,11 @@ Data in MB (1 MB = 10^6 bytes, decimal), times ``MM/dd/yyyy HH:mm:ss.fff`` UTC (
 ArithmeticError on a record it cannot read.
 
 Webbing has one product per service device, replaced in place, and no id per pass: a
-line is the device's product from one change on, named ``{ICCID}:{ProductID}:{kind}{ms}``
-(:class:`LineName`), ``kind`` ``r`` for the moment we asked for the change (a line just
-bought, not yet in effect) or ``e`` for the moment it took effect (``UpdatedAtUtc``, the
-line as the carrier shows it).
+line is the device's product from one change on, named ``{ICCID}:{ProductID}:{moment}``
+(:class:`LineName`): ``e{ms}``, the moment it took effect (``UpdatedAtUtc``, the line as
+the carrier shows it), or, for a line just bought and not yet in effect, ``r{ms}-{ms}``:
+when we asked for the change, and since when the product then on the device had been in
+effect (the change shows as a product in effect since later than that).
 """
 
 from __future__ import annotations
@@ -115,28 +116,51 @@ class LineName:
     product_id: str
     kind: Literal["r", "e"]
     at: datetime
+    after: datetime | None = None  # a request's: since when the device's product was in effect
 
     def __str__(self) -> str:
-        ms = (self.at - _EPOCH) // timedelta(milliseconds=1)
-        return f"{self.iccid}:{self.product_id}:{self.kind}{ms}"
+        moment = f"{self.kind}{_ms(self.at)}"
+        if self.kind == "r":
+            moment += f"-{_ms(self.after) if self.after else 0}"
+        return f"{self.iccid}:{self.product_id}:{moment}"
 
     @classmethod
     def parse(cls, line_id: str) -> LineName:
         iccid, product_id, moment = line_id.split(":")
-        kind = moment[:1]
-        if kind not in ("r", "e") or not moment[1:].isdigit():
+        kind, at, _, after = moment[:1], *moment[1:].partition("-")
+        if kind not in ("r", "e") or not at.isdigit() or not (after.isdigit() or after == ""):
             raise ValueError(f"not a Webbing line id: {line_id!r}")
-        at = _EPOCH + timedelta(milliseconds=int(moment[1:]))
-        return cls(iccid, product_id, "r" if kind == "r" else "e", at)
+        if (kind == "r") != (after != ""):
+            raise ValueError(f"not a Webbing line id: {line_id!r}")
+        since = _EPOCH + timedelta(milliseconds=int(after)) if after and int(after) else None
+        return cls(iccid, product_id, "r" if kind == "r" else "e", _from_ms(at), since)
 
     def shown_by(self, device: Device) -> bool:
         """Whether the device's product now is this line: the same product, in effect
-        since this line's moment (a line named by its request: since then)."""
+        since this line's moment; for a request, since after the product it replaces."""
         if device.product_id != self.product_id or device.since is None:
             return False
         if self.kind == "e":
             return abs(device.since - self.at) < timedelta(milliseconds=1)
-        return device.since >= self.at - CLOCK_SKEW
+        newer = self.after is None or device.since > self.after
+        return newer and device.since >= self.at - CLOCK_SKEW
+
+
+def _ms(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _from_ms(text: str) -> datetime:
+    return _EPOCH + timedelta(milliseconds=int(text))
+
+
+def _replaced(name: LineName, device: Device) -> bool:
+    """Whether another product took effect on the device after ``name`` was asked for."""
+    if device.product_id == "0" or device.since is None:
+        return False
+    return (
+        name.after is None or device.since > name.after
+    ) and device.since >= name.at - CLOCK_SKEW
 
 
 def line(name: LineName, device: Device, offer: CarrierProduct, now: datetime) -> CarrierLine:
@@ -148,6 +172,11 @@ def line(name: LineName, device: Device, offer: CarrierProduct, now: datetime) -
     activated_at = ends_at = ended_at = None
     used = 0
     line_id = str(name)
+    if name.kind == "e":  # in effect since its moment, whatever the device shows now
+        activated_at = name.at
+        ends_at = window_end(
+            name.at, offer.validity_seconds, offer.reset, offer.reset_utc_offset_minutes
+        )
     if name.shown_by(device):
         assert device.since is not None
         activated_at = device.since
@@ -162,8 +191,8 @@ def line(name: LineName, device: Device, offer: CarrierProduct, now: datetime) -
             status, ended_at = "ended", ends_at
         else:
             status = "active"
-    elif name.kind == "r" and (device.since is None or device.since < name.at - CLOCK_SKEW):
-        status = "scheduled"
+    elif name.kind == "r" and not _replaced(name, device):
+        status = "scheduled"  # asked for, not yet in effect (nothing shows it pending)
     else:
         status, ended_at = "ended", device.since or now
     return CarrierLine(

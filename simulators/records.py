@@ -77,6 +77,9 @@ class Package:
     # (its ``order`` is recorded then, beside its ``activate``), ending the package that
     # served until that moment; withdrawn before then, it leaves no trace in the ledger.
     in_place: bool = False
+    # An in-place pass whose window has run: its product stays on the device, throttled,
+    # until a change replaces it (one product per device; it does not end by itself).
+    spent: bool = False
 
     @property
     def remaining_bytes(self) -> int:
@@ -84,7 +87,7 @@ class Package:
 
     @property
     def exhausted(self) -> bool:
-        return self.used_bytes >= self.allowance_bytes
+        return self.spent or self.used_bytes >= self.allowance_bytes
 
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in _PACKAGE_FIELDS}

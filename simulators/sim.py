@@ -141,7 +141,11 @@ class SimCard:
                     fired = True
         for p in packages:
             if p.status == "ACTIVE" and p.expires_at is not None and p.expires_at <= t:
-                self.end(p, p.expires_at, "expire", journal)
+                if p.in_place:  # the product stays, at the throttled speed, until replaced
+                    p.spent, p.expires_at = True, None
+                    journal.record(t, "exhaust", p)
+                else:
+                    self.end(p, p.expires_at, "expire", journal)
                 fired = True
         for p in packages:
             due = p.activation_due_at

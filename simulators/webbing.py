@@ -32,9 +32,11 @@ choices, named in one place):
   they were asked for, each after its own latency but never before the one asked for
   before it, so the last asked for is the one that stays. The device's first product moves
   StatusID 2 → 3.
-- A pass ends by itself at its validity end, or at its reset boundary by its ResetRule: the
-  device keeps StatusID 3 with no product (ProductID 0, empty ProductName) and no service.
-  Past its allowance a pass is throttled to its ThrottleKbps until it ends.
+- A product does not end by itself (the record: one product per device, replaced by a
+  change; a daily pass is the adapter's to enforce). A pass's high-speed allowance lasts
+  until its validity end (or its reset boundary by its ResetRule), or until it is used
+  up: then the device stays on the product at its ThrottleKbps (ledger ``exhaust``)
+  until a change renews it. So a device with a product always has service.
 - SuspendServiceDevice ends the current pass (and withdraws pending changes, which were
   never bought): a suspended device shows no product and has no service, and a change of
   product for it is refused (1005). ActivateServiceDevice gives it StatusID 3 back, with
@@ -45,8 +47,8 @@ choices, named in one place):
   answer a SOAP Fault (HTTP 500), as ASMX does for an unknown SOAPAction.
 - ``/_sim/ledger``: a change is recorded as ``order`` then ``activate`` at the moment it takes
   effect, with reference null (the API has no place for one), and the pass it replaced ends
-  there with ``deactivate`` (or ``expire`` if its end fell at that moment); a pass that ends
-  by itself ``expire``s, a used-up one ``exhaust``s, a suspension ``deactivate``s.
+  there with ``deactivate``; a pass used up or past its window ``exhaust``s, a suspension
+  ``deactivate``s.
   ``package_id`` is the simulator's own id for a pass, never on the wire.
 
 The ``/_sim`` control API is the shared one (behind a bearer token with

@@ -520,7 +520,9 @@ def ended_by_carrier(plan: SwitchPlan, line: Line, new: Line, reason: str) -> Li
     """The old line as the carrier ended it (no deactivation needed): at its window's end,
     or when the new line replacing it in place took effect."""
     end = timing.ends_at(line) if plan.old_ends == "at_its_end" else new.activated_at
-    return line.model_copy(update={"state": end_state(reason), "ended_at": end or timing.ends_at(line)})
+    return line.model_copy(
+        update={"state": end_state(reason), "ended_at": end or timing.ends_at(line)}
+    )
 
 
 def switched(s: BalanceState, active: Line, ended: Line, reason: str, now: datetime) -> Changes:

@@ -70,34 +70,57 @@ async def until_active(webbing: WebbingCarrier, line_id: str) -> CarrierLine:
     raise AssertionError("line never became active")
 
 
-async def references(control: httpx.AsyncClient, iccid: str) -> list[str | None]:
+def change(iccid: str, product_id: str) -> dict[str, object]:
+    """The parameters of the product change an order makes."""
+    return {"ServiceDeviceIdentifier": {"ICCID": iccid}, "ProductID": product_id}
+
+
+async def orders(control: httpx.AsyncClient, iccid: str) -> list[str | None]:
+    """The references of the purchases the carrier's ledger holds for ``iccid``."""
     entries = (await control.get("/ledger", params={"iccid": iccid})).json()["entries"]
     return [e["reference"] for e in entries if e["action"] == "order"]
 
 
-async def test_a_line_goes_from_scheduled_to_active_to_ended(
+async def test_a_pass_is_bought_in_place_and_replaced_by_the_next(
     webbing: WebbingCarrier, control: httpx.AsyncClient
 ) -> None:
     iccid = await enrolled(control)
-    line = await webbing.order(iccid, "9010", "bal-1:1")
-    assert (line.status, line.reference, line.iccid) == ("scheduled", "bal-1:1", iccid)
-    assert (line.carrier_product_id, line.allowance_bytes, line.used_bytes) == ("9010", 10**6, 0)
-    assert abs(line.ordered_at - datetime.now(UTC)) < timedelta(seconds=5)
-    assert (await webbing.activate(line.line_id)).status == "scheduled"
-    active = await until_active(webbing, line.line_id)
+    first = await webbing.order(iccid, "9030", "bal-1:1")
+    assert (first.status, first.reference, first.iccid) == ("scheduled", None, iccid)
+    assert abs(first.ordered_at - datetime.now(UTC)) < timedelta(seconds=5)
+    active = await until_active(webbing, first.line_id)
+    assert active.line_id != first.line_id  # named by when it took effect, from now on
     assert active.activated_at is not None and active.ends_at is not None
-    assert active.ends_at - active.activated_at == timedelta(seconds=10)
+    assert active.ends_at - active.activated_at == timedelta(seconds=30)
+    assert (await webbing.get_line(first.line_id)).line_id == active.line_id
 
-    await control.post("/traffic", json={"iccid": iccid, "bytes_per_second": 10_000_000})
-    await asyncio.sleep(0.3)
-    usage = await webbing.usage(line.line_id)
-    assert (usage.line_id, usage.used_bytes, usage.allowance_bytes) == (line.line_id, 10**6, 10**6)
-    assert abs(usage.observed_at - datetime.now(UTC)) < timedelta(seconds=2)
+    await control.post("/traffic", json={"iccid": iccid, "bytes_per_second": 1_000_000})
+    await asyncio.sleep(0.5)
+    usage = await webbing.usage(active.line_id)
+    assert usage.line_id == active.line_id and 0 < usage.used_bytes <= 3_000_000
     await control.post("/traffic", json={"iccid": iccid, "bytes_per_second": 0})
 
+    # The same product again renews it: a second purchase, replacing the first in place.
+    second = await until_active(webbing, (await webbing.order(iccid, "9030", "bal-1:2")).line_id)
+    replaced = await webbing.get_line(active.line_id)
+    assert (replaced.status, replaced.ended_at) == ("ended", second.activated_at)
+    assert [line.line_id for line in await webbing.find_lines(iccid)] == [second.line_id]
+    assert await webbing.open_lines(iccid, "9030") == await webbing.find_lines(iccid)
+    assert await webbing.open_lines(iccid, "9060") == []
+    assert await orders(control, iccid) == [None, None]  # no place for our reference
+
+
+async def test_ending_a_line_suspends_the_device_and_the_next_purchase_resumes_it(
+    webbing: WebbingCarrier, control: httpx.AsyncClient
+) -> None:
+    iccid = await enrolled(control)
+    line = await until_active(webbing, (await webbing.order(iccid, "9060", "bal-2:1")).line_id)
     ended = await webbing.deactivate(line.line_id)
     assert ended.status == "ended" and ended.ended_at is not None
-    assert (await webbing.get_line(line.line_id)).ended_at == ended.ended_at
+    assert (await webbing.deactivate(line.line_id)).status == "ended"  # idempotent
+    assert await webbing.find_lines(iccid) == []
+    again = await webbing.order(iccid, "9060", "bal-2:2")
+    assert (await until_active(webbing, again.line_id)).status == "active"
 
 
 async def test_products_carry_validity_reset_rules_and_prices(webbing: WebbingCarrier) -> None:
@@ -109,7 +132,7 @@ async def test_products_carry_validity_reset_rules_and_prices(webbing: WebbingCa
         86_400,
         "rolling",
     )
-    assert (daily.throttle_kbps, daily.price_cents) == (128, 150)
+    assert (daily.throttle_kbps, daily.price_cents, daily.rotation) == (128, 150, "in_place")
     assert products["9030"].validity_seconds == 30
     assert products["9600"].validity_seconds == 600
     assert (products["1044"].reset, products["1044"].reset_utc_offset_minutes) == (
@@ -122,19 +145,12 @@ async def test_products_carry_validity_reset_rules_and_prices(webbing: WebbingCa
     )
 
 
-async def test_find_lines_pages_through_every_instance(
-    sim_url: str, control: httpx.AsyncClient
-) -> None:
-    iccid = await enrolled(control)
+async def test_the_catalogue_is_read_page_by_page(sim_url: str) -> None:
     carrier = WebbingCarrier(sim_url, USERNAME, PASSWORD, WSKEY, page_size=2)
     try:
-        ordered = [(await carrier.order(iccid, "1042", f"bal-2:{n}")).line_id for n in range(5)]
-        lines = await carrier.find_lines(iccid)
         products = await carrier.list_products()  # every product, 2 to a page
     finally:
         await carrier.aclose()
-    assert [line.line_id for line in lines] == ordered
-    assert [line.reference for line in lines] == [f"bal-2:{n}" for n in range(5)]
     assert len(products) == len({p.carrier_product_id for p in products}) == len(CATALOGUE)
 
 
@@ -162,36 +178,31 @@ async def test_business_refusals_are_rejections_with_the_response_code(
     webbing: WebbingCarrier, control: httpx.AsyncClient, sim_url: str
 ) -> None:
     iccid = await enrolled(control)
-    refusals = [
-        (webbing.order(new_iccid(), "1042", "bal-3:1"), "1002"),
-        (webbing.order(iccid, "4040", "bal-3:2"), "1003"),
-        (webbing.get_line("123456"), "1004"),
-    ]
-    for attempt, code in refusals:
-        with pytest.raises(CarrierRejected) as refused:
-            await attempt
-        assert refused.value.code == code and refused.value.message
-
-    line = await webbing.order(iccid, "1042", "bal-3:3")
-    await webbing.deactivate(line.line_id)
-    with pytest.raises(CarrierRejected) as wrong_state:
-        await webbing.activate(line.line_id)
-    assert wrong_state.value.code == "1005"
+    stranger = new_iccid()
+    with pytest.raises(CarrierRejected) as unknown_device:
+        await webbing.order(stranger, "1042", "bal-3:1")
+    assert stranger in unknown_device.value.message
+    with pytest.raises(CarrierRejected) as unknown_product:
+        await webbing.order(iccid, "4040", "bal-3:2")
+    assert "4040" in unknown_product.value.message
+    with pytest.raises(CarrierRejected):
+        await webbing.get_line("not-a-line")
 
     impostor = WebbingCarrier(sim_url, USERNAME, PASSWORD, "not-the-wskey")
     try:
         with pytest.raises(CarrierRejected) as unauthorised:
-            await impostor.order(iccid, "1042", "bal-3:4")
+            await impostor.list_products()
     finally:
         await impostor.aclose()
     assert unauthorised.value.code == "1001"
-    assert await references(control, iccid) == ["bal-3:3"]
+    assert await orders(control, iccid) == []
 
 
 async def test_simulated_errors_are_unavailable_and_change_nothing(
     webbing: WebbingCarrier, control: httpx.AsyncClient
 ) -> None:
     iccid = await enrolled(control)
+    await webbing.list_products()
     await control.post("/faults", json={"error_rate": 1.0})
     with pytest.raises(CarrierUnavailable):
         await webbing.order(iccid, "1042", "bal-4:1")
@@ -206,13 +217,13 @@ async def test_rate_limit_and_outage_are_unavailable(
 ) -> None:
     await control.post("/faults", json={"rate_limit_per_second": 1})
     with pytest.raises(CarrierRejected):
-        await webbing.get_line("1")  # counts against the limit
+        await webbing.find_lines(new_iccid())  # counts against the limit
     with pytest.raises(CarrierUnavailable) as limited:
         await webbing.list_products()
     assert limited.value.retry_after == 1.0
     await control.post("/faults", json={"outage_seconds": 5})
     with pytest.raises(CarrierUnavailable) as outage:
-        await webbing.order(await enrolled(control), "1042", "bal-5:1")
+        await webbing.find_lines(await enrolled(control))
     assert outage.value.retry_after is None
 
 
@@ -220,20 +231,20 @@ async def test_lost_answers_are_unknown_outcomes_for_writes_and_unavailable_for_
     webbing: WebbingCarrier, control: httpx.AsyncClient
 ) -> None:
     iccid = await enrolled(control)
+    await webbing.list_products()
     await control.post("/faults", json={"lose_responses": 1.0})
-    with pytest.raises(CarrierOutcomeUnknown):
-        await webbing.order(iccid, "1042", "bal-6:1")
+    with pytest.raises(CarrierOutcomeUnknown):  # the change itself (an order reads first)
+        await webbing._call("ChangeServiceDeviceProduct", change(iccid, "9030"), True)
     with pytest.raises(CarrierUnavailable):
         await webbing.find_lines(iccid)
     await control.post("/faults", json={})
+    await asyncio.sleep(2.0)  # the change takes effect after the activation latency
     [line] = await webbing.find_lines(iccid)
-    assert line.reference == "bal-6:1"  # the order whose answer was lost happened
+    assert line.carrier_product_id == "9030"  # the change whose answer was lost happened
     await control.post("/faults", json={"lose_responses": 1.0})
-    for write in (webbing.activate, webbing.deactivate):
-        with pytest.raises(CarrierOutcomeUnknown):
-            await write(line.line_id)
     with pytest.raises(CarrierUnavailable):
         await webbing.usage(line.line_id)
+    await control.post("/faults", json={})
 
 
 async def test_read_timeouts_are_unknown_for_writes_and_unavailable_for_reads(
@@ -241,17 +252,18 @@ async def test_read_timeouts_are_unknown_for_writes_and_unavailable_for_reads(
 ) -> None:
     iccid = await enrolled(control)
     impatient = client(sim_url, timeout=0.2)
+    await impatient.list_products()
     await control.post("/faults", json={"latency_ms": 400})
     try:
         with pytest.raises(CarrierOutcomeUnknown):
-            await impatient.order(iccid, "1042", "bal-7:1")
+            await impatient._call("ChangeServiceDeviceProduct", change(iccid, "9030"), True)
         with pytest.raises(CarrierUnavailable):
-            await impatient.get_line("anything")
+            await impatient.find_lines(iccid)
     finally:
         await impatient.aclose()
     await control.post("/faults", json={})
-    await asyncio.sleep(0.4)
-    assert await references(control, iccid) == ["bal-7:1"]
+    await asyncio.sleep(3.0)  # past the activation latency
+    assert await orders(control, iccid) == [None]  # the timed-out change happened
 
 
 async def test_refused_connections_are_unavailable() -> None:
@@ -259,9 +271,9 @@ async def test_refused_connections_are_unavailable() -> None:
     carrier = client(f"http://127.0.0.1:{port}", timeout=1.0)
     try:
         with pytest.raises(CarrierUnavailable):
-            await carrier.order(new_iccid(), "1042", "bal-8:1")
+            await carrier.list_products()
         with pytest.raises(CarrierUnavailable):
-            await carrier.get_line("1")
+            await carrier.find_lines(new_iccid())
     finally:
         await carrier.aclose()
 
@@ -276,9 +288,9 @@ async def test_dropped_connections_are_unknown_for_writes_and_unavailable_for_re
     carrier = client(f"http://127.0.0.1:{port}", timeout=2.0)
     try:
         with pytest.raises(CarrierOutcomeUnknown):
-            await carrier.activate("1")
+            await carrier._call("ChangeServiceDeviceProduct", change(new_iccid(), "1042"), True)
         with pytest.raises(CarrierUnavailable):
-            await carrier.usage("1")
+            await carrier.find_lines(new_iccid())
     finally:
         await carrier.aclose()
         server.close()

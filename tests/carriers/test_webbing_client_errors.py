@@ -18,22 +18,32 @@ from carriers.errors import (
     CarrierRejected,
     CarrierUnavailable,
 )
-from carriers.webbing import WebbingCarrier
+from carriers.webbing import WIRE, WebbingCarrier
 from tests.servers import serve
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 WWS = "http://wws.iamwebbing.com/"
-WRITE, READ = "ActivateServiceDeviceProduct", "GetServiceDeviceProduct"
+WRITE, READ = "ChangeServiceDeviceProduct", "GetServiceDevices"
+ICCID = "8944000000000000001"
 OK = (
     "<Success>true</Success><ResponseCode>0</ResponseCode>"
     "<ResponseDescription>OK</ResponseDescription>"
 )
-INSTANCE = (
-    "<ServiceDeviceProduct><ServiceDeviceProductID>42</ServiceDeviceProductID>"
-    "<ICCID>8944000000000000001</ICCID><ProductID>1042</ProductID><StatusID>4</StatusID>"
-    "<DailyHighSpeedMB>1000</DailyHighSpeedMB><OrderDate>03/10/2026</OrderDate>"
-    "<ActivationDate>03/11/2026</ActivationDate><TotalHSUsage>12.5</TotalHSUsage>"
-    "</ServiceDeviceProduct>"
+DEVICE = (
+    "<ServiceDevices><ServiceDeviceRecord><ServiceDeviceID>700001</ServiceDeviceID>"
+    "<ICCID>8944000000000000001</ICCID><StatusID>3</StatusID><StatusName>Active</StatusName>"
+    "<ProductID>1042</ProductID><ProductName>Daily 1 GB</ProductName>"
+    "<DataUsage>12.5</DataUsage><UpdatedAtUtc>03/11/2026</UpdatedAtUtc>"
+    "<StatusDateChange>03/10/2026</StatusDateChange></ServiceDeviceRecord></ServiceDevices>"
+    "<PaginationResponse><TotalRecords>1</TotalRecords><TotalPages>1</TotalPages>"
+    "</PaginationResponse>"
+)
+PRODUCTS = (
+    "<Products><ProductRecord><ProductID>1042</ProductID><ProductName>Daily 1 GB</ProductName>"
+    "<DailyHighSpeedMB>1000</DailyHighSpeedMB><ValidityHours>24</ValidityHours>"
+    "</ProductRecord></Products>"
+    "<PaginationResponse><TotalRecords>1</TotalRecords><TotalPages>1</TotalPages>"
+    "</PaginationResponse>"
 )
 
 
@@ -107,11 +117,13 @@ def stub(stub_server: tuple[Stub, str]) -> Iterator[tuple[Stub, WebbingCarrier]]
 
 
 async def attempt(carrier: WebbingCarrier, method: str) -> CarrierError:
+    """The product change an order makes, or the device read every line read makes."""
     try:
         if method == WRITE:
-            await carrier.activate("42")
+            change = {"ServiceDeviceIdentifier": {"ICCID": ICCID}, "ProductID": "1042"}
+            await carrier._call(WRITE, change, True)
         else:
-            await carrier.get_line("42")
+            await carrier.find_lines(ICCID)
     except CarrierError as error:
         return error
     finally:
@@ -137,13 +149,12 @@ def http_date(seconds_ahead: int) -> str:
         (WRITE, 200, failure(1000, "General error"), {}, CarrierUnavailable),
         (READ, 200, failure(1000, "General error"), {}, CarrierUnavailable),
         (WRITE, 200, failure(1003, "Product not found"), {}, CarrierRejected),
-        (READ, 200, failure(1004, "No such instance"), {}, CarrierRejected),
+        (READ, 200, failure(1002, "Device not found"), {}, CarrierRejected),
         (WRITE, 500, soap_fault("soap:Client"), {}, CarrierRejected),
         (WRITE, 500, soap_fault("soap:Server"), {}, CarrierOutcomeUnknown),
         (READ, 500, soap_fault("soap:Server"), {}, CarrierUnavailable),
         (WRITE, 200, fixed(b"<html>maintenance</html>"), {}, CarrierOutcomeUnknown),
         (READ, 200, fixed(envelope("<Other/>")), {}, CarrierUnavailable),
-        (WRITE, 200, lambda m: result(m, OK), {}, CarrierOutcomeUnknown),  # no instance
         (
             WRITE,
             200,
@@ -176,7 +187,7 @@ async def test_answers_map_to_the_error_tree(
             assert (error.code, error.message) == ("soap:Client", f"{WRITE}: it went wrong")
         elif status == 200:
             code = ElementTree.fromstring(body).findtext(f".//{{{WWS}}}ResponseCode")
-            assert error.code == code and error.message.endswith(("not found", "instance"))
+            assert error.code == code and error.message.endswith("not found")
         else:
             assert error.code == str(status)
 
@@ -188,7 +199,7 @@ BILLION_LAUGHS = "".join(
 
 def hostile(url: str) -> dict[str, tuple[Callable[[str], bytes], str]]:
     """name → (reply, what the error says) of answers no parser may act on."""
-    answer = OK + INSTANCE
+    answer = OK + DEVICE
     return {
         "billion laughs": (
             lambda m: result(
@@ -245,46 +256,34 @@ async def test_the_same_answer_without_the_attack_is_read(
     stub: tuple[Stub, WebbingCarrier],
 ) -> None:
     carrier_stub, carrier = stub
-    carrier_stub.reply = lambda m: result(m, OK + INSTANCE)
+    carrier_stub.reply = lambda m: result(m, OK + (PRODUCTS if m == "GetProductsList" else DEVICE))
     try:
-        line = await carrier.get_line("42")
+        [line] = await carrier.find_lines(ICCID)
     finally:
         await carrier.aclose()
-    # StatusID 4 (suspended) is not serving; bare dates count from 00:00 UTC
-    assert (line.status, line.used_bytes, line.allowance_bytes) == ("scheduled", 12_500_000, 10**9)
-    assert line.ordered_at == datetime(2026, 3, 10, tzinfo=UTC)
+    # In effect since 03/11/2026 (a bare date counts from 00:00 UTC): a day's pass long
+    # run out, its 12.5 MB read as bytes.
+    assert (line.status, line.used_bytes, line.allowance_bytes) == ("ended", 12_500_000, 10**9)
     assert line.activated_at == datetime(2026, 3, 11, tzinfo=UTC)
-    assert line.ends_at is None and line.reference is None
+    assert line.ends_at == datetime(2026, 3, 12, tzinfo=UTC) and line.reference is None
+    assert line.line_id == f"{ICCID}:1042:e{int(line.activated_at.timestamp() * 1000)}"
 
 
-async def test_every_call_goes_to_its_endpoint_with_action_and_credentials(
+async def test_every_method_goes_to_its_endpoint_with_action_credentials_and_wrapper(
     stub: tuple[Stub, WebbingCarrier],
 ) -> None:
     carrier_stub, carrier = stub
-    carrier_stub.status, carrier_stub.reply = 200, failure(1004, "nothing here")
-    calls = [
-        (carrier.order("8944000000000000001", "1042", "b<&>:1"), "/service/Service.asmx"),
-        (carrier.deactivate("42"), "/service/Service.asmx"),
-        (carrier.find_lines("8944000000000000001"), "/service/Service.asmx"),
-        (carrier.usage("42"), "/usage/Usage.asmx"),
-        (carrier.list_products(), "/accounts/Accounts.asmx"),
-    ]
+    carrier_stub.status, carrier_stub.reply = 200, failure(1002, "nothing here")
+    params = {"ServiceDeviceIdentifier": {"ICCID": "b<&>"}}
     try:
-        for call, _ in calls:
+        for method in WIRE.endpoints:
             with pytest.raises(CarrierRejected):
-                await call
+                await carrier._call(method, params, False)
     finally:
         await carrier.aclose()
-    methods = [
-        "AddServiceDeviceProduct",
-        "DeactivateServiceDeviceProduct",
-        "GetServiceDeviceProducts",
-        "GetOnlineDeviceUsage",
-        "GetProductsList",
-    ]
-    assert [path for path, _, _ in carrier_stub.seen] == [path for _, path in calls]
-    for (_, headers, body), method in zip(carrier_stub.seen, methods, strict=True):
-        assert headers["soapaction"] == f'"{WWS}{method}"'
+    assert [path for path, _, _ in carrier_stub.seen] == list(WIRE.endpoints.values())
+    for (_, headers, body), method in zip(carrier_stub.seen, WIRE.endpoints, strict=True):
+        assert headers["soapaction"] == f"{WWS}{method}"  # unquoted, as the record sends it
         assert headers["content-type"].startswith("text/xml")
         root = ElementTree.fromstring(body)
         credentials = root.find(f"{{{SOAP}}}Header/{{{WWS}}}Credentials")
@@ -294,8 +293,6 @@ async def test_every_call_goes_to_its_endpoint_with_action_and_credentials(
             ("Password", "pass"),
             ("WSKey", "key"),
         ]
-        assert root.find(f"{{{SOAP}}}Body/{{{WWS}}}{method}") is not None
-    order = ElementTree.fromstring(carrier_stub.seen[0][2])
-    assert order.findtext(f".//{{{WWS}}}Reference") == "b<&>:1"
-    listing = ElementTree.fromstring(carrier_stub.seen[2][2])
-    assert listing.findtext(f".//{{{WWS}}}PaginationRequest/{{{WWS}}}PageNumber") == "1"
+        wrapped = root.find(f"{{{SOAP}}}Body/{{{WWS}}}{method}/{{{WWS}}}{method}Request")
+        assert wrapped is not None
+        assert wrapped.findtext(f"{{{WWS}}}ServiceDeviceIdentifier/{{{WWS}}}ICCID") == "b<&>"

@@ -116,19 +116,21 @@ def test_a_suspension_ends_the_product_withdraws_pending_changes_and_refuses_ord
     assert states == ["high_speed", "none"]
 
 
-def test_an_expiry_at_the_moment_of_a_change_is_recorded_as_the_old_products_end(
+def test_a_pass_whose_window_runs_out_stays_throttled_until_a_change_replaces_it(
     engine: CarrierEngine, clock: FakeClock
 ) -> None:
     first = change(engine, "daily")
-    clock.now = T0 + 86_400  # the first expires at T0 + 86,410
-    second = change(engine, "daily")  # same product: a renewal, due exactly then
+    clock.now = T0 + 86_500  # its window ended at T0 + 86,410
+    assert engine.package(first).status == "ACTIVE" and engine.package(first).exhausted
+    second = change(engine, "daily")  # same product: a renewal
     clock.now = T0 + 90_000
-    assert actions(engine)[2:] == [
-        ("expire", T0 + 86_410, first),
-        ("order", T0 + 86_410, second),
-        ("activate", T0 + 86_410, second),
+    assert [(a, p) for a, _, p in actions(engine)[2:]] == [
+        ("exhaust", first),
+        ("order", second),
+        ("activate", second),
+        ("deactivate", first),
     ]
-    assert [i.state for i in engine.timeline(ICCID)] == ["high_speed"]
+    assert [i.state for i in engine.timeline(ICCID)] == ["high_speed", "throttled", "high_speed"]
 
 
 def test_suspension_and_in_place_changes_survive_a_snapshot(

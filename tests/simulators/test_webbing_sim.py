@@ -255,19 +255,21 @@ async def test_a_change_to_the_product_on_the_device_renews_it(sim: httpx.AsyncC
     assert [i["state"] for i in await timeline(sim, iccid)] == ["high_speed"]
 
 
-async def test_a_pass_ends_by_itself_and_leaves_the_device_active_without_a_product(
+async def test_a_pass_whose_window_ran_out_keeps_its_product_at_the_throttled_speed(
     sim: httpx.AsyncClient,
 ) -> None:
+    """One product per device, which does not end by itself: past its window a pass's
+    allowance is spent, and the device stays on it, throttled, until a change."""
     iccid = await enrolled(sim)
     await change(sim, iccid, "9902")
     serving = await until(sim, iccid, "9902")
-    ended = await until(sim, iccid, "0", timeout=5)
-    assert (ended["StatusID"], ended["ProductName"], ended["DataUsage"]) == ("3", "", "0")
-    assert moment(ended["UpdatedAtUtc"]) - moment(serving["UpdatedAtUtc"]) == timedelta(seconds=2)
-    assert [e["action"] for e in await ledger(sim, iccid)] == ["order", "activate", "expire"]
+    await asyncio.sleep(3.0)  # a 2 s pass
+    spent = await device(sim, iccid)
+    assert (spent["StatusID"], spent["ProductID"]) == ("3", "9902")
+    assert spent["UpdatedAtUtc"] == serving["UpdatedAtUtc"]
+    assert [e["action"] for e in await ledger(sim, iccid)] == ["order", "activate", "exhaust"]
     intervals = await timeline(sim, iccid)
-    assert [(i["state"], i["end"]) for i in intervals][-1] == ("none", None)
-    assert [i["state"] for i in intervals] == ["high_speed", "none"]
+    assert [i["state"] for i in intervals] == ["high_speed", "throttled"]
 
 
 async def test_a_suspended_device_has_no_product_until_it_is_activated_and_changed(

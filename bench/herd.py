@@ -102,11 +102,11 @@ from bench.herd_figures import (
 )
 from bench.naive import NaivePlan
 from carriers.base import Carrier
+from carriers.windows import window_end_epoch
 from config import Settings
 from models.db import migrate, session_scope
 from models.payloads import Policy, ProductSpec
 from models.tables import Balance, Product
-from carriers.windows import window_end_epoch
 from ports import free_port
 from services.catalog import sync_catalogue
 from services.enrolment import EnrolRequest, enrol, product_spec, workflow_id

@@ -60,18 +60,18 @@ class Counting(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-async def _product(url: str, carrier: str) -> ProductSpec:
-    """The shortest pass the simulator sells: a year of them is bought in seconds."""
-    async with httpx.AsyncClient() as http:
-        products = (await http.get(f"{url}/_sim/products")).raise_for_status().json()
-    p = min(products["products"], key=lambda p: p["validity_seconds"])
+async def _product(carrier: Carrier) -> ProductSpec:
+    """The shortest rolling pass the carrier sells: a year of them is bought in seconds."""
+    products = [p for p in await carrier.list_products() if p.reset == "rolling"]
+    p = min(products, key=lambda p: p.validity_seconds)
     return ProductSpec(
-        id=f"{carrier}-{p['id']}",
-        carrier=carrier,
-        carrier_product_id=str(p["id"]),
-        allowance_bytes=p["allowance_bytes"],
-        validity_seconds=p["validity_seconds"],
-        reset=p.get("reset", "rolling"),
+        id=f"{carrier.name}-{p.carrier_product_id}",
+        carrier=carrier.name,
+        carrier_product_id=p.carrier_product_id,
+        allowance_bytes=p.allowance_bytes,
+        validity_seconds=p.validity_seconds,
+        reset=p.reset,
+        rotation=p.rotation,
     )
 
 
@@ -98,8 +98,19 @@ async def _age(
     for seq in range(1, packages + 1):
         line = await _order(acts, _input(balance, iccid, seq, spec))
         assert line.line_id is not None
-        await carrier.activate(line.line_id)
-        await carrier.deactivate(line.line_id)
+        await carrier.deactivate(await _started(carrier, line.line_id, spec))
+
+
+async def _started(carrier: Carrier, line_id: str, spec: ProductSpec) -> str:
+    """The line's id once started. A change of product in place takes effect after the
+    carrier's latency, and only then shows: it is waited for."""
+    found = await carrier.activate(line_id)
+    for _ in range(400):
+        if found.status != "scheduled" or spec.rotation != "in_place":
+            return found.line_id
+        await asyncio.sleep(0.05)
+        found = await carrier.get_line(line_id)
+    raise AssertionError(f"{line_id} never started")
 
 
 async def _lost_answer(claims: OrderClaims, carrier: Carrier, req: OrderLineInput) -> str:
@@ -122,7 +133,7 @@ async def measure(carrier_name: str, days: int, tmp: Path) -> dict[str, Any]:
         migrate(database)
         claims = OrderClaims(database, request_seconds=10.0)
         acts = CarrierActivities({carrier_name: carrier}, claims)
-        spec = await _product(url, carrier_name)
+        spec = await _product(carrier)
         young, old = bench_iccids(2)
         async with httpx.AsyncClient() as http:
             (await http.post(f"{url}/_sim/esims", json={"iccids": [young, old]})).raise_for_status()
@@ -137,10 +148,12 @@ async def measure(carrier_name: str, days: int, tmp: Path) -> dict[str, Any]:
             bought = await _order(acts, _input(balance, iccid, packages + 1, spec))
             figures[label]["order"] = {"calls": counter.calls, "bytes": counter.bytes}
             assert bought.line_id is not None
-            looked = _input(balance, iccid, packages + 2, spec)
-            looked.known_line_ids = [bought.line_id]
             counter.counting = False
+            looked = _input(balance, iccid, packages + 2, spec)
+            looked.known_line_ids = [await _started(carrier, bought.line_id, spec)]
             lost = await _lost_answer(claims, carrier, looked)
+            if spec.rotation == "in_place":
+                lost = await _started(carrier, lost, spec)
             counter.counting, counter.calls, counter.bytes = True, 0, 0
             adopted = await _order(acts, looked)
             figures[label]["look"] = {"calls": counter.calls, "bytes": counter.bytes}

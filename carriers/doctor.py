@@ -8,7 +8,8 @@ Settings come from the environment as the worker's do (``TELNA__*``, ``WEBBING__
 ordered, activated or terminated. One line per assumption named in the client
 (``carriers.telna.NOT_PUBLIC`` and ``RECORD_READINGS``; ``carriers.webbing.WIRE``):
 ``confirmed``, ``contradicted`` or ``not checked``, the name, and what was seen; then a
-summary. ``--iccid`` adds the checks that read an eSIM's packages or instances.
+summary. ``--iccid`` adds the checks that read an eSIM's packages (Telna) or its device
+record (Webbing).
 
 Exit status: 0 nothing contradicted, 1 something contradicted, 2 the doctor could not
 run (bad usage, missing or invalid settings, carrier unreachable or refusing the
@@ -53,7 +54,7 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m carriers.doctor", description=__doc__.splitlines()[0])
     p.add_argument("carrier", choices=sorted(DOCTORS))
-    p.add_argument("--iccid", help="an eSIM of the account whose packages are read too")
+    p.add_argument("--iccid", help="an eSIM of the account whose packages or device are read too")
     return p
 
 

@@ -16,9 +16,11 @@ import pytest
 from pydantic import SecretStr
 
 from carriers import doctor_telna, doctor_webbing
+from carriers.base import CarrierLine
 from carriers.doctor import main
 from carriers.telna import NOT_PUBLIC, RECORD_READINGS
 from carriers.webbing import WIRE, WebbingCarrier
+from carriers.webbing_soap import SOAP_NS, WWS_NS
 from config import Settings, TelnaSettings, WebbingSettings
 from models.identifiers import make_iccid
 from ports import free_port
@@ -30,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KEY = "doctor-key"
 USERNAME, PASSWORD, WSKEY = "doctor-user", "doctor-password", "doctor-wskey"
 ICCID = make_iccid("894400000077000001")
+SUSPENDED = make_iccid("894400000077000002")
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +48,28 @@ def telna_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def webbing_url() -> Iterator[str]:
-    """A Webbing simulator as shipped, with one eSIM carrying one instance."""
-    with serve(create_webbing(USERNAME, PASSWORD, WSKEY, seed=3)) as url:
-        httpx.post(f"{url}/_sim/esims", json={"iccids": [ICCID]}).raise_for_status()
+    """A Webbing simulator as shipped (changes in effect at once), with one device on a
+    product and one suspended."""
+    app = create_webbing(USERNAME, PASSWORD, WSKEY, seed=3, activation_latency=(0.0, 0.0))
+    with serve(app) as url:
+        httpx.post(f"{url}/_sim/esims", json={"iccids": [ICCID, SUSPENDED]}).raise_for_status()
 
-        async def order() -> None:
+        async def in_effect(carrier: WebbingCarrier, iccid: str) -> CarrierLine:
+            await carrier.order(iccid, "1042", "doctor:1")
+            for _ in range(100):
+                found = await carrier.find_lines(iccid)
+                if found and found[0].status == "active":
+                    return found[0]
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"no product took effect on {iccid}")
+
+        async def setup() -> None:
             carrier = WebbingCarrier(url, USERNAME, PASSWORD, WSKEY)
-            await carrier.order(ICCID, "1042", "doctor:1")
+            await in_effect(carrier, ICCID)
+            await carrier.deactivate((await in_effect(carrier, SUSPENDED)).line_id)
             await carrier.aclose()
 
-        asyncio.run(order())
+        asyncio.run(setup())
         yield url
 
 
@@ -115,7 +130,7 @@ def test_telna_without_an_iccid_leaves_the_package_readings_unchecked(
         assert found[name] == "not checked: needs --iccid"
 
 
-def test_webbing_as_shipped_confirms_every_assumption_without_changing_anything(
+def test_webbing_as_shipped_confirms_all_it_can_read_without_changing_anything(
     webbing_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = ledger(webbing_url)
@@ -124,11 +139,91 @@ def test_webbing_as_shipped_confirms_every_assumption_without_changing_anything(
 
     out = capsys.readouterr().out
     found = lines(out)
-    assert set(found) == {c.__name__ for c in doctor_webbing.CHECKS}
-    assert all(v.startswith("confirmed") for v in found.values()), out
-    assert found["records"] == f"confirmed: 1 product and 1 instance of {ICCID} read"
-    assert out.splitlines()[-1] == "webbing: 9 confirmed, 0 contradicted, 0 not checked"
+    assert list(found) == [c.__name__ for c in doctor_webbing.CHECKS]
+    unchecked = {name for name, v in found.items() if not v.startswith("confirmed")}
+    assert unchecked == {"change"}, out
+    assert found["change"].startswith("not checked: only a purchase would show it")
+    assert "(never sent)" in found["endpoints"]
+    assert found["device_product"].startswith(f"confirmed: {ICCID}: ProductID 1042 'Daily 1 GB'")
+    assert found["suspend"] == "confirmed: 1 suspended device(s) read, none on a product"
+    assert out.splitlines()[-1] == "webbing: 11 confirmed, 0 contradicted, 1 not checked"
+    assert ledger(webbing_url) == before  # nothing bought, suspended or resumed
+
+
+def test_webbing_without_an_iccid_leaves_the_device_product_unchecked(
+    webbing_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = ledger(webbing_url)
+
+    assert main(["webbing"], webbing_settings(webbing_url)) == 0
+
+    out = capsys.readouterr().out
+    found = lines(out)
+    assert found["device_product"] == "not checked: needs --iccid"
+    assert found["date_format"].startswith("confirmed: StartDate ")  # the account's first device
+    assert out.splitlines()[-1] == "webbing: 10 confirmed, 0 contradicted, 2 not checked"
     assert ledger(webbing_url) == before
+
+
+def test_products_on_accounts_asmx_contradict_the_endpoints(
+    webbing_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record's other guess for GetProductsList: the simulator has no such method there."""
+    moved = {**WIRE.endpoints, "GetProductsList": "/accounts/Accounts.asmx"}
+    monkeypatch.setattr(doctor_webbing, "WIRE", dataclasses.replace(WIRE, endpoints=moved))
+
+    assert main(["webbing", "--iccid", ICCID], webbing_settings(webbing_url)) == 1
+
+    out = capsys.readouterr().out
+    found = lines(out)
+    assert found["endpoints"].startswith(
+        "contradicted: /accounts/Accounts.asmx GetProductsList: Fault soap:Client"
+    )
+    assert [n for n, v in found.items() if v.startswith("contradicted")] == ["endpoints"]
+    assert found["credentials_header"].startswith("confirmed")  # read off GetServiceDevices
+    assert found["paging"].startswith("not checked: GetProductsList: Fault")
+    assert out.splitlines()[-1] == "webbing: 5 confirmed, 1 contradicted, 6 not checked"
+
+
+def test_a_webbing_reading_dates_as_dd_mm_contradicts_the_date_format() -> None:
+    """A service that refuses a 13th-or-later day as MM/dd/yyyy but reads the 1st."""
+    product = "<ProductID>1</ProductID><DailyHighSpeedMB>1000</DailyHighSpeedMB>"
+    results = {
+        "GetProductsList": f"<Products><ProductRecord>{product}<ValidityHours>24"
+        "</ValidityHours></ProductRecord></Products>" + PAGE,
+        "GetServiceDevices": "<ServiceDevices><ServiceDeviceRecord><ICCID>1</ICCID>"
+        "<StatusID>2</StatusID></ServiceDeviceRecord></ServiceDevices>" + PAGE,
+        "GetDeviceUsage": "<Usage />" + PAGE,
+    }
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, text=", ".join(WIRE.endpoints))
+        method = request.headers["SOAPAction"].rpartition("/")[2]
+        start = request.content.partition(b"<StartDate>")[2][3:5]
+        result = OK + results[method]
+        if start and int(start) > 12:
+            result = "<Success>false</Success><ResponseCode>1000</ResponseCode>"
+        body = (
+            f'<soap:Envelope xmlns:soap="{SOAP_NS}"><soap:Body><{method}Response '
+            f'xmlns="{WWS_NS}"><{method}Result>{result}</{method}Result></{method}Response>'
+            "</soap:Body></soap:Envelope>"
+        )
+        return httpx.Response(200, text=body, headers={"Content-Type": "text/xml"})
+
+    settings = webbing_settings("http://webbing.invalid")
+    found = dict(asyncio.run(doctor_webbing.diagnose(settings, None, httpx.MockTransport(handle))))
+
+    assert found["date_format"].outcome == "contradicted", found["date_format"]
+    assert found["date_format"].why.endswith("read: dd/MM?")
+    assert found["endpoints"].outcome == "confirmed"
+
+
+OK = "<Success>true</Success><ResponseCode>0</ResponseCode>"
+PAGE = (
+    "<PaginationResponse><TotalRecords>1</TotalRecords><TotalPages>1</TotalPages>"
+    "</PaginationResponse>"
+)
 
 
 def test_a_bearer_only_telna_contradicts_a_raw_auth_scheme(

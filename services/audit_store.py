@@ -119,7 +119,10 @@ def record_finding(
         },
     }
     with session_scope(database_url) as session:
-        result = session.execute(
-            dialect_insert(session, LineEvent).values(row).on_conflict_do_nothing()
+        inserted = session.execute(
+            dialect_insert(session, LineEvent)
+            .values(row)
+            .on_conflict_do_nothing()
+            .returning(col(LineEvent.key))  # not rowcount: psycopg says -1
         )
-        return bool(getattr(result, "rowcount", 0))
+        return inserted.first() is not None

@@ -114,12 +114,16 @@ async def test_each_disagreement_is_found_recorded_counted_and_repaired_where_sa
     async with rig(dev_env, tmp_path, database_url=database_url) as r:
         ghost, orphan, double, unordered = fleet = iccids(4)
         await r.add_esims(*fleet)
-        # 60 s passes; the unordered one orders 10 s after activation, the others 40 s.
+        # 60 s passes started through the API (no package starts by itself, so what is
+        # planted below stays as planted); the unordered one orders 10 s after
+        # activation, the others 40 s.
         late = Policy(lead_seconds=20, margin_seconds=2)
-        await r.enrol(ghost, "compressed-60s", policy=late)
-        await r.enrol(orphan, "compressed-60s", policy=late)
-        await r.enrol(double, "compressed-60s", policy=late)
-        await r.enrol(unordered, "compressed-60s", policy=Policy(lead_seconds=50, margin_seconds=5))
+        await r.enrol(ghost, "compressed-60s-manual", policy=late)
+        await r.enrol(orphan, "compressed-60s-manual", policy=late)
+        await r.enrol(double, "compressed-60s-manual", policy=late)
+        await r.enrol(
+            unordered, "compressed-60s-manual", policy=Policy(lead_seconds=50, margin_seconds=5)
+        )
         up: dict[str, BalanceStatusView] = {}
         for iccid in fleet:
             up[iccid] = await r.wait_for(iccid, lambda s: s.active is not None, 30, "line 1")
@@ -134,9 +138,13 @@ async def test_each_disagreement_is_found_recorded_counted_and_repaired_where_sa
             assert active is not None and active.line_id is not None
             await telna.deactivate(active.line_id)
             # A package bought that nobody recorded (Telna shows no reference of ours).
-            stray = await telna.order(orphan, "compressed-60s", f"{up[orphan].balance_id}:99")
+            stray = await telna.order(
+                orphan, "compressed-60s-manual", f"{up[orphan].balance_id}:99"
+            )
             # A second active package beside the balance's own.
-            extra = await telna.order(double, "compressed-60s", f"{up[double].balance_id}:98")
+            extra = await telna.order(
+                double, "compressed-60s-manual", f"{up[double].balance_id}:98"
+            )
             await telna.activate(extra.line_id)
             # The scheduled line cancelled at the carrier: past order time, nothing ordered.
             waiting = await r.wait_for(

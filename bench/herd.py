@@ -101,6 +101,7 @@ from bench.herd_figures import (
     switch_latencies,
 )
 from bench.naive import NaivePlan
+from bench.purchases import as_orders, package_lines
 from carriers.base import Carrier
 from carriers.windows import window_end_epoch
 from config import Settings
@@ -347,7 +348,9 @@ class Run:
             retries = await activity_retries(self.client, {workflow_id(i) for i in herd})
             # Read once every package in ``found`` has had its line recorded.
             held = held_lines(url)
-        seqs = {line.carrier_line_id: line.seq for line in switched if line.carrier_line_id}
+        seqs = {
+            package: line.seq for package, line in package_lines(as_orders(found), switched).items()
+        }
         herd_gaps = gaps(found, seqs, set(herd), done_at)
         seconds = max(done_at - boundary, 0.001)
         self.result.update(

@@ -139,6 +139,7 @@ class Naive:
     iccid: str
     seq: int
     carrier_line_id: str
+    activated_at: None = None  # known by its package id, never by when it started
 
 
 def naive_lines(found: list[dict[str, Any]], iccids: set[str]) -> list[Naive]:

@@ -28,6 +28,11 @@ purchase. What no check here tells apart is a package the audit recorded past th
 balance's last line: a purchase nobody meant, but bought once, as the reference count
 did not tell either.
 
+A carrier that replaces a device's one product in place (Webbing) shows no id per
+purchase: its package ids are the simulator's own, and our line is named by the moment
+its product took effect. There a line holds the purchase made on its eSIM at that
+moment (the ledger records a change's ``order`` when it takes effect).
+
 Judge once the balances have settled (closed, or past their last order): an order in
 flight is at the carrier before its line is in the database.
 """
@@ -36,7 +41,8 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
 
 class HeldLine(Protocol):
@@ -50,6 +56,11 @@ class HeldLine(Protocol):
     def seq(self) -> int: ...
     @property
     def carrier_line_id(self) -> str | None: ...
+    @property
+    def activated_at(self) -> datetime | None: ...
+
+
+L = TypeVar("L", bound=HeldLine)
 
 
 def made_twice(
@@ -64,10 +75,12 @@ def made_twice(
     for reference, n in sorted(references.items()):
         if n > 1:
             problems.append(f"reference {reference} bought {n} times")
+    lines = list(lines)
+    holding = package_lines(orders, lines)
     held = {line.carrier_line_id: line for line in lines if line.carrier_line_id}
     explained: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for e in orders:
-        line = held.get(e["package_id"])
+        line = holding.get(e["package_id"])
         if line is None or line.iccid != e["iccid"]:
             problems.append(
                 f"{e['iccid']}: package {e['package_id']} bought at {e['at']}, "
@@ -85,6 +98,32 @@ def made_twice(
     return problems
 
 
+def package_lines(entries: Iterable[Mapping[str, Any]], lines: Iterable[L]) -> dict[str, L]:
+    """Each purchase's package id → the line of ours on its eSIM that holds it: by the
+    package id, or, at a carrier replacing a product in place, by the moment the
+    purchase took effect (the ``order``'s time, or a package's ``activated_at``)."""
+    lines = list(lines)
+    by_id = {line.carrier_line_id: line for line in lines if line.carrier_line_id}
+    by_start = {(line.iccid, _ms(line.activated_at)): line for line in lines if line.activated_at}
+    holding: dict[str, L] = {}
+    for e in entries:
+        if e["action"] != "order":
+            continue
+        line = by_id.get(e["package_id"])
+        if line is None or line.iccid != e["iccid"]:
+            line = by_start.get((e["iccid"], _ms(e.get("activated_at") or e["at"])))
+        if line is not None:
+            holding[e["package_id"]] = line
+    return holding
+
+
+def _ms(moment: datetime | str) -> int:
+    """A time to the millisecond (an ISO string, as the simulators write them, or not)."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    return round(moment.timestamp() * 1000)
+
+
 def as_orders(packages: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """A simulator's packages (``GET /_sim/packages``) as the ``order`` entries of its
     ledger: one purchase each."""
@@ -96,6 +135,7 @@ def as_orders(packages: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "package_id": p["id"],
             "reference": p.get("reference"),
             "product_id": p["product_id"],
+            "activated_at": p.get("activated_at"),
         }
         for p in packages
     ]

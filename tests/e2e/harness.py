@@ -28,7 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app as create_api
-from bench.purchases import made_twice
+from bench.purchases import made_twice, package_lines
 from carriers.metered import metered
 from carriers.telna import TelnaCarrier
 from carriers.webbing import WebbingCarrier
@@ -273,10 +273,10 @@ class Rig:
                     )
                 ).all()
             assert not made_twice(entries, lines, {one}), made_twice(entries, lines, {one})
-            by_package = {line.carrier_line_id: line for line in lines}
+            by_package = package_lines(entries, lines)
             orders = [e for e in entries if e["action"] == "order"]
-            ordered = sorted(e["package_id"] for e in orders)
-            held = sorted(str(line.carrier_line_id) for line in lines)
+            ordered = sorted(by_package[e["package_id"]].seq for e in orders)
+            held = sorted(line.seq for line in lines if line.activated_at or line.carrier_line_id)
             assert ordered == held, (one, ordered, held)
             for entry in orders:  # the reference, where the carrier kept it
                 line = by_package[entry["package_id"]]

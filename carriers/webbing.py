@@ -198,15 +198,16 @@ class WebbingCarrier:
         params = {"ServiceDeviceIdentifier": {"ICCID": iccid}, "ProductID": carrier_product_id}
         await self._call("ChangeServiceDeviceProduct", params, True)
         name = LineName(iccid, carrier_product_id, "r", asked, device.since)
-        return CarrierLine(
-            line_id=str(name),
-            iccid=iccid,
-            carrier_product_id=carrier_product_id,
-            reference=None,
-            status="scheduled",
-            ordered_at=asked,
-            allowance_bytes=offer.allowance_bytes,
-        )
+        bought = {
+            "line_id": str(name),
+            "iccid": iccid,
+            "carrier_product_id": carrier_product_id,
+            "reference": None,
+            "status": "scheduled",
+            "ordered_at": asked,
+            "allowance_bytes": offer.allowance_bytes,
+        }
+        return self._read(CarrierLine.model_validate, bought, True)
 
     async def activate(self, line_id: str) -> CarrierLine:
         """The line, once in effect: a product change starts itself, so this is a read

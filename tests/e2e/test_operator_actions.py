@@ -10,9 +10,10 @@ from sqlmodel import select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
+from bench.purchases import package_lines
 from models.db import session_scope
 from models.payloads import BalanceStatus, ChangeProduct, Policy, ProductSpec
-from models.tables import Balance, LineEvent, Product
+from models.tables import Balance, BalanceLine, LineEvent, Product
 from services.enrolment import product_spec, workflow_id
 from tests.e2e.harness import OPERATOR_KEY, iccids, rig
 from workflows.balance import BalanceWorkflow
@@ -40,7 +41,16 @@ async def test_each_operator_action_changes_what_the_carrier_sees(
         assert first.active is not None
 
         async def actions() -> list[tuple[str, str, str]]:
-            return [(e["action"], e["package_id"], e["product_id"]) for e in await r.ledger(iccid)]
+            """The carrier's ledger, each package named by the line of ours holding it (a
+            carrier replacing a product in place has no id per purchase on its wire)."""
+            entries = await r.ledger(iccid)
+            with session_scope(r.settings.database_url) as session:
+                lines = session.exec(select(BalanceLine).where(BalanceLine.iccid == iccid)).all()
+            ours = {p: line.carrier_line_id for p, line in package_lines(entries, lines).items()}
+            return [
+                (e["action"], ours.get(e["package_id"]) or e["package_id"], e["product_id"])
+                for e in entries
+            ]
 
         await r.signal(iccid, "pause")
         await r.wait_for(iccid, lambda s: s.status == BalanceStatus.Paused, 30, "Paused")

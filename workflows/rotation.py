@@ -519,10 +519,13 @@ def end_state(reason: str) -> LineState:
 def ended_by_carrier(plan: SwitchPlan, line: Line, new: Line, reason: str) -> Line:
     """The old line as the carrier ended it (no deactivation needed): at its window's end,
     or when the new line replacing it in place took effect."""
-    end = timing.ends_at(line) if plan.old_ends == "at_its_end" else new.activated_at
-    return line.model_copy(
-        update={"state": end_state(reason), "ended_at": end or timing.ends_at(line)}
-    )
+    window = timing.ends_at(line)
+    end = (window if plan.old_ends == "at_its_end" else new.activated_at) or window
+    update: dict[str, Any] = {"state": end_state(reason), "ended_at": end}
+    if end > window and (line.exhausted_at is None or line.exhausted_at > window):
+        # Replaced in place after its window ran out: the device stayed on it, throttled.
+        update["exhausted_at"] = window
+    return line.model_copy(update=update)
 
 
 def switched(s: BalanceState, active: Line, ended: Line, reason: str, now: datetime) -> Changes:

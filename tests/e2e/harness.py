@@ -325,10 +325,17 @@ async def _drop_schedules(client: Client, schedule_ids: list[str]) -> None:
 
 def none_seconds(intervals: list[dict[str, Any]], until: datetime | None = None) -> float:
     """Seconds without any active line in the carrier's timeline (before ``until``)."""
+    return state_seconds(intervals, "none", until)
+
+
+def state_seconds(
+    intervals: list[dict[str, Any]], state: str, until: datetime | None = None
+) -> float:
+    """Seconds in ``state`` (``none``, ``throttled``, ``high_speed``) before ``until``."""
     total = 0.0
     now = datetime.now(UTC)
     for interval in intervals:
-        if interval["state"] != "none":
+        if interval["state"] != state:
             continue
         start = datetime.fromisoformat(interval["start"])
         end = datetime.fromisoformat(interval["end"]) if interval["end"] else now

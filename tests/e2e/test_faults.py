@@ -10,7 +10,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from models.payloads import BalanceStatus, Policy
-from tests.e2e.harness import iccids, none_seconds, rig
+from tests.e2e.harness import iccids, none_seconds, rig, state_seconds
 
 FAST = Policy(lead_seconds=5, margin_seconds=3)
 
@@ -44,12 +44,14 @@ async def test_a_carrier_committing_after_our_timeout_never_sells_a_line_twice(
     """For two minutes every order, activation and deactivation at both carriers takes
     effect after the client gave up on it: each order is held in doubt until it shows,
     and adopted; nothing is bought twice and the lines still hand over without a gap."""
+    # The in-doubt window covers the slow commit and, where a change of product shows
+    # only once in effect (Webbing), the activation latency after it.
     async with rig(
-        dev_env, tmp_path, carrier="mixed", carrier_timeout=1.0, in_doubt_seconds=3.0
+        dev_env, tmp_path, carrier="mixed", carrier_timeout=1.0, in_doubt_seconds=5.0
     ) as r:
         fleet = iccids(6)
         await r.add_esims(*fleet)
-        await r.faults(commit_delay_ms=1500)
+        await r.faults(commit_delay_ms=1500)  # over the client's timeout
         policy = Policy(lead_seconds=12, margin_seconds=6)
         for iccid in fleet:
             await r.enrol(iccid, "compressed-30s", policy=policy)
@@ -60,7 +62,7 @@ async def test_a_carrier_committing_after_our_timeout_never_sells_a_line_twice(
         await r.cancel_and_wait(*fleet)
         orders = [e for e in await r.ledger() if e["action"] == "order"]
         print(f"slow commits {injected['commit_delay']}, orders {len(orders)}")
-        assert injected["commit_delay"] >= 3 * len(orders) - 2 * len(fleet), injected
+        assert injected["commit_delay"] >= len(orders), injected  # every purchase was slow
         assert len(orders) >= 4 * len(fleet), len(orders)
         assert await r.purchases_made_twice(*fleet) == []
         await r.assert_database_matches_carrier(*fleet)
@@ -83,9 +85,15 @@ async def test_errors_and_outages_shorter_than_the_lead_leave_no_gap(
 
         # 1. An outage over the switch and the line's end, once the next line is ordered:
         #    the carrier starts the ordered line itself when the old one ends.
+        #    (In place, nothing is bought ahead: the device keeps its product, throttled.)
         views = [
             await r.wait_for(
-                i, lambda s: s.active is not None and s.scheduled is not None, 40, "line 2"
+                i,
+                lambda s, ahead=r.carrier_of[i] == "telna": (
+                    s.active is not None and (s.scheduled is not None or not ahead)
+                ),
+                40,
+                "line 2 ordered, where it is bought ahead",
             )
             for i in fleet
         ]
@@ -144,9 +152,15 @@ async def test_an_outage_longer_than_the_lead_shows_failing_and_recovers(
         assert recovered.failing_reason is None
         stopped_at = datetime.now(UTC)
         await r.cancel_and_wait(iccid)
-        gap = none_seconds(await r.timeline(iccid), until=stopped_at)
+        timeline = await r.timeline(iccid)
+        gap = none_seconds(timeline, until=stopped_at)
+        slow = state_seconds(timeline, "throttled", until=stopped_at)
         overrun = (started.timestamp() + outage) - ends_at.timestamp()
-        # The gap is the outage's overrun past the line's end, plus the time to order and
-        # activate once the carrier answers again (retry backoff, activation latency).
-        assert 0 < gap <= overrun + 6, (gap, overrun)
+        # The outage's overrun past the line's end, plus the time to order and start a
+        # line once the carrier answers again (retry backoff, activation latency): a gap
+        # where passes end (Telna), throttled time where the device keeps its product
+        # past its pass until the next change (Webbing, one product replaced in place).
+        lost = gap if carrier == "telna" else slow
+        assert 0 < lost <= overrun + 6, (gap, slow, overrun)
+        assert carrier == "telna" or gap == 0, gap
         await r.assert_database_matches_carrier(iccid)

@@ -313,6 +313,12 @@ def test_a_line_replaced_in_place_ends_when_its_successor_took_effect() -> None:
     new = _line(2, IN_PLACE_HOUR, state=LineState.active, activated_at=SWITCH_AT + MINUTE / 2)
     ended = rotation.ended_by_carrier(plan, s.active, new, "time")
     assert (ended.state, ended.ended_at) == (LineState.expired, SWITCH_AT + MINUTE / 2)
+    assert ended.exhausted_at is None
+    # Replaced only after its window ran out (the carrier was down at the switch): the
+    # device stayed on it, throttled, from the window's end.
+    late = new.model_copy(update={"activated_at": T0 + timedelta(hours=1, minutes=2)})
+    spent = rotation.ended_by_carrier(plan, s.active, late, "time")
+    assert (spent.ended_at, spent.exhausted_at) == (late.activated_at, T0 + timedelta(hours=1))
 
 
 def test_at_the_cap_usage_does_not_switch_and_the_balance_says_so() -> None:

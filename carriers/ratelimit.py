@@ -93,12 +93,25 @@ def check_send_by(request: httpx.Request) -> None:
         raise httpx.PoolTimeout(f"not sent: it had to leave by {send_by:%H:%M:%S}", request=request)
 
 
+# An idle connection is closed by us before a carrier's server may close it: a request
+# sent on a connection the server is closing fails with no answer, and an order's
+# outcome is then unknown (held for the carrier's in-doubt window). Servers keep idle
+# connections for 5 s (uvicorn) to 60 s and more; ours go after 2 s.
+KEEPALIVE_SECONDS = 2.0
+
+
+def pooled() -> httpx.AsyncHTTPTransport:
+    """httpx's transport, with idle connections let go of before any server's."""
+    return httpx.AsyncHTTPTransport(limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS))
+
+
 def limited(
     transport: httpx.AsyncBaseTransport | None, per_second: float
-) -> httpx.AsyncBaseTransport | None:
-    """``transport`` (httpx's default when None) limited to ``per_second``; 0 is no limit."""
+) -> httpx.AsyncBaseTransport:
+    """``transport`` (``pooled()`` when None) limited to ``per_second``; 0 is no limit."""
     if per_second < 0:
         raise ValueError(f"rate limit must be 0 (none) or positive, not {per_second}")
+    transport = transport or pooled()
     if per_second == 0:
         return transport
-    return RateLimitedTransport(transport or httpx.AsyncHTTPTransport(), per_second)
+    return RateLimitedTransport(transport, per_second)

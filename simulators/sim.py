@@ -90,6 +90,8 @@ class SimCard:
         until, crossing = end, None
         for p in packages:
             due = p.activation_due_at if p.status == "NOT_ACTIVE" else p.expires_at
+            if p.spent:
+                due = None  # past its window already: nothing more happens to it by time
             if due is not None and max(due, t) < until:
                 until = max(due, t)
         if consumer is not None and rate > 0:
@@ -141,9 +143,11 @@ class SimCard:
                     fired = True
         for p in packages:
             if p.status == "ACTIVE" and p.expires_at is not None and p.expires_at <= t:
+                if p.spent:
+                    continue
                 if p.in_place:  # the product stays, at the throttled speed, until replaced
-                    p.spent, p.expires_at = True, None
-                    journal.record(t, "exhaust", p)
+                    p.spent = True
+                    journal.record(p.expires_at, "exhaust", p)
                 else:
                     self.end(p, p.expires_at, "expire", journal)
                 fired = True

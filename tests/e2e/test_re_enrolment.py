@@ -57,7 +57,9 @@ async def test_a_balance_enrolled_again_after_terminate_continues_and_buys_nothi
     dev_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
     async with rig(dev_env, tmp_path, carrier="mixed") as r:
-        by_api, by_cli = fleet = iccids(2)
+        # The command line's eSIM at Telna (it holds an ordered line before its switch),
+        # the API's at Webbing (nothing is bought ahead there).
+        by_cli, by_api = fleet = iccids(2)
         await r.add_esims(*fleet)
         for url in r.sims.values():  # only each eSIM's two newest packages are listed
             (await r.http.post(f"{url}/_sim/config", json={"list_limit": 2})).raise_for_status()

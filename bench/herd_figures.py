@@ -153,7 +153,9 @@ def naive_lines(found: list[dict[str, Any]], iccids: set[str]) -> list[Naive]:
     for iccid, bought in by_iccid.items():
         first, *rest = sorted(bought, key=lambda p: str(p["ordered_at"]))
         lines.append(Naive(f"naive-{iccid}", iccid, 1, first["id"]))
-        ended = first["terminated_at"] or first["expires_at"]
+        # Its window's end, or its end before that (a pass replaced in place keeps
+        # serving, throttled, past its window until the next one takes effect).
+        ended = min((t for t in (first["terminated_at"], first["expires_at"]) if t), default=None)
         after = [p for p in rest if ended and str(p["ordered_at"]) >= ended]
         if after:
             lines.append(Naive(f"naive-{iccid}", iccid, 2, after[0]["id"]))

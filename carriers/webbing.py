@@ -213,9 +213,11 @@ class WebbingCarrier:
         """The line, once in effect: a product change starts itself, so this is a read
         (a suspended device is resumed first)."""
         name = self._name(line_id)
-        if (await self._device(name.iccid)).status_id == SUSPENDED:
+        device = await self._device(name.iccid)
+        if device.status_id == SUSPENDED:
             await self._resume(name.iccid)
-        return await self.get_line(line_id)
+            device = await self._device(name.iccid)
+        return await self._line(name, device)
 
     async def _resume(self, iccid: str) -> None:
         params = {"ServiceDeviceIdentifier": {"ICCID": iccid}}
@@ -235,7 +237,10 @@ class WebbingCarrier:
 
     async def get_line(self, line_id: str) -> CarrierLine:
         name = self._name(line_id)
-        device = await self._device(name.iccid)
+        return await self._line(name, await self._device(name.iccid))
+
+    async def _line(self, name: LineName, device: Device) -> CarrierLine:
+        """The line ``name`` as this read of its device shows it."""
         offer = await self._product(name.product_id, False)
         return self._read(lambda d: line(name, d, offer, datetime.now(UTC)), device, False)
 

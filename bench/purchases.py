@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 
@@ -117,11 +117,15 @@ def package_lines(entries: Iterable[Mapping[str, Any]], lines: Iterable[L]) -> d
     return holding
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _ms(moment: datetime | str) -> int:
     """A time to the millisecond (an ISO string, as the simulators write them, or not)."""
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
-    return round(moment.timestamp() * 1000)
+    # Truncated, as carriers write milliseconds (Webbing's ``.fff``): exact integers.
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 def as_orders(packages: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -53,7 +53,9 @@ def test_herd_of_24(tmp_path: Path) -> None:
     # Expire-then-provision leaves every eSIM without a line for a while.
     assert result["naive"]["gap_seconds_max"] > 0
     assert sum(result["carrier_429s"].values()) == 0
-    assert 0 < result["carrier_calls_per_rotation"] <= 4
+    # Telna: an order and a start; Webbing: a read and a change, then reads of the
+    # device until the change is in effect (it shows only then).
+    assert 0 < result["carrier_calls_per_rotation"] <= 5
     assert 0 < result["history_events_per_rotation"] <= 25
     for tally in result["activity_retries"].values():  # read from the herd's histories
         timed_out = sum(n for key, n in tally.items() if key.endswith("_timeout"))

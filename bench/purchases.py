@@ -111,7 +111,13 @@ def package_lines(entries: Iterable[Mapping[str, Any]], lines: Iterable[L]) -> d
             continue
         line = by_id.get(e["package_id"])
         if line is None or line.iccid != e["iccid"]:
-            line = by_start.get((e["iccid"], _ms(e.get("activated_at") or e["at"])))
+            # The carrier's millisecond and the simulator's microseconds may round either
+            # way: a start within a millisecond of the line's is its own.
+            at = _ms(e.get("activated_at") or e["at"])
+            line = next(
+                (found for ms in (at, at - 1, at + 1) if (found := by_start.get((e["iccid"], ms)))),
+                None,
+            )
         if line is not None:
             holding[e["package_id"]] = line
     return holding
@@ -124,7 +130,6 @@ def _ms(moment: datetime | str) -> int:
     """A time to the millisecond (an ISO string, as the simulators write them, or not)."""
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
-    # Truncated, as carriers write milliseconds (Webbing's ``.fff``): exact integers.
     return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bench.purchases import made_twice
+from bench.purchases import made_twice, package_lines
 
 ENDS = {"deactivate", "expire", "cancel"}
 ENDED_STATES = {"expired", "exhausted", "cancelled", "failed"}
@@ -123,29 +123,53 @@ def coverage(
     return gap, throttled, high
 
 
+def outside(
+    intervals: Sequence[Mapping[str, Any]],
+    state: str,
+    windows: Sequence[tuple[datetime, datetime]],
+    open_until: datetime,
+) -> float:
+    """Seconds of one eSIM's timeline in ``state`` outside every one of ``windows`` (the
+    times a fault excuses, none overlapping another), up to ``open_until``."""
+    seconds = 0.0
+    for interval in intervals:
+        if interval["state"] != state:
+            continue
+        start = _t(interval["start"])
+        end = min(_t(interval["end"]) if interval["end"] else open_until, open_until)
+        seconds += max(0.0, (end - start).total_seconds())
+        for w_start, w_end in windows:
+            seconds -= max(0.0, (min(end, w_end) - max(start, w_start)).total_seconds())
+    return max(0.0, seconds)
+
+
 def agreement(
     entries: Sequence[Mapping[str, Any]], lines: Sequence[DbLine], iccids: set[str]
 ) -> list[str]:
-    """Invariant 3: every purchase at the carrier is a line in the database with the same
-    package (and reference, where the carrier kept it), and the reverse; a line ended at
-    the carrier is ended in the database, and a line still active at the carrier is
-    active in the database."""
+    """Invariant 3: every purchase at the carrier is a line in the database holding it
+    (``bench.purchases.package_lines``: by package id, or in place by the moment it took
+    effect) with the same reference where the carrier kept it, and the reverse; a line
+    ended at the carrier is ended in the database, and a line still active at the carrier
+    is active in the database."""
     problems = []
     ours = [e for e in entries if e["iccid"] in iccids]
     orders = {e["package_id"]: e for e in ours if e["action"] == "order"}
-    known = {line.carrier_line_id: line for line in lines if line.carrier_line_id}
+    holding = package_lines(orders.values(), lines)
     for package, order in orders.items():
-        line = known.get(package)
+        line = holding.get(package)
         if line is None:
             problems.append(f"{order['iccid']}: package {package} bought but not in the database")
         elif order["reference"] is not None and line.reference != order["reference"]:
             problems.append(f"{package}: reference {order['reference']} vs {line.reference}")
-    for package, line in known.items():
-        if package not in orders:
-            problems.append(f"{line.iccid}: line {line.seq} ({package}) unknown to the carrier")
+    held = {(line.balance_id, line.seq): package for package, line in holding.items()}
+    for line in lines:
+        if line.carrier_line_id and (line.balance_id, line.seq) not in held:
+            problems.append(
+                f"{line.iccid}: line {line.seq} ({line.carrier_line_id}) unknown to the carrier"
+            )
     ended = {e["package_id"] for e in ours if e["action"] in ENDS}
     activated = {e["package_id"] for e in ours if e["action"] == "activate"}
-    for package, line in known.items():
+    for package, line in holding.items():
         if package in ended and line.state not in ENDED_STATES:
             problems.append(
                 f"{line.iccid}: line {line.seq} ended at the carrier, {line.state} here"
@@ -166,7 +190,7 @@ def missing_ledger_events(
     the product's ledger, and each balance's workflow events are numbered 1..n without a
     hole (their keys are ``{balance_id}:{n}``)."""
     problems = []
-    by_package = {line.carrier_line_id: line for line in lines if line.carrier_line_id}
+    by_package = package_lines(entries, lines)
     kinds: dict[tuple[str, int], set[str]] = defaultdict(set)
     for event in events:
         if event.seq is not None:

@@ -220,3 +220,53 @@ def test_client_timeouts_are_read_from_the_worker_log() -> None:
         checks.Timeout(datetime(2030, 1, 1, 10, 0, 1, 250000), "order_line"),
         checks.Timeout(datetime(2030, 1, 1, 10, 0, 4, 500000), "poll_usage"),
     ]
+
+
+def test_a_carrier_replacing_products_in_place_is_matched_by_when_a_pass_took_effect() -> None:
+    """Webbing keeps no id per pass: the simulator's own package ids are matched to our
+    lines by the moment each change took effect (``bench.purchases.package_lines``)."""
+    entries = [
+        entry("order", 1, "w1", None),
+        entry("activate", 1, "w1", None),
+        entry("order", 20, "w2", None),
+        entry("activate", 20, "w2", None),
+        entry("deactivate", 20, "w1", None),
+    ]
+    lines = [
+        DbLine("b", ICCID, 1, "b:1", f"{ICCID}:9030:e1", "expired", T0 + timedelta(seconds=1)),
+        DbLine("b", ICCID, 2, "b:2", f"{ICCID}:9030:e20", "active", T0 + timedelta(seconds=20)),
+    ]
+    events = ledger((1, "ordered"), (1, "activated"), (2, "ordered"), (2, "activated"))
+    events.append(DbEvent("b:5", "b", 1, "expired"))
+    assert checks.agreement(entries, lines, {ICCID}) == []
+    assert checks.missing_ledger_events(entries, lines, events) == []
+    assert checks.duplicate_orders(entries, lines, {ICCID}) == []
+    # A line whose change never took effect at that moment is unknown to the carrier,
+    # and the change that did is bought but held by no line.
+    moved = [
+        lines[0],
+        DbLine("b", ICCID, 2, "b:2", f"{ICCID}:9030:e25", "active", T0 + timedelta(seconds=25)),
+    ]
+    assert checks.agreement(entries, moved, {ICCID}) == [
+        f"{ICCID}: package w2 bought but not in the database",
+        f"{ICCID}: line 2 ({ICCID}:9030:e25) unknown to the carrier",
+    ]
+    without_expiry = events[:-1]
+    assert checks.missing_ledger_events(entries, lines, without_expiry) == [
+        f"{ICCID}: no activation_failed/cancelled/exhausted/expired/order_failed event "
+        "for deactivate of line 1"
+    ]
+
+
+def test_throttled_time_outside_the_windows_a_fault_excuses_is_counted() -> None:
+    intervals = [
+        {"state": "high_speed", "start": at(0), "end": at(10)},
+        {"state": "throttled", "start": at(10), "end": at(14)},
+        {"state": "high_speed", "start": at(14), "end": at(20)},
+        {"state": "throttled", "start": at(20), "end": None},
+    ]
+    until = T0 + timedelta(seconds=23)
+    assert checks.outside(intervals, "throttled", [], until) == 7.0
+    outage = [(T0 + timedelta(seconds=8), T0 + timedelta(seconds=12))]
+    assert checks.outside(intervals, "throttled", outage, until) == 5.0
+    assert checks.outside(intervals, "throttled", [(T0, until)], until) == 0.0

@@ -16,12 +16,15 @@ Carrier semantics chosen here (none of them is public):
   (``validity_seconds`` from activation), or at the next UTC or local midnight.
 - Activation is asynchronous; its latency is drawn from a seeded RNG.
 - Alerts (usage thresholds, terminations) go to a pluggable sink, once each.
+- A queued package (eSIM Go) starts when the ICCID has no ACTIVE package with allowance
+  left, so a used-up pass hands over at once; see records.Package.queued.
 - For a carrier with one product per device (Webbing), a package ordered ``in_place``
   replaces the one serving when it activates, and a suspended ICCID has no package open.
 """
 
 from __future__ import annotations
 
+import copy
 import heapq
 import logging
 import random
@@ -77,6 +80,11 @@ class CarrierEngine:
         self.new_id = new_id
         # How many of an ICCID's newest packages its list shows (None: all); see listed().
         self.list_limit: int | None = None
+        # Bytes of a queued package's first use, alerted as FIRST_USE (None: no such alert).
+        self.first_use_bytes: int | None = None
+        # A front end's own account state (JSON-ready), kept in the snapshot with the rest;
+        # whoever changes it bumps ``revision``.
+        self.extra: dict[str, Any] = {}
         # Grows on every change; a front end saves its snapshot when it moved.
         self.revision = 0
         self._rng = random.Random(seed)
@@ -153,6 +161,7 @@ class CarrierEngine:
         auto: bool = False,
         *,
         in_place: bool = False,
+        queued: bool = False,
     ) -> Package:
         """Creates a NOT_ACTIVE package. Like real carriers, never refuses a repeat order
         (but a suspended ICCID takes none).
@@ -160,7 +169,9 @@ class CarrierEngine:
         An ``auto`` package activates on attach: as soon as the ICCID has no ACTIVE
         package (at once if it has none now), with no latency. An ``in_place`` one is a
         change of the ICCID's product: it is bought when it activates, after the changes
-        asked for before it, and ends the package that served until then.
+        asked for before it, and ends the package that served until then. A ``queued``
+        one (records.Package.queued) is ready after the activation latency (the carrier's
+        processing) and starts when the ICCID has no ACTIVE package with allowance left.
         """
         now = self.advance()
         sim = self._sim(iccid)
@@ -182,7 +193,11 @@ class CarrierEngine:
             reset_utc_offset_minutes=product.reset_utc_offset_minutes,
             auto=auto,
             in_place=in_place,
+            queued=queued,
         )
+        if queued:
+            package.available_at = now + self._draw_latency(product.validity_seconds)
+            package.first_use_bytes = self.first_use_bytes
         self._packages[package.id] = package
         sim.packages.append(package)
         if not in_place:
@@ -384,6 +399,7 @@ class CarrierEngine:
                 [e.at, e.action, e.iccid, e.package_id, e.reference, e.product_id]
                 for e in self._journal.ledger
             ],
+            "extra": copy.deepcopy(self.extra),
         }
 
     @classmethod
@@ -412,6 +428,7 @@ class CarrierEngine:
                 engine._schedule(sim)
             engine._journal.ledger = [LedgerEntry(*e) for e in data["ledger"]]
             engine._advanced_to = float(data["advanced_to"])
+            engine.extra = dict(data.get("extra", {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed snapshot: {exc!r}") from exc
         engine.revision = 0

@@ -7,7 +7,7 @@ takes effect ``commit_delay_ms`` after it arrived, whether or not the client sti
 waits, and only then is answered; reads answer at once), lost responses (the request IS
 applied, then its response is replaced by an empty 504, as a gateway that lost the
 upstream answer). Error bodies are plain text, as a gateway in front of the carrier would
-send them.
+send them, unless the app passes a ``refusal`` that shapes them as its carrier does.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -81,6 +82,18 @@ class Faults:
         return report
 
 
+class Refused(NamedTuple):
+    """An injected refusal: status, plain reason, seconds to wait if the carrier says so."""
+
+    status: int
+    reason: str
+    retry_after: int | None
+
+
+# Body, content type and extra headers of a refusal, in a carrier's own shape.
+Refusal = Callable[[Refused], tuple[bytes, bytes, list[tuple[bytes, bytes]]]]
+
+
 def changes_state_by_method(scope: Scope) -> bool:
     """A REST API's writes: every method but GET and HEAD."""
     return scope["method"] not in ("GET", "HEAD")
@@ -88,7 +101,8 @@ def changes_state_by_method(scope: Scope) -> bool:
 
 class FaultInjectionMiddleware:
     """Wraps an ASGI app; ``faults`` is shared with the control API that configures it.
-    ``changes_state`` tells the requests a slow commit delays from the reads."""
+    ``changes_state`` tells the requests a slow commit delays from the reads; ``refusal``
+    (None: plain text) shapes outages, errors and rate limits as the carrier answers them."""
 
     def __init__(
         self,
@@ -96,11 +110,23 @@ class FaultInjectionMiddleware:
         faults: Faults,
         exempt_prefix: str = "/_sim",
         changes_state: Callable[[Scope], bool] = changes_state_by_method,
+        refusal: Refusal | None = None,
     ) -> None:
         self.app = app
         self.faults = faults
         self.exempt_prefix = exempt_prefix
         self.changes_state = changes_state
+        self.refusal = refusal
+
+    async def _refuse(self, send: Send, refused: Refused, text: bytes) -> None:
+        if self.refusal is None:
+            extra = []
+            if refused.status == 429 and refused.retry_after is not None:
+                extra = [(b"retry-after", str(refused.retry_after).encode())]
+            await _reply(send, refused.status, text, extra)
+            return
+        body, content_type, headers = self.refusal(refused)
+        await _reply(send, refused.status, body, headers, content_type)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(self.exempt_prefix):
@@ -115,17 +141,20 @@ class FaultInjectionMiddleware:
             await asyncio.sleep(settings.latency_ms / 1000)
         if faults.outage_remaining() > 0:
             faults.injected["outage"] += 1
-            await _reply(send, 503, b"Service Unavailable (simulated outage)")
+            seconds = max(1, math.ceil(faults.outage_remaining()))
+            text = b"Service Unavailable (simulated outage)"
+            await self._refuse(send, Refused(503, text.decode(), seconds), text)
             return
         wait = faults.rate_limited()
         if wait is not None:
             faults.injected["rate_limit"] += 1
-            retry_after = str(max(1, math.ceil(wait)))
-            await _reply(send, 429, b"Too Many Requests", [(b"retry-after", retry_after.encode())])
+            text = b"Too Many Requests"
+            await self._refuse(send, Refused(429, text.decode(), max(1, math.ceil(wait))), text)
             return
         if faults.chance(settings.error_rate):
             faults.injected["error"] += 1
-            await _reply(send, 503, b"Service Unavailable (simulated error)")
+            text = b"Service Unavailable (simulated error)"
+            await self._refuse(send, Refused(503, text.decode(), 1), text)
             return
         if settings.commit_delay_ms and self.changes_state(scope):
             faults.injected["commit_delay"] += 1
@@ -163,10 +192,14 @@ async def _discard(message: Message) -> None:
 
 
 async def _reply(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    content_type: bytes = b"text/plain; charset=utf-8",
 ) -> None:
     head = [(b"content-length", str(len(body)).encode())]
     if body:
-        head.append((b"content-type", b"text/plain; charset=utf-8"))
+        head.append((b"content-type", content_type))
     await send({"type": "http.response.start", "status": status, "headers": head + (headers or [])})
     await send({"type": "http.response.body", "body": body})

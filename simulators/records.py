@@ -16,6 +16,8 @@ LineState = Literal["high_speed", "throttled", "none"]
 AlertKind = Literal["usage_threshold", "status"]
 
 USAGE_THRESHOLDS = (50, 80, 100)
+# An alert's ``threshold_percent`` 0 is a package's first use: its first ``first_use_bytes``.
+FIRST_USE = 0
 # Products shorter than this are compressed-time ones (demos, tests, the herd benchmark's
 # days of up to an hour): activation latency and usage lag scale with them.
 COMPRESSED_BELOW_SECONDS = 7200
@@ -80,6 +82,14 @@ class Package:
     # An in-place pass whose window has run: its product stays on the device, throttled,
     # until a change replaces it (one product per device; it does not end by itself).
     spent: bool = False
+    # Queued on the ICCID (eSIM Go): starts by itself, without latency, the moment the ICCID
+    # has no ACTIVE package with allowance left, but not before ``available_at`` (the
+    # carrier's processing); among several ready, the shortest validity first (the one that
+    # would end soonest), then the oldest order.
+    queued: bool = False
+    available_at: float | None = None
+    # With a value, a FIRST_USE alert goes out when this much of the allowance is used.
+    first_use_bytes: int | None = None
 
     @property
     def remaining_bytes(self) -> int:
@@ -138,6 +148,8 @@ class Alert:
     allowance_bytes: int
     threshold_percent: int | None = None
     reason: LedgerAction | None = None
+    activated_at: float | None = None
+    expires_at: float | None = None
 
 
 @dataclass
@@ -172,5 +184,7 @@ class Journal:
                 allowance_bytes=p.allowance_bytes,
                 threshold_percent=threshold_percent,
                 reason=reason,
+                activated_at=p.activated_at,
+                expires_at=p.expires_at,
             )
         )

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simulators.records import (
+    FIRST_USE,
     USAGE_THRESHOLDS,
     Interval,
     Journal,
@@ -94,6 +95,12 @@ class SimCard:
                 due = None  # past its window already: nothing more happens to it by time
             if due is not None and max(due, t) < until:
                 until = max(due, t)
+            ready = p.available_at
+            # A queued package's processing ending is an event only if it will start then:
+            # with a package serving, it starts when that one ends (an event of its own).
+            if p.queued and p.status == "NOT_ACTIVE" and consumer is None and ready is not None:
+                if t < ready < until:
+                    until = ready
         if consumer is not None and rate > 0:
             target = _next_threshold(consumer)
             at = t + max(0.0, target - consumer.used_bytes) / rate
@@ -134,8 +141,8 @@ class SimCard:
         for p in packages:
             if p.status != "ACTIVE":
                 continue
-            for percent in USAGE_THRESHOLDS:
-                if percent not in p.alerted and p.used_bytes >= p.allowance_bytes * percent / 100:
+            for percent, at_bytes in _thresholds(p):
+                if percent not in p.alerted and p.used_bytes >= at_bytes:
                     p.alerted.append(percent)
                     if percent == 100:
                         journal.record(t, "exhaust", p)
@@ -171,6 +178,20 @@ class SimCard:
             waiting = [p for p in packages if p.status == "NOT_ACTIVE" and p.auto]
             if waiting:
                 p = waiting[0]  # the oldest order attaches first
+                p.status, p.activated_at, p.activation_due_at = "ACTIVE", t, t
+                p.expires_at = window_end_epoch(
+                    t, p.validity_seconds, p.reset, p.reset_utc_offset_minutes
+                )
+                journal.record(t, "activate", p)
+                fired = True
+        if not any(p.status == "ACTIVE" and not p.exhausted for p in packages):
+            ready = [
+                p
+                for p in packages
+                if p.queued and p.status == "NOT_ACTIVE" and (p.available_at or 0.0) <= t
+            ]
+            if ready:
+                p = min(ready, key=lambda q: q.validity_seconds)  # min keeps the oldest of ties
                 p.status, p.activated_at, p.activation_due_at = "ACTIVE", t, t
                 p.expires_at = window_end_epoch(
                     t, p.validity_seconds, p.reset, p.reset_utc_offset_minutes
@@ -223,6 +244,14 @@ def _consumer(packages: list[Package]) -> Package | None:
     return best
 
 
+def _thresholds(package: Package) -> list[tuple[int, float]]:
+    """(percent, usage in bytes) of every alert of a package, FIRST_USE included if any."""
+    marks = [(pc, package.allowance_bytes * pc / 100) for pc in USAGE_THRESHOLDS]
+    if package.first_use_bytes is not None:
+        marks.insert(0, (FIRST_USE, float(min(package.first_use_bytes, package.allowance_bytes))))
+    return marks
+
+
 def _next_threshold(package: Package) -> float:
-    pending = [pc for pc in USAGE_THRESHOLDS if pc not in package.alerted]
-    return package.allowance_bytes * min(pending, default=100) / 100
+    pending = [at for pc, at in _thresholds(package) if pc not in package.alerted]
+    return min(pending, default=float(package.allowance_bytes))

@@ -26,6 +26,14 @@ class TelnaSimSettings:
 
 
 @dataclass(frozen=True)
+class EsimGoSimSettings:
+    api_key: str
+    port: int
+    callback_url: str
+    """Where usage callbacks go by default: the API's eSIM Go endpoint."""
+
+
+@dataclass(frozen=True)
 class WebbingSimSettings:
     username: str
     password: str
@@ -40,6 +48,15 @@ def telna_settings() -> TelnaSimSettings:
         webhook_secret=_env("TELNA__WEBHOOK_SECRET") or "",
         port=_port("TELNA_PORT", 8102),
         webhook_url=f"http://127.0.0.1:{api_port}/v1/carriers/telna/events",
+    )
+
+
+def esimgo_settings() -> EsimGoSimSettings:
+    api_port = _port("API_PORT", 8000)
+    return EsimGoSimSettings(
+        api_key=_env("ESIMGO__API_KEY") or "",
+        port=_port("ESIMGO_PORT", 8103),
+        callback_url=f"http://127.0.0.1:{api_port}/v1/carriers/esimgo/events",
     )
 
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from models.identifiers import make_iccid
-from simulators import telna, webbing
+from simulators import esimgo, telna, webbing
 from tests.servers import serve
 
 TOKEN = "control-test-token"
@@ -31,10 +31,12 @@ CONTROL = [
 ]
 
 
-@pytest.fixture(scope="module", params=["telna", "webbing"])
+@pytest.fixture(scope="module", params=["telna", "webbing", "esimgo"])
 def guarded(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     if request.param == "telna":
         app = telna.create_app(TELNA_KEY, "secret", seed=1, control_token=TOKEN)
+    elif request.param == "esimgo":
+        app = esimgo.create_app(TELNA_KEY, seed=1, control_token=TOKEN)
     else:
         app = webbing.create_app(*WEBBING, seed=1, control_token=TOKEN)
     with serve(app) as url:
@@ -47,7 +49,12 @@ async def test_the_control_api_refuses_anyone_without_the_token(
 ) -> None:
     _, url = guarded
     headers = {"Authorization": authorization} if authorization else {}
-    routes = [*CONTROL, ("GET", "/_sim/usage-lag", None)]
+    routes = [
+        *CONTROL,
+        ("GET", "/_sim/usage-lag", None),
+        ("GET", "/_sim/esimgo", None),
+        ("POST", "/_sim/esimgo/installed", {"iccids": ["89440000000000000019"]}),
+    ]
     async with httpx.AsyncClient(base_url=url, headers=headers) as client:
         for method, path, body in routes:
             response = await client.request(method, path, json=body)
@@ -77,6 +84,9 @@ async def test_the_token_opens_the_control_api_and_the_carrier_api_is_as_before(
                 "/v2.1/pcr/package-templates", headers={"Authorization": TELNA_KEY}
             )
             assert answer.status_code == 200 and answer.json()["package_templates"]
+        elif carrier == "esimgo":
+            answer = await api.get("/v2.4/catalogue", headers={"X-API-Key": TELNA_KEY})
+            assert answer.status_code == 200 and answer.json()["bundles"]
         else:
             answer = await api.post("/accounts/Accounts.asmx", content=b"<not-soap/>")
             assert answer.status_code != 401  # the service's own answer, not the guard's

@@ -195,6 +195,29 @@ async def test_a_lost_response_still_buys_and_latency_slows_answers(
     assert time.monotonic() - began >= 0.2
 
 
+async def test_a_slow_commit_buys_even_when_the_client_gave_up_and_reads_answer_at_once(
+    sim: httpx.AsyncClient,
+) -> None:
+    iccid = await enrolled(sim)
+    await sim.post("/_sim/faults", json={"commit_delay_ms": 600})
+    body = {
+        "type": "transaction",
+        "assign": True,
+        "order": [{"type": "bundle", "quantity": 1, "item": DAILY, "iccids": [iccid]}],
+    }
+    with pytest.raises(httpx.ReadTimeout):
+        await sim.post(f"{V}/orders", json=body, timeout=0.2)
+    began = time.monotonic()
+    assert (await sim.get(f"{V}/esims/{iccid}/bundles")).status_code == 200
+    assert time.monotonic() - began < 0.3
+    assert await ledger(sim, iccid) == []  # not yet committed
+
+    async def committed() -> bool:
+        return [a for a, _ in await ledger(sim, iccid)] == ["order"]
+
+    await wait_for(committed, timeout=2.0)
+
+
 def test_state_survives_a_restart(tmp_path: Path) -> None:
     state = tmp_path / "esimgo.json"
     iccid = new_iccid()

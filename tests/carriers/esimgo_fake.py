@@ -123,6 +123,8 @@ class FakeEsimGo:
         self.rate_headers = True
         self.cost = 1
         self.latest_shape = "bundle"  # or "assignment"
+        self.latest_is_oldest = False  # True: GET .../bundles/{name} answers the oldest
+        self.check_key = True  # False: any key is let in
         self._ids = itertools.count(215009266)
 
     @property
@@ -173,7 +175,7 @@ class FakeEsimGo:
         return httpx.Response(status, content=content, headers=all_headers)
 
     def _answer(self, request: httpx.Request) -> httpx.Response:
-        if request.headers.get("X-API-Key") != self.key:
+        if self.check_key and request.headers.get("X-API-Key") != self.key:
             return self._response(403, {"message": "Forbidden"}, {})
         path = unquote(request.url.raw_path.decode().split("?")[0])
         assert path.startswith("/v2.4/"), path
@@ -258,7 +260,8 @@ class FakeEsimGo:
         found = [a for a in self.esims.get(iccid, []) if a.bundle == bundle]
         if not found:
             return self._response(404, {"message": "Bundle not found"}, {})
-        newest = max(found, key=lambda a: a.assigned_at)
+        pick = min if self.latest_is_oldest else max
+        newest = pick(found, key=lambda a: a.assigned_at)
         if self.latest_shape == "assignment":
             return self._response(200, newest.wire(), {})
         body = {"name": bundle, "description": bundle, "assignments": [newest.wire()]}

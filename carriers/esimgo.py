@@ -341,8 +341,9 @@ class EsimGoCarrier:
         return self._read(assignments, answer, False)
 
     async def _catalogue(self) -> list[dict[str, Any]]:
-        """Every bundle of the catalogue, page by page from 1."""
-        bundles: list[dict[str, Any]] = []
+        """Every bundle of the catalogue, page by page from 1 (a page of nothing new ends
+        it too: a catalogue that ignores ``page`` is read once)."""
+        bundles: dict[str, dict[str, Any]] = {}
         page = 1
         while True:
             params = {"page": str(page), "perPage": str(self.page_size)}
@@ -350,10 +351,15 @@ class EsimGoCarrier:
             batch, pages = answer.get("bundles"), answer.get("pageCount")
             if not isinstance(batch, list):
                 raise CarrierUnavailable(self.name, "GET /catalogue: page without bundles")
-            bundles.extend(b for b in batch if isinstance(b, dict))
+            new = {
+                str(b.get("name")): b
+                for b in batch
+                if isinstance(b, dict) and str(b.get("name")) not in bundles
+            }
+            bundles.update(new)
             last = isinstance(pages, int) and page >= pages
-            if last or len(batch) < self.page_size:
-                return bundles
+            if last or not new or len(batch) < self.page_size:
+                return list(bundles.values())
             page += 1
 
     def _name(self, line_id: str) -> LineName:

@@ -15,7 +15,7 @@ from carriers.errors import CarrierOutcomeUnknown, CarrierRejected
 from carriers.esimgo import LAST_BUNDLE, EsimGoCarrier, strands_esim
 from carriers.esimgo_records import LineName, parse_time
 from config import EsimGoSettings, Settings
-from tests.carriers.esimgo_fake import BASE, KEY, FakeEsimGo
+from tests.carriers.esimgo_fake import BASE, KEY, FakeEsimGo, Reply
 
 ICCID = "8944538532008160222"
 DAY = "esim_1GB_1D_GB_V2"
@@ -53,6 +53,16 @@ async def test_the_catalogue_pages_through_and_reads_mb_as_decimal_and_days(
 
 
 CATALOGUE_DESCRIPTION = "eSIM, 1GB, 1 Day, United Kingdom, V2"
+
+
+async def test_a_catalogue_that_ignores_the_page_is_read_once(
+    esimgo: EsimGoCarrier, fake: FakeEsimGo
+) -> None:
+    fake.catalogue = fake.catalogue[:2]
+    for _ in range(3):
+        fake.replies.append(Reply(200, {"bundles": fake.catalogue}))
+    assert len(await esimgo.list_products()) == 2
+    assert [r.url.params["page"] for r in fake.requests] == ["1", "2"]
 
 
 async def test_an_order_buys_one_bundle_onto_the_esim_and_names_its_assignment(
@@ -276,16 +286,10 @@ async def test_a_revoke_the_list_does_not_show_yet_is_still_an_ended_line(
 ) -> None:
     fake.start(fake.assign(ICCID, "esim_3GB_1D_GB_V2", "active"))
     a = fake.assign(ICCID, DAY)
-    fake.replies.append(_revoked_but_still_listed())
+    fake.replies.append(Reply(200, {"status": "Revoked"}, method="DELETE"))
     ended = await esimgo.deactivate(f"{ICCID}:{DAY}:{a.id}")
     assert ended.status == "ended" and ended.ended_at is not None
     assert a.state == "queued"  # the fake took nothing: only the answer said revoked
-
-
-def _revoked_but_still_listed() -> object:
-    from tests.carriers.esimgo_fake import Reply
-
-    return Reply(200, {"status": "Revoked"}, method="DELETE")
 
 
 async def test_the_last_bundle_of_an_esim_never_installed_is_not_revoked(

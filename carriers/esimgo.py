@@ -257,11 +257,17 @@ class EsimGoCarrier:
         """Revoke the assignment; one already ended needs nothing. Refused (``last_bundle``)
         where it would strand an eSIM never installed (:func:`strands_esim`)."""
         name = self._name(line_id)
-        every = await self._assignments(name.iccid, include_used=True)
-        found = self._find(name, every)
+        # The open bundles first: they hold the line, and most often show the eSIM
+        # installed; the used ones only where they do not (bounded reads, at any age).
+        seen = await self._assignments(name.iccid, include_used=False)
+        if not any(_is(name, bundle, a) for bundle, a in seen):
+            seen = await self._assignments(name.iccid, include_used=True)
+        found = self._find(name, seen)
         if found.status == "ended":
             return found
-        if strands_esim([a for _, a in every], name.assignment_id):
+        if strands_esim([a for _, a in seen], name.assignment_id):
+            seen = await self._assignments(name.iccid, include_used=True)
+        if strands_esim([a for _, a in seen], name.assignment_id):
             raise CarrierRejected(
                 self.name,
                 f"{line_id} is the last bundle of an eSIM never installed: revoking it would"

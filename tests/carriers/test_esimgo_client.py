@@ -266,6 +266,8 @@ async def test_deactivate_revokes_the_one_assignment_and_reads_it_back(
     finally:
         await carrier.aclose()
     assert ended.status == "ended" and old.state == "revoked"
+    # The open bundles hold the line and show the eSIM installed: one read before.
+    assert [r.method for r in fake.requests] == ["GET", "DELETE", "GET"]
     delete = next(r for r in fake.requests if r.method == "DELETE")
     assert delete.url.path == f"/v2.4/esims/{ICCID}/bundles/{DAY}/assignments/{old.id}"
     assert dict(delete.url.params) == {"type": "transaction", "refundToBalance": "true"}
@@ -300,6 +302,8 @@ async def test_the_last_bundle_of_an_esim_never_installed_is_not_revoked(
         await esimgo.deactivate(f"{ICCID}:{DAY}:{only.id}")
     assert refused.value.code == LAST_BUNDLE
     assert only.state == "queued" and all(r.method == "GET" for r in fake.requests)
+    # The open bundles showed no sign of an install: the used ones were read too.
+    assert [r.url.params.get("includeUsed") for r in fake.requests] == [None, "true"]
 
 
 async def test_the_last_bundle_of_an_installed_esim_is_revoked(

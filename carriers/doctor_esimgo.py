@@ -21,7 +21,7 @@ from urllib.parse import quote
 import httpx
 
 from carriers.esimgo import WIRE, error_message, http_client
-from carriers.esimgo_pacing import RateWindow
+from carriers.esimgo_pacing import PacedTransport, RateWindow, WindowPacer
 from carriers.esimgo_records import (
     DAY_SECONDS,
     MB,
@@ -33,6 +33,7 @@ from carriers.esimgo_records import (
     unlimited,
     whole,
 )
+from carriers.ratelimit import limited
 from carriers.verdicts import (
     CannotCheck,
     NotChecked,
@@ -45,6 +46,7 @@ from carriers.verdicts import (
 from config import Settings
 
 CATALOGUE_PAGE = 100
+TRIES = 3  # of a request answered 429
 # A daily pass smaller than this is no figure in bytes: it is in another unit.
 MIN_PASS_BYTES = 100_000
 # A pass of a terabyte or more is no figure in MB: it is in bytes or kB.
@@ -71,9 +73,9 @@ class EsimGoAccount:
         key = esimgo.api_key.get_secret_value()
         if not key:
             raise CannotCheck("ESIMGO__API_KEY is not set")
-        self._client = http_client(
-            esimgo.base_url, key, settings.carrier_timeout_seconds, transport
-        )
+        # Paced as the client is: a doctor that spends the window reads 429s, not answers.
+        paced = PacedTransport(limited(transport, esimgo.rate_limit_per_second), WindowPacer())
+        self._client = http_client(esimgo.base_url, key, settings.carrier_timeout_seconds, paced)
         self._reads: dict[str, Any] = {}
         self.windows: list[tuple[str, RateWindow]] = []
 
@@ -88,13 +90,16 @@ class EsimGoAccount:
         json: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        try:
-            response = await self._client.request(
-                method, path, params=params, json=json, headers=headers
-            )
-        except httpx.TransportError as exc:
-            raise CannotCheck(f"esimgo at {self.base_url} does not answer: {exc!r}") from exc
-        self.windows.append((f"{method} {_shape(path)}", RateWindow.of(response.headers)))
+        for _ in range(TRIES):
+            try:
+                response = await self._client.request(
+                    method, path, params=params, json=json, headers=headers
+                )
+            except httpx.TransportError as exc:
+                raise CannotCheck(f"esimgo at {self.base_url} does not answer: {exc!r}") from exc
+            self.windows.append((f"{method} {_shape(path)}", RateWindow.of(response.headers)))
+            if response.status_code != 429:  # else the pacer holds the next for Retry-After
+                break
         return response
 
     async def read(self, path: str, params: dict[str, str] | None = None) -> Any:

@@ -77,8 +77,9 @@ class Wire:
     """[NOT PUBLIC] A bundle's ``dataAmount`` is in MB (the record says MB, not which):
     decimal, as bundle names count (``esim_1GB_…``: 1000 MB) and assignments in bytes."""
     bundle_duration: str = "duration in days; durationSeconds on a simulator's compressed bundles"
-    """A bundle's validity is ``duration`` whole days; a simulator's compressed-time bundle
-    gives ``durationSeconds`` instead (no carrier field)."""
+    """A bundle's validity is ``duration`` whole days; a simulator gives ``durationSeconds``
+    (the exact validity of its compressed-time bundles) and ``throttleKbps`` (the speed
+    after depletion): no carrier fields, read where present."""
     price: str = "price in the account currency's major unit"
     """[NOT PUBLIC] ``price`` 1.5 is 150 cents."""
     order_body: str = (
@@ -283,10 +284,10 @@ class EsimGoCarrier:
             after = await self.get_line(line_id)
         except CarrierRejected:  # no longer listed: revoked
             after = found
-        if after.status == "ended":
-            return after
-        # eSIM Go said it revoked it; the list may not show so yet.
-        return after.model_copy(update={"status": "ended", "ended_at": revoked_at})
+        # eSIM Go said it revoked it (the list may not show so yet), and when is ours.
+        return after.model_copy(
+            update={"status": "ended", "ended_at": after.ended_at or revoked_at}
+        )
 
     async def get_line(self, line_id: str) -> CarrierLine:
         """The open bundles first (bounded by what is open); an ended line from the list

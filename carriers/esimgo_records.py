@@ -119,14 +119,18 @@ def unlimited(a: dict[str, Any]) -> bool:
     return a.get("unlimited") is True
 
 
-def line(iccid: str, bundle: str, a: dict[str, Any]) -> CarrierLine:
-    """One assignment as a line. Its window is the carrier's own: ``startTime`` to
-    ``endTime`` (trusted, never computed from the bundle's duration)."""
+def line(iccid: str, bundle: str, a: dict[str, Any], now: datetime | None = None) -> CarrierLine:
+    """One assignment as a line, read at ``now``. Its window is the carrier's own:
+    ``startTime`` to ``endTime`` (trusted, never computed from the bundle's duration).
+    An expired line ended at its ``endTime``; a revoked or lapsed one at its ``endTime``
+    once that has passed (else when is not shown)."""
+    now = now or datetime.now(UTC)
     state = str(a["bundleState"])
     allowance = whole(a["initialQuantity"])
     remaining = whole(a["remainingQuantity"])
     used = allowance if state == "depleted" else min(allowance, max(0, allowance - remaining))
     ends_at = parse_time(a.get("endTime"))
+    ended = STATES[state] == "ended"
     return CarrierLine(
         line_id=str(LineName(iccid, bundle, str(a["id"]))),
         iccid=iccid,
@@ -136,7 +140,7 @@ def line(iccid: str, bundle: str, a: dict[str, Any]) -> CarrierLine:
         ordered_at=assigned_at(a),
         activated_at=parse_time(a.get("startTime")),
         ends_at=ends_at,
-        ended_at=ends_at if state == "expired" else None,
+        ended_at=ends_at if state == "expired" or (ended and ends_at and ends_at <= now) else None,
         allowance_bytes=allowance,
         used_bytes=used,
     )
@@ -150,7 +154,8 @@ def product(b: dict[str, Any]) -> CarrierProduct:
         raise ValueError(f"bundle without a name: {b!r}")
     amount = b.get("dataAmount")
     allowance = 0 if unlimited(b) or amount is None else round(_amount(amount) * MB)
-    seconds = b.get("durationSeconds")  # the simulator's compressed-time bundles only
+    # Simulator-only fields: a compressed bundle's validity, the speed after depletion.
+    seconds = b.get("durationSeconds")
     validity = whole(seconds) if seconds is not None else whole(b["duration"]) * DAY_SECONDS
     return CarrierProduct(
         carrier_product_id=name,
@@ -158,7 +163,7 @@ def product(b: dict[str, Any]) -> CarrierProduct:
         allowance_bytes=allowance,
         validity_seconds=validity,
         reset="rolling",
-        throttle_kbps=0,
+        throttle_kbps=whole(b.get("throttleKbps") or 0),
         price_cents=round(_amount(b.get("price") or 0) * 100),
         # eSIM Go starts the next queued bundle by itself when the current one ends.
         rotation="queued",

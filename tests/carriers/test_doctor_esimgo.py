@@ -13,7 +13,7 @@ from carriers import doctor_esimgo
 from carriers.doctor import main
 from carriers.esimgo import WIRE
 from config import EsimGoSettings, Settings
-from tests.carriers.esimgo_fake import BASE, KEY, FakeEsimGo
+from tests.carriers.esimgo_fake import BASE, KEY, FakeEsimGo, Reply
 from tests.carriers.test_doctor import lines
 
 ICCID = "8944538532008160222"
@@ -21,7 +21,8 @@ DAY = "esim_1GB_1D_GB_V2"
 
 
 def settings(key: str = KEY) -> Settings:
-    return Settings(esimgo=EsimGoSettings(base_url=BASE, api_key=SecretStr(key)))
+    esimgo = EsimGoSettings(base_url=BASE, api_key=SecretStr(key), rate_limit_per_second=0)
+    return Settings(esimgo=esimgo)
 
 
 def account() -> FakeEsimGo:
@@ -162,3 +163,13 @@ def test_a_refused_key_exits_2_with_one_line(capsys: pytest.CaptureFixture[str])
     out, err = capsys.readouterr()
     assert out == ""
     assert err == "error: esimgo refuses ESIMGO__API_KEY (HTTP 403 Forbidden): check it\n"
+
+
+def test_a_read_refused_for_the_rate_limit_is_sent_again_after_retry_after(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fake = account()
+    fake.replies.append(Reply(429, {"message": "Rate limit exceeded"}, {"Retry-After": "0"}))
+    status, found, out = run(fake, capsys, "--iccid", ICCID)
+    assert status == 0, out
+    assert found["auth"].startswith("confirmed: ")

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from carriers import build_carriers
 from carriers.errors import CarrierOutcomeUnknown, CarrierRejected
 from carriers.esimgo import LAST_BUNDLE, EsimGoCarrier, strands_esim
-from carriers.esimgo_records import LineName, parse_time
+from carriers.esimgo_records import LineName, line, parse_time, product
 from config import EsimGoSettings, Settings
 from tests.carriers.esimgo_fake import BASE, KEY, FakeEsimGo, Reply
 
@@ -361,3 +361,25 @@ async def test_from_settings_and_build_carriers_reach_esimgo() -> None:
     finally:
         for client in carriers.values():
             await client.aclose()
+
+
+def test_a_revoked_line_ended_at_its_end_once_that_has_passed() -> None:
+    revoked = {
+        "id": "7",
+        "initialQuantity": 10**9,
+        "remainingQuantity": 10**9,
+        "assignmentDateTime": "2026-12-01T00:00:00Z",
+        "startTime": "2026-12-01T00:00:00Z",
+        "endTime": "2026-12-01T06:00:00Z",
+        "bundleState": "revoked",
+    }
+    before = datetime(2026, 12, 1, 3, tzinfo=UTC)
+    after = datetime(2026, 12, 1, 7, tzinfo=UTC)
+    assert line(ICCID, DAY, revoked, before).ended_at is None
+    assert line(ICCID, DAY, revoked, after).ended_at == datetime(2026, 12, 1, 6, tzinfo=UTC)
+
+
+def test_a_simulators_speed_after_depletion_is_read_where_given() -> None:
+    offer = {"name": DAY, "dataAmount": 1000, "duration": 1, "price": 1.5, "throttleKbps": 128}
+    assert product(offer).throttle_kbps == 128
+    assert product({**offer, "throttleKbps": None}).throttle_kbps == 0

@@ -61,6 +61,23 @@ class WebbingSettings(BaseModel):
     """Seconds Webbing may take to commit a request: an unanswered order is held so long."""
 
 
+class EsimGoSettings(BaseModel):
+    """The eSIM Go-like carrier: REST/JSON API v2.4, `X-API-Key`, signed usage callbacks."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    base_url: str = "http://127.0.0.1:8103/v2.4"
+    """Base URL of eSIM Go's API, version included (or its simulator's)."""
+    api_key: SecretStr = SecretStr("")
+    """eSIM Go API key, sent in `X-API-Key`; it also keys the usage callbacks' HMAC."""
+    refund_to_balance: bool = False
+    """Revokes ask eSIM Go to credit an unused bundle to the balance (else: to inventory)."""
+    rate_limit_per_second: float = Field(default=10.0, ge=0)
+    """Requests/s one worker process sends to eSIM Go at most (0: none); N workers: limit/N."""
+    in_doubt_seconds: float = Field(default=60.0, gt=0)
+    """Seconds eSIM Go may take to commit a request: an unanswered order is held so long."""
+
+
 class TemporalTLSSettings(BaseModel):
     """TLS to the Temporal frontend: a cluster with mTLS, or Temporal Cloud."""
 
@@ -135,6 +152,7 @@ class Settings(BaseSettings):
 
     telna: TelnaSettings = TelnaSettings()
     webbing: WebbingSettings = WebbingSettings()
+    esimgo: EsimGoSettings = EsimGoSettings()
     action_limits: ActionLimits = ActionLimits()
 
     temporal_port: int = 7233
@@ -147,6 +165,8 @@ class Settings(BaseSettings):
     """`make run`: port of the Webbing-like simulator."""
     telna_port: int = 8102
     """`make run`: port of the Telna-like simulator."""
+    esimgo_port: int = 8103
+    """`make run`: port of the eSIM Go-like simulator."""
 
     carrier_timeout_seconds: float = Field(
         default=10.0, description="Timeout of one HTTP call to a carrier."

@@ -1,15 +1,16 @@
 """The carrier doctor: checks a carrier client's documented assumptions against the
 configured account, before going live and whenever the carrier may have changed.
 
-    python -m carriers.doctor telna|webbing [--iccid ICCID]
+    python -m carriers.doctor telna|webbing|esimgo [--iccid ICCID]
 
 Settings come from the environment as the worker's do (``TELNA__*``, ``WEBBING__*``,
-``CARRIER_TIMEOUT_SECONDS``). Only reads and harmless probes are sent: nothing is
+``ESIMGO__*``, ``CARRIER_TIMEOUT_SECONDS``). Only reads and harmless probes are sent: nothing is
 ordered, activated or terminated. One line per assumption named in the client
-(``carriers.telna.NOT_PUBLIC`` and ``RECORD_READINGS``; ``carriers.webbing.WIRE``):
+(``carriers.telna.NOT_PUBLIC`` and ``RECORD_READINGS``; ``carriers.webbing.WIRE``;
+``carriers.esimgo.WIRE``):
 ``confirmed``, ``contradicted`` or ``not checked``, the name, and what was seen; then a
-summary. ``--iccid`` adds the checks that read an eSIM's packages (Telna) or its device
-record (Webbing).
+summary. ``--iccid`` adds the checks that read an eSIM's packages (Telna), its device
+record (Webbing) or its bundles (eSIM Go).
 
 Exit status: 0 nothing contradicted, 1 something contradicted, 2 the doctor could not
 run (bad usage, missing or invalid settings, carrier unreachable or refusing the
@@ -27,7 +28,7 @@ from typing import Any, NoReturn
 import httpx
 from pydantic import ValidationError
 
-from carriers import doctor_telna, doctor_webbing
+from carriers import doctor_esimgo, doctor_telna, doctor_webbing
 from carriers.verdicts import CannotCheck, Verdict
 from config import Settings
 
@@ -38,8 +39,9 @@ Diagnose = Callable[
 DOCTORS: dict[str, Diagnose] = {
     "telna": doctor_telna.diagnose,
     "webbing": doctor_webbing.diagnose,
+    "esimgo": doctor_esimgo.diagnose,
 }
-USAGE = "python -m carriers.doctor {telna,webbing} [--iccid ICCID]"
+USAGE = "python -m carriers.doctor {esimgo,telna,webbing} [--iccid ICCID]"
 
 
 class UsageError(Exception):
@@ -54,7 +56,9 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m carriers.doctor", description=__doc__.splitlines()[0])
     p.add_argument("carrier", choices=sorted(DOCTORS))
-    p.add_argument("--iccid", help="an eSIM of the account whose packages or device are read too")
+    p.add_argument(
+        "--iccid", help="an eSIM of the account whose packages, device or bundles are read too"
+    )
     return p
 
 

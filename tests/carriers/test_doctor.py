@@ -287,14 +287,16 @@ def test_a_refused_key_or_missing_settings_exit_2_with_one_line(
     assert main(["telna"], Settings(telna=TelnaSettings(base_url=telna_url))) == 2
     assert main(["webbing"], Settings(webbing=WebbingSettings(username="u"))) == 2
     assert main(["esimgo"], Settings()) == 2
+    assert main(["airalo"], Settings()) == 2
 
     out, err = capsys.readouterr()
     assert out == ""
-    refused, unset, webbing_unset, usage = err.splitlines()
+    refused, unset, webbing_unset, esimgo_unset, usage = err.splitlines()
     assert refused.startswith("error: telna refuses the API key raw and as Bearer (HTTP 401")
     assert unset == "error: TELNA__API_KEY is not set"
     assert webbing_unset == "error: WEBBING__PASSWORD and WEBBING__WSKEY not set"
-    assert usage.startswith("error: argument carrier: invalid choice: 'esimgo'")
+    assert esimgo_unset == "error: ESIMGO__API_KEY is not set"
+    assert usage.startswith("error: argument carrier: invalid choice: 'airalo'")
 
 
 def test_an_unreachable_carrier_exits_2_with_one_line() -> None:

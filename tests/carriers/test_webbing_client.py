@@ -166,7 +166,7 @@ async def test_settings_build_both_carriers(sim_url: str) -> None:
     )
     carriers = build_carriers(settings)
     try:
-        assert set(carriers) == {"telna", "webbing"}
+        assert set(carriers) == {"telna", "webbing", "esimgo"}
         assert carriers["webbing"].name == "webbing"
         assert await carriers["webbing"].list_products()
     finally:

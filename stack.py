@@ -40,7 +40,7 @@ from ports import port_open
 ROOT = Path(__file__).resolve().parent
 SECRET_NAMES = (
     "API_KEYS TELNA__API_KEY TELNA__WEBHOOK_SECRET WEBBING__USERNAME WEBBING__PASSWORD "
-    "WEBBING__WSKEY"
+    "WEBBING__WSKEY ESIMGO__API_KEY"
 ).split()
 SEARCH_ATTRIBUTES = (
     "BalanceState=Keyword Iccid=Keyword Carrier=Keyword ProductId=Keyword LineSeq=Int "
@@ -170,7 +170,20 @@ def build_services(s: Settings, data: Path, temporal: str, verbose: bool) -> lis
             requires="simulators/webbing.py",
             url=f"http://127.0.0.1:{s.webbing_port}",
         ),
-        Service("worker", [py, "worker.py"], depends_on=("temporal", "telna-sim", "webbing-sim")),
+        Service(
+            "esimgo-sim",
+            [py, "-m", "simulators.esimgo", "--port", str(s.esimgo_port)]
+            + ["--state-file", str(data / "esimgo-sim.json"), "--log-level", level],
+            port=s.esimgo_port,
+            http_path="/",
+            requires="simulators/esimgo.py",
+            url=f"http://127.0.0.1:{s.esimgo_port}",
+        ),
+        Service(
+            "worker",
+            [py, "worker.py"],
+            depends_on=("temporal", "telna-sim", "webbing-sim", "esimgo-sim"),
+        ),
         Service(
             "api",
             [py, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1"]
@@ -199,6 +212,11 @@ def child_env(
     env.setdefault("TELNA__SNS_HOSTS", f"{s.telna.sns_hosts},http://127.0.0.1:{s.telna_port}")
     env.setdefault("TELNA_SIM_PUBLIC_URL", f"http://127.0.0.1:{s.telna_port}")
     env.setdefault("WEBBING__BASE_URL", f"http://127.0.0.1:{s.webbing_port}")
+    env.setdefault("ESIMGO__BASE_URL", f"http://127.0.0.1:{s.esimgo_port}/v2.4")
+    # eSIM Go posts usage callbacks (signed with the API key both sides share) to the API.
+    env.setdefault(
+        "ESIMGO_SIM_CALLBACK_URL", f"http://127.0.0.1:{s.api_port}/v1/carriers/esimgo/events"
+    )
     env.setdefault("DATABASE_URL", f"sqlite:///{data / 'esim_balance.db'}")
     env.setdefault("WORKER_LOG_LEVEL", "INFO" if verbose else "WARNING")  # no INFO chatter
     # Compressed passes last seconds to minutes: poll and audit on their time scale.

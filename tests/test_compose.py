@@ -21,7 +21,7 @@ from jsonschema import Draft202012Validator
 
 import stack
 from config import env_table, get_settings
-from simulators import telna, webbing
+from simulators import esimgo, telna, webbing
 from simulators.control import CONTROL_TOKEN_ENV
 from tests.servers import serve
 
@@ -34,7 +34,8 @@ THIRD_PARTY = {name: s for name, s in SERVICES.items() if "build" not in s}
 SIMULATORS = {
     n: s
     for n, s in APP.items()
-    if s["command"][1:3] in (["-m", "simulators.telna"], ["-m", "simulators.webbing"])
+    if s["command"][1:3]
+    in (["-m", "simulators.telna"], ["-m", "simulators.webbing"], ["-m", "simulators.esimgo"])
 }
 # The simulators' own settings, beside the product's they read.
 SIMULATOR_ENV = {CONTROL_TOKEN_ENV}
@@ -94,6 +95,7 @@ def test_it_runs_every_part_of_production() -> None:
         "worker",
         "telna-sim",
         "webbing-sim",
+        "esimgo-sim",
     }
     assert SERVICES["worker"]["deploy"]["replicas"] == 2
     assert SERVICES["temporal"]["environment"]["DB"] == "postgres12"
@@ -183,6 +185,15 @@ def test_app_environment_names_only_known_settings() -> None:
         assert unknown == set(), (name, unknown)
 
 
+def test_the_esimgo_simulator_calls_back_the_api_with_the_key_the_worker_sends() -> None:
+    sim, worker = SERVICES["esimgo-sim"], SERVICES["worker"]
+    assert "--callback-url=http://api:8000/v1/carriers/esimgo/events" in sim["command"]
+    assert worker["environment"]["ESIMGO__BASE_URL"] == "http://esimgo-sim:8103/v2.4"
+    assert sim["environment"]["ESIMGO__API_KEY"] == worker["environment"]["ESIMGO__API_KEY"]
+    assert SERVICES["api"]["environment"]["ESIMGO__API_KEY"].startswith("${ESIMGO__API_KEY:?")
+    assert worker["depends_on"]["esimgo-sim"] == {"condition": "service_healthy"}
+
+
 def test_readme_env_table_is_generated_from_settings() -> None:
     """If this fails: `python -m config --env-docs` and paste it into the README."""
     readme = (ROOT / "README.md").read_text()
@@ -195,7 +206,7 @@ def test_the_simulators_control_api_is_not_reachable_from_outside() -> None:
     """No simulator port is published (the worker and the API reach them on the compose
     network), and their /_sim needs a token only they are given: a port published by an
     override file still refuses whoever lacks it."""
-    assert set(SIMULATORS) == {"telna-sim", "webbing-sim"}
+    assert set(SIMULATORS) == {"telna-sim", "webbing-sim", "esimgo-sim"}
     for name, service in SIMULATORS.items():
         assert "ports" not in service and "network_mode" not in service, name
         token = service["environment"].get(CONTROL_TOKEN_ENV, "")
@@ -222,9 +233,14 @@ async def test_a_simulator_as_compose_runs_it_refuses_control_without_the_token(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("TELNA_SIM_WEBHOOK_URL", "")  # no API to post to here
+    monkeypatch.setenv("ESIMGO_SIM_CALLBACK_URL", "")
     get_settings.cache_clear()
     try:
-        module = {"simulators.telna": telna, "simulators.webbing": webbing}
+        module = {
+            "simulators.telna": telna,
+            "simulators.webbing": webbing,
+            "simulators.esimgo": esimgo,
+        }
         app = module[SERVICES[name]["command"][2]].create_app_from_settings()
     finally:
         get_settings.cache_clear()

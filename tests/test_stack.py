@@ -31,6 +31,7 @@ SECRET_NAMES = {
     "WEBBING__USERNAME",
     "WEBBING__PASSWORD",
     "WEBBING__WSKEY",
+    "ESIMGO__API_KEY",
 }
 SEARCH_ATTRIBUTES = {
     "BalanceState": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
@@ -40,7 +41,14 @@ SEARCH_ATTRIBUTES = {
     "LineSeq": IndexedValueType.INDEXED_VALUE_TYPE_INT,
     "LineEndsAt": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
 }
-PORT_SETTINGS = ("TEMPORAL_PORT", "TEMPORAL_UI_PORT", "API_PORT", "TELNA_PORT", "WEBBING_PORT")
+PORT_SETTINGS = (
+    "TEMPORAL_PORT",
+    "TEMPORAL_UI_PORT",
+    "API_PORT",
+    "TELNA_PORT",
+    "WEBBING_PORT",
+    "ESIMGO_PORT",
+)
 
 
 def proc_stat(pid: int) -> tuple[str, int, int] | None:
@@ -251,6 +259,38 @@ def test_children_reach_our_plaintext_dev_server_without_secured_temporal_settin
     assert not secured.keys() & ours.keys()
     assert theirs["TEMPORAL_ADDRESS"] == "balances.acct.tmprl.cloud:7233"
     assert secured.items() <= theirs.items()
+
+
+def test_the_esimgo_simulator_runs_beside_the_others_and_calls_back_the_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("ESIMGO__BASE_URL", "ESIMGO_SIM_CALLBACK_URL"):
+        monkeypatch.delenv(name, raising=False)
+    settings = stack.Settings(esimgo_port=18103, api_port=18000)
+
+    services = {s.name: s for s in stack.build_services(settings, tmp_path, "temporal", False)}
+    env = stack.child_env(settings, tmp_path, {"ESIMGO__API_KEY": "shared-key"})
+
+    sim = services["esimgo-sim"]
+    assert sim.argv[1:] == [
+        "-m",
+        "simulators.esimgo",
+        "--port",
+        "18103",
+        "--state-file",
+        str(tmp_path / "esimgo-sim.json"),
+        "--log-level",
+        "warning",
+    ]
+    assert sim.port == 18103 and sim.url == "http://127.0.0.1:18103"
+    assert "esimgo-sim" in services["worker"].depends_on
+    assert list(services).index("esimgo-sim") < list(services).index("worker")
+    # One key for both ends: the client's X-API-Key and the callbacks' signature.
+    assert env["ESIMGO__API_KEY"] == "shared-key"
+    assert env["ESIMGO__BASE_URL"] == "http://127.0.0.1:18103/v2.4"
+    assert env["ESIMGO_SIM_CALLBACK_URL"] == "http://127.0.0.1:18000/v1/carriers/esimgo/events"
+    # eSIM Go calls back with usage: never polled.
+    assert "esimgo" not in stack.Settings().usage_poll_carriers
 
 
 def test_restart_delay_doubles_to_30s_and_resets_after_a_minute_up() -> None:

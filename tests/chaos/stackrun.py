@@ -22,12 +22,22 @@ from ports import free_port
 from tests.test_stack import proc_stat
 
 # Environment variables of ours that must not leak into the stack (it gets its own).
-OWN_SETTINGS = ("DATABASE_URL", "TEMPORAL_", "TELNA", "WEBBING", "API_", "NOTIFY_", "TASK_QUEUE")
+OWN_SETTINGS = (
+    "DATABASE_URL",
+    "TEMPORAL_",
+    "TELNA",
+    "WEBBING",
+    "ESIMGO",
+    "API_",
+    "NOTIFY_",
+    "TASK_QUEUE",
+)
 # What identifies each service's process in its command line.
 COMMANDS = {
     "temporal": "start-dev",
     "telna-sim": "simulators.telna",
     "webbing-sim": "simulators.webbing",
+    "esimgo-sim": "simulators.esimgo",
     "worker": "worker.py",
     "api": "api.app:create_app",
 }
@@ -67,6 +77,7 @@ class StackRun:
                 "API_PORT",
                 "TELNA_PORT",
                 "WEBBING_PORT",
+                "ESIMGO_PORT",
                 "WORKER_METRICS_PORT",
             )
         }

@@ -31,7 +31,7 @@ from models.identifiers import validate_eid, validate_iccid
 from models.payloads import BalanceState, Policy, ProductSpec, pass_problem
 from models.tables import Balance, Esim, LineEvent, Product
 
-CARRIERS = ("telna", "webbing")
+CARRIERS = ("telna", "webbing", "esimgo")
 MAX_LINES = 100_000
 
 

@@ -9,7 +9,7 @@ from pydantic import ConfigDict, Field
 
 from models.identifiers import make_eid, make_iccid
 
-CarrierName = Literal["telna", "webbing"]
+CarrierName = Literal["telna", "webbing", "esimgo"]
 
 # Requests: unknown fields and loose types (``"5"`` for 5, ``true`` for 1) are refused.
 STRICT_INPUT = ConfigDict(extra="forbid", strict=True)

@@ -27,6 +27,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list
     with session_scope(settings.database_url) as session:
         session.add(product("telna", "daily-1gb", 86_400))
         session.add(product("webbing", "1042", 86_400))
+        session.add(product("esimgo", "esim_1GB_1D_GB_V2", 86_400))
         for n in range(9):
             carrier = "webbing" if n in (2, 5) else "telna"
             iccid = new_iccid()
@@ -141,7 +142,8 @@ def test_an_esim_shows_its_open_balance(served: tuple[str, list[Balance]]) -> No
 def test_the_catalogue_lists_and_filters(served: tuple[str, list[Balance]]) -> None:
     url, _ = served
     every = httpx.get(f"{url}/v1/products", headers=Api.auth("service")).json()
-    assert every["count"] == 2 and [p["id"] for p in every["data"]] == [
+    assert every["count"] == 3 and sorted(p["id"] for p in every["data"]) == [
+        "esimgo-esim_1GB_1D_GB_V2",
         "telna-daily-1gb",
         "webbing-1042",
     ]
@@ -149,6 +151,21 @@ def test_the_catalogue_lists_and_filters(served: tuple[str, list[Balance]]) -> N
         f"{url}/v1/products", params={"carrier": "webbing"}, headers=Api.auth("service")
     ).json()
     assert [p["id"] for p in webbing["data"]] == ["webbing-1042"]
+    esimgo = httpx.get(
+        f"{url}/v1/products", params={"carrier": "esimgo"}, headers=Api.auth("service")
+    ).json()
+    assert [(p["id"], p["carrier"]) for p in esimgo["data"]] == [
+        ("esimgo-esim_1GB_1D_GB_V2", "esimgo")
+    ]
+
+
+def test_an_esim_registers_with_each_carrier(tmp_path: Path) -> None:
+    with offline_api(offline_settings(tmp_path)) as url:
+        for carrier in ("telna", "webbing", "esimgo"):
+            body = {"iccid": new_iccid(), "carrier": carrier}
+            answer = httpx.post(f"{url}/v1/esims", json=body, headers=Api.auth("service"))
+            assert answer.status_code == 201, answer.text
+            assert answer.json()["carrier"] == carrier
 
 
 def test_registering_an_esim_again_is_harmless(tmp_path: Path) -> None:

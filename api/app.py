@@ -20,6 +20,7 @@ from api.routes import (
     balance_actions,
     balances,
     continuity,
+    esimgo_events,
     esims,
     health,
     metrics,
@@ -88,7 +89,17 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         settings.task_queue, settings.dashboard_carrier_cache_seconds
     )
     errors.install(app)
-    routers = (health, metrics, esims, products, balances, balance_actions, continuity, webhooks)
+    routers = (
+        health,
+        metrics,
+        esims,
+        products,
+        balances,
+        balance_actions,
+        continuity,
+        webhooks,
+        esimgo_events,
+    )
     for module in routers:
         app.include_router(module.router)
     app.include_router(dashboard.router)

@@ -40,6 +40,12 @@ class Telemetry:
             ["outcome"],
             registry=self.registry,
         )
+        self.esimgo_events = Counter(
+            "esim_api_esimgo_events",
+            "eSIM Go callbacks by outcome (signalled, ignored, duplicate, notice, rejected).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.idempotent_replays = Counter(
             "esim_api_idempotent_replays",
             "POST /v1/balances answered from an earlier request with the same key.",

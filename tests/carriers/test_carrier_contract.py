@@ -1,7 +1,8 @@
-"""One scenario through both clients against both simulators: the normalised results agree.
+"""One scenario through every client against its simulator: the normalised results agree.
 
 Telna speaks REST/JSON in bytes and epoch milliseconds, Webbing SOAP in MB and
-``MM/dd/yyyy`` times; behind ``carriers.base.Carrier`` a fleet may mix them freely.
+``MM/dd/yyyy`` times, eSIM Go REST/JSON in bytes and RFC 3339 times with bundles that
+queue on the eSIM; behind ``carriers.base.Carrier`` a fleet may mix them freely.
 """
 
 from __future__ import annotations
@@ -15,26 +16,34 @@ import httpx
 import pytest
 
 from carriers.base import Carrier, CarrierLine, CarrierProduct
+from carriers.esimgo import EsimGoCarrier
 from carriers.telna import TelnaCarrier
 from carriers.webbing import WebbingCarrier
 from models.identifiers import make_iccid
+from simulators.esimgo import create_app as create_esimgo
 from simulators.telna import create_app as create_telna
 from simulators.webbing import create_app as create_webbing
 from simulators.webbing_usage import UsageLag
 from tests.servers import serve
 
 # The same passes in each carrier's own ids: 1 MB for 10 s (at Telna one started through
-# the API, as Webbing's are), and 3 MB for a 30 s UTC+8 day.
-SHORT = {"telna": "compressed-10s-manual", "webbing": "9010"}
-LOCAL_DAY = {"telna": "compressed-30s-utc8", "webbing": "9230"}
+# the API, as Webbing's are), and 3 MB for a 30 s UTC+8 day (eSIM Go's bundles all roll
+# from their start: its 3 MB for 30 s).
+SHORT = {"telna": "compressed-10s-manual", "webbing": "9010", "esimgo": "esim_1MB_10S_SIM"}
+LOCAL_DAY = {"telna": "compressed-30s-utc8", "webbing": "9230", "esimgo": "esim_3MB_30S_SIM"}
 _serial = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
 def sims() -> Iterator[dict[str, str]]:
     webbing = create_webbing("u", "p", "k", seed=3, usage_lag=UsageLag(compressed_seconds=0))
-    with serve(create_telna("telna-key", "", seed=3)) as telna_url, serve(webbing) as webbing_url:
-        yield {"telna": telna_url, "webbing": webbing_url}
+    esimgo = create_esimgo("esimgo-key", None, seed=3)
+    with (
+        serve(create_telna("telna-key", "", seed=3)) as telna_url,
+        serve(webbing) as webbing_url,
+        serve(esimgo) as esimgo_url,
+    ):
+        yield {"telna": telna_url, "webbing": webbing_url, "esimgo": esimgo_url}
 
 
 @pytest.fixture
@@ -42,6 +51,7 @@ async def carriers(sims: dict[str, str]) -> AsyncIterator[dict[str, Carrier]]:
     clients: dict[str, Carrier] = {
         "telna": TelnaCarrier(sims["telna"], "telna-key"),
         "webbing": WebbingCarrier(sims["webbing"], "u", "p", "k"),
+        "esimgo": EsimGoCarrier(f"{sims['esimgo']}/v2.4", "esimgo-key"),
     }
     yield clients
     for client in clients.values():
@@ -132,3 +142,28 @@ async def test_both_carriers_tell_the_same_story(
         ("rolling", 0),
         ("local_midnight", 480),
     ]
+
+
+async def test_esimgo_tells_telnas_story_of_a_queued_bundle(
+    carriers: dict[str, Carrier], sims: dict[str, str]
+) -> None:
+    """A bundle is ordered onto the eSIM and starts by itself (no start call: activating
+    it reads it); its usage, its revoke and the eSIM's list read as Telna's package do."""
+    telna, esimgo = await asyncio.gather(
+        scenario(carriers["telna"], sims["telna"]), scenario(carriers["esimgo"], sims["esimgo"])
+    )
+    assert esimgo.pop("rotations") == ["queued", "queued"]
+    # eSIM Go has no local-day bundle: its second lasts 30 s from its start.
+    short, rolling = esimgo.pop("products")
+    assert short == telna.pop("products")[0]
+    assert (rolling["allowance_bytes"], rolling["validity_seconds"]) == (3_000_000, 30)
+    assert (rolling["reset"], rolling["reset_utc_offset_minutes"]) == ("rolling", 0)
+    # A revoked bundle ends when eSIM Go revoked it: its window is what it served.
+    revoked = esimgo.pop("deactivated")
+    assert revoked["status"] == "ended" and revoked["ended"]
+    assert revoked["used_bytes"] == revoked["allowance_bytes"] == 1_000_000
+    assert revoked["window_seconds"] is not None and 0 < revoked["window_seconds"] <= 10
+    assert esimgo.pop("found") == [(True, revoked)]
+    telna.pop("rotations"), telna.pop("deactivated"), telna.pop("found")
+    assert esimgo == telna
+    assert esimgo["ledger"] == ["order", "activate", "exhaust", "deactivate"]

@@ -1,5 +1,5 @@
-"""The carrier doctor against the simulators as shipped, against a Telna simulator that
-contradicts the client's choices, and failing with one line when it cannot run."""
+"""The carrier doctor against the simulators as shipped, against simulators that
+contradict the clients' choices, and failing with one line when it cannot run."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,15 +16,17 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from carriers import doctor_telna, doctor_webbing
+from carriers import doctor_esimgo, doctor_telna, doctor_webbing
 from carriers.base import CarrierLine
 from carriers.doctor import main
+from carriers.esimgo import EsimGoCarrier
 from carriers.telna import NOT_PUBLIC, RECORD_READINGS
 from carriers.webbing import WIRE, WebbingCarrier
 from carriers.webbing_soap import SOAP_NS, WWS_NS
 from config import Settings, TelnaSettings, WebbingSettings
 from models.identifiers import make_iccid
 from ports import free_port
+from simulators.esimgo import create_app as create_esimgo
 from simulators.telna import create_app as create_telna
 from simulators.webbing import create_app as create_webbing
 from tests.servers import serve
@@ -73,6 +76,28 @@ def webbing_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def esimgo_url() -> Iterator[str]:
+    """An eSIM Go simulator as shipped, with one eSIM: a day bundle in use, one queued."""
+    with serve(create_esimgo(KEY, None, seed=3, activation_latency=(0.0, 0.0))) as url:
+        httpx.post(f"{url}/_sim/esims", json={"iccids": [ICCID]}).raise_for_status()
+
+        async def setup() -> None:
+            carrier = EsimGoCarrier(f"{url}/v2.4", KEY)
+            for _ in range(2):
+                await carrier.order(ICCID, "esim_1GB_1D_GB_V2", "doctor:1")
+            await carrier.aclose()
+
+        asyncio.run(setup())
+        traffic = {"iccid": ICCID, "bytes_per_second": 1_000_000}
+        httpx.post(f"{url}/_sim/traffic", json=traffic).raise_for_status()
+        for _ in range(100):  # the first bundle started: the eSIM was installed
+            if any(e["action"] == "activate" for e in ledger(url)):
+                break
+            time.sleep(0.05)
+        yield url
+
+
 def telna_settings(url: str, **options: str) -> Settings:
     return Settings(telna=TelnaSettings(base_url=url, api_key=SecretStr(KEY), **options))
 
@@ -80,6 +105,27 @@ def telna_settings(url: str, **options: str) -> Settings:
 def webbing_settings(url: str) -> Settings:
     secrets = {"password": SecretStr(PASSWORD), "wskey": SecretStr(WSKEY)}
     return Settings(webbing=WebbingSettings(base_url=url, username=USERNAME, **secrets))
+
+
+def esimgo_env(url: str) -> dict[str, str]:
+    """The environment ``python -m carriers.doctor esimgo`` reads, as the worker's."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ESIMGO")}
+    return env | {
+        "ESIMGO__BASE_URL": f"{url}/v2.4",
+        "ESIMGO__API_KEY": KEY,
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def doctor(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "carriers.doctor", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def lines(text: str) -> dict[str, str]:
@@ -163,6 +209,40 @@ def test_webbing_without_an_iccid_leaves_the_device_product_unchecked(
     assert found["date_format"].startswith("confirmed: StartDate ")  # the account's first device
     assert out.splitlines()[-1] == "webbing: 10 confirmed, 0 contradicted, 2 not checked"
     assert ledger(webbing_url) == before
+
+
+def test_esimgo_as_shipped_confirms_all_it_can_read_without_changing_anything(
+    esimgo_url: str,
+) -> None:
+    before = ledger(esimgo_url)
+
+    done = doctor("esimgo", "--iccid", ICCID, env=esimgo_env(esimgo_url))
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = lines(done.stdout)
+    assert list(found) == [c.__name__ for c in doctor_esimgo.CHECKS]
+    unchecked = {name for name, v in found.items() if not v.startswith("confirmed")}
+    assert unchecked == {"webhook_digest"}, done.stdout
+    assert "the route looked the assignment up" in found["revoke"]
+    assert found["bundle_states"] == f"confirmed: active ×1, queued ×1 on {ICCID}"
+    assert done.stdout.splitlines()[-1] == "esimgo: 15 confirmed, 0 contradicted, 1 not checked"
+    assert ledger(esimgo_url) == before  # nothing bought, assigned or revoked
+
+
+def test_an_esimgo_without_rate_limit_headers_contradicts_the_pacing(esimgo_url: str) -> None:
+    """The simulator set to contradict one choice: no X-Ratelimit-* headers."""
+    off = httpx.post(f"{esimgo_url}/_sim/esimgo", json={"rate_limit_tokens": None})
+    assert off.json()["rate_limit_tokens"] is None
+    before = ledger(esimgo_url)
+
+    done = doctor("esimgo", env=esimgo_env(esimgo_url))
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    found = lines(done.stdout)
+    contradicted = {name for name, v in found.items() if v.startswith("contradicted")}
+    assert contradicted == {"rate_limit_headers"}, done.stdout
+    assert "without readable X-Ratelimit-*" in found["rate_limit_headers"]
+    assert ledger(esimgo_url) == before
 
 
 def test_products_on_accounts_asmx_contradict_the_endpoints(

@@ -45,7 +45,7 @@ log = logging.getLogger("api")
 class Key:
     """An idempotency key as it is kept: what it is for, whose it is, and the key."""
 
-    scope: str  # the route, e.g. "POST /v1/balances"; "telna-event" for webhooks
+    scope: str  # the route, e.g. "POST /v1/balances"; "telna-event", "esimgo-event" for webhooks
     caller: str  # ``Caller.identity``; "" for a carrier, whose event ids are its own
     value: str
 

@@ -174,7 +174,8 @@ class IdempotencyRecord(SQLModel, table=True):
     """A request the API has answered, by key, so a repeat gets the first answer.
 
     ``scope`` says what the key is: ``POST /v1/balances`` for a client's
-    ``Idempotency-Key``, ``telna-event`` for a carrier webhook's ``event_id``. ``caller``
+    ``Idempotency-Key``, ``telna-event`` for a Telna webhook's MessageId, ``esimgo-event``
+    for an eSIM Go callback's ICCID, assignment, alert type and remaining quantity. ``caller``
     says whose it is: a digest of the API key that sent it (never the key), empty for a
     carrier. ``status_code`` is NULL while the first request is still being served.
     """

@@ -12,15 +12,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ports import free_port
+from simulators.esimgo import CATALOGUE as ESIMGO_CATALOGUE
 from tests.test_stack import (
     PORT_SETTINGS,
     SECRET_NAMES,
     StackRun,
     alive,
     live_processes,
+    read_env_file,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -74,7 +77,7 @@ def stop_and_check_nothing_is_left(run: StackRun) -> None:
 
 
 def test_fresh_start_is_ready_and_shows_rotations_within_two_minutes(
-    stack_run: StackRun, env: dict[str, str]
+    stack_run: StackRun, env: dict[str, str], data_dir: Path
 ) -> None:
     began = time.monotonic()
 
@@ -91,7 +94,26 @@ def test_fresh_start_is_ready_and_shows_rotations_within_two_minutes(
     assert f"Temporal UI  http://127.0.0.1:{env['TEMPORAL_UI_PORT']}/" in block
     assert "24 balances started, 0 already running" in stack_run.output
     assert "24 balances" in rotation
+    check_esimgo_is_wired(api, env, data_dir)
     stop_and_check_nothing_is_left(stack_run)
+
+
+def check_esimgo_is_wired(api: str, env: dict[str, str], data_dir: Path) -> None:
+    """The worker synced eSIM Go's catalogue from its simulator (one key for both ends),
+    and the simulator calls back the API."""
+    keys = read_env_file(data_dir / "secrets.env")["API_KEYS"]
+    operator = next(k.split(":", 1)[1] for k in keys.split(",") if k.startswith("operator:"))
+    products = httpx.get(
+        f"{api}/v1/products",
+        params={"carrier": "esimgo"},
+        headers={"Authorization": f"Bearer {operator}"},
+        trust_env=False,
+    ).json()
+    assert products["count"] == len(ESIMGO_CATALOGUE), products
+    assert {p["rotation"] for p in products["data"]} == {"queued"}
+    sim = f"http://127.0.0.1:{env['ESIMGO_PORT']}"
+    config = httpx.get(f"{sim}/_sim/config", trust_env=False).json()
+    assert config["webhook_url"] == f"{api}/v1/carriers/esimgo/events"
 
 
 def test_next_start_reuses_the_demo_fleet(stack_run: StackRun) -> None:

@@ -172,6 +172,7 @@ async def test_worker_api_and_starter_rotate_a_balance_over_mtls(
             "TELNA__API_KEY": TELNA_KEY,
             "TELNA__WEBHOOK_SECRET": TELNA_SECRET,
             "WEBBING__BASE_URL": "http://127.0.0.1:9",  # not used here; its sync just fails
+            "ESIMGO__BASE_URL": "http://127.0.0.1:9/v2.4",  # nor this one
             "USAGE_POLL_CARRIERS": "",  # nor polled (a failed poll's activity logs a trace)
             "WORKER_METRICS_PORT": "0",
         }

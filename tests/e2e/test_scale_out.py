@@ -61,6 +61,7 @@ def worker_process(settings: Settings, log: Path) -> Iterator[subprocess.Popen[b
         "TELNA__API_KEY": API_KEY,
         "TELNA__WEBHOOK_SECRET": WEBHOOK_SECRET,
         "WEBBING__BASE_URL": "http://127.0.0.1:9",  # not used here; its sync just fails
+        "ESIMGO__BASE_URL": "http://127.0.0.1:9/v2.4",  # nor this one
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -38,6 +38,8 @@ class DbLine:
     carrier_line_id: str | None
     state: str
     activated_at: datetime | None
+    # Its product is replaced in place (DESIGN section 5): bought only when it takes effect.
+    in_place: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,10 @@ def agreement(
             problems.append(f"{package}: reference {order['reference']} vs {line.reference}")
     held = {(line.balance_id, line.seq): package for package, line in holding.items()}
     for line in lines:
-        if line.carrier_line_id and (line.balance_id, line.seq) not in held:
+        # In place, a change is a purchase once in effect: one withdrawn before (the
+        # device suspended meanwhile) was never bought, and the carrier shows nothing.
+        never_bought = line.in_place and line.activated_at is None
+        if line.carrier_line_id and (line.balance_id, line.seq) not in held and not never_bought:
             problems.append(
                 f"{line.iccid}: line {line.seq} ({line.carrier_line_id}) unknown to the carrier"
             )

@@ -251,6 +251,13 @@ def test_a_carrier_replacing_products_in_place_is_matched_by_when_a_pass_took_ef
         f"{ICCID}: package w2 bought but not in the database",
         f"{ICCID}: line 2 ({ICCID}:9030:e25) unknown to the carrier",
     ]
+    # A change withdrawn before it took effect (a suspension) was never bought.
+    withdrawn = DbLine("b", ICCID, 3, "b:3", f"{ICCID}:9030:r30-20", "cancelled", None, True)
+    assert checks.agreement(entries, [*lines, withdrawn], {ICCID}) == []
+    bought_ahead = DbLine("b", ICCID, 3, "b:3", "p9", "cancelled", None)
+    assert checks.agreement(entries, [*lines, bought_ahead], {ICCID}) == [
+        f"{ICCID}: line 3 (p9) unknown to the carrier"
+    ]
     without_expiry = events[:-1]
     assert checks.missing_ledger_events(entries, lines, without_expiry) == [
         f"{ICCID}: no activation_failed/cancelled/exhausted/expired/order_failed event "

@@ -245,12 +245,15 @@ class AuditNotice(BaseModel):
     ``kind`` ``ghost_line``: the carrier has ended the line (or does not know it);
     ``missing_scheduled_line``: past the order time, nothing is ordered. Naming the line
     makes a repeated or late notice harmless: it acts only while the workflow holds it.
+    ``used_up_at``: the carrier ended the line then because its data ran out (a Telna
+    termination with the package's used bytes at its total).
     """
 
     kind: str
     reference: str | None = None
     reason: str = ""
     actor: str = "audit"
+    used_up_at: datetime | None = None
 
 
 class UsageReport(BaseModel):
@@ -302,6 +305,9 @@ class BalanceStatusView(BaseModel):
     early_rotations: int
     lines_today: int
     cap_reached: bool = False  # the cost cap of today (UTC) is spent
+    # What the eSIM has on its active line: once used up, a line in place serves at the
+    # throttled speed, and a pass that ends when used up (Telna) leaves no service.
+    service: Literal["high_speed", "throttled", "none"] = "high_speed"
 
 
 # --- activity payloads -------------------------------------------------------------

@@ -437,12 +437,15 @@ def take_usage(s: BalanceState, report: UsageReport, now: datetime) -> bool:
     if report.reference is not None and report.reference != line.reference:
         return False
     last = line.usage_observed_at or line.activated_at
-    # The earliest carrier time the allowance was seen used up: throttled from then on
-    # (a late-delivered 100 % webhook beats a later read that saw it too).
+    # The earliest carrier time the allowance was seen used up: throttled from then on, or
+    # ended where a used-up pass ends (a late-delivered 100 % report beats a later read).
     if report.used_bytes >= line.allowance_bytes and (
         line.exhausted_at is None or report.observed_at < line.exhausted_at
     ):
         line.exhausted_at = report.observed_at
+        if timing.used_up_ends(s):
+            # The carrier ended it then: it serves no more, not even throttled.
+            line.ended_at = report.observed_at
     if last is not None and report.observed_at <= last:
         return False
     # A ``usage_threshold`` event per threshold this newer report crosses: usage only

@@ -146,7 +146,8 @@ class Line(BaseModel):
     ends_at: datetime | None = None
     ended_at: datetime | None = None
     # When the carrier says the allowance ran out (first usage seen at the allowance):
-    # the line serves throttled from then on.
+    # the line serves throttled from then on in place, and has ended where a used-up pass
+    # ends (Telna: ``ended_at`` is then this moment).
     exhausted_at: datetime | None = None
     used_bytes: int = 0
     usage_observed_at: datetime | None = None

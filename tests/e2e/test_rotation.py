@@ -68,6 +68,46 @@ async def test_heavy_traffic_switches_before_the_window_ends(
         await r.assert_database_matches_carrier(iccid)
 
 
+async def test_a_telna_pass_used_up_before_the_switch_hands_over_to_the_one_waiting(
+    dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str
+) -> None:
+    """A burst uses the pass up before the product switches (no switch by usage short of
+    the whole allowance here): Telna ends it (CARRIERS.md 2.6) and starts the AUTO package
+    bought ahead at once. The workflow learns it, records the line ``exhausted`` at that
+    moment and confirms the next one: no gap, no throttled second, nothing failed."""
+    async with rig(dev_env, tmp_path, database_url=database_url) as r:
+        (iccid,) = iccids(1)
+        await r.add_esims(iccid)
+        # Bought ahead 10 s into the 60 s pass; switched by usage only once used up.
+        late = Policy(lead_seconds=50, margin_seconds=0.01, switch_fraction=1.0)
+        await r.enrol(iccid, "telna-compressed-60s", policy=late)
+        ahead = await r.wait_for(iccid, lambda s: s.scheduled is not None, 30, "bought ahead")
+        assert ahead.active is not None and ahead.scheduled is not None
+        first = ahead.active.line_id
+        await r.traffic(iccid, 3_000_000)  # 6 MB: used up in 2 s
+        for _ in range(100):
+            ledger = await r.ledger(iccid)
+            if any(e["action"] == "expire" and e["package_id"] == first for e in ledger):
+                break
+            await asyncio.sleep(0.1)
+        await r.traffic(iccid, 0)
+        ends = [(e["action"], e["at"]) for e in ledger if e["package_id"] == first][-2:]
+        assert [action for action, _ in ends] == ["exhaust", "expire"], ledger
+        after = await r.wait_for(iccid, lambda s: s.rotations >= 1, 30, "handed over")
+        assert after.active is not None and after.active.seq == 2
+        assert after.active.line_id == ahead.scheduled.line_id
+        line = after.archived[-1]
+        assert (line.seq, line.state) == (1, LineState.exhausted)
+        assert line.ended_at == line.exhausted_at
+        assert after.status == BalanceStatus.Active and after.failing_reason is None
+        started = next(e for e in ledger if e["action"] == "activate" and e["package_id"] != first)
+        assert started["at"] == ends[-1][1]  # on attach, the moment the first one ended
+        assert [i["state"] for i in await r.timeline(iccid)] == ["high_speed"]
+        await r.cancel_and_wait(iccid)
+        assert await r.purchases_made_twice(iccid) == []
+        await r.assert_database_matches_carrier(iccid)
+
+
 async def test_at_the_cost_cap_a_telna_esim_used_up_has_no_service_and_says_so(
     dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str
 ) -> None:

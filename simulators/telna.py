@@ -14,13 +14,13 @@ subscriber through AWS SNS. ``PACKAGE_DATA_USAGE_ALERT`` when a package's usage 
 50 and 80 % of its allowance (no 100 % alert is documented, so none is sent);
 ``PACKAGE_STATUS_CHANGE`` only for terminations ("production only supports package
 termination events"), whatever ended the package: expiry, termination through the API,
-or its data used up. ``{"eventName", "eventTimestamp": epoch
-ms, "eventDetails": {"sim": {"iccid"}, "package": {"id", "packageUsedBytes",
-"packageTotalBytes", "status": {"previousValue", "currentValue"}}, "packageTemplate":
-{"id"}, "inventory": {...}}}``; status values are the events' words ``ACTIVATED`` and
-``TERMINATED``, not the REST ``ACTIVE``. Nothing names our reference: a subscriber knows
-a package by its id. SNS's part (envelope, signatures, the subscription handshake, the
-certificate served at ``/_sim/sns/...pem``) is ``simulators.sns``.
+or its data used up. ``{"eventName", "eventTimestamp": epoch ms, "eventDetails": {"sim":
+{"iccid"}, "package": {"id", "packageUsedBytes", "packageTotalBytes", "status":
+{"previousValue", "currentValue"}}, "packageTemplate": {"id"}, "inventory": {...}}}``;
+status values are the events' words ``ACTIVATED`` and ``TERMINATED``, not the REST
+``ACTIVE``. Nothing names our reference: a subscriber knows a package by its id. SNS's
+part (envelope, signatures, the subscription handshake, the certificate served at
+``/_sim/sns/...pem``) is ``simulators.sns``.
 
 A package's lifecycle is the record's (CARRIERS.md 2.6, 4.2): NOT_ACTIVE → ACTIVE →
 TERMINATED, and a package ends TERMINATED when the SIM has used all of its data, as at

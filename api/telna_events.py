@@ -78,6 +78,19 @@ class TelnaEvent(BaseModel):
         return self.details.package.id
 
     @property
+    def used_up(self) -> bool:
+        """A termination with the package's used bytes at its total: its data ran out
+        (CARRIERS.md 2.6: one of the three reasons Telna ends a package)."""
+        package = self.details.package
+        return (
+            self.terminated
+            and package.used_bytes is not None
+            and package.total_bytes is not None
+            and package.total_bytes > 0
+            and package.used_bytes >= package.total_bytes
+        )
+
+    @property
     def terminated(self) -> bool:
         status = self.details.package.status
         return self.name == STATUS_CHANGE and status is not None and status.current == TERMINATED

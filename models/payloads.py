@@ -146,7 +146,8 @@ class Line(BaseModel):
     ends_at: datetime | None = None
     ended_at: datetime | None = None
     # When the carrier says the allowance ran out (first usage seen at the allowance):
-    # the line serves throttled from then on.
+    # the line serves throttled from then on in place, and has ended where a used-up pass
+    # ends (Telna: ``ended_at`` is then this moment).
     exhausted_at: datetime | None = None
     used_bytes: int = 0
     usage_observed_at: datetime | None = None
@@ -245,12 +246,15 @@ class AuditNotice(BaseModel):
     ``kind`` ``ghost_line``: the carrier has ended the line (or does not know it);
     ``missing_scheduled_line``: past the order time, nothing is ordered. Naming the line
     makes a repeated or late notice harmless: it acts only while the workflow holds it.
+    ``used_up_at``: the carrier ended the line then because its data ran out (a Telna
+    termination with the package's used bytes at its total).
     """
 
     kind: str
     reference: str | None = None
     reason: str = ""
     actor: str = "audit"
+    used_up_at: datetime | None = None
 
 
 class UsageReport(BaseModel):
@@ -302,6 +306,9 @@ class BalanceStatusView(BaseModel):
     early_rotations: int
     lines_today: int
     cap_reached: bool = False  # the cost cap of today (UTC) is spent
+    # What the eSIM has on its active line: once used up, a line in place serves at the
+    # throttled speed, and a pass that ends when used up (Telna) leaves no service.
+    service: Literal["high_speed", "throttled", "none"] = "high_speed"
 
 
 # --- activity payloads -------------------------------------------------------------

@@ -12,6 +12,9 @@ Carrier semantics chosen here (none of them is public):
 - Traffic of an ICCID is consumed by its most recently activated ACTIVE package that has
   allowance left. When every ACTIVE package is used up the ICCID is throttled; throttled
   traffic is not counted, so ``used_bytes`` never exceeds the allowance.
+- A carrier whose used-up package ends (``used_up_ends``, Telna) records ``exhaust`` and
+  then ``expire`` at the moment the allowance is used up, and the package is TERMINATED:
+  a waiting AUTO package starts at once, else the ICCID has no service (never throttled).
 - An ACTIVE package's window ends by its product's reset rule (simulators.windows): rolling
   (``validity_seconds`` from activation), or at the next UTC or local midnight.
 - Activation is asynchronous; its latency is drawn from a seeded RNG.
@@ -73,8 +76,12 @@ class CarrierEngine:
         sink: AlertSink | None = None,
         activation_latency: tuple[float, float] = DEFAULT_ACTIVATION_LATENCY,
         new_id: Callable[[], str] = _new_id,
+        used_up_ends: bool = False,
     ) -> None:
         self.products = {p.id: p for p in products}
+        # The carrier ends a package whose data is used up, as it ends one at its window's
+        # end (SimCard.run); else the package stays ACTIVE at the throttled speed.
+        self.used_up_ends = used_up_ends
         self.clock = clock
         self.sink = sink
         self.new_id = new_id
@@ -335,7 +342,7 @@ class CarrierEngine:
 
     def _touch(self, sim: SimCard, now: float) -> None:
         """Brings one ICCID up to ``now``."""
-        if sim.run(now, self._rate(sim), self._journal):
+        if sim.run(now, self._rate(sim), self._journal, used_up_ends=self.used_up_ends):
             self.revision += 1
         self._schedule(sim)
         self._flush()
@@ -411,11 +418,12 @@ class CarrierEngine:
         clock: Clock = time.time,
         sink: AlertSink | None = None,
         new_id: Callable[[], str] = _new_id,
+        used_up_ends: bool = False,
     ) -> CarrierEngine:
         """Restores an engine; its next ``advance`` applies the time that passed since."""
         if data.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported snapshot version {data.get('version')!r}")
-        engine = cls(products, clock=clock, sink=sink, new_id=new_id)
+        engine = cls(products, clock=clock, sink=sink, new_id=new_id, used_up_ends=used_up_ends)
         try:
             engine.set_activation_latency(*data["activation_latency"])
             version, internal, gauss = data["rng"]

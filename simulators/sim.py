@@ -49,12 +49,14 @@ class SimCard:
         ]
         return max(dues, default=None)
 
-    def run(self, end: float, rate: float, journal: Journal) -> bool:
+    def run(self, end: float, rate: float, journal: Journal, *, used_up_ends: bool = False) -> bool:
         """Replays every event up to ``end`` in time order; True if anything changed.
 
         Usage accrues piecewise on the consuming package between events; the next event is
         the earliest of a due activation, an expiry and the next usage threshold crossing.
         Events due exactly at ``advanced_to`` (e.g. a zero-latency activation) fire too.
+        With ``used_up_ends`` a package (other than an in-place one) whose data is used up
+        ends then: ``exhaust``, then ``expire`` at the same instant (its carrier ended it).
         """
         changed = False
         t = self.advanced_to
@@ -70,7 +72,7 @@ class SimCard:
                 consumer.used_bytes += rate * (until - t)
                 changed = True
             t = until
-            if not self._fire(packages, t, journal):
+            if not self._fire(packages, t, journal, used_up_ends):
                 break
             changed = True
             packages = self.open_packages()
@@ -136,7 +138,9 @@ class SimCard:
             intervals[-1].end = t
         intervals.append(Interval(state, t))
 
-    def _fire(self, packages: list[Package], t: float, journal: Journal) -> bool:
+    def _fire(
+        self, packages: list[Package], t: float, journal: Journal, used_up_ends: bool = False
+    ) -> bool:
         fired = False
         for p in packages:
             if p.status != "ACTIVE":
@@ -148,6 +152,10 @@ class SimCard:
                         journal.record(t, "exhaust", p)
                     journal.alert("usage_threshold", t, p, threshold_percent=percent)
                     fired = True
+            if used_up_ends and not p.in_place and 100 in p.alerted:
+                # The carrier ends a used-up package: it serves no more, not even throttled.
+                self.end(p, t, "expire", journal)
+                fired = True
         for p in packages:
             if p.status == "ACTIVE" and p.expires_at is not None and p.expires_at <= t:
                 if p.spent:

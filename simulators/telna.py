@@ -14,15 +14,27 @@ subscriber through AWS SNS. ``PACKAGE_DATA_USAGE_ALERT`` when a package's usage 
 50 and 80 % of its allowance (no 100 % alert is documented, so none is sent);
 ``PACKAGE_STATUS_CHANGE`` only for terminations ("production only supports package
 termination events"), whatever ended the package: expiry, termination through the API,
-or, if the engine ends it so, its data used up. ``{"eventName", "eventTimestamp": epoch
-ms, "eventDetails": {"sim": {"iccid"}, "package": {"id", "packageUsedBytes",
-"packageTotalBytes", "status": {"previousValue", "currentValue"}}, "packageTemplate":
-{"id"}, "inventory": {...}}}``; status values are the events' words ``ACTIVATED`` and
-``TERMINATED``, not the REST ``ACTIVE``. Nothing names our reference: a subscriber knows
-a package by its id. SNS's part (envelope, signatures, the subscription handshake, the
-certificate served at ``/_sim/sns/...pem``) is ``simulators.sns``.
+or its data used up. ``{"eventName", "eventTimestamp": epoch ms, "eventDetails": {"sim":
+{"iccid"}, "package": {"id", "packageUsedBytes", "packageTotalBytes", "status":
+{"previousValue", "currentValue"}}, "packageTemplate": {"id"}, "inventory": {...}}}``;
+status values are the events' words ``ACTIVATED`` and ``TERMINATED``, not the REST
+``ACTIVE``. Nothing names our reference: a subscriber knows a package by its id. SNS's
+part (envelope, signatures, the subscription handshake, the certificate served at
+``/_sim/sns/...pem``) is ``simulators.sns``.
+
+A package's lifecycle is the record's (CARRIERS.md 2.6, 4.2): NOT_ACTIVE → ACTIVE →
+TERMINATED, and a package ends TERMINATED when the SIM has used all of its data, as at
+its window's end or when terminated through the API. A used-up package does not serve on
+at a throttled speed: a package from an AUTO template waiting on the SIM starts at once
+(on attach, as the SIM has no active package left), so a pass used up with the next one
+bought ahead hands over with no gap; with nothing waiting the SIM has no service
+(timeline ``none``) until a package is bought or started. A template's ``throttle_kbps``
+is shown but never applied.
 
 The simulator's choices where the record is silent [NOT PUBLIC]:
+- The ledger records a package used up as ``exhaust`` and, at the same instant,
+  ``expire``: the carrier itself ended it (as at its window's end), and its
+  ``terminated_date`` is that moment; its ``PACKAGE_STATUS_CHANGE`` goes out then.
 - ``eventDetails`` holds only the sub-fields named above; ``inventory`` is a constant
   ``{"id", "name"}``; a usage alert's ``package.status`` is ACTIVATED both ways, and a
   termination's ``previousValue`` is ``null`` for a package never activated.
@@ -297,9 +309,11 @@ def _load_engine(
 ) -> CarrierEngine:
     snapshot = load_snapshot(path) if path is not None else None
     if snapshot is None:
-        return CarrierEngine(products, clock=clock, seed=seed, sink=sink)
+        return CarrierEngine(products, clock=clock, seed=seed, sink=sink, used_up_ends=True)
     logger.info("Telna simulator state loaded from %s", path)
-    return CarrierEngine.from_snapshot(snapshot, products, clock=clock, sink=sink)
+    return CarrierEngine.from_snapshot(
+        snapshot, products, clock=clock, sink=sink, used_up_ends=True
+    )
 
 
 def create_app_from_settings(

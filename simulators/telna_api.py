@@ -23,7 +23,8 @@ The simulator's choices where the record is silent ([NOT PUBLIC]):
 - errors are ``{"error": "message"}``: 400 bad body or paging, 401 bad key, 404 unknown
   sim/package/template, 409 wrong state;
 - ``price_cents``, ``reset``, ``reset_utc_offset_minutes`` and ``throttle_kbps``
-  on templates (``traffic_policy`` is the record's integer); sim-registry status ``ACTIVE`` while a
+  on templates (``traffic_policy`` is the record's integer; ``throttle_kbps`` is never
+  applied, as a used-up package is TERMINATED); sim-registry status ``ACTIVE`` while a
   package is active, else ``READY``;
 - ``window_activation_end``: the order time plus 30 days;
 - template ids are names (``compressed-30s``), not the integers Telna shows; an id of

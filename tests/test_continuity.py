@@ -44,12 +44,13 @@ def line(
     exhausted: float | None = None,
     state: str | None = None,
     bid: str = "bal_a",
+    carrier: str = "telna",
 ) -> BalanceLine:
     return BalanceLine(
         balance_id=bid,
         seq=seq,
         iccid=f"iccid-{bid}",
-        carrier="telna",
+        carrier=carrier,
         reference=f"{bid}:{seq}",
         product_id="telna-compressed-60s",
         state=state or ("active" if end is None else "expired"),
@@ -114,9 +115,13 @@ def test_a_balance_still_paused_measures_nothing_after_the_pause() -> None:
     assert figures.gap_seconds == 0
 
 
+# A line in place (Webbing) keeps serving, throttled, once used up; a Telna one ends.
+WEBBING = {"carrier": "webbing"}
+
+
 def test_an_exhausted_serving_line_is_throttled_until_the_next_line_serves() -> None:
-    lines = [line(1, 0, 62, exhausted=20), line(2, 57)]
-    figures = balance_continuity(balance(), lines, [rotation(2, 57)], at(80))
+    lines = [line(1, 0, 62, exhausted=20, **WEBBING), line(2, 57, **WEBBING)]
+    figures = balance_continuity(balance(**WEBBING), lines, [rotation(2, 57)], at(80))
     # Throttled from 20 until line 2 came up at 57: a fresh line beside it serves fast.
     assert figures.throttled_seconds == pytest.approx(37)
     assert figures.overlap_seconds == pytest.approx(5)
@@ -124,23 +129,38 @@ def test_an_exhausted_serving_line_is_throttled_until_the_next_line_serves() -> 
 
 
 def test_an_open_exhausted_line_is_throttled_until_now() -> None:
-    figures = balance_continuity(balance(), [line(1, 0, exhausted=12.5)], [], at(40))
+    lines = [line(1, 0, exhausted=12.5, **WEBBING)]
+    figures = balance_continuity(balance(**WEBBING), lines, [], at(40))
     assert figures.throttled_seconds == pytest.approx(27.5)
 
 
+def test_a_telna_line_used_up_has_ended_and_leaves_a_gap_until_the_next_one() -> None:
+    """Telna ends a package whose data is used up (CARRIERS.md 2.6): the workflow records
+    its end at that moment, active still or left by usage, and no second is throttled."""
+    used_up = [line(1, 0, exhausted=12.5, end=12.5, state="active")]
+    figures = balance_continuity(balance(), used_up, [], at(40))
+    assert (figures.gap_seconds, figures.throttled_seconds) == (pytest.approx(27.5), 0)
+    lines = [line(1, 0, 20, exhausted=20, state="exhausted"), line(2, 26)]
+    figures = balance_continuity(balance(), lines, [rotation(2, 26, "usage")], at(80))
+    assert (figures.gap_seconds, figures.throttled_seconds) == (pytest.approx(6), 0)
+
+
 def test_the_since_cut_measures_only_later_time_and_rotations() -> None:
-    lines = [line(1, 0, 60, exhausted=40), line(2, 70, 130), line(3, 130)]
+    lines = [line(1, 0, 60, exhausted=40, **WEBBING), line(2, 70, 130), line(3, 130)]
     events = [rotation(2, 71), rotation(3, 131, "usage")]
-    whole = balance_continuity(balance(), lines, events, at(200))
+    whole = balance_continuity(balance(**WEBBING), lines, events, at(200))
     assert (whole.gap_seconds, whole.throttled_seconds, whole.rotations) == (10, 20, 2)
-    cut = balance_continuity(balance(), lines, events, at(200), since=at(65))
+    cut = balance_continuity(balance(**WEBBING), lines, events, at(200), since=at(65))
     assert cut.measured_seconds == pytest.approx(135)
     assert cut.gap_seconds == pytest.approx(5)
     assert cut.throttled_seconds == 0
     assert (cut.rotations, cut.early_rotations) == (2, 1)
-    later = balance_continuity(balance(), lines, events, at(200), since=at(100))
+    later = balance_continuity(balance(**WEBBING), lines, events, at(200), since=at(100))
     assert (later.measured_seconds, later.rotations, later.early_rotations) == (100, 1, 1)
-    assert balance_continuity(balance(), lines, events, at(200), since=at(300)) == Continuity()
+    assert (
+        balance_continuity(balance(**WEBBING), lines, events, at(200), since=at(300))
+        == Continuity()
+    )
 
 
 def test_closing_ends_the_span_at_the_cancel_request_not_the_carrier_end() -> None:
@@ -170,7 +190,7 @@ def test_fleet_sums_per_carrier_and_keeps_the_worst_gap() -> None:
         line(2, 63, bid="a"),
         line(1, 0, 60, bid="b"),
         line(2, 61, bid="b"),
-        line(1, 0, exhausted=50, bid="c"),
+        line(1, 0, exhausted=50, bid="c", **WEBBING),
     ]
     events = [rotation(2, 63, bid="a"), rotation(2, 61, "usage", bid="b")]
     fleet = fleet_continuity([a, b, c], lines, events, at(100))

@@ -66,7 +66,8 @@ class Step:
     why: str = ""
     until: datetime | None = None
     # The day's cost cap has just been reached with the switch due by usage: the eSIM
-    # stays throttled (``throttle``), whatever the step.
+    # stays on its line once used up, throttled or, where a used-up pass ends, with no
+    # service (``throttle``), whatever the step.
     cap_reached: bool = False
 
 
@@ -198,19 +199,24 @@ class SwitchPlan:
     ``confirm_only``: the carrier starts the new line by itself, so the workflow confirms
     it with a quick read (that starts it, should the carrier not have). ``old_ends``: how
     the old line ends: ``deactivate`` (we end it), ``at_its_end`` (its window ended it as
-    the new one began) or ``replaced`` (a product change in place replaced it when the new
-    one took effect)."""
+    the new one began), ``replaced`` (a product change in place replaced it when the new
+    one took effect) or ``used_up`` (the carrier ended it as its data ran out)."""
 
     confirm_only: bool
-    old_ends: Literal["deactivate", "at_its_end", "replaced"]
+    old_ends: Literal["deactivate", "at_its_end", "replaced", "used_up"]
 
 
 def switch_plan(s: BalanceState, reason: str) -> SwitchPlan:
-    """In place, the change bought for the switch replaces the old line; at the line's
-    end by time, the carrier switches itself where it can (``timing.carrier_switches``);
-    otherwise we start the new line and end the old one."""
+    """In place, the change bought for the switch replaces the old line; an old line whose
+    data ran out has ended at the carrier already (``timing.ended_used_up``), and a queued
+    next one started then; at the line's end by time, the carrier switches itself where it
+    can (``timing.carrier_switches``); otherwise we start the new line and end the old."""
     if timing.in_place(s):
         return SwitchPlan(confirm_only=True, old_ends="replaced")
+    if timing.ended_used_up(s):
+        # The carrier has ended the old line; a queued next one it has started on attach.
+        queued = timing.next_starts_on_its_own(s)
+        return SwitchPlan(confirm_only=queued, old_ends="used_up")
     if timing.carrier_switches(s) and reason == "time":
         return SwitchPlan(confirm_only=True, old_ends="at_its_end")
     return SwitchPlan(confirm_only=False, old_ends="deactivate")
@@ -248,7 +254,18 @@ def view(s: BalanceState, now: datetime) -> BalanceStatusView:
         early_rotations=s.early_rotations,
         lines_today=s.lines_today,
         cap_reached=timing.cap_reached(s, now),
+        service=service(s),
     )
+
+
+def service(s: BalanceState) -> Literal["high_speed", "throttled", "none"]:
+    """What the eSIM has on its active line as far as the workflow knows: a used-up line
+    serves at the throttled speed in place, and nothing where a used-up pass ends."""
+    if s.active is None:
+        return "none"
+    if s.active.exhausted_at is None:
+        return "high_speed"
+    return "none" if timing.used_up_ends(s) else "throttled"
 
 
 # --- events ---------------------------------------------------------------------------
@@ -338,7 +355,8 @@ def audit(s: BalanceState, notice: AuditNotice, now: datetime) -> None:
     """The audit saw the carrier disagree: a scheduled line that has ended there is
     dropped (the next one is ordered when due, at once past the order time); an active
     one that has ended is rotated away from now, whatever the cap (the eSIM has no
-    service). Anything else only has the workflow look at its deadlines again."""
+    service) — unless its data ran out (``used_up``): that is a switch by usage, within
+    the cap. Anything else only has the workflow look at its deadlines again."""
     if notice.kind != "ghost_line":
         return
     ref = notice.reference
@@ -348,7 +366,24 @@ def audit(s: BalanceState, notice: AuditNotice, now: datetime) -> None:
         archive(s, gone)
         note(s, "scheduled_dropped", now, actor=notice.actor, seq=gone.seq, reason=notice.reason)
     elif s.active is not None and s.active.reference == ref:
-        rotate_now(s, ActionRequest(actor=notice.actor, reason=notice.reason, force=True), now)
+        if notice.used_up_at is not None and timing.used_up_ends(s):
+            used_up(s, notice.used_up_at, now)
+        if not timing.ended_used_up(s):
+            request = ActionRequest(actor=notice.actor, reason=notice.reason, force=True)
+            rotate_now(s, request, now)
+
+
+def used_up(s: BalanceState, at: datetime, now: datetime) -> None:
+    """The carrier ended the active line at ``at`` as its data ran out: its usage is the
+    whole allowance from then on, and a switch by usage is due (``timing.ended_used_up``).
+    It has nothing left to read."""
+    line = s.active
+    assert line is not None
+    report = UsageReport(
+        seq=line.seq, used_bytes=line.allowance_bytes, observed_at=at, reference=line.reference
+    )
+    take_usage(s, report, now)
+    s.usage_check_at = None
 
 
 def change_problem(s: BalanceState, restoring: bool) -> str | None:
@@ -402,12 +437,15 @@ def take_usage(s: BalanceState, report: UsageReport, now: datetime) -> bool:
     if report.reference is not None and report.reference != line.reference:
         return False
     last = line.usage_observed_at or line.activated_at
-    # The earliest carrier time the allowance was seen used up: throttled from then on
-    # (a late-delivered 100 % webhook beats a later read that saw it too).
+    # The earliest carrier time the allowance was seen used up: throttled from then on, or
+    # ended where a used-up pass ends (a late-delivered 100 % report beats a later read).
     if report.used_bytes >= line.allowance_bytes and (
         line.exhausted_at is None or report.observed_at < line.exhausted_at
     ):
         line.exhausted_at = report.observed_at
+        if timing.used_up_ends(s):
+            # The carrier ended it then: it serves no more, not even throttled.
+            line.ended_at = report.observed_at
     if last is not None and report.observed_at <= last:
         return False
     # A ``usage_threshold`` event per threshold this newer report crosses: usage only
@@ -445,15 +483,25 @@ def _cap_newly_reached(s: BalanceState, now: datetime) -> bool:
         and s.active is not None
         and usage.switch_due(s.active, s.policy, now)
         and timing.cap_reached(s, now)
+        and not timing.next_starts_on_its_own(s)
     )
 
 
 def throttle(s: BalanceState, now: datetime) -> None:
-    """At the switch threshold with the day's cap spent: stay throttled and say so."""
+    """At the switch threshold with the day's cap spent: stay on the line and say so.
+    Once it is used up the eSIM is throttled, or has no service where the carrier ends a
+    used-up pass (``when_used_up``)."""
     assert s.active is not None
     s.capped = True
     s.status = BalanceStatus.Throttled
-    note(s, "cap_reached", now, seq=s.active.seq, max_lines_per_day=s.policy.max_lines_per_day)
+    note(
+        s,
+        "cap_reached",
+        now,
+        seq=s.active.seq,
+        max_lines_per_day=s.policy.max_lines_per_day,
+        when_used_up="no service" if timing.used_up_ends(s) else "throttled",
+    )
 
 
 # --- outcomes of the steps ------------------------------------------------------------
@@ -518,8 +566,11 @@ def end_state(reason: str) -> LineState:
 
 def ended_by_carrier(plan: SwitchPlan, line: Line, new: Line, reason: str) -> Line:
     """The old line as the carrier ended it (no deactivation needed): at its window's end,
-    or when the new line replacing it in place took effect."""
+    when the new line replacing it in place took effect, or as its data ran out."""
     window = timing.ends_at(line)
+    if plan.old_ends == "used_up" and line.exhausted_at is not None:
+        ended_at = min(line.exhausted_at, window)
+        return line.model_copy(update={"state": LineState.exhausted, "ended_at": ended_at})
     end = (window if plan.old_ends == "at_its_end" else new.activated_at) or window
     update: dict[str, Any] = {"state": end_state(reason), "ended_at": end}
     if end > window and (line.exhausted_at is None or line.exhausted_at > window):

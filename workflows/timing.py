@@ -70,6 +70,29 @@ def carrier_switches(s: BalanceState) -> bool:
     return s.product.reset != "rolling" or (s.next_product or s.product).rotation == "queued"
 
 
+def used_up_ends(s: BalanceState) -> bool:
+    """Whether the active line's carrier ends a pass whose data is used up. Where passes
+    stack (queued, activated), each is a package of its own, which ends then (Telna:
+    TERMINATED, CARRIERS.md 2.6): the eSIM has no service on it, not a throttled speed.
+    In place, the one product stays on the device at the throttled speed until replaced."""
+    return s.product.rotation != "in_place"
+
+
+def ended_used_up(s: BalanceState) -> bool:
+    """The active line's data is used up where that ends it at the carrier."""
+    return s.active is not None and s.active.exhausted_at is not None and used_up_ends(s)
+
+
+def next_starts_on_its_own(s: BalanceState) -> bool:
+    """The scheduled line has started already: the active one ended, used up, and the
+    next is one the carrier starts on attach (queued), as the SIM has no active line."""
+    return (
+        s.scheduled is not None
+        and ended_used_up(s)
+        and (s.next_product or s.product).rotation == "queued"
+    )
+
+
 def switch_at(s: BalanceState) -> datetime:
     """``margin`` before the line ends — except where the carrier switches itself
     (``carrier_switches``): a line activated before a reset boundary would end at it too,
@@ -86,7 +109,20 @@ def order_due(s: BalanceState, now: datetime) -> bool:
     assert s.active is not None
     if in_place(s):  # the purchase is the switch: bought when the switch is due
         return bool(switch_reason(s, now))
-    return s.rotate_requested or now >= order_at(s) or usage.order_due(s.active, s.policy, now)
+    if s.rotate_requested or now >= order_at(s):
+        return True
+    return usage.order_due(s.active, s.policy, now) and not holds_back(s, now)
+
+
+def holds_back(s: BalanceState, now: datetime) -> bool:
+    """At the day's cost cap, nothing is bought ahead by usage for a carrier that starts
+    the next line on its own the moment the active one is used up (a queued carrier whose
+    used-up passes end): it would start past the cap. The next line comes by time."""
+    return (
+        cap_reached(s, now)
+        and used_up_ends(s)
+        and (s.next_product or s.product).rotation == "queued"
+    )
 
 
 def switch_reason(s: BalanceState, now: datetime) -> str:
@@ -96,7 +132,11 @@ def switch_reason(s: BalanceState, now: datetime) -> str:
     if now >= switch_at(s):
         return "time"
     assert s.active is not None
-    if usage.switch_due(s.active, s.policy, now) and not cap_reached(s, now):
+    if usage.switch_due(s.active, s.policy, now) and (
+        not cap_reached(s, now) or next_starts_on_its_own(s)
+    ):
+        # At the cap too once the carrier has started the next line by itself: only
+        # confirmed, nothing is bought or started.
         return "usage"
     return ""
 

@@ -222,7 +222,8 @@ async def _notification(
 async def _signal(settings: Settings, client: Client, event: TelnaEvent) -> Outcome:
     """Usage of one of our lines becomes ``usage_reported``; the termination of a line
     the workflow may still hold, an ``audit`` notice that it is gone (it acts at once:
-    a scheduled line is dropped, an active one rotated away from); the rest is ignored."""
+    a scheduled line is dropped, an active one rotated away from; one whose data ran out,
+    ``used_up_at``, is left by usage, within the cost cap); the rest is ignored."""
     target = await run_in_threadpool(_target, settings.database_url, event.package_id)
     if target is None:
         return "ignored"
@@ -239,13 +240,15 @@ async def _signal(settings: Settings, client: Client, event: TelnaEvent) -> Outc
             ),
         )
     elif event.terminated and target.state in HELD_STATES and target.ends_early(event.observed_at):
+        used_up = event.used_up
         name, payload = (
             "audit",
             AuditNotice(
                 kind="ghost_line",
                 reference=target.reference,
-                reason="terminated at Telna",
+                reason="data used up at Telna" if used_up else "terminated at Telna",
                 actor="carrier",
+                used_up_at=event.observed_at if used_up else None,
             ),
         )
     else:

@@ -110,7 +110,11 @@ class LinePublic(BaseModel):
     ends_at: datetime | None
     ended_at: datetime | None
     exhausted_at: datetime | None = Field(
-        default=None, description="When the carrier saw the allowance used up (throttled after)"
+        default=None,
+        description=(
+            "When the carrier saw the allowance used up: throttled after (Webbing), or"
+            " ended then (Telna)"
+        ),
     )
 
 

@@ -73,15 +73,16 @@ def _activated(row: Balance, seq: int, when: float, reason: str) -> LineEvent:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Telna: an open balance with a 4 s gap, a closed one throttled 30 s; Webbing: an
-    open balance with an early rotation; and an open balance with no line yet."""
+    """Telna: an open balance with a 4 s gap, and an open balance with no line yet;
+    Webbing: an open balance with an early rotation, and a closed one throttled 30 s (a
+    used-up product in place serves on, throttled; a used-up Telna package has ended)."""
     settings = offline_settings(tmp_path_factory.mktemp("continuity"))
     init_db(settings.database_url)
     with session_scope(settings.database_url) as session:
         session.add(product("telna", "daily-1gb", 86_400))
         session.add(product("webbing", "daily-1gb", 86_400))
         gappy = _balance(session, "bal_gappy", "telna", None)
-        throttled = _balance(session, "bal_throttled", "telna", 100)
+        throttled = _balance(session, "bal_throttled", "webbing", 100)
         early = _balance(session, "bal_early", "webbing", None)
         _balance(session, "bal_fresh", "telna", None)
         session.add_all(
@@ -114,8 +115,9 @@ async def test_fleet_report_sums_per_carrier(served: str) -> None:
     assert (total["gap_seconds"], total["throttled_seconds"]) == (4, 30)
     assert (total["rotations"], total["early_rotations"]) == (2, 1)
     assert total["overlap_seconds"] == 2
-    assert (telna["balances"], telna["gap_seconds"], telna["gap_seconds_max"]) == (3, 4, 4)
-    assert (webbing["balances"], webbing["early_rotations"], webbing["gap_seconds"]) == (1, 1, 0)
+    assert (telna["balances"], telna["gap_seconds"], telna["gap_seconds_max"]) == (2, 4, 4)
+    assert (webbing["balances"], webbing["early_rotations"], webbing["gap_seconds"]) == (2, 1, 0)
+    assert (telna["throttled_seconds"], webbing["throttled_seconds"]) == (0, 30)
 
 
 async def test_since_cuts_time_and_drops_balances_closed_before_it(served: str) -> None:

@@ -30,6 +30,16 @@ def test_a_termination_is_a_status_change_to_terminated() -> None:
     assert ended.terminated
     started = parse(telna_event("8944000000000000019", "p1", name=STATUS_CHANGE))
     assert not started.terminated
+    assert not ended.used_up  # 800 kB of 1 MB: forced, not used up
+
+
+def test_a_termination_at_the_whole_allowance_is_the_data_used_up() -> None:
+    iccid = "8944000000000000019"
+    used_up = parse(
+        telna_event(iccid, "p1", used=1_000_000, name=STATUS_CHANGE, status="TERMINATED")
+    )
+    assert used_up.terminated and used_up.used_up
+    assert not parse(telna_event(iccid, "p1", used=1_000_000)).used_up  # a usage alert
 
 
 def test_a_numeric_package_id_is_kept_as_text_and_the_time_is_in_ms() -> None:

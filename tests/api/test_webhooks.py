@@ -128,7 +128,22 @@ async def test_a_termination_of_the_active_line_tells_the_workflow_at_once(api: 
         "reference": f"{api.balance_id}:1",
         "reason": "terminated at Telna",
         "actor": "carrier",
+        "used_up_at": None,
     }
+
+
+async def test_a_termination_with_the_data_used_up_says_when(api: Api) -> None:
+    """Telna ends a package whose data is used up (CARRIERS.md 2.6): the workflow learns
+    it ran out then, and leaves it by usage, within the cost cap."""
+    before = await _signals(api)
+    event = telna_event(
+        api.balance_iccid, HELD_PACKAGE, used=1_000_000, name=STATUS_CHANGE, status="TERMINATED"
+    )
+    assert (await _post(api, *api.sns.wrapped(event)))["outcome"] == "signalled"
+    [(name, notice)] = (await _signals(api))[len(before) :]
+    assert (name, notice["reason"]) == ("audit", "data used up at Telna")
+    sent = json.loads(event)["eventTimestamp"] / 1000
+    assert datetime.fromisoformat(notice["used_up_at"]).timestamp() == pytest.approx(sent)
 
 
 async def test_a_termination_at_the_lines_own_end_is_its_expiry_and_no_news(api: Api) -> None:

@@ -240,3 +240,80 @@ def test_iccids_replayed_separately_still_give_one_ledger_in_time_order(
         "expire",
     ]
     assert {a.package_id for a in alerts if a.kind == "status"} == {fast.id, slow.id}
+
+
+@pytest.fixture
+def ending(clock: FakeClock, alerts: list[Alert]) -> CarrierEngine:
+    """A carrier that ends a used-up package (Telna: CARRIERS.md 2.6)."""
+    engine = CarrierEngine(
+        [SHORT, DAILY], clock=clock, seed=7, sink=alerts.append, used_up_ends=True
+    )
+    engine.add_esims([ICCID])
+    return engine
+
+
+def test_a_used_up_package_ends_then_where_the_carrier_ends_it(
+    ending: CarrierEngine, clock: FakeClock, alerts: list[Alert]
+) -> None:
+    package_id = active_package(ending, clock)
+    start = clock.now
+    ending.set_traffic(20)  # 100 % at +50 s
+    waiting = ending.order(ICCID, "short", "b1:2")  # from a MANUAL template: not started
+    clock.now = start + 500
+    ending.advance()
+
+    package = ending.package(package_id)
+    assert (package.status, package.terminated_at) == ("TERMINATED", start + 50)
+    assert ledger(ending)[-2:] == [("exhaust", start + 50), ("expire", start + 50)]
+    ended = [(a.package_id, a.at, a.status, a.reason) for a in alerts if a.kind == "status"]
+    assert ended == [(package_id, start + 50, "TERMINATED", "expire")]
+    assert ending.package(waiting.id).status == "NOT_ACTIVE"
+    assert [(i.state, i.start, i.end) for i in ending.timeline(ICCID)] == [
+        ("high_speed", start, start + 50),
+        ("none", start + 50, None),
+    ]
+
+
+def test_a_used_up_package_hands_over_to_the_waiting_auto_one_with_no_gap(
+    ending: CarrierEngine, clock: FakeClock
+) -> None:
+    first = ending.order(ICCID, "short", "b1:1", auto=True)
+    start = clock.now
+    assert first.status == "ACTIVE"
+    second = ending.order(ICCID, "short", "b1:2", auto=True)
+    ending.set_traffic(20)  # the first is used up at +50 s, the second at +100 s
+    clock.now = start + 75
+    ending.advance()
+
+    assert ending.package(first.id).terminated_at == start + 50
+    assert (second.status, second.activated_at) == ("ACTIVE", start + 50)
+    assert second.used_bytes == pytest.approx(500)
+    assert [(a, t) for a, t in ledger(ending)][-3:] == [
+        ("exhaust", start + 50),
+        ("expire", start + 50),
+        ("activate", start + 50),
+    ]
+    assert [(i.state, i.start, i.end) for i in ending.timeline(ICCID)] == [
+        ("high_speed", start, None)
+    ]
+    clock.now = start + 200
+    assert [i.state for i in ending.timeline(ICCID)] == ["high_speed", "none"]
+
+
+def test_the_choice_to_end_used_up_packages_survives_a_snapshot(
+    ending: CarrierEngine, clock: FakeClock
+) -> None:
+    active_package(ending, clock)
+    start = clock.now
+    ending.set_traffic(5)  # 100 % at +200 s, after the window's end at +100 s
+    ending.order(ICCID, "short", None, auto=True)
+    saved = json.loads(json.dumps(ending.to_snapshot()))
+    restored = CarrierEngine.from_snapshot(
+        saved, [SHORT, DAILY], clock=FakeClock(start + 80), used_up_ends=True
+    )
+    restored.set_traffic(50)  # at +80 s, 400 bytes used: the rest goes in 12 s
+    restored.advance(start + 105)  # the waiting one, started at +92 s, lasts until +112
+    actions = [(a, t) for a, t in ledger(restored)]
+    assert ("expire", pytest.approx(start + 92)) in actions
+    assert ("activate", pytest.approx(start + 92)) in actions
+    assert [i.state for i in restored.timeline(ICCID)] == ["high_speed"]

@@ -222,6 +222,53 @@ async def test_an_auto_package_starts_on_attach_when_the_sim_has_no_active_one(
     assert unknown.status_code == 400  # no such field on a package
 
 
+async def test_a_used_up_package_is_terminated_and_the_waiting_auto_one_starts_with_no_gap(
+    sim: httpx.AsyncClient,
+) -> None:
+    iccid = await enrolled(sim)
+    first_id = await order(sim, iccid, "compressed-30s")  # AUTO: starts on attach
+    second_id = await order(sim, iccid, "compressed-30s")
+    # 3 MB at 10 MB/s: the first is used up 0.3 s after the traffic starts
+    await sim.post("/_sim/traffic", json={"iccid": iccid, "bytes_per_second": 10_000_000})
+
+    async def handed_over() -> bool:
+        second = (await sim.get(f"/v2.1/pcr/packages/{second_id}")).json()
+        return bool(second["status"] == "ACTIVE")
+
+    await wait_for(handed_over)
+    await sim.post("/_sim/traffic", json={"iccid": iccid, "bytes_per_second": 0})
+    first = (await sim.get(f"/v2.1/pcr/packages/{first_id}")).json()
+    second = (await sim.get(f"/v2.1/pcr/packages/{second_id}")).json()
+    assert (first["status"], first["data_usage_remaining"]) == ("TERMINATED", 0)
+    assert first["terminated_date"] == second["activated_date"]
+    ledger = (await sim.get("/_sim/ledger", params={"iccid": iccid})).json()["entries"]
+    actions = [(e["action"], e["package_id"]) for e in ledger]
+    assert actions[-3:] == [("exhaust", first_id), ("expire", first_id), ("activate", second_id)]
+    assert len({e["at"] for e in ledger[-3:]}) == 1
+    timeline = (await sim.get(f"/_sim/timeline/{iccid}")).json()["intervals"]
+    assert [(i["state"], i["end"]) for i in timeline] == [("high_speed", None)]
+
+
+async def test_a_used_up_package_with_nothing_waiting_leaves_no_service(
+    sim: httpx.AsyncClient,
+) -> None:
+    iccid = await enrolled(sim)
+    package_id = await order(sim, iccid, "compressed-30s")
+    await sim.post("/_sim/traffic", json={"iccid": iccid, "bytes_per_second": 10_000_000})
+
+    async def ended() -> bool:
+        package = (await sim.get(f"/v2.1/pcr/packages/{package_id}")).json()
+        return bool(package["status"] == "TERMINATED")
+
+    await wait_for(ended)
+    await sim.post("/_sim/traffic", json={"iccid": iccid, "bytes_per_second": 0})
+    timeline = (await sim.get(f"/_sim/timeline/{iccid}")).json()["intervals"]
+    assert [i["state"] for i in timeline] == ["high_speed", "none"]
+    assert timeline[-1]["end"] is None
+    registry = (await sim.get(f"/v2.1/inventory/sim-registries/{iccid}")).json()
+    assert registry["status"] == "READY"
+
+
 async def test_a_repeated_order_buys_a_second_package(sim: httpx.AsyncClient) -> None:
     iccid = await enrolled(sim)
     first = await order(sim, iccid, "daily-1gb")
@@ -347,15 +394,9 @@ async def test_usage_alerts_at_50_and_80_percent_then_a_termination_through_sns(
     hook, _ = receiver
     iccid = await enrolled(sim)
     package = await activated(sim, await order(sim, iccid, "compressed-10s"))
-    # 1 MB allowance at 2 MB/s: 50 % after 0.25 s, 80 % after 0.4 s, used up after 0.5 s
+    # 1 MB allowance at 2 MB/s: 50 % after 0.25 s, 80 % after 0.4 s, used up after 0.5 s,
+    # when the carrier ends the package (nothing waits on the SIM: no service after it)
     await sim.post("/_sim/traffic", json={"iccid": iccid, "bytes_per_second": 2_000_000})
-
-    async def throttled() -> bool:
-        timeline = (await sim.get(f"/_sim/timeline/{iccid}")).json()["intervals"]
-        return [i["state"] for i in timeline] == ["high_speed", "throttled"]
-
-    await wait_for(throttled)
-    await sim.post(f"/v2.1/pcr/packages/{package['id']}/terminate")
 
     async def terminated() -> bool:
         return len(hook.of(package["id"])) >= 3
@@ -367,14 +408,16 @@ async def test_usage_alerts_at_50_and_80_percent_then_a_termination_through_sns(
     assert [e["eventName"] for e in events] == ["PACKAGE_DATA_USAGE_ALERT"] * 2 + [
         "PACKAGE_STATUS_CHANGE"
     ]
-    usage = [e["eventDetails"] for e in events[:2]]
-    assert [d["package"]["packageUsedBytes"] for d in usage] == [500_000, 800_000]
-    assert {d["package"]["packageTotalBytes"] for d in usage} == {1_000_000}
-    assert usage[0]["sim"] == {"iccid": iccid}
-    assert usage[0]["packageTemplate"] == {"id": "compressed-10s"}
+    details = [e["eventDetails"] for e in events]
+    assert [d["package"]["packageUsedBytes"] for d in details] == [500_000, 800_000, 1_000_000]
+    assert {d["package"]["packageTotalBytes"] for d in details} == {1_000_000}
+    assert details[0]["sim"] == {"iccid": iccid}
+    assert details[0]["packageTemplate"] == {"id": "compressed-10s"}
     # stamped at the exact crossing, not when the 100 ms tick noticed it
-    assert events[1]["eventTimestamp"] - events[0]["eventTimestamp"] == pytest.approx(150, abs=2)
-    status = events[2]["eventDetails"]["package"]["status"]
+    stamps = [e["eventTimestamp"] for e in events]
+    assert stamps[1] - stamps[0] == pytest.approx(150, abs=2)
+    assert stamps[2] - stamps[1] == pytest.approx(100, abs=2)
+    status = details[2]["package"]["status"]
     assert status == {"previousValue": "ACTIVATED", "currentValue": "TERMINATED"}
     await sim.post("/_sim/traffic", json={"iccid": iccid, "bytes_per_second": 0})
 

@@ -361,6 +361,101 @@ def test_the_audit_drops_a_scheduled_line_the_carrier_ended_and_rotates_an_activ
     assert [e.kind for e in s.pending_events] == ["scheduled_dropped", "rotate_requested"]
 
 
+QUEUED_HOUR = HOUR.model_copy(update={"id": "telna-1h-auto", "rotation": "queued"})
+USED_UP_AT = T0 + 20 * MINUTE
+
+
+def _used_up_notice(seq: int = 1) -> AuditNotice:
+    return AuditNotice(
+        kind="ghost_line",
+        reference=f"{BALANCE}:{seq}",
+        reason="data used up at Telna",
+        actor="carrier",
+        used_up_at=USED_UP_AT,
+    )
+
+
+def test_a_line_used_up_at_the_carrier_hands_over_to_the_queued_one_it_started() -> None:
+    s = _with_scheduled(product=QUEUED_HOUR, policy=Policy(max_lines_per_day=1))
+    s.lines_today, s.day = 1, T0.date()
+    now = USED_UP_AT + MINUTE  # the termination came late
+    rotation.audit(s, _used_up_notice(), now)
+    assert s.active is not None and s.active.exhausted_at == USED_UP_AT
+    assert [e.detail["percent"] for e in s.pending_events] == [50, 80, 95, 100]
+    s.pending_events = []  # written (Do.record)
+    assert not s.rotate_requested  # a switch by usage, not an operator's rotation
+    assert rotation.view(s, now).service == "none"
+    # The carrier started the queued line as the old one ended: confirmed at once, even
+    # at the cap (nothing is bought or started), and the old line recorded used up.
+    step = rotation.next_step(s, now, Run())
+    assert step == rotation.Step(Do.switch, "usage")
+    plan = rotation.switch_plan(s, "usage")
+    assert plan == rotation.SwitchPlan(confirm_only=True, old_ends="used_up")
+    new = _line(2, QUEUED_HOUR, state=LineState.active, activated_at=USED_UP_AT)
+    ended = rotation.ended_by_carrier(plan, s.active, new, "usage")
+    assert (ended.state, ended.ended_at) == (LineState.exhausted, USED_UP_AT)
+    changes = rotation.switched(s, new, ended, "usage", now)
+    assert [e.kind for e in changes.events] == ["activated", "exhausted"]
+    assert rotation.view(s, now).service == "high_speed"
+
+
+def test_a_used_up_line_with_a_manual_next_one_is_left_by_usage_within_the_cap() -> None:
+    s = _with_scheduled()
+    rotation.audit(s, _used_up_notice(), USED_UP_AT)
+    s.pending_events = []
+    assert rotation.next_step(s, USED_UP_AT, Run()) == rotation.Step(Do.switch, "usage")
+    # We start the next line; the old one has ended at the carrier already.
+    assert rotation.switch_plan(s, "usage") == rotation.SwitchPlan(False, "used_up")
+    capped = _with_scheduled(policy=Policy(max_lines_per_day=1))
+    capped.lines_today, capped.day = 1, T0.date()
+    rotation.audit(capped, _used_up_notice(), USED_UP_AT)
+    capped.pending_events = []
+    step = rotation.next_step(capped, USED_UP_AT, Run())
+    assert step.do == Do.sleep and step.until == SWITCH_AT and step.cap_reached
+    rotation.throttle(capped, USED_UP_AT)
+    assert capped.pending_events[-1].detail["when_used_up"] == "no service"
+    # By time, the switch records the line as used up, not expired.
+    assert rotation.switch_plan(capped, "time") == rotation.SwitchPlan(False, "used_up")
+
+
+def test_at_the_cap_a_queued_line_is_not_bought_ahead_by_usage() -> None:
+    """A package waiting on the SIM would start the moment the active one is used up:
+    past the cap. The eSIM has no service until the next line is due by time."""
+    s = _state(QUEUED_HOUR, policy=Policy(max_lines_per_day=1))
+    s.lines_today, s.day = 1, T0.date()
+    assert s.active is not None
+    s.active = s.active.model_copy(update=_used(0.85))
+    assert rotation.next_step(s, T0 + 10 * MINUTE, Run()).do == Do.sleep
+    rotation.audit(s, _used_up_notice(), USED_UP_AT)
+    s.pending_events = []
+    assert not s.rotate_requested and rotation.view(s, USED_UP_AT).service == "none"
+    step = rotation.next_step(s, USED_UP_AT, Run())
+    assert step.do == Do.sleep and step.until == ORDER_AT
+    assert rotation.next_step(s, ORDER_AT, Run()).do == Do.order
+    # Without the cap it is bought at once; a MANUAL one is bought ahead at the cap too.
+    free = _state(QUEUED_HOUR)
+    assert free.active is not None
+    free.active = free.active.model_copy(update=_used(0.85))
+    assert rotation.next_step(free, T0 + 10 * MINUTE, Run()).do == Do.order
+    manual = _state(policy=Policy(max_lines_per_day=1))
+    manual.lines_today, manual.day = 1, T0.date()
+    assert manual.active is not None
+    manual.active = manual.active.model_copy(update=_used(0.85))
+    assert rotation.next_step(manual, T0 + 10 * MINUTE, Run()).do == Do.order
+
+
+def test_in_place_a_used_up_line_stays_throttled_and_a_termination_rotates_away() -> None:
+    s = _state(IN_PLACE_HOUR, policy=Policy(max_lines_per_day=1))
+    assert s.active is not None
+    s.active = s.active.model_copy(update={"exhausted_at": USED_UP_AT})
+    assert rotation.view(s, USED_UP_AT).service == "throttled"
+    rotation.throttle(s, USED_UP_AT)
+    assert s.pending_events[-1].detail["when_used_up"] == "throttled"
+    # Only a carrier whose used-up passes end is told so; anything else ended is gone.
+    rotation.audit(s, _used_up_notice(), USED_UP_AT)
+    assert s.rotate_requested
+
+
 def test_messages_note_a_change_once() -> None:
     s = _state()
     for _ in range(3):
@@ -410,7 +505,9 @@ def test_an_adopted_package_already_ended_is_passed_over() -> None:
 
 @dataclasses.dataclass
 class Carrier:
-    """Sells, starts and ends lines at once; usage grows at ``rate`` bytes a second."""
+    """Sells, starts and ends lines at once; usage grows at ``rate`` bytes a second. As
+    the carriers do, a pass that stacks (queued, activated) ends when its data is used up
+    (Telna: TERMINATED); one in place serves on at the throttled speed."""
 
     product: ProductSpec
     rate: float
@@ -433,8 +530,17 @@ class Carrier:
 
     def end(self, line: Line, state: LineState, at: datetime) -> Line:
         assert line.activated_at is not None
-        self.served.append((line.seq, line.activated_at, min(at, timing.ends_at(line))))
+        self.served.append((line.seq, line.activated_at, self.serves_until(line, at)))
         return line.model_copy(update={"state": state, "ended_at": at})
+
+    def used_up_at(self, line: Line) -> datetime | None:
+        """When the carrier ends ``line`` as its data runs out, if it does."""
+        if not self.rate or self.product.rotation == "in_place" or line.activated_at is None:
+            return None
+        return line.activated_at + timedelta(seconds=line.allowance_bytes / self.rate)
+
+    def serves_until(self, line: Line, at: datetime) -> datetime:
+        return min(at, timing.ends_at(line), self.used_up_at(line) or at)
 
     def used(self, line: Line, at: datetime) -> int:
         assert line.activated_at is not None
@@ -447,6 +553,8 @@ class Trace:
     steps: list[rotation.Step] = dataclasses.field(default_factory=list)
     runs: list[list[Do]] = dataclasses.field(default_factory=lambda: [[]])
     usage_switches: list[tuple[datetime, int, int | None]] = dataclasses.field(default_factory=list)
+    # Switches that only confirmed a line the carrier started as the old one was used up.
+    confirmed_carrier_starts: int = 0
 
 
 def run_balance(
@@ -484,12 +592,27 @@ def run_balance(
             case Do.switch:
                 assert s.active is not None and s.scheduled is not None
                 old, plan = s.active, rotation.switch_plan(s, step.why)
-                at_end = plan.old_ends == "at_its_end"
-                active = carrier.start(s.scheduled, timing.ends_at(old) if at_end else now)
+                used_up = carrier.used_up_at(old)
+                start = now
+                if plan.old_ends == "at_its_end":
+                    start = timing.ends_at(old)
+                elif plan.old_ends == "used_up" and plan.confirm_only:
+                    # Started on attach as the old one ended (or when bought, if later).
+                    assert used_up is not None and s.scheduled.ordered_at is not None
+                    start = max(used_up, s.scheduled.ordered_at)
+                    trace.confirmed_carrier_starts += 1
+                active = carrier.start(s.scheduled, start)
                 rotation.confirmed(s, active, now)
-                ended = carrier.end(old, rotation.end_state(step.why), active.activated_at or now)
+                if plan.old_ends == "used_up":
+                    assert used_up is not None
+                    carrier.end(old, LineState.exhausted, used_up)
+                    ended = rotation.ended_by_carrier(plan, old, active, step.why)
+                    assert ended.state == LineState.exhausted and ended.ended_at == used_up
+                else:
+                    end_state = rotation.end_state(step.why)
+                    ended = carrier.end(old, end_state, active.activated_at or now)
                 rotation.switched(s, active, ended, step.why, now)
-                if step.why == "usage":
+                if step.why == "usage" and not (plan.old_ends == "used_up" and plan.confirm_only):
                     trace.usage_switches.append((now, s.lines_today, s.policy.max_lines_per_day))
                 run.rotated = True
             case Do.end_term:
@@ -540,7 +663,7 @@ def _webhook(s: BalanceState, carrier: Carrier, now: datetime) -> list[datetime]
 def _gaps(carrier: Carrier, s: BalanceState, until: datetime) -> list[tuple[datetime, datetime]]:
     served = sorted(carrier.served)
     if s.active is not None and s.active.activated_at is not None:
-        served.append((s.active.seq, s.active.activated_at, until))
+        served.append((s.active.seq, s.active.activated_at, carrier.serves_until(s.active, until)))
     gaps, covered = [], T0
     for _, start, end in sorted(served, key=lambda x: x[1]):
         if start > covered:
@@ -589,9 +712,15 @@ def test_a_balance_never_has_a_gap_buys_once_per_seq_and_rotates_once_a_run(
     if lines_total is not None:
         assert len(carrier.orders) <= lines_total
     # No gap: from the first line to the end, some line is always active (or the term
-    # is complete).
+    # is complete) — except where a pass that ends when used up runs out while the day's
+    # cost cap holds, or as the last line of a term: then the eSIM has no service.
     end = until if s.status != BalanceStatus.Completed else max(e for _, _, e in carrier.served)
-    assert _gaps(carrier, s, end) == []
+    used_up = {carrier.used_up_at(_line(seq, activated_at=a)) for seq, a, _ in carrier.served}
+    for start, _ in _gaps(carrier, s, end):
+        assert start in used_up, (start, carrier.served)
+        assert policy.max_lines_per_day is not None or lines_total is not None
+    if product.rotation == "in_place" or not rate:
+        assert _gaps(carrier, s, end) == []
     # One rotation a run, and a run that rotated orders nothing more.
     for steps in trace.runs:
         assert steps.count(Do.switch) <= 1, steps

@@ -214,6 +214,10 @@ class BalanceState(BaseModel):
     hand_over_when_long: bool | None = None
     # Whether ``rotate_now`` respects the cost cap unless forced: asked as above.
     rotate_within_cap: bool | None = None
+    # Whether a queued carrier's switch by usage is the carrier's, at the pass's end of data,
+    # and an early one ends the old line first (timing.carrier_switches_by_usage): asked as
+    # above.
+    queued_by_carrier: bool | None = None
     # Started again for a balance with a history (enrolled again once its workflow was
     # gone): the run first rebuilds its state from the database and the carrier.
     restore: bool = False

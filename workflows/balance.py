@@ -46,6 +46,7 @@ HAND_OVER_AFTER_BRING_UP = "hand-over-after-bring-up"
 HAND_OVER_AT_ORDER = "hand-over-at-order"
 HAND_OVER_WHEN_LONG = "hand-over-when-long"
 ROTATE_WITHIN_CAP = "rotate-within-cap"
+QUEUED_BY_CARRIER = "queued-by-carrier"
 
 
 @workflow.defn
@@ -121,6 +122,8 @@ class BalanceWorkflow(CarrierSteps):
             s.hand_over_when_long = workflow.patched(HAND_OVER_WHEN_LONG)
         if not s.rotate_within_cap:
             s.rotate_within_cap = workflow.patched(ROTATE_WITHIN_CAP)
+        if not s.queued_by_carrier:
+            s.queued_by_carrier = workflow.patched(QUEUED_BY_CARRIER)
 
     async def _sleep(self, step: rotation.Step) -> None:
         """Until the step's moment, a message, or messages piling up (``_piled_up``)."""
@@ -176,6 +179,7 @@ class BalanceWorkflow(CarrierSteps):
         for patch in ("after_bring_up", "at_order", "when_long"):
             setattr(new, f"hand_over_{patch}", getattr(s, f"hand_over_{patch}"))
         new.rotate_within_cap = s.rotate_within_cap
+        new.queued_by_carrier = s.queued_by_carrier
         self.s = new
         held, self._held = self._held, []
         for message in held:

@@ -200,10 +200,12 @@ class SwitchPlan:
     it with a quick read (that starts it, should the carrier not have). ``old_ends``: how
     the old line ends: ``deactivate`` (we end it), ``at_its_end`` (its window ended it as
     the new one began), ``replaced`` (a product change in place replaced it when the new
-    one took effect) or ``used_up`` (the carrier ended it as its data ran out)."""
+    one took effect), ``used_up`` (the carrier ended it as its data ran out) or
+    ``deactivate_first`` (we end it first, and the carrier starts the queued next line on
+    attach: an operator's or the audit's switch at a queued carrier)."""
 
     confirm_only: bool
-    old_ends: Literal["deactivate", "at_its_end", "replaced", "used_up"]
+    old_ends: Literal["deactivate", "at_its_end", "replaced", "used_up", "deactivate_first"]
 
 
 def switch_plan(s: BalanceState, reason: str) -> SwitchPlan:
@@ -219,6 +221,10 @@ def switch_plan(s: BalanceState, reason: str) -> SwitchPlan:
         return SwitchPlan(confirm_only=queued, old_ends="used_up")
     if timing.carrier_switches(s) and reason == "time":
         return SwitchPlan(confirm_only=True, old_ends="at_its_end")
+    if timing.carrier_switches_by_usage(s):
+        # A queued pass starts on attach once the eSIM has no other: nothing is relied on
+        # to start it early (eSIM Go has no such call), so the old line ends first.
+        return SwitchPlan(confirm_only=True, old_ends="deactivate_first")
     return SwitchPlan(confirm_only=False, old_ends="deactivate")
 
 
@@ -467,7 +473,9 @@ def take_usage(s: BalanceState, report: UsageReport, now: datetime) -> bool:
     line.used_bytes, line.usage_observed_at = report.used_bytes, report.observed_at
     # Webhooks fire only at 50/80/100 %: read usage ourselves when the projection says
     # the switch point is near.
-    s.usage_check_at = usage.next_check(line, s.policy, now, timing.switch_at(s))
+    s.usage_check_at = usage.next_check(
+        line, s.policy, now, timing.switch_at(s), timing.carrier_switches_by_usage(s)
+    )
     return True
 
 

@@ -113,13 +113,18 @@ class CarrierSteps:
         deadline = rotation.switch_deadline(s)
         plan = rotation.switch_plan(s, reason)
         rotation.begin_switch(s)
-        if not plan.confirm_only:
+        if not plan.confirm_only or plan.old_ends == "deactivate_first":
             # A switch the carrier makes itself would never be seen: not published.
             self.ledger.publish(s)
+        ended_first = None
+        if plan.old_ends == "deactivate_first":
+            ended_first = await self._deactivate(old, rotation.end_state(reason))
         active = await self._activate(new, deadline, confirm_only=plan.confirm_only)
         if active is None:
             return False
-        if plan.old_ends == "deactivate":
+        if ended_first is not None:
+            ended = ended_first
+        elif plan.old_ends == "deactivate":
             ended = await self._deactivate(old, rotation.end_state(reason))
         else:
             ended = rotation.ended_by_carrier(plan, old, active, reason)

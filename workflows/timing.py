@@ -86,11 +86,7 @@ def ended_used_up(s: BalanceState) -> bool:
 def next_starts_on_its_own(s: BalanceState) -> bool:
     """The scheduled line has started already: the active one ended, used up, and the
     next is one the carrier starts on attach (queued), as the SIM has no active line."""
-    return (
-        s.scheduled is not None
-        and ended_used_up(s)
-        and (s.next_product or s.product).rotation == "queued"
-    )
+    return s.scheduled is not None and ended_used_up(s) and queued_next(s)
 
 
 def switch_at(s: BalanceState) -> datetime:
@@ -118,11 +114,21 @@ def holds_back(s: BalanceState, now: datetime) -> bool:
     """At the day's cost cap, nothing is bought ahead by usage for a carrier that starts
     the next line on its own the moment the active one is used up (a queued carrier whose
     used-up passes end): it would start past the cap. The next line comes by time."""
-    return (
-        cap_reached(s, now)
-        and used_up_ends(s)
-        and (s.next_product or s.product).rotation == "queued"
-    )
+    return cap_reached(s, now) and queued_next(s)
+
+
+def carrier_switches_by_usage(s: BalanceState) -> bool:
+    """Whether the carrier itself moves the eSIM on once the active pass is used up: it
+    ends a used-up pass (``used_up_ends``) and starts the next queued one on attach (DESIGN
+    section 5, queued: "the old one ends by itself"). The switch by usage is then the
+    carrier's, and the workflow only confirms it: the pass serves all its allowance, and
+    nothing relies on a call to start a queued pass early (eSIM Go has none)."""
+    return bool(s.queued_by_carrier) and queued_next(s)
+
+
+def queued_next(s: BalanceState) -> bool:
+    """The active pass ends when used up, and the next one is queued: it starts on attach."""
+    return used_up_ends(s) and (s.next_product or s.product).rotation == "queued"
 
 
 def switch_reason(s: BalanceState, now: datetime) -> str:
@@ -132,7 +138,8 @@ def switch_reason(s: BalanceState, now: datetime) -> str:
     if now >= switch_at(s):
         return "time"
     assert s.active is not None
-    if usage.switch_due(s.active, s.policy, now) and (
+    by_carrier = carrier_switches_by_usage(s)
+    if usage.switch_due(s.active, s.policy, now, by_carrier) and (
         not cap_reached(s, now) or next_starts_on_its_own(s)
     ):
         # At the cap too once the carrier has started the next line by itself: only

@@ -52,9 +52,13 @@ def order_due(line: Line, policy: Policy, now: datetime) -> bool:
     return end is not None and now >= end - timedelta(seconds=policy.lead(line.validity_seconds))
 
 
-def switch_due(line: Line, policy: Policy, now: datetime) -> bool:
+def switch_due(line: Line, policy: Policy, now: datetime, by_carrier: bool = False) -> bool:
     """Switch: the threshold is reached, or a fresh projection puts exhaustion within
-    the margin (a stale projection is checked first, see ``next_check``)."""
+    the margin (a stale projection is checked first, see ``next_check``). ``by_carrier``:
+    the carrier switches itself once the pass is used up (a queued carrier): due only
+    when it is seen used up, since nothing we do before would be make-before-break."""
+    if by_carrier:
+        return fraction(line) >= 1.0
     if fraction(line) >= policy.switch_fraction:
         return True
     end = projected_exhaustion(line)
@@ -65,19 +69,24 @@ def switch_due(line: Line, policy: Policy, now: datetime) -> bool:
     return fresh and now >= end - margin
 
 
-def next_check(line: Line, policy: Policy, now: datetime, switch_at: datetime) -> datetime | None:
+def next_check(
+    line: Line, policy: Policy, now: datetime, switch_at: datetime, by_carrier: bool = False
+) -> datetime | None:
     """When to read usage again: when the switch threshold or the projected switch point
-    should be reached — unless the time-based switch comes first anyway."""
+    should be reached (``by_carrier``: when the pass should be used up, see
+    ``switch_due``) — unless the time-based switch comes first anyway."""
     speed = rate(line)
     end = projected_exhaustion(line)
     if speed is None or end is None or line.usage_observed_at is None:
         return None
-    if fraction(line) >= policy.switch_fraction:
+    share = 1.0 if by_carrier else policy.switch_fraction
+    if fraction(line) >= share:
         return None
-    to_threshold = policy.switch_fraction * line.allowance_bytes - line.used_bytes
+    to_threshold = share * line.allowance_bytes - line.used_bytes
+    margin = 0.0 if by_carrier else policy.margin(line.validity_seconds)
     at = min(
         line.usage_observed_at + timedelta(seconds=to_threshold / speed),
-        end - timedelta(seconds=policy.margin(line.validity_seconds)),
+        end - timedelta(seconds=margin),
     )
     if at >= switch_at:
         return None

@@ -75,6 +75,7 @@ def _state(product: ProductSpec = HOUR, active: bool = True, **fields: Any) -> B
         hand_over_at_order=True,
         hand_over_when_long=True,
         rotate_within_cap=True,
+        queued_by_carrier=True,
     )
     if active:
         ends = T0 + timedelta(seconds=product.validity_seconds)
@@ -273,7 +274,32 @@ def test_a_queued_carrier_switches_by_itself_at_the_end_and_the_core_only_confir
     assert rotation.next_step(s, end, Run()) == rotation.Step(Do.switch, "time")
     assert rotation.switch_plan(s, "time") == rotation.SwitchPlan(True, "at_its_end")
     assert rotation.switch_deadline(s) == end + timedelta(seconds=60)
-    # Early by usage, or by an operator, it is our switch: start line 2, end line 1.
+    # Early by an operator, line 1 ends first: the carrier starts line 2 on attach, as
+    # nothing starts a queued pass early (eSIM Go has no such call).
+    first = rotation.SwitchPlan(True, "deactivate_first")
+    assert rotation.switch_plan(s, "operator") == first
+
+
+def test_a_queued_carrier_switches_by_usage_itself_once_the_pass_is_used_up() -> None:
+    s = _state(QUEUED_HOUR)
+    s.scheduled, s.last_seq = _line(2, QUEUED_HOUR, state=LineState.scheduled), 2
+    assert s.active is not None
+    # At the switch threshold nothing is ours to do: the pass serves its whole allowance.
+    s.active = s.active.model_copy(update=_used(0.95))
+    assert rotation.next_step(s, ORDER_AT, Run()).do == Do.sleep
+    # Seen used up: the carrier ended line 1 and started line 2; the core confirms it.
+    rotation.take_usage(s, UsageReport(seq=1, used_bytes=GB, observed_at=ORDER_AT), ORDER_AT)
+    s.pending_events = []  # recorded first (its own step)
+    assert rotation.next_step(s, ORDER_AT, Run()) == rotation.Step(Do.switch, "usage")
+    assert rotation.switch_plan(s, "usage") == rotation.SwitchPlan(True, "used_up")
+
+
+def test_balances_from_before_the_rule_keep_their_own_switch_at_a_queued_carrier() -> None:
+    s = _state(QUEUED_HOUR, queued_by_carrier=False)
+    s.scheduled, s.last_seq = _line(2, QUEUED_HOUR, state=LineState.scheduled), 2
+    assert s.active is not None
+    s.active = s.active.model_copy(update=_used(0.95))
+    assert rotation.next_step(s, ORDER_AT, Run()) == rotation.Step(Do.switch, "usage")
     ours = rotation.SwitchPlan(False, "deactivate")
     assert rotation.switch_plan(s, "usage") == rotation.switch_plan(s, "operator") == ours
 

@@ -152,8 +152,9 @@ class SimCard:
                         journal.record(t, "exhaust", p)
                     journal.alert("usage_threshold", t, p, threshold_percent=percent)
                     fired = True
-            if used_up_ends and not p.in_place and 100 in p.alerted:
+            if used_up_ends and not p.in_place and p.allowance_bytes > 0 and 100 in p.alerted:
                 # The carrier ends a used-up package: it serves no more, not even throttled.
+                # One without a data allowance has nothing to use up, and is not ended for it.
                 self.end(p, t, "expire", journal)
                 fired = True
         for p in packages:

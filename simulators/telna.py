@@ -34,7 +34,9 @@ is shown but never applied.
 The simulator's choices where the record is silent [NOT PUBLIC]:
 - The ledger records a package used up as ``exhaust`` and, at the same instant,
   ``expire``: the carrier itself ended it (as at its window's end), and its
-  ``terminated_date`` is that moment; its ``PACKAGE_STATUS_CHANGE`` goes out then.
+  ``terminated_date`` is that moment; its ``PACKAGE_STATUS_CHANGE`` goes out then. A
+  package from a template without a data allowance has no data to use up: it is not
+  ended for it (it serves at the throttled speed, and the product refuses such a pass).
 - ``eventDetails`` holds only the sub-fields named above; ``inventory`` is a constant
   ``{"id", "name"}``; a usage alert's ``package.status`` is ACTIVATED both ways, and a
   termination's ``previousValue`` is ``null`` for a package never activated.

@@ -77,7 +77,7 @@ def made_twice(
             problems.append(f"reference {reference} bought {n} times")
     lines = list(lines)
     holding = package_lines(orders, lines)
-    held = {line.carrier_line_id: line for line in lines if line.carrier_line_id}
+    held = {package_id(line.carrier_line_id): line for line in lines if line.carrier_line_id}
     explained: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for e in orders:
         line = holding.get(e["package_id"])
@@ -103,7 +103,7 @@ def package_lines(entries: Iterable[Mapping[str, Any]], lines: Iterable[L]) -> d
     package id, or, at a carrier replacing a product in place, by the moment the
     purchase took effect (the ``order``'s time, or a package's ``activated_at``)."""
     lines = list(lines)
-    by_id = {line.carrier_line_id: line for line in lines if line.carrier_line_id}
+    by_id = {package_id(line.carrier_line_id): line for line in lines if line.carrier_line_id}
     by_start = {(line.iccid, _ms(line.activated_at)): line for line in lines if line.activated_at}
     holding: dict[str, L] = {}
     for e in entries:
@@ -121,6 +121,14 @@ def package_lines(entries: Iterable[Mapping[str, Any]], lines: Iterable[L]) -> d
         if line is not None:
             holding[e["package_id"]] = line
     return holding
+
+
+def package_id(line_id: str) -> str:
+    """The carrier's package id in one of our line ids: the id itself (Telna), or what
+    follows its last ``:`` where the client names a line by more than its package (eSIM
+    Go: ``{iccid}:{bundle name}:{assignment id}``). A Webbing line, named by the moment
+    it took effect, names no package, and matches nothing by id."""
+    return line_id.rsplit(":", 1)[-1]
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -72,7 +72,8 @@ def active_spans(
     for e in entries:
         if e["action"] == "activate":
             started.setdefault(e["package_id"], (e["iccid"], _t(e["at"])))
-        elif e["action"] in ENDS:
+        elif e["action"] in ENDS or e["action"] == "exhaust":
+            # A used-up pass serves no more at high speed: a queued next one may start.
             ended.setdefault(e["package_id"], _t(e["at"]))
     spans: dict[str, list[tuple[datetime, datetime, str]]] = defaultdict(list)
     for package, (iccid, start) in started.items():
@@ -172,7 +173,18 @@ def agreement(
             problems.append(
                 f"{line.iccid}: line {line.seq} ({line.carrier_line_id}) unknown to the carrier"
             )
-    ended = {e["package_id"] for e in ours if e["action"] in ENDS}
+    # A used-up pass has ended where passes stack (a queued carrier shows it depleted until
+    # its window ends); in place, the one product stays, throttled, until replaced.
+    ended = {
+        e["package_id"]
+        for e in ours
+        if e["action"] in ENDS
+        or (
+            e["action"] == "exhaust"
+            and e["package_id"] in holding
+            and not holding[e["package_id"]].in_place
+        )
+    }
     activated = {e["package_id"] for e in ours if e["action"] == "activate"}
     for package, line in holding.items():
         if package in ended and line.state not in ENDED_STATES:

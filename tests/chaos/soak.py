@@ -1,28 +1,30 @@
 """The chaos soak: a fleet rotating for ten compressed days while everything fails.
 
 ``python -m tests.chaos.soak --seed N`` (or ``tests/chaos/test_soak.py``, marked slow)
-starts the product's own stack (``stack.py``: Temporal dev server on a SQLite file, both
-simulators, the worker, the API) in a fresh directory and enrols a fleet on 30 s passes
-at Telna and 60 s passes at Webbing (whose in-place switch needs a margin longer than a
-worker's recovery: ``IN_PLACE_MARGIN``). For ten 30 s "days" it then injects, at seeded
-random moments:
+starts the product's own stack (``stack.py``: Temporal dev server on a SQLite file, the
+three simulators, the worker, the API) in a fresh directory and enrols a fleet, a third
+at each carrier, on 30 s passes at Telna and eSIM Go and 60 s passes at Webbing (whose
+in-place switch needs a margin longer than a worker's recovery: ``IN_PLACE_MARGIN``).
+For ten 30 s "days" it then injects, at seeded random moments:
 
 - SIGKILL of the worker, five times, one of them while an order waits for its activation
   (the supervisor restarts it, as in production);
 - a restart of the Temporal dev server (its SQLite file keeps the state);
-- a SIGKILL and restart of the API, which receives the Telna webhooks;
+- a SIGKILL and restart of the API, which receives Telna's webhooks and eSIM Go's
+  callbacks;
 - one outage per carrier, shorter than the lead time, between two worker kills and away
   from both (see ``plan``): no gap, and throttled time only where the carrier changes
   products in place and the outage held up a switch (``IN_PLACE_RECOVERY``);
-- a slow-commit phase at both carriers (25-30 s): every request that changes state takes
+- a slow-commit phase at every carrier (25-30 s): every request that changes state takes
   effect 3 s after it arrived, past the client's 2 s timeout, so each order in it is
   unanswered and held in doubt (4 s window) until the carrier shows it;
 - three balances' workflows terminated as an operator does (``temporal workflow
   terminate``) and enrolled again at once, two through the API and one through
   ``starter.py enroll``: each new run continues from the database and the carrier;
 - throughout: 5 % of carrier requests answered 503 and 2 % whose response is lost after
-  the request took effect; every Telna webhook delivered twice, each copy up to 2 s late,
-  so some arrive out of order;
+  the request took effect; every Telna webhook and eSIM Go callback delivered twice,
+  each copy up to 2 s late, so some arrive out of order; eSIM Go's rate limit (10 tokens
+  a second) met as it comes;
 - probes of every API route and the webhook without valid credentials.
 
 Then it stops the faults, cancels every balance and judges DESIGN section 8 from the
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import signal
@@ -65,7 +68,11 @@ from tests.chaos.stackrun import StackRun, make_secrets
 from tests.replay import replay_failures
 
 VALIDITY = 30.0  # seconds: one compressed "day"
-PRODUCTS = {"telna": "telna-compressed-30s", "webbing": "webbing-9060"}
+PRODUCTS = {
+    "telna": "telna-compressed-30s",
+    "webbing": "webbing-9060",
+    "esimgo": "esimgo-esim_3MB_30S_SIM",
+}
 LEAD, MARGIN = 25.0, 10.0
 POLICY = {"lead_seconds": LEAD, "margin_seconds": MARGIN}
 # In place (Webbing) nothing is bought ahead: the margin is all the time a switch has, so
@@ -76,6 +83,7 @@ IN_PLACE_MARGIN = 25.0
 POLICIES = {
     "telna": POLICY,
     "webbing": {"lead_seconds": 30.0, "margin_seconds": IN_PLACE_MARGIN},
+    "esimgo": POLICY,
 }
 # Heavy users use their whole allowance in one validity: they are moved at 40 % of it,
 # by usage, 12 s into the line instead of 20 s. That leaves 18 s before they would be
@@ -88,6 +96,7 @@ HEAVY_POLICY = POLICY | {"preorder_fraction": 0.25, "switch_fraction": 0.4}
 HEAVY_SHARE, MEDIUM_SHARE = 1.0, 0.9  # allowances per validity
 ERRORS = {"error_rate": 0.05, "lose_responses": 0.02}
 WEBHOOK_FAULTS = {"webhook_duplicate_rate": 1.0, "webhook_delay_seconds": 2.0}
+WEBHOOK_CARRIERS = ("telna", "esimgo")  # Telna's SNS webhooks, eSIM Go's usage callbacks
 KILLS = 5
 KILL_SPACING = 62.0  # the supervisor's restart delay resets after 60 s up
 # An outage (at most OUTAGE_MAX s) keeps this far from the kills on either side: the
@@ -194,7 +203,7 @@ class Summary:
             f"security probes {self.probes} ({self.refused} refused)",
             "[soak] carriers injected: "
             + "; ".join(f"{c} {json.dumps(v, sort_keys=True)}" for c, v in self.injected.items()),
-            f"[soak] telna webhooks: {json.dumps(self.webhooks, sort_keys=True)}",
+            f"[soak] webhooks: {json.dumps(self.webhooks, sort_keys=True)}",
             f"[soak] rotations {self.rotations} ({self.early_rotations} early by usage) · "
             f"gap {self.gap_seconds:.3f}s · throttled {self.throttled_seconds:.3f}s "
             f"({self.throttled_in_outage_seconds:.3f}s in place during an outage) · "
@@ -249,7 +258,7 @@ def plan(rng: random.Random, window: float) -> list[Fault]:
         else:
             faults.append(Fault(kill + rng.uniform(*TERMINATE_AFTER_KILL), "terminate"))
     quiet = [i for i, role in enumerate(roles) if role in ("restart-api", "terminate")]
-    for carrier in ("telna", "webbing"):
+    for carrier in PRODUCTS:
         seconds = rng.uniform(6, OUTAGE_MAX)
         after = rng.choice(quiet)
         room = kills[after + 1] - OUTAGE_BEFORE_KILL - seconds - kills[after] - OUTAGE_AFTER_KILL
@@ -260,13 +269,15 @@ def plan(rng: random.Random, window: float) -> list[Fault]:
 
 
 def fleet(rng: random.Random, size: int) -> list[Esim]:
-    """Half at each carrier; every fifth Telna eSIM a heavy user (Telna's webhooks)."""
+    """A third at each carrier; every fifth Telna and eSIM Go eSIM a heavy user (their
+    passes used up before their end: Telna's webhooks, eSIM Go's callbacks)."""
     base = rng.randrange(10**9)
     esims = []
     for i in range(size):
-        carrier = "telna" if i % 2 == 0 else "webbing"
+        carrier = list(PRODUCTS)[i % 3]
         iccid = make_iccid(f"8944{base:09d}{i:05d}")
-        esims.append(Esim(iccid, carrier, heavy=carrier == "telna" and i % 10 == 0))
+        heavy = carrier != "webbing" and (i // 3) % 5 == 0
+        esims.append(Esim(iccid, carrier, heavy=heavy))
     return esims
 
 
@@ -552,8 +563,9 @@ class Soak:
     async def chaos(self) -> None:
         for carrier in PRODUCTS:
             await self.set_faults(carrier)
-        async with self.sim("telna") as sim:
-            await self._call(sim, "POST", "/_sim/config", json=WEBHOOK_FAULTS)
+        for carrier in WEBHOOK_CARRIERS:
+            async with self.sim(carrier) as sim:
+                await self._call(sim, "POST", "/_sim/config", json=WEBHOOK_FAULTS)
         began = time.monotonic()
         for fault in plan(self.rng, self.window):
             await asyncio.sleep(max(0.0, began + fault.at - time.monotonic()))
@@ -567,9 +579,10 @@ class Soak:
                 injected = (await self._call(sim, "GET", "/_sim/faults"))["injected"]
                 self.summary.injected[carrier] = injected
                 await self._call(sim, "POST", "/_sim/faults", json={})
-        async with self.sim("telna") as sim:
-            config = await self._call(sim, "GET", "/_sim/config")
-            self.summary.webhooks = config["webhooks"]
+        for carrier in WEBHOOK_CARRIERS:
+            async with self.sim(carrier) as sim:
+                config = await self._call(sim, "GET", "/_sim/config")
+                self.summary.webhooks[carrier] = config["webhooks"]
         client = await Client.connect(self.stack.temporal_address)
         deadline = time.monotonic() + 60
         while True:
@@ -624,8 +637,8 @@ class Soak:
         s.missing_ledger_events = len(missing)
         gaps: list[str] = []
         in_place = await self.in_place_products()
-        async with self.sim("telna") as telna, self.sim("webbing") as webbing:
-            sims = {"telna": telna, "webbing": webbing}
+        async with contextlib.AsyncExitStack() as stack:
+            sims = {c: await stack.enter_async_context(self.sim(c)) for c in PRODUCTS}
             for esim in self.esims:
                 timeline = await self._call(
                     sims[esim.carrier], "GET", f"/_sim/timeline/{esim.iccid}"

@@ -277,3 +277,31 @@ def test_throttled_time_outside_the_windows_a_fault_excuses_is_counted() -> None
     outage = [(T0 + timedelta(seconds=8), T0 + timedelta(seconds=12))]
     assert checks.outside(intervals, "throttled", outage, until) == 5.0
     assert checks.outside(intervals, "throttled", [(T0, until)], until) == 0.0
+
+
+def test_a_used_up_pass_has_ended_where_passes_stack_and_stays_in_place() -> None:
+    """eSIM Go shows a used-up bundle depleted until its window ends, and starts the next
+    queued one at once: our line recorded exhausted agrees, and the two do not overlap.
+    In place (Webbing) the spent product stays on the device until replaced."""
+    entries = [
+        entry("order", 0, "a1", None),
+        entry("activate", 1, "a1", None),
+        entry("order", 10, "a2", None),
+        entry("exhaust", 20, "a1", None),
+        entry("activate", 20, "a2", None),
+        entry("expire", 31, "a1", None),
+    ]
+    lines = [
+        DbLine("b", ICCID, 1, "b:1", f"{ICCID}:bundle:a1", "exhausted", T0),
+        DbLine("b", ICCID, 2, "b:2", f"{ICCID}:bundle:a2", "active", T0),
+    ]
+    before_expiry = entries[:-1]
+    assert checks.agreement(before_expiry, lines, {ICCID}) == []
+    spans = checks.active_spans(before_expiry, T0 + timedelta(seconds=40))
+    assert checks.overlaps(spans, 0) == ([], 0.0)
+    spent = [
+        DbLine("b", ICCID, 1, "b:1", f"{ICCID}:9030:e1", "active", T0 + timedelta(seconds=1), True)
+    ]
+    in_place = [entry("order", 1, "w1", None), entry("activate", 1, "w1", None)]
+    in_place.append(entry("exhaust", 31, "w1", None))
+    assert checks.agreement(in_place, spent, {ICCID}) == []

@@ -3,7 +3,8 @@
     python -m bench.herd --balances 1000 --json herd-1000.json
 
 Daily passes that reset at 00:00 UTC all end at once. This runs that moment on a private
-dev server against both simulators (as processes, half the balances at each carrier),
+dev server against the three simulators (as processes, a third of the balances at each
+carrier),
 with carrier behaviour scaled down to a compressed day of ``--period`` seconds (30, 120,
 600, 1800 or 3600; by default the shortest in which N balances can be enrolled before the
 boundary at ``--bring-up-rate`` enrolments/s): activation latency in proportion to the
@@ -11,6 +12,26 @@ day (the simulators' 1-5 % of it), Webbing's usage lag, a small error rate
 (``--error-rate``, 503s the clients retry) and a per-carrier rate limit
 (``--rate-limit``) that the clients are configured to keep and the simulators enforce
 with 429s, counted in the result.
+
+eSIM Go is in the mix under its own rate limit, not ``--rate-limit``: 10 tokens a second
+per client IP (the simulator's default; an order costs 2, a read 1), which its client
+keeps by the product's setting (10 requests/s) and by the limit's headers, waiting out a
+429's ``Retry-After``. Its bundles roll from their start (CARRIERS.md 4.3): there is no
+eSIM Go midnight, and its third of the herd rides a bundle as long as the compressed day
+whose lines end as the bring-up started them, in the seconds after B while the boundary
+herd switches. The product spreads only boundary orders over the lead window
+(``workflows.timing.order_at``); eSIM Go's orders, ``lead`` before each line's end, come
+as spread as the starts were, and the starts were paced by the same limit: the run
+chooses a day long enough for eSIM Go's share at about 6 tokens a first line at 10 a
+second (:func:`esimgo_spread`, N/3 x 0.6 s: 60 s for 300 balances, 200 s for 1,000), both
+before the lead window and after B within the herd's deadline. The JSON gives, per
+carrier (``by_carrier``), the gaps, when its last balance switched, over how many seconds
+its line-2 orders came and the most in one second, its calls per rotation, and the 429s
+its client met (``carrier_429s_answered``, all carriers; ``carrier_429s`` stays what the
+simulators' ``--rate-limit`` fault refused). ``rotations_per_second``,
+``switch_seconds_after_boundary`` and the confirmation times are the boundary herd's
+(Telna and Webbing, whose lines all end at B); ``rotations``, gaps and duplicates are the
+whole herd's.
 
 Phases, all in one run; the product's worker is this process and holds nothing else:
 
@@ -30,7 +51,8 @@ Phases, all in one run; the product's worker is this process and holds nothing e
    and carrier account): ``--baseline-balances`` (default N) ``NaiveWorkflow`` balances,
    which order and activate line 2 only once line 1 has expired (a sweep-based design),
    on the same pass at UTC+8: their midnight comes a third of a day before B, so the two
-   herds do not share the box's two cores and each design's figures are its own.
+   herds do not share the box's two cores and each design's figures are its own. Its
+   balances are at Telna and Webbing, half each: what it compares is meeting a boundary.
 
 Gaps come from the carriers' own records (``/_sim/packages``): for each eSIM, the time
 between line 1's end and line 2's activation, each package's seq that of the database's

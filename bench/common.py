@@ -156,11 +156,13 @@ def carrier_clients(
     rate_limit: float,
     transport: Callable[[str], httpx.AsyncBaseTransport | None] = lambda carrier: None,
     esimgo_rate_limit: float = ESIMGO_RATE_LIMIT,
+    esimgo_in_doubt_seconds: float | None = None,
 ) -> dict[str, Carrier]:
     """The clients of the carriers in ``sims`` (their simulators' URLs): Telna and
     Webbing keeping ``rate_limit`` requests/s each, eSIM Go ``esimgo_rate_limit`` (its
-    own pace by its headers besides); ``transport(carrier)`` may wrap their HTTP (to
-    count it)."""
+    own pace by its headers besides, and holding an order in doubt for
+    ``esimgo_in_doubt_seconds``, default the product's); ``transport(carrier)`` may wrap
+    their HTTP (to count it)."""
     user, password, wskey = WEBBING_LOGIN
     clients: dict[str, Carrier] = {
         "telna": TelnaCarrier(
@@ -181,6 +183,7 @@ def carrier_clients(
             KEY,
             transport=transport("esimgo"),
             rate_limit_per_second=esimgo_rate_limit,
+            in_doubt_seconds=esimgo_in_doubt_seconds or EsimGoSettings().in_doubt_seconds,
         )
     return clients
 

@@ -130,7 +130,7 @@ from bench.naive import NaivePlan
 from bench.purchases import as_orders, package_lines
 from carriers.base import Carrier
 from carriers.windows import window_end_epoch
-from config import Settings
+from config import EsimGoSettings, Settings
 from models.db import migrate, session_scope
 from models.payloads import Policy, ProductSpec
 from models.tables import Balance, Product
@@ -206,6 +206,17 @@ def esimgo_spread(balances: int) -> float:
     orders keep to the limit because the bring-up had to."""
     share = math.ceil(balances / len(CARRIERS))
     return share * ESIMGO_TOKENS_PER_LINE / ESIMGO_TOKENS
+
+
+def esimgo_in_doubt(period: int) -> float:
+    """How long eSIM Go's client holds an order in doubt on this compressed day: a quarter
+    of the lead window, at most the product's 60 s. eSIM Go answers 503 while it
+    processes a request it has taken, so a 503 to an order (the run injects
+    ``--error-rate`` of them, before anything is taken) leaves it in doubt, and nothing is
+    bought again before the hold is over. 60 s fits a real day's lead of 1,800 s; on a
+    120 s day (lead 30 s) it let a line end before its next was bought: a gap of 39 s in
+    a 300 herd (BENCHMARKS.md). Scaled down as the carriers' latencies are."""
+    return min(EsimGoSettings().in_doubt_seconds, Policy().lead(period) / 4)
 
 
 def choose_period(enrolments: int, rate: float, balances: int = 0) -> int:
@@ -607,7 +618,10 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         naive = await start_simulators(args, tmp, "naive", stack, BOUNDARY_CARRIERS)
         counted = Counted()
         carriers = carrier_clients(
-            sims, args.rate_limit, lambda carrier: CountingTransport(carrier, counted)
+            sims,
+            args.rate_limit,
+            lambda carrier: CountingTransport(carrier, counted),
+            esimgo_in_doubt_seconds=esimgo_in_doubt(args.period),
         )
         for carrier in carriers.values():
             stack.push_async_callback(carrier.aclose)
@@ -625,6 +639,7 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         esimgo = (await http.get(f"{sims['esimgo']}/_sim/esimgo")).json()
         run.result["esimgo_rate_limit_tokens_per_second"] = esimgo["rate_limit_tokens"]
         run.result["esimgo_spread_seconds_at_limit"] = round(esimgo_spread(args.balances), 1)
+        run.result["esimgo_in_doubt_seconds"] = esimgo_in_doubt(args.period)
         await run.herd()
         await run.bare("after_herd")  # the herd's balances still open on the server
         run.result["bench_seconds"] = round(time.monotonic() - started, 1)

@@ -130,7 +130,7 @@ from bench.naive import NaivePlan
 from bench.purchases import as_orders, package_lines
 from carriers.base import Carrier
 from carriers.windows import window_end_epoch
-from config import EsimGoSettings, Settings
+from config import Settings
 from models.db import migrate, session_scope
 from models.payloads import Policy, ProductSpec
 from models.tables import Balance, Product
@@ -210,13 +210,18 @@ def esimgo_spread(balances: int) -> float:
 
 def esimgo_in_doubt(period: int) -> float:
     """How long eSIM Go's client holds an order in doubt on this compressed day: a quarter
-    of the lead window, at most the product's 60 s. eSIM Go answers 503 while it
-    processes a request it has taken, so a 503 to an order (the run injects
-    ``--error-rate`` of them, before anything is taken) leaves it in doubt, and nothing is
-    bought again before the hold is over. 60 s fits a real day's lead of 1,800 s; on a
-    120 s day (lead 30 s) it let a line end before its next was bought: a gap of 39 s in
-    a 300 herd (BENCHMARKS.md). Scaled down as the carriers' latencies are."""
-    return min(EsimGoSettings().in_doubt_seconds, Policy().lead(period) / 4)
+    of the lead window, at most the product's 60 s, and never less than the client's
+    timeout and 2 s (an order whose answer the client gave up on may still be committed
+    until then). eSIM Go answers 503 while it processes a request it has taken, so a 503
+    to an order (the run injects ``--error-rate`` of them, before anything is taken)
+    leaves it in doubt, and nothing is bought again before the hold is over. 60 s fits a
+    real day's lead of 1,800 s; on a 120 s day (lead 30 s) it let a line end before its
+    next was bought: a gap of 39 s in a 300 herd (BENCHMARKS.md). Scaled down as the
+    carriers' latencies are, as far as that is safe."""
+    settings = Settings()
+    floor = settings.carrier_timeout_seconds + 2
+    quarter = Policy().lead(period) / 4
+    return min(settings.esimgo.in_doubt_seconds, max(quarter, floor))
 
 
 def choose_period(enrolments: int, rate: float, balances: int = 0) -> int:
@@ -442,6 +447,7 @@ class Run:
                     calls_by_carrier.get(carrier, 0) / (count + sample_share[carrier]), 2
                 ),
                 "carrier_429s_answered": answered_429[carrier],
+                "duplicate_orders": duplicates(found, held, mine),
             }
         self.result.update(
             {

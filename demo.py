@@ -23,9 +23,17 @@ import httpx
 from models.identifiers import make_iccid
 
 FLEET_SIZE = 24
-# ICCID bodies 8944 0000 0000 9900 nn: fixed, so a second run finds the same eSIMs.
-ICCID_PREFIX = "8944000000009900"
-CARRIER_PRODUCTS = {"telna": "telna-compressed-{}s", "webbing": "webbing-90{}"}
+# ICCID bodies 8944 0000 0000 9901 nn: fixed, so a second run finds the same eSIMs. (The
+# two-carrier fleet before eSIM Go had 9900 nn: a data directory of then keeps it.)
+ICCID_PREFIX = "8944000000009901"
+# Each carrier's compressed pass of ``{seconds}`` (30 or 60), by catalogue id; eSIM Go's
+# bundles carry 100 kB a second of validity in their name (``esim_3MB_30S_SIM``).
+CARRIER_PRODUCTS = {
+    "telna": "telna-compressed-{seconds}s",
+    "webbing": "webbing-90{seconds}",
+    "esimgo": "esimgo-esim_{megabytes}MB_{seconds}S_SIM",
+}
+CARRIERS = tuple(CARRIER_PRODUCTS)
 HEAVY_SHARE = 2.5  # a heavy user's traffic, in allowances per validity: runs out at 40 %
 LIGHT_SHARE = 0.5  # everybody else: half the allowance by the line's end
 PRINT_EVERY = 10.0  # seconds between progress lines while things change
@@ -49,17 +57,21 @@ class DemoEsim:
 
 
 def demo_fleet(size: int = FLEET_SIZE) -> list[DemoEsim]:
-    """The fleet: both carriers alternating, a third on 60 s passes (the rest 30 s), and
-    every sixth eSIM a heavy user. Heavy users are all on Telna, whose usage webhooks move
-    the switch early at once; on Webbing, polling-only, a heavy user's switch waits for the
-    usage poller (every 5 s under `make run`), seconds a demo should not show as normal."""
+    """The fleet: the three carriers alternating (Telna, Webbing, eSIM Go), two of each
+    carrier's eight eSIMs on 60 s passes (the rest 30 s), and a few heavy users, whose
+    balances rotate early by usage: every sixth eSIM, all on Telna, whose usage webhooks
+    move the switch early at once, and one eSIM Go eSIM in twelve, whose carrier starts
+    the next queued bundle itself the moment the pass is used up (the product confirms).
+    None is on Webbing, polling-only: a heavy user's switch waits there for the usage
+    poller (every 5 s under `make run`), seconds a demo should not show as normal."""
     fleet = []
     for n in range(size):
-        carrier = "telna" if n % 2 == 0 else "webbing"
-        seconds = "60" if n % 3 == 2 else "30"
-        product = CARRIER_PRODUCTS[carrier].format(seconds)
+        carrier = CARRIERS[n % len(CARRIERS)]
+        seconds = 60 if (n // len(CARRIERS)) % 3 == 2 else 30
+        product = CARRIER_PRODUCTS[carrier].format(seconds=seconds, megabytes=seconds // 10)
         iccid = make_iccid(f"{ICCID_PREFIX}{n:02d}")
-        fleet.append(DemoEsim(iccid, carrier, product, heavy=n % 6 == 0))
+        heavy = n % 6 == 0 or n % 12 == 5
+        fleet.append(DemoEsim(iccid, carrier, product, heavy=heavy))
     return fleet
 
 

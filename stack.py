@@ -379,7 +379,7 @@ class Stack:
         """Seed the demo fleet, retrying until it worked (True) or the stack stops (False)."""
         needed = {"worker", *(f"{carrier}-sim" for carrier in demo.CARRIER_PRODUCTS)}
         if not needed <= self.names():
-            say("[demo] no demo fleet: it needs the worker and both simulators")
+            say("[demo] no demo fleet: it needs the worker and every carrier's simulator")
             return True
         sims = {
             carrier: httpx.Client(base_url=url, timeout=30.0, trust_env=False)
@@ -399,7 +399,8 @@ class Stack:
                 if self.halt.is_set():
                     break
                 say(
-                    f"[demo] {len(fleet)} eSIMs on compressed passes at telna and webbing: "
+                    f"[demo] {len(fleet)} eSIMs on compressed passes at "
+                    f"{', '.join(demo.CARRIERS[:-1])} and {demo.CARRIERS[-1]}: "
                     f"{seeded.new} balances started, {seeded.reused} already running "
                     "(--no-demo to skip)"
                 )

@@ -30,9 +30,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from carriers.base import Carrier
+from carriers.esimgo import EsimGoCarrier
 from carriers.telna import TelnaCarrier
 from carriers.webbing import WebbingCarrier
-from config import Settings, TelnaSettings, WebbingSettings
+from config import EsimGoSettings, Settings, TelnaSettings, WebbingSettings
 from models import search
 from models.identifiers import make_iccid
 from ports import free_port
@@ -41,6 +42,11 @@ from services.enrolment import workflow_id
 KEY, SECRET = "bench-key", "bench-secret"
 WEBBING_LOGIN = ("bench-user", "bench-password", "bench-wskey")
 ROOT = Path(__file__).resolve().parents[1]
+# eSIM Go's API version under its simulator's root, and the client's own pace there: the
+# product's default (``ESIMGO__RATE_LIMIT_PER_SECOND``), under the simulator's limit of
+# 10 tokens a second per client IP, which the client also keeps by its headers.
+ESIMGO_VERSION = "/v2.4"
+ESIMGO_RATE_LIMIT = EsimGoSettings().rate_limit_per_second
 
 
 def start_simulator(
@@ -50,6 +56,8 @@ def start_simulator(
     argv = [sys.executable, "-m", f"simulators.{carrier}", "--port", str(port), *extra]
     if carrier == "telna":
         argv += ["--webhook-url", ""]
+    if carrier == "esimgo":
+        argv += ["--callback-url", ""]
     user, password, wskey = WEBBING_LOGIN
     env = {
         **os.environ,
@@ -58,6 +66,7 @@ def start_simulator(
         "WEBBING__USERNAME": user,
         "WEBBING__PASSWORD": password,
         "WEBBING__WSKEY": wskey,
+        "ESIMGO__API_KEY": KEY,
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -133,6 +142,10 @@ def bench_settings(tmp: Path, sims: dict[str, str], **overrides: object) -> Sett
             password=SecretStr(password),
             wskey=SecretStr(wskey),
         ),
+        esimgo=EsimGoSettings(
+            base_url=sims.get("esimgo", "http://unused") + ESIMGO_VERSION,
+            api_key=SecretStr(KEY),
+        ),
         worker_metrics_port=0,
         **overrides,  # type: ignore[arg-type]
     )
@@ -142,11 +155,16 @@ def carrier_clients(
     sims: dict[str, str],
     rate_limit: float,
     transport: Callable[[str], httpx.AsyncBaseTransport | None] = lambda carrier: None,
+    esimgo_rate_limit: float = ESIMGO_RATE_LIMIT,
+    esimgo_in_doubt_seconds: float | None = None,
 ) -> dict[str, Carrier]:
-    """Both carriers' clients for the simulators at ``sims``, keeping ``rate_limit``
-    requests/s each; ``transport(carrier)`` may wrap their HTTP (to count it)."""
+    """The clients of the carriers in ``sims`` (their simulators' URLs): Telna and
+    Webbing keeping ``rate_limit`` requests/s each, eSIM Go ``esimgo_rate_limit`` (its
+    own pace by its headers besides, and holding an order in doubt for
+    ``esimgo_in_doubt_seconds``, default the product's); ``transport(carrier)`` may wrap
+    their HTTP (to count it)."""
     user, password, wskey = WEBBING_LOGIN
-    return {
+    clients: dict[str, Carrier] = {
         "telna": TelnaCarrier(
             sims["telna"], KEY, transport=transport("telna"), rate_limit_per_second=rate_limit
         ),
@@ -159,6 +177,15 @@ def carrier_clients(
             rate_limit_per_second=rate_limit,
         ),
     }
+    if "esimgo" in sims:
+        clients["esimgo"] = EsimGoCarrier(
+            sims["esimgo"] + ESIMGO_VERSION,
+            KEY,
+            transport=transport("esimgo"),
+            rate_limit_per_second=esimgo_rate_limit,
+            in_doubt_seconds=esimgo_in_doubt_seconds or EsimGoSettings().in_doubt_seconds,
+        )
+    return clients
 
 
 async def gather_limited(jobs: Sequence[Callable[[], Awaitable[Any]]], limit: int) -> None:

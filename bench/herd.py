@@ -3,7 +3,8 @@
     python -m bench.herd --balances 1000 --json herd-1000.json
 
 Daily passes that reset at 00:00 UTC all end at once. This runs that moment on a private
-dev server against both simulators (as processes, half the balances at each carrier),
+dev server against the three simulators (as processes, a third of the balances at each
+carrier),
 with carrier behaviour scaled down to a compressed day of ``--period`` seconds (30, 120,
 600, 1800 or 3600; by default the shortest in which N balances can be enrolled before the
 boundary at ``--bring-up-rate`` enrolments/s): activation latency in proportion to the
@@ -11,6 +12,26 @@ day (the simulators' 1-5 % of it), Webbing's usage lag, a small error rate
 (``--error-rate``, 503s the clients retry) and a per-carrier rate limit
 (``--rate-limit``) that the clients are configured to keep and the simulators enforce
 with 429s, counted in the result.
+
+eSIM Go is in the mix under its own rate limit, not ``--rate-limit``: 10 tokens a second
+per client IP (the simulator's default; an order costs 2, a read 1), which its client
+keeps by the product's setting (10 requests/s) and by the limit's headers, waiting out a
+429's ``Retry-After``. Its bundles roll from their start (CARRIERS.md 4.3): there is no
+eSIM Go midnight, and its third of the herd rides a bundle as long as the compressed day
+whose lines end as the bring-up started them, in the seconds after B while the boundary
+herd switches. The product spreads only boundary orders over the lead window
+(``workflows.timing.order_at``); eSIM Go's orders, ``lead`` before each line's end, come
+as spread as the starts were, and the starts were paced by the same limit: the run
+chooses a day long enough for eSIM Go's share at about 6 tokens a first line at 10 a
+second (:func:`esimgo_spread`, N/3 x 0.6 s: 60 s for 300 balances, 200 s for 1,000), both
+before the lead window and after B within the herd's deadline. The JSON gives, per
+carrier (``by_carrier``), the gaps, when its last balance switched, over how many seconds
+its line-2 orders came and the most in one second, its calls per rotation, and the 429s
+its client met (``carrier_429s_answered``, all carriers; ``carrier_429s`` stays what the
+simulators' ``--rate-limit`` fault refused). ``rotations_per_second``,
+``switch_seconds_after_boundary`` and the confirmation times are the boundary herd's
+(Telna and Webbing, whose lines all end at B); ``rotations``, gaps and duplicates are the
+whole herd's.
 
 Phases, all in one run; the product's worker is this process and holds nothing else:
 
@@ -30,7 +51,8 @@ Phases, all in one run; the product's worker is this process and holds nothing e
    and carrier account): ``--baseline-balances`` (default N) ``NaiveWorkflow`` balances,
    which order and activate line 2 only once line 1 has expired (a sweep-based design),
    on the same pass at UTC+8: their midnight comes a third of a day before B, so the two
-   herds do not share the box's two cores and each design's figures are its own.
+   herds do not share the box's two cores and each design's figures are its own. Its
+   balances are at Telna and Webbing, half each: what it compares is meeting a boundary.
 
 Gaps come from the carriers' own records (``/_sim/packages``): for each eSIM, the time
 between line 1's end and line 2's activation, each package's seq that of the database's
@@ -57,6 +79,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, suppress
@@ -73,6 +96,7 @@ from temporalio.worker import Worker
 
 from bench.baselines import BareInput, BareWorkflow, noop
 from bench.common import (
+    ESIMGO_VERSION,
     activity_retries,
     bench_iccids,
     bench_settings,
@@ -94,11 +118,13 @@ from bench.herd_figures import (
     gaps,
     held_lines,
     naive_lines,
+    order_spread,
     packages,
     peak_rss_mb,
     rejected,
     rss_mb,
     switch_latencies,
+    switched_by_carrier,
 )
 from bench.naive import NaivePlan
 from bench.purchases import as_orders, package_lines
@@ -114,14 +140,25 @@ from services.enrolment import EnrolRequest, enrol, product_spec, workflow_id
 from temporal_client import exit_with
 from worker import build_worker, workflow_runner
 
-CARRIERS = ("telna", "webbing")
+CARRIERS = ("telna", "webbing", "esimgo")
+# Carriers selling passes that end at a reset boundary (the herd proper); eSIM Go's
+# bundles roll from their start (CARRIERS.md 4.3), so its lines end as they started.
+BOUNDARY_CARRIERS = ("telna", "webbing")
 # Pass of each compressed day length, by catalogue id, at each carrier.
 PRODUCTS = {
-    30: {"telna": "telna-compressed-30s-utc", "webbing": "webbing-9130"},
-    120: {"telna": "telna-compressed-120s-utc", "webbing": "webbing-9120"},
-    600: {"telna": "telna-compressed-600s-utc", "webbing": "webbing-9160"},
-    1800: {"telna": "telna-compressed-1800s-utc", "webbing": "webbing-9180"},
-    3600: {"telna": "telna-compressed-3600s-utc", "webbing": "webbing-9190"},
+    period: {
+        "telna": f"telna-compressed-{period}s-utc",
+        "webbing": webbing,
+        # A bundle of the same length, rolling from its start.
+        "esimgo": f"esimgo-esim_{period // 10}MB_{period}S_SIM",
+    }
+    for period, webbing in (
+        (30, "webbing-9130"),
+        (120, "webbing-9120"),
+        (600, "webbing-9160"),
+        (1800, "webbing-9180"),
+        (3600, "webbing-9190"),
+    )
 }
 # The same passes on a UTC+8 day: the naive baseline's boundary, a third of a day before
 # the product's, so the two designs do not share the box's cores at their midnights.
@@ -141,6 +178,11 @@ ENROL_RATE = 6.0
 # 1,500 made 6-7 first lines a second on the 2-core box, 9,100 made 0.2.
 BRING_UP_WINDOW = 1500
 SAMPLE = 6
+# eSIM Go's limit (per client IP, a second; the simulator's default), and about what a
+# first line costs there in tokens: the order (2), reading back its assignment (1) and
+# the confirmations of its start (1 each).
+ESIMGO_TOKENS = 10
+ESIMGO_TOKENS_PER_LINE = 6
 # The sample's pass: 120 s, or the herd's day if shorter. On the 30 s pass an order has
 # 4 s before its Failing deadline, which a loaded box overran during the 10,000 bring-up
 # (a Failing mark and its recovery: 27 events instead of 25, BENCHMARKS.md attempt 9);
@@ -156,10 +198,41 @@ HERD_LINES, SAMPLE_LINES = 2, 4
 SAMPLE_POLICY = Policy()
 
 
-def choose_period(enrolments: int, rate: float) -> int:
-    """The shortest compressed day in which this many enrolments fit before the lead."""
+def esimgo_spread(balances: int) -> float:
+    """Seconds eSIM Go's share of a herd of ``balances`` takes to bring up under its rate
+    limit: each first line's tokens (:data:`ESIMGO_TOKENS_PER_LINE`) at
+    :data:`ESIMGO_TOKENS` a second. Its bundles roll from their start, so their ends, and
+    the next orders ``lead`` before them, come spread over as long again after B: the
+    orders keep to the limit because the bring-up had to."""
+    share = math.ceil(balances / len(CARRIERS))
+    return share * ESIMGO_TOKENS_PER_LINE / ESIMGO_TOKENS
+
+
+def esimgo_in_doubt(period: int) -> float:
+    """How long eSIM Go's client holds an order in doubt on this compressed day: a quarter
+    of the lead window, at most the product's 60 s, and never less than the client's
+    timeout and 2 s (an order whose answer the client gave up on may still be committed
+    until then). eSIM Go answers 503 while it processes a request it has taken, so a 503
+    to an order (the run injects ``--error-rate`` of them, before anything is taken)
+    leaves it in doubt, and nothing is bought again before the hold is over. 60 s fits a
+    real day's lead of 1,800 s; on a 120 s day (lead 30 s) it let a line end before its
+    next was bought: a gap of 39 s in a 300 herd (BENCHMARKS.md). Scaled down as the
+    carriers' latencies are, as far as that is safe."""
+    settings = Settings()
+    floor = settings.carrier_timeout_seconds + 2
+    quarter = Policy().lead(period) / 4
+    return min(settings.esimgo.in_doubt_seconds, max(quarter, floor))
+
+
+def choose_period(enrolments: int, rate: float, balances: int = 0) -> int:
+    """The shortest compressed day in which this many enrolments fit before the lead, and
+    eSIM Go's share of ``balances`` (spread over :func:`esimgo_spread`, at its limit)
+    both before the lead and, its lines ending as long after B, within the herd's
+    deadline."""
+    esimgo = esimgo_spread(balances)
     for period in sorted(PRODUCTS):
-        if enrolments / rate + period / 4 + 5 < period * 0.9:
+        bring_up = max(enrolments / rate, esimgo)
+        if bring_up + period / 4 + 5 < period * 0.9 and esimgo + 5 < period * 0.9:
             return period
     return max(PRODUCTS)
 
@@ -203,7 +276,10 @@ class Run:
     bare_rates: dict[str, float] = field(default_factory=dict)  # by when it ran
 
     def carrier_of(self, index: int) -> str:
-        return CARRIERS[index % 2]
+        return CARRIERS[index % len(CARRIERS)]
+
+    def naive_carrier_of(self, index: int) -> str:
+        return BOUNDARY_CARRIERS[index % len(BOUNDARY_CARRIERS)]
 
     async def bare(self, when: str) -> None:
         """Phase 1: the engine's own rotation rate with nothing of ours in it."""
@@ -255,8 +331,8 @@ class Run:
         iccids = bench_iccids(n + SAMPLE)
         herd, sample = iccids[:n], iccids[n:]
         baseline = bench_iccids(self.args.baseline_balances)
-        await self._add_esims(self.sims, iccids)
-        await self._add_esims(self.baseline, baseline)
+        await self._add_esims(self.sims, iccids, self.carrier_of)
+        await self._add_esims(self.baseline, baseline, self.naive_carrier_of)
         enrolments = n + len(baseline)
         # The naive baseline's day starts a third of a day before the product's.
         early = period / 3 if baseline else 0.0
@@ -310,26 +386,26 @@ class Run:
             if time.time() > boundary - lead:
                 left = boundary - time.time()
                 print(f"enrolment ran into the lead window ({left:.0f} s left)", file=sys.stderr)
-            self.counted.calls.clear()
+            self.counted.clear()
             rejected_before = await rejected(self.http, self.sims)
             rss_open = rss_mb()
-            try:
-                done_at = await poll(
-                    "herd switched",
-                    lambda: count_balances(url, in_herd, col(Balance.rotations) >= 1) >= n,
-                    boundary + period * 0.9,
-                )
-            except TimeoutError:
-                done_at = time.time()
+            share = Counter(self.carrier_of(i) for i in range(n))
+            switched_at = await switched_by_carrier(url, in_herd, share, boundary + period * 0.9)
+            if len(switched_at) < len(share):
                 print("the herd did not switch within 0.9 period", file=sys.stderr)
+            last_at = time.time()
+            # The boundary's herd: the carriers whose passes all end at B.
+            done_at = max(switched_at.get(c, last_at) for c in share if c in BOUNDARY_CARRIERS)
             # The worker's high-water mark is read now, before this process reads the
             # herd's packages and histories for the figures below.
             peak = peak_rss_mb()
             calls, calls_by_carrier = self.counted.total(), dict(self.counted.calls)
+            answered_429 = {c: self.counted.rejected.get(c, 0) for c in self.sims}
             rejected_after = await rejected(self.http, self.sims)
             found = await packages(self.http, self.sims)
             switched = held_lines(url)  # read after the packages: each one's seq
-            confirm = switch_latencies(url, boundary, list(PRODUCTS[period].values()))
+            boundary_products = [PRODUCTS[period][c] for c in BOUNDARY_CARRIERS]
+            confirm = switch_latencies(url, boundary, boundary_products)
             await sample_enrolled
             # A sample balance slowed by a loaded box may rotate less: measured anyway.
             with suppress(TimeoutError):
@@ -351,8 +427,28 @@ class Run:
         seqs = {
             package: line.seq for package, line in package_lines(as_orders(found), switched).items()
         }
-        herd_gaps = gaps(found, seqs, set(herd), done_at)
+        herd_gaps = gaps(found, seqs, set(herd), last_at)
+        boundary_herd = sum(share[c] for c in BOUNDARY_CARRIERS)
         seconds = max(done_at - boundary, 0.001)
+        sample_share = Counter(self.carrier_of(i) for i in range(len(sample)))
+        by_carrier: dict[str, dict[str, Any]] = {}
+        for carrier, count in sorted(share.items()):
+            mine = {i for k, i in enumerate(herd) if self.carrier_of(k) == carrier}
+            rotated = col(Balance.rotations) >= 1
+            by_carrier[carrier] = {
+                "balances": count,
+                "rotations": count_balances(url, in_herd, rotated, col(Balance.carrier) == carrier),
+                **gap_figures(gaps(found, seqs, mine, last_at)),
+                "switch_seconds_after_boundary": round(
+                    switched_at.get(carrier, last_at) - boundary, 2
+                ),
+                **order_spread(found, seqs, mine),
+                "carrier_calls_per_rotation": round(
+                    calls_by_carrier.get(carrier, 0) / (count + sample_share[carrier]), 2
+                ),
+                "carrier_429s_answered": answered_429[carrier],
+                "duplicate_orders": duplicates(found, held, mine),
+            }
         self.result.update(
             {
                 "balances": n,
@@ -365,11 +461,13 @@ class Run:
                 "duplicate_orders": duplicates(found, held, set(iccids)),
                 "switch_seconds_after_boundary": round(done_at - boundary, 2),
                 **confirm,
-                "rotations_per_second": round(n / seconds, 1),
+                "rotations_per_second": round(boundary_herd / seconds, 1),
                 "carrier_calls_per_rotation": round(calls / (n + SAMPLE), 2),
                 "carrier_calls": calls_by_carrier,  # the same window as the figure above
                 "rate_limit_per_second": self.args.rate_limit,
                 "carrier_429s": {c: rejected_after[c] - rejected_before[c] for c in rejected_after},
+                "carrier_429s_answered": answered_429,
+                "by_carrier": by_carrier,
                 "history_events_per_rotation": round(events, 1),
                 "activity_retries": retries,
                 "worker_peak_rss_mb": round(peak, 1),
@@ -421,9 +519,11 @@ class Run:
 
         return job
 
-    async def _add_esims(self, sims: dict[str, str], iccids: Sequence[str]) -> None:
-        for index, carrier in enumerate(CARRIERS):
-            mine = [i for k, i in enumerate(iccids) if k % 2 == index]
+    async def _add_esims(
+        self, sims: dict[str, str], iccids: Sequence[str], carrier_of: Callable[[int], str]
+    ) -> None:
+        for carrier in sims:
+            mine = [i for k, i in enumerate(iccids) if carrier_of(k) == carrier]
             for start in range(0, len(mine), 1000):
                 answer = await self.http.post(
                     f"{sims[carrier]}/_sim/esims", json={"iccids": mine[start : start + 1000]}
@@ -445,7 +545,7 @@ class Run:
             sims=self.baseline,
             rate_limit=self.args.rate_limit,
             specs=self._specs(NAIVE_PRODUCTS[period]),
-            esims=[(iccid, self.carrier_of(i)) for i, iccid in enumerate(iccids)],
+            esims=[(iccid, self.naive_carrier_of(i)) for i, iccid in enumerate(iccids)],
             deadline=deadline,
             max_concurrent_activities=self.settings.worker_max_concurrent_activities,
         )
@@ -487,23 +587,28 @@ class Run:
 
 
 async def start_simulators(
-    args: argparse.Namespace, tmp: Path, name: str, stack: AsyncExitStack
+    args: argparse.Namespace,
+    tmp: Path,
+    name: str,
+    stack: AsyncExitStack,
+    carriers: Sequence[str] = CARRIERS,
 ) -> dict[str, str]:
-    """Both simulators of one carrier account, their rate limit and error faults set."""
-    ports = {carrier: free_port() for carrier in CARRIERS}
+    """The simulators of one carrier account, their rate limit and error faults set.
+    eSIM Go's rate limit is its own (tokens per client IP each second, 10 by default),
+    not ``--rate-limit``."""
+    ports = {carrier: free_port() for carrier in carriers}
     seed = ["--seed", str(args.seed)]
-    procs = [
-        start_simulator("telna", ports["telna"], tmp / f"{name}-telna.log", seed),
-        start_simulator(
-            "webbing", ports["webbing"], tmp / f"{name}-webbing.log", [*seed, "--usage-lag", "2"]
-        ),
-    ]
-    for proc in procs:
+    extra = {"webbing": ["--usage-lag", "2"]}
+    for carrier in carriers:
+        log = tmp / f"{name}-{carrier}.log"
+        proc = start_simulator(carrier, ports[carrier], log, [*seed, *extra.get(carrier, [])])
         stack.callback(stop, proc)
     sims = {c: f"http://127.0.0.1:{p}" for c, p in ports.items()}
     async with httpx.AsyncClient(timeout=30) as http:
-        for url in sims.values():
-            faults = {"error_rate": args.error_rate, "rate_limit_per_second": args.rate_limit}
+        for carrier, url in sims.items():
+            faults: dict[str, float] = {"error_rate": args.error_rate}
+            if carrier != "esimgo":
+                faults["rate_limit_per_second"] = args.rate_limit
             (await http.post(f"{url}/_sim/faults", json=faults)).raise_for_status()
     return sims
 
@@ -516,10 +621,13 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         # The product and the naive baseline each have their own carrier accounts (and
         # rate limits): one design's traffic must not slow the other's down.
         sims = await start_simulators(args, tmp, "product", stack)
-        naive = await start_simulators(args, tmp, "naive", stack)
+        naive = await start_simulators(args, tmp, "naive", stack, BOUNDARY_CARRIERS)
         counted = Counted()
         carriers = carrier_clients(
-            sims, args.rate_limit, lambda carrier: CountingTransport(carrier, counted)
+            sims,
+            args.rate_limit,
+            lambda carrier: CountingTransport(carrier, counted),
+            esimgo_in_doubt_seconds=esimgo_in_doubt(args.period),
         )
         for carrier in carriers.values():
             stack.push_async_callback(carrier.aclose)
@@ -527,12 +635,17 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         settings.webbing.base_url = sims["webbing"]
         settings.telna.rate_limit_per_second = args.rate_limit
         settings.webbing.rate_limit_per_second = args.rate_limit
+        settings.esimgo.base_url = sims["esimgo"] + ESIMGO_VERSION
         migrate(settings.database_url)
         await sync_catalogue(carriers, settings.database_url)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
         executor = stack.enter_context(ThreadPoolExecutor(settings.worker_activity_threads))
         run = Run(args, tmp, env.client, settings, http, sims, carriers, counted, naive, executor)
         started = time.monotonic()
+        esimgo = (await http.get(f"{sims['esimgo']}/_sim/esimgo")).json()
+        run.result["esimgo_rate_limit_tokens_per_second"] = esimgo["rate_limit_tokens"]
+        run.result["esimgo_spread_seconds_at_limit"] = round(esimgo_spread(args.balances), 1)
+        run.result["esimgo_in_doubt_seconds"] = esimgo_in_doubt(args.period)
         await run.herd()
         await run.bare("after_herd")  # the herd's balances still open on the server
         run.result["bench_seconds"] = round(time.monotonic() - started, 1)
@@ -575,7 +688,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.baseline_balances is None:
         args.baseline_balances = args.balances
     enrolments = args.balances + args.baseline_balances
-    args.period = args.period or choose_period(enrolments, args.bring_up_rate)
+    args.period = args.period or choose_period(enrolments, args.bring_up_rate, args.balances)
     try:
         with tempfile.TemporaryDirectory(prefix="herd-") as tmp:
             result = asyncio.run(until_stopped(measure(args, Path(tmp))))

@@ -4,9 +4,11 @@ records (``/_sim/packages``, ``/_sim/faults``) for gaps, duplicate purchases and
 
 from __future__ import annotations
 
+import asyncio
 import math
 import resource
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,12 +25,17 @@ from models.tables import Balance, BalanceLine
 
 @dataclass
 class Counted:
-    """HTTP requests the carrier clients sent, per carrier."""
+    """HTTP requests the carrier clients sent, and the 429s answered to them, per carrier."""
 
     calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    rejected: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def total(self) -> int:
         return sum(self.calls.values())
+
+    def clear(self) -> None:
+        self.calls.clear()
+        self.rejected.clear()
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
@@ -38,7 +45,10 @@ class CountingTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self._counted.calls[self._carrier] += 1
-        return await self._inner.handle_async_request(request)
+        response = await self._inner.handle_async_request(request)
+        if response.status_code == 429:
+            self._counted.rejected[self._carrier] += 1
+        return response
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -78,6 +88,34 @@ def switch_latencies(url: str, boundary: float, products: list[str]) -> dict[str
 def count_balances(url: str, *where: Any) -> int:
     with session_scope(url) as session:
         return int(session.exec(select(func.count()).select_from(Balance).where(*where)).one())
+
+
+def rotated_by_carrier(url: str, *where: Any) -> dict[str, int]:
+    """Balances matching ``where`` that have rotated at least once, per carrier."""
+    with session_scope(url) as session:
+        query = (
+            select(Balance.carrier, func.count())
+            .where(col(Balance.rotations) >= 1, *where)
+            .group_by(col(Balance.carrier))
+        )
+        return {carrier: int(count) for carrier, count in session.exec(query).all()}
+
+
+async def switched_by_carrier(
+    url: str, in_herd: Any, share: dict[str, int], deadline: float
+) -> dict[str, float]:
+    """When every herd balance of each carrier had rotated (``share``: how many each has),
+    waiting until all had or ``deadline``; a carrier not done by then is left out."""
+    done: dict[str, float] = {}
+    while len(done) < len(share) and time.time() <= deadline:
+        rotated = rotated_by_carrier(url, in_herd)
+        now = time.time()
+        for carrier, count in share.items():
+            if carrier not in done and rotated.get(carrier, 0) >= count:
+                done[carrier] = now
+        if len(done) < len(share):
+            await asyncio.sleep(0.25)
+    return done
 
 
 # --- carrier records -----------------------------------------------------------------
@@ -160,6 +198,26 @@ def naive_lines(found: list[dict[str, Any]], iccids: set[str]) -> list[Naive]:
         if after:
             lines.append(Naive(f"naive-{iccid}", iccid, 2, after[0]["id"]))
     return lines
+
+
+def order_spread(
+    found: list[dict[str, Any]], seqs: dict[str, int], iccids: set[str]
+) -> dict[str, float | int]:
+    """How the carrier met these eSIMs' line-2 orders: over how many seconds they came
+    (first to last), and the most that came within one second (whole epoch seconds, the
+    window eSIM Go's rate limit counts in)."""
+    times = sorted(
+        t
+        for p in found
+        if p["iccid"] in iccids and seqs.get(p["id"]) == 2 and (t := _t(p["ordered_at"]))
+    )
+    if not times:
+        return {"line2_orders_seconds": 0.0, "line2_orders_peak_per_second": 0}
+    per_second = Counter(math.floor(t) for t in times)
+    return {
+        "line2_orders_seconds": round(times[-1] - times[0], 1),
+        "line2_orders_peak_per_second": max(per_second.values()),
+    }
 
 
 def gap_figures(values: list[float]) -> dict[str, float]:

@@ -9,6 +9,11 @@ bytes on the wire (requests and answers) of both, on an eSIM with one earlier pa
 on one with a package a day for a year (``--days``), on each simulator (its own process,
 real HTTP).
 
+At eSIM Go the eSIMs are marked installed (as a device that installed the profile: else
+revoking an eSIM's last bundle sends it to eSIM Go's returns process), each earlier
+bundle is revoked once it has started, and the simulator's rate limit is off while the
+year is bought (thousands of calls) and back at its default for the orders measured.
+
     python -m bench.order_cost [--days 365] [--json order-cost.json]
 """
 
@@ -19,6 +24,8 @@ import asyncio
 import sys
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,7 +41,7 @@ from models.db import migrate
 from models.payloads import Line, OrderLineInput, ProductSpec
 from ports import free_port
 
-CARRIERS = ("telna", "webbing")
+CARRIERS = ("telna", "webbing", "esimgo")
 
 
 class Counting(httpx.AsyncBaseTransport):
@@ -103,10 +110,11 @@ async def _age(
 
 async def _started(carrier: Carrier, line_id: str, spec: ProductSpec) -> str:
     """The line's id once started. A change of product in place takes effect after the
-    carrier's latency, and only then shows: it is waited for."""
+    carrier's latency, and only then shows; a queued bundle starts by itself once the
+    carrier has processed it (the eSIM has no other): both are waited for."""
     found = await carrier.activate(line_id)
     for _ in range(400):
-        if found.status != "scheduled" or spec.rotation != "in_place":
+        if found.status != "scheduled" or spec.rotation not in ("in_place", "queued"):
             return found.line_id
         await asyncio.sleep(0.05)
         found = await carrier.get_line(line_id)
@@ -119,6 +127,19 @@ async def _lost_answer(claims: OrderClaims, carrier: Carrier, req: OrderLineInpu
     claim = claims.take(req.reference)
     claims.hand_back(claims.sending(claim, timedelta(seconds=carrier.in_doubt_seconds)))
     return (await carrier.order(req.iccid, req.product.carrier_product_id, req.reference)).line_id
+
+
+@asynccontextmanager
+async def _rate_limit_off(url: str, limit: int | None) -> AsyncIterator[None]:
+    """eSIM Go's simulator without its rate limit meanwhile, then at ``limit`` again."""
+    async with httpx.AsyncClient() as http:
+        off = {"rate_limit_tokens": None}
+        (await http.post(f"{url}/_sim/esimgo", json=off)).raise_for_status()
+        try:
+            yield
+        finally:
+            back = {"rate_limit_tokens": limit}
+            (await http.post(f"{url}/_sim/esimgo", json=back)).raise_for_status()
 
 
 async def measure(carrier_name: str, days: int, tmp: Path) -> dict[str, Any]:
@@ -137,10 +158,18 @@ async def measure(carrier_name: str, days: int, tmp: Path) -> dict[str, Any]:
         young, old = bench_iccids(2)
         async with httpx.AsyncClient() as http:
             (await http.post(f"{url}/_sim/esims", json={"iccids": [young, old]})).raise_for_status()
+            if carrier_name == "esimgo":
+                installed = {"iccids": [young, old], "installed": True}
+                (await http.post(f"{url}/_sim/esimgo/installed", json=installed)).raise_for_status()
+                limit = (await http.get(f"{url}/_sim/esimgo")).json()["rate_limit_tokens"]
         figures: dict[str, Any] = {}
         for label, iccid, packages in (("one_day", young, 1), ("one_year", old, days)):
             balance = f"bal_{uuid.uuid4().hex[:12]}"
-            await _age(acts, carrier, balance, iccid, packages, spec)
+            if carrier_name == "esimgo":
+                async with _rate_limit_off(url, limit):
+                    await _age(acts, carrier, balance, iccid, packages, spec)
+            else:
+                await _age(acts, carrier, balance, iccid, packages, spec)
             figures[label] = {"earlier_packages": packages}
             # The next line, bought at once; then the one after, whose first answer was
             # lost, ordered again while the first is the balance's line at the carrier.

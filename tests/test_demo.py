@@ -14,31 +14,44 @@ import httpx
 import pytest
 
 import demo
-from models.identifiers import validate_iccid
-from simulators import telna, webbing
+from models.identifiers import make_iccid, validate_iccid
+from simulators import esimgo, telna, webbing
 
 
-def test_fleet_is_two_dozen_fixed_esims_across_both_carriers_on_compressed_passes() -> None:
+def test_fleet_is_two_dozen_fixed_esims_across_the_three_carriers_on_compressed_passes() -> None:
     fleet = demo.demo_fleet()
-    catalogue = {f"telna-{p.id}": p for p in telna.CATALOGUE} | {
-        f"webbing-{p.id}": p for p in webbing.CATALOGUE
-    }
+    catalogue = (
+        {f"telna-{p.id}": p for p in telna.CATALOGUE}
+        | {f"webbing-{p.id}": p for p in webbing.CATALOGUE}
+        | {f"esimgo-{p.id}": p for p in esimgo.CATALOGUE}
+    )
 
     assert len(fleet) == 24
     assert fleet == demo.demo_fleet()  # the same ICCIDs on every run
     assert len({e.iccid for e in fleet}) == 24
     assert all(validate_iccid(e.iccid) == e.iccid for e in fleet)
-    assert Counter(e.carrier for e in fleet) == {"telna": 12, "webbing": 12}
+    assert [e.carrier for e in fleet[:3]] == ["telna", "webbing", "esimgo"]  # alternating
+    assert Counter(e.carrier for e in fleet) == {"telna": 8, "webbing": 8, "esimgo": 8}
+    assert set(demo.CARRIER_PRODUCTS) == {"telna", "webbing", "esimgo"}
     assert all(e.product_id.startswith(e.carrier) for e in fleet)
-    validities = Counter(catalogue[e.product_id].validity_seconds for e in fleet)
-    assert validities == {30: 16, 60: 8}
+    validities = Counter((e.carrier, catalogue[e.product_id].validity_seconds) for e in fleet)
+    assert validities == {(c, 30): 6 for c in demo.CARRIERS} | {(c, 60): 2 for c in demo.CARRIERS}
 
 
-def test_heavy_users_are_a_few_telna_esims_whose_webhooks_drive_early_switches() -> None:
+def test_a_fleet_of_an_earlier_make_run_is_not_asked_to_change_carrier() -> None:
+    # The two-carrier fleet had 8944 0000 0000 9900 nn, Telna and Webbing alternating:
+    # enrolling one of those ICCIDs at eSIM Go now would be refused (esim_conflict).
+    before = {make_iccid(f"8944000000009900{n:02d}") for n in range(24)}
+
+    assert not before & {e.iccid for e in demo.demo_fleet()}
+
+
+def test_heavy_users_are_where_the_carrier_tells_of_usage_at_once() -> None:
     heavy = [e for e in demo.demo_fleet() if e.heavy]
 
-    assert len(heavy) == 4
-    assert {e.carrier for e in heavy} == {"telna"}
+    # Telna's usage webhooks move the switch early; eSIM Go starts the next queued bundle
+    # itself once a pass is used up. Webbing is polled: none there.
+    assert Counter(e.carrier for e in heavy) == {"telna": 4, "esimgo": 2}
 
 
 def test_operator_key_is_found_among_the_api_keys() -> None:
@@ -159,10 +172,7 @@ def test_seeding_again_after_a_lost_answer_counts_that_balance_as_started_not_re
     started: set[str] = set()
 
     with httpx.Client(base_url="http://api", transport=transport) as api:
-        sims = {
-            c: httpx.Client(base_url=f"http://{c}", transport=transport)
-            for c in ("telna", "webbing")
-        }
+        sims = {c: httpx.Client(base_url=f"http://{c}", transport=transport) for c in demo.CARRIERS}
         with pytest.raises(httpx.ReadTimeout):
             demo.seed(api, sims, fleet, started=started)
         seeded = demo.seed(api, sims, fleet, started=started)
@@ -179,11 +189,8 @@ def test_seeding_starts_nothing_until_every_product_of_the_fleet_is_in_the_catal
     transport = httpx.MockTransport(fake)
 
     with httpx.Client(base_url="http://api", transport=transport) as api:
-        sims = {
-            c: httpx.Client(base_url=f"http://{c}", transport=transport)
-            for c in ("telna", "webbing")
-        }
-        with pytest.raises(demo.DemoError, match="webbing-90"):
+        sims = {c: httpx.Client(base_url=f"http://{c}", transport=transport) for c in demo.CARRIERS}
+        with pytest.raises(demo.DemoError, match="esimgo-esim_3MB_30S_SIM, .*webbing-90"):
             demo.seed(api, sims, fleet)
 
     assert fake.open == set()

@@ -1,5 +1,6 @@
 """``make run`` from a fresh data directory: ready, the demo fleet rotating within two
-minutes, and nothing left behind by Ctrl-C; a second run reuses the fleet.
+minutes at each of the three carriers (and shown so on the dashboard), and nothing left
+behind by Ctrl-C; a second run reuses the fleet.
 
 stack.py runs as ``make run`` runs it, on ports and a data directory of its own.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import demo
 from ports import free_port
 from simulators.esimgo import CATALOGUE as ESIMGO_CATALOGUE
 from tests.test_stack import (
@@ -92,17 +94,51 @@ def test_fresh_start_is_ready_and_shows_rotations_within_two_minutes(
     assert f"dashboard    {api}/" in block
     assert f"API docs     {api}/docs" in block
     assert f"Temporal UI  http://127.0.0.1:{env['TEMPORAL_UI_PORT']}/" in block
-    assert "24 balances started, 0 already running" in stack_run.output
+    assert (
+        "[demo] 24 eSIMs on compressed passes at telna, webbing and esimgo: "
+        "24 balances started, 0 already running" in stack_run.output
+    )
     assert "24 balances" in rotation
-    check_esimgo_is_wired(api, env, data_dir)
+    operator = operator_key(data_dir)
+    check_esimgo_is_wired(api, env, operator)
+    check_each_carrier_rotates_and_shows(api, operator)
     stop_and_check_nothing_is_left(stack_run)
 
 
-def check_esimgo_is_wired(api: str, env: dict[str, str], data_dir: Path) -> None:
+def operator_key(data_dir: Path) -> str:
+    keys = read_env_file(data_dir / "secrets.env")["API_KEYS"]
+    return next(k.split(":", 1)[1] for k in keys.split(",") if k.startswith("operator:"))
+
+
+def check_each_carrier_rotates_and_shows(api: str, operator: str) -> None:
+    """Every carrier's balances rotate (the continuity report, by carrier), and the
+    dashboard lists each carrier and draws an eSIM Go balance's carrier lane."""
+    headers = {"Authorization": f"Bearer {operator}"}
+    deadline = time.monotonic() + 90
+    while True:
+        report = httpx.get(f"{api}/v1/continuity", headers=headers, trust_env=False).json()
+        rotations = {c: figures["rotations"] for c, figures in report["carriers"].items()}
+        if all(rotations.get(c, 0) > 0 for c in demo.CARRIERS):
+            break
+        assert time.monotonic() < deadline, f"not every carrier rotated: {report}"
+        time.sleep(2)
+    print(f"rotations by carrier: {rotations}")
+    assert report["carriers"]["esimgo"]["gap_seconds"] == 0, report
+    with httpx.Client(base_url=api, trust_env=False) as dashboard:
+        signed_in = dashboard.post("/dashboard/signin", data={"api_key": operator})
+        assert signed_in.status_code == 303
+        fleet = dashboard.get("/").text
+        for carrier in demo.CARRIERS:
+            assert f'data-carrier="{carrier}"' in fleet
+        iccid = next(e.iccid for e in demo.demo_fleet() if e.carrier == "esimgo")
+        page = dashboard.get(f"/dashboard/esims/{iccid}")
+        assert page.status_code == 200
+        assert "carrier: esimgo" in page.text and "(unreadable)" not in page.text
+
+
+def check_esimgo_is_wired(api: str, env: dict[str, str], operator: str) -> None:
     """The worker synced eSIM Go's catalogue from its simulator (one key for both ends),
     and the simulator calls back the API."""
-    keys = read_env_file(data_dir / "secrets.env")["API_KEYS"]
-    operator = next(k.split(":", 1)[1] for k in keys.split(",") if k.startswith("operator:"))
     products = httpx.get(
         f"{api}/v1/products",
         params={"carrier": "esimgo"},

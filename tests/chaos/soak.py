@@ -85,15 +85,14 @@ POLICIES = {
     "webbing": {"lead_seconds": 30.0, "margin_seconds": IN_PLACE_MARGIN},
     "esimgo": POLICY,
 }
-# Heavy users use their whole allowance in one validity: they are moved at 40 % of it,
-# by usage, 12 s into the line instead of 20 s. That leaves 18 s before they would be
-# throttled: more than an outage (at most 12 s) plus the confirmation polls after it, or
-# a worker's recovery after SIGKILL (restart ~3 s, WORKER_STICKY_TIMEOUT_SECONDS 5 s, a
-# carrier call's heartbeat timeout 5 s, activation 0.3-1.5 s). With 14 s of slack, a
-# fault right after the switch point throttled a heavy user for up to 6 s. Compressed time
-# makes these seconds count: on a real day the same fractions leave hours.
+# Heavy users (at Telna and eSIM Go, queued carriers) use 1.2 allowances a validity: each
+# pass is used up 25 s into its 30 s. The carrier then ends it and starts the next one,
+# bought ahead at 25 % of the allowance (about 6 s into the line); the workflow only
+# confirms the switch, an early rotation by usage. That purchase must come before the
+# pass is used up: 19 s of slack, more than an outage (at most 12 s) or a worker's
+# recovery after SIGKILL (about 22 s, less the confirmation it overlaps).
 HEAVY_POLICY = POLICY | {"preorder_fraction": 0.25, "switch_fraction": 0.4}
-HEAVY_SHARE, MEDIUM_SHARE = 1.0, 0.9  # allowances per validity
+HEAVY_SHARE, MEDIUM_SHARE = 1.2, 0.9  # allowances per validity
 ERRORS = {"error_rate": 0.05, "lose_responses": 0.02}
 WEBHOOK_FAULTS = {"webhook_duplicate_rate": 1.0, "webhook_delay_seconds": 2.0}
 WEBHOOK_CARRIERS = ("telna", "esimgo")  # Telna's SNS webhooks, eSIM Go's usage callbacks

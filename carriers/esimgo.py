@@ -37,8 +37,9 @@ from urllib.parse import quote
 
 import httpx
 
-from carriers.base import CarrierLine, CarrierProduct, LineUsage
+from carriers.base import CarrierLine, CarrierProduct, LineUsage, Refund
 from carriers.errors import (
+    LAST_BUNDLE,
     CarrierOutcomeUnknown,
     CarrierRejected,
     CarrierUnavailable,
@@ -130,6 +131,10 @@ class Wire:
     )
     """Ends one assignment, [NOT PUBLIC] an active one too. Never the last open bundle of
     an eSIM never installed (the returns-process trap, :func:`strands_esim`)."""
+    revoke_status: str = '{"status": "Revoked" | "... refunded to balance" | "... to inventory"}'
+    """[NOT PUBLIC] The revoke's ``status`` text: one naming the balance says the bundle was
+    credited to it, one naming the inventory that it went back there, any other that
+    nothing was refunded (:func:`refund_of`)."""
     rate_limit_headers: tuple[str, ...] = (
         "X-Ratelimit-Limit",
         "X-Ratelimit-Remaining",
@@ -146,7 +151,6 @@ class Wire:
 
 WIRE = Wire()
 LIST_LIMIT = 200  # the most one bundles read returns
-LAST_BUNDLE = "last_bundle"
 # A carrier's clock may run this far behind ours, and its times be truncated to the
 # second: an assignment made since an order left shows at most this much earlier.
 CLOCK_SKEW = timedelta(seconds=2)
@@ -164,6 +168,16 @@ def strands_esim(iccid_assignments: list[dict[str, Any]], assignment_id: str) ->
         a.get("bundleState") in STARTED_STATES or a.get("startTime") for a in iccid_assignments
     )
     return open_ids == {assignment_id} and not installed
+
+
+def refund_of(status: Any) -> Refund:
+    """What a revoke refunded, by its ``status`` (``WIRE.revoke_status``)."""
+    text = str(status or "").lower()
+    if "balance" in text:
+        return "balance"
+    if "inventory" in text:
+        return "inventory"
+    return "none"
 
 
 class EsimGoCarrier:
@@ -278,7 +292,7 @@ class EsimGoCarrier:
         refund = "true" if self.refund_to_balance else "false"
         params = {"type": "transaction", "refundToBalance": refund}
         path = f"{_bundle_path(name.iccid, name.bundle)}/assignments/{quote(name.assignment_id)}"
-        await self._request("DELETE", path, params=params)
+        answer = await self._request("DELETE", path, params=params)
         revoked_at = datetime.now(UTC)
         try:
             after = await self.get_line(line_id)
@@ -286,7 +300,11 @@ class EsimGoCarrier:
             after = found
         # eSIM Go said it revoked it (the list may not show so yet), and when is ours.
         return after.model_copy(
-            update={"status": "ended", "ended_at": after.ended_at or revoked_at}
+            update={
+                "status": "ended",
+                "ended_at": after.ended_at or revoked_at,
+                "refund": refund_of(answer.get("status")),
+            }
         )
 
     async def get_line(self, line_id: str) -> CarrierLine:

@@ -20,6 +20,10 @@ Error mapping (reads are GETs and safe to repeat; POST and DELETE change state):
 - 503 ("Processing – come back later") → ``CarrierUnavailable`` with ``retry_after`` on a
   read; on a state change ``CarrierOutcomeUnknown``, since eSIM Go answers 503 while it
   processes a request it has taken: the order may show later, and is looked for first
+- before either becomes an error, the client sends the request again itself, as the
+  record asks (CARRIERS.md 4.3: retry 429 and 503 using ``Retry-After``), up to
+  ``retries`` times where ``Retry-After`` is short (``INLINE_WAIT_MAX``): a 429 in any
+  case (the request was refused, nothing taken), a 503 only on a read
 - read/write timeout, dropped connection, 500, 502, 504 → ``CarrierOutcomeUnknown`` on a
   state change, ``CarrierUnavailable`` on a read
 - a 2xx body that is not the expected JSON, or an assignment that cannot be a line
@@ -28,6 +32,7 @@ Error mapping (reads are GETs and safe to repeat; POST and DELETE change state):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -151,6 +156,9 @@ class Wire:
 
 WIRE = Wire()
 LIST_LIMIT = 200  # the most one bundles read returns
+# The longest Retry-After the client waits out itself before sending again (eSIM Go's
+# 429s say 1 s); a longer one is the caller's to wait, through its own retries.
+INLINE_WAIT_MAX = 2.0
 # A carrier's clock may run this far behind ours, and its times be truncated to the
 # second: an assignment made since an order left shows at most this much earlier.
 CLOCK_SKEW = timedelta(seconds=2)
@@ -196,8 +204,10 @@ class EsimGoCarrier:
         in_doubt_seconds: float = 60.0,
         refund_to_balance: bool = False,
         pacer: WindowPacer | None = None,
+        retries: int = 2,
     ) -> None:
         self.page_size = page_size
+        self.retries = retries
         self.in_doubt_seconds = in_doubt_seconds
         self.refund_to_balance = refund_to_balance
         self.pacer = pacer or WindowPacer()
@@ -410,13 +420,37 @@ class EsimGoCarrier:
     ) -> dict[str, Any]:
         """The JSON object answered."""
         changes_state = method in _STATE_CHANGES
+        for _ in range(self.retries):
+            response = await self._send(method, path, json, params)
+            status = response.status_code
+            if status == 429 or (status == 503 and not changes_state):
+                wait = retry_after_seconds(response.headers.get("Retry-After"))
+                if wait is None or wait <= INLINE_WAIT_MAX:
+                    # A 429 holds every request of this client meanwhile (the pacer).
+                    await asyncio.sleep(0 if status == 429 else (wait or 1.0))
+                    continue
+            break
+        else:
+            response = await self._send(method, path, json, params)
+        return self._answer(method, path, response)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        json: dict[str, Any] | None,
+        params: dict[str, str] | None,
+    ) -> httpx.Response:
         try:
-            response = await self._client.request(method, path, json=json, params=params)
+            return await self._client.request(method, path, json=json, params=params)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise CarrierUnavailable(self.name, f"{method} {path}: {exc!r}") from exc
         except httpx.TransportError as exc:
-            raise self._lost(changes_state, f"{method} {path}: {exc!r}") from exc
+            raise self._lost(method in _STATE_CHANGES, f"{method} {path}: {exc!r}") from exc
 
+    def _answer(self, method: str, path: str, response: httpx.Response) -> dict[str, Any]:
+        """The JSON object answered, or the error it says."""
+        changes_state = method in _STATE_CHANGES
         status = response.status_code
         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         if status == 429 or (status == 503 and not changes_state):

@@ -10,14 +10,14 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from models.payloads import BalanceStatus, Policy
-from tests.e2e.harness import iccids, none_seconds, rig, state_seconds
+from tests.e2e.harness import ALL_CARRIERS, iccids, none_seconds, rig, state_seconds
 
 FAST = Policy(lead_seconds=5, margin_seconds=3)
 
 
 @pytest.mark.slow
 async def test_lost_responses_never_buy_twice(dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
-    async with rig(dev_env, tmp_path, carrier="mixed") as r:
+    async with rig(dev_env, tmp_path, carrier="mixed", mixed=ALL_CARRIERS) as r:
         fleet = iccids(10)
         await r.add_esims(*fleet)
         await r.faults(lose_responses=0.3)
@@ -41,13 +41,18 @@ async def test_lost_responses_never_buy_twice(dev_env: WorkflowEnvironment, tmp_
 async def test_a_carrier_committing_after_our_timeout_never_sells_a_line_twice(
     dev_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
-    """For two minutes every order, activation and deactivation at both carriers takes
+    """For two minutes every order, activation and deactivation at every carrier takes
     effect after the client gave up on it: each order is held in doubt until it shows,
     and adopted; nothing is bought twice and the lines still hand over without a gap."""
     # The in-doubt window covers the slow commit and, where a change of product shows
     # only once in effect (Webbing), the activation latency after it.
     async with rig(
-        dev_env, tmp_path, carrier="mixed", carrier_timeout=1.0, in_doubt_seconds=5.0
+        dev_env,
+        tmp_path,
+        carrier="mixed",
+        mixed=ALL_CARRIERS,
+        carrier_timeout=1.0,
+        in_doubt_seconds=5.0,
     ) as r:
         fleet = iccids(6)
         await r.add_esims(*fleet)
@@ -74,11 +79,18 @@ async def test_a_carrier_committing_after_our_timeout_never_sells_a_line_twice(
 async def test_errors_and_outages_shorter_than_the_lead_leave_no_gap(
     dev_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
-    async with rig(dev_env, tmp_path, carrier="mixed") as r:
+    # An eSIM Go order answered 503 or 500 may still have been taken, so it is held in
+    # doubt before it is sent again (carriers/esimgo.py): until the moment it had to leave
+    # by (5 s, models/claims.py) and the in-doubt window after it, what the simulator may
+    # take to commit (at once here: 3 s, not a production minute). A lead of 20 s has
+    # room for two such orders in a row.
+    async with rig(
+        dev_env, tmp_path, carrier="mixed", mixed=ALL_CARRIERS, in_doubt_seconds=3.0
+    ) as r:
         fleet = iccids(3)
         await r.add_esims(*fleet)
-        # 30 s passes, 10 s lead, 3 s margin.
-        policy = Policy(lead_seconds=10, margin_seconds=3)
+        # 30 s passes, 20 s lead, 3 s margin.
+        policy = Policy(lead_seconds=20, margin_seconds=3)
         for iccid in fleet:
             await r.enrol(iccid, "compressed-30s", policy=policy)
         await r.faults(error_rate=0.2)
@@ -89,7 +101,7 @@ async def test_errors_and_outages_shorter_than_the_lead_leave_no_gap(
         views = [
             await r.wait_for(
                 i,
-                lambda s, ahead=r.carrier_of[i] == "telna": (
+                lambda s, ahead=r.carrier_of[i] != "webbing": (
                     s.active is not None and (s.scheduled is not None or not ahead)
                 ),
                 40,

@@ -176,3 +176,38 @@ async def test_an_outage_longer_than_the_lead_shows_failing_and_recovers(
         assert 0 < lost <= overrun + 6, (gap, slow, overrun)
         assert carrier == "telna" or gap == 0, gap
         await r.assert_database_matches_carrier(iccid)
+
+
+@pytest.mark.slow
+async def test_esimgo_answering_429_is_waited_out_and_nothing_is_lost_or_bought_twice(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """eSIM Go limits each IP in one-second windows of tokens, and answers 429 with
+    ``Retry-After: 1`` past them (CARRIERS.md 3.1). With a window of 4 tokens (an order
+    costs 2) and at most 2 requests a second, a fleet's calls meet 429s: the client holds
+    its requests for the window and the Retry-After and sends them again, and every
+    bundle is still bought once, ahead, and starts as the one before ends."""
+    async with rig(dev_env, tmp_path, carrier="esimgo") as r:
+        fleet = iccids(4)
+        await r.add_esims(*fleet)
+        await r.esimgo_account(rate_limit_tokens=4)
+        sim = r.sims["esimgo"]
+        limited = await r.http.post(f"{sim}/_sim/faults", json={"rate_limit_per_second": 2})
+        limited.raise_for_status()
+        for iccid in fleet:
+            await r.enrol(iccid, "compressed-10s", policy=FAST)
+        for iccid in fleet:
+            await r.wait_for(iccid, lambda s: s.rotations >= 3, 60, "three rotations")
+        stopped_at = datetime.now(UTC)
+        met = (await r.http.get(f"{sim}/_sim/faults")).json()["injected"]["rate_limit"]
+        await r.http.post(f"{sim}/_sim/faults", json={})
+        await r.esimgo_account(rate_limit_tokens=10)
+        await r.cancel_and_wait(*fleet)
+        orders = [e for e in await r.ledger() if e["action"] == "order"]
+        print(f"429s met {met}, orders {len(orders)}")
+        assert met >= 5, met
+        assert len(orders) >= 4 * len(fleet), len(orders)
+        for iccid in fleet:
+            assert none_seconds(await r.timeline(iccid), until=stopped_at) == 0, iccid
+        assert await r.purchases_made_twice(*fleet) == []
+        await r.assert_database_matches_carrier(*fleet)

@@ -26,6 +26,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from carriers.base import Carrier, CarrierLine
 from carriers.errors import (
+    LAST_BUNDLE,
     CarrierError,
     CarrierOutcomeUnknown,
     CarrierRejected,
@@ -342,12 +343,20 @@ class CarrierActivities:
     @activity.defn(name="deactivate_line")
     @heartbeating
     async def deactivate_line(self, cmd: LineCommand) -> Line:
-        """End the line at the carrier (idempotent); the result carries the carrier's end."""
+        """End the line at the carrier (idempotent); the result carries the carrier's end,
+        and what it refunded where the carrier says. A line the carrier must not end
+        (``LAST_BUNDLE``: it would take back an eSIM never installed) comes back as it was,
+        ``left_on_esim`` saying why."""
         carrier = self._carrier(cmd.carrier)
         assert cmd.line.line_id is not None
         try:
             try:
                 found = await carrier.deactivate(cmd.line.line_id)
+            except CarrierRejected as refused:
+                if refused.code != LAST_BUNDLE:
+                    raise
+                activity.logger.warning("leaving line %s on the eSIM: %s", cmd.line.seq, refused)
+                return cmd.line.model_copy(update={"left_on_esim": refused.message})
             except CarrierOutcomeUnknown as unknown:
                 found = await carrier.get_line(cmd.line.line_id)  # as in activate_line
                 if found.status != "ended":
@@ -355,7 +364,8 @@ class CarrierActivities:
         except CarrierError as error:
             raise carrier_failure(error) from error
         ended = merged(cmd.line, found)
-        return ended.model_copy(update={"state": cmd.end_state or LineState.cancelled})
+        state = cmd.end_state or LineState.cancelled
+        return ended.model_copy(update={"state": state, "refund": found.refund})
 
     @activity.defn(name="line_usage")
     @heartbeating

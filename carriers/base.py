@@ -18,6 +18,9 @@ LineStatus = Literal["scheduled", "active", "ended"]
 # start it; ``in_place``, one product per device, replaced by a product change.
 Rotation = Literal["queued", "activated", "in_place"]
 ResetRule = Literal["rolling", "utc_midnight", "local_midnight"]
+# What ending a line refunded, where the carrier says (eSIM Go's revoke): credited to the
+# account's ``balance``, returned to its ``inventory``, or ``none``.
+Refund = Literal["balance", "inventory", "none"]
 
 
 class CarrierProduct(BaseModel):
@@ -52,6 +55,8 @@ class CarrierLine(BaseModel):
     ended_at: datetime | None = None
     allowance_bytes: int = Field(gt=0)
     used_bytes: int = 0
+    # Set by a deactivation whose answer says what it refunded (None: the carrier did not).
+    refund: Refund | None = None
 
 
 class LineUsage(BaseModel):

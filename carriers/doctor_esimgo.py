@@ -482,6 +482,14 @@ async def revoke(account: EsimGoAccount) -> Verdict:
     return not_checked(f"{seen} does not tell a route from none{untold}")
 
 
+async def revoke_status(account: EsimGoAccount) -> Verdict:
+    return not_checked(
+        "only a revoke that takes effect says what it refunded, and the doctor revokes"
+        " nothing: a status naming the balance or the inventory is read as that refund,"
+        " any other as none"
+    )
+
+
 async def rate_limit_headers(account: EsimGoAccount) -> Verdict:
     """Every answer of this run carried the four headers, readable; the costs seen."""
     seen = account.windows
@@ -523,6 +531,7 @@ CHECKS = (
     latest_assignment,
     line_id,
     revoke,
+    revoke_status,
     rate_limit_headers,
     webhook_digest,
 )

@@ -26,6 +26,10 @@ from datetime import UTC, datetime
 # the errors they name, below both the activities and the workflows' retry policies.
 LINE_ENDED = "LineEnded"
 NON_RETRYABLE = ["CarrierRejected", LINE_ENDED, "UnknownCarrier"]
+# The ``CarrierRejected`` code of a line that must not be ended: ending it would leave the
+# eSIM with no pass while never installed, and the carrier take the eSIM back (eSIM Go's
+# returns process). The line stays on the eSIM.
+LAST_BUNDLE = "last_bundle"
 
 
 class CarrierError(Exception):

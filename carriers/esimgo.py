@@ -20,6 +20,10 @@ Error mapping (reads are GETs and safe to repeat; POST and DELETE change state):
 - 503 ("Processing – come back later") → ``CarrierUnavailable`` with ``retry_after`` on a
   read; on a state change ``CarrierOutcomeUnknown``, since eSIM Go answers 503 while it
   processes a request it has taken: the order may show later, and is looked for first
+- before either becomes an error, the client sends the request again itself, as the
+  record asks (CARRIERS.md 4.3: retry 429 and 503 using ``Retry-After``), up to
+  ``retries`` times where ``Retry-After`` is short (``INLINE_WAIT_MAX``): a 429 in any
+  case (the request was refused, nothing taken), a 503 only on a read
 - read/write timeout, dropped connection, 500, 502, 504 → ``CarrierOutcomeUnknown`` on a
   state change, ``CarrierUnavailable`` on a read
 - a 2xx body that is not the expected JSON, or an assignment that cannot be a line
@@ -28,6 +32,7 @@ Error mapping (reads are GETs and safe to repeat; POST and DELETE change state):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,8 +42,9 @@ from urllib.parse import quote
 
 import httpx
 
-from carriers.base import CarrierLine, CarrierProduct, LineUsage
+from carriers.base import CarrierLine, CarrierProduct, LineUsage, Refund
 from carriers.errors import (
+    LAST_BUNDLE,
     CarrierOutcomeUnknown,
     CarrierRejected,
     CarrierUnavailable,
@@ -130,6 +136,10 @@ class Wire:
     )
     """Ends one assignment, [NOT PUBLIC] an active one too. Never the last open bundle of
     an eSIM never installed (the returns-process trap, :func:`strands_esim`)."""
+    revoke_status: str = '{"status": "Revoked" | "... refunded to balance" | "... to inventory"}'
+    """[NOT PUBLIC] The revoke's ``status`` text: one naming the balance says the bundle was
+    credited to it, one naming the inventory that it went back there, any other that
+    nothing was refunded (:func:`refund_of`)."""
     rate_limit_headers: tuple[str, ...] = (
         "X-Ratelimit-Limit",
         "X-Ratelimit-Remaining",
@@ -146,7 +156,9 @@ class Wire:
 
 WIRE = Wire()
 LIST_LIMIT = 200  # the most one bundles read returns
-LAST_BUNDLE = "last_bundle"
+# The longest Retry-After the client waits out itself before sending again (eSIM Go's
+# 429s say 1 s); a longer one is the caller's to wait, through its own retries.
+INLINE_WAIT_MAX = 2.0
 # A carrier's clock may run this far behind ours, and its times be truncated to the
 # second: an assignment made since an order left shows at most this much earlier.
 CLOCK_SKEW = timedelta(seconds=2)
@@ -166,6 +178,16 @@ def strands_esim(iccid_assignments: list[dict[str, Any]], assignment_id: str) ->
     return open_ids == {assignment_id} and not installed
 
 
+def refund_of(status: Any) -> Refund:
+    """What a revoke refunded, by its ``status`` (``WIRE.revoke_status``)."""
+    text = str(status or "").lower()
+    if "balance" in text:
+        return "balance"
+    if "inventory" in text:
+        return "inventory"
+    return "none"
+
+
 class EsimGoCarrier:
     """The ``Carrier`` for eSIM Go; raises only ``CarrierError``s."""
 
@@ -182,8 +204,10 @@ class EsimGoCarrier:
         in_doubt_seconds: float = 60.0,
         refund_to_balance: bool = False,
         pacer: WindowPacer | None = None,
+        retries: int = 2,
     ) -> None:
         self.page_size = page_size
+        self.retries = retries
         self.in_doubt_seconds = in_doubt_seconds
         self.refund_to_balance = refund_to_balance
         self.pacer = pacer or WindowPacer()
@@ -278,7 +302,7 @@ class EsimGoCarrier:
         refund = "true" if self.refund_to_balance else "false"
         params = {"type": "transaction", "refundToBalance": refund}
         path = f"{_bundle_path(name.iccid, name.bundle)}/assignments/{quote(name.assignment_id)}"
-        await self._request("DELETE", path, params=params)
+        answer = await self._request("DELETE", path, params=params)
         revoked_at = datetime.now(UTC)
         try:
             after = await self.get_line(line_id)
@@ -286,7 +310,11 @@ class EsimGoCarrier:
             after = found
         # eSIM Go said it revoked it (the list may not show so yet), and when is ours.
         return after.model_copy(
-            update={"status": "ended", "ended_at": after.ended_at or revoked_at}
+            update={
+                "status": "ended",
+                "ended_at": after.ended_at or revoked_at,
+                "refund": refund_of(answer.get("status")),
+            }
         )
 
     async def get_line(self, line_id: str) -> CarrierLine:
@@ -392,13 +420,37 @@ class EsimGoCarrier:
     ) -> dict[str, Any]:
         """The JSON object answered."""
         changes_state = method in _STATE_CHANGES
+        for _ in range(self.retries):
+            response = await self._send(method, path, json, params)
+            status = response.status_code
+            if status == 429 or (status == 503 and not changes_state):
+                wait = retry_after_seconds(response.headers.get("Retry-After"))
+                if wait is None or wait <= INLINE_WAIT_MAX:
+                    # A 429 holds every request of this client meanwhile (the pacer).
+                    await asyncio.sleep(0 if status == 429 else (wait or 1.0))
+                    continue
+            break
+        else:
+            response = await self._send(method, path, json, params)
+        return self._answer(method, path, response)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        json: dict[str, Any] | None,
+        params: dict[str, str] | None,
+    ) -> httpx.Response:
         try:
-            response = await self._client.request(method, path, json=json, params=params)
+            return await self._client.request(method, path, json=json, params=params)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise CarrierUnavailable(self.name, f"{method} {path}: {exc!r}") from exc
         except httpx.TransportError as exc:
-            raise self._lost(changes_state, f"{method} {path}: {exc!r}") from exc
+            raise self._lost(method in _STATE_CHANGES, f"{method} {path}: {exc!r}") from exc
 
+    def _answer(self, method: str, path: str, response: httpx.Response) -> dict[str, Any]:
+        """The JSON object answered, or the error it says."""
+        changes_state = method in _STATE_CHANGES
         status = response.status_code
         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         if status == 429 or (status == 503 and not changes_state):

@@ -154,6 +154,11 @@ class Line(BaseModel):
     # The observation before the last one: two points give the traffic rate.
     prev_used_bytes: int = 0
     prev_observed_at: datetime | None = None
+    # What ending it refunded, where the carrier says (carriers.base.Refund).
+    refund: str | None = None
+    # Why the carrier must not end it, so it was left on the eSIM (carriers.errors.
+    # LAST_BUNDLE: the last pass of an eSIM never installed); None once ended or kept.
+    left_on_esim: str | None = None
 
 
 class EventRecord(BaseModel):
@@ -218,6 +223,9 @@ class BalanceState(BaseModel):
     # and an early one ends the old line first (timing.carrier_switches_by_usage): asked as
     # above.
     queued_by_carrier: bool | None = None
+    # Whether pause and cancel stop a wait for the carrier to start a line (one on an eSIM
+    # never installed may never start): asked as above.
+    activation_yields: bool | None = None
     # Started again for a balance with a history (enrolled again once its workflow was
     # gone): the run first rebuilds its state from the database and the carrier.
     restore: bool = False

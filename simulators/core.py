@@ -275,6 +275,17 @@ class CarrierEngine:
             self.revision += 1
         return sim
 
+    def set_detached(self, iccid: str, detached: bool) -> SimCard:
+        """Puts an ICCID on no device (``detached``: it never attaches, so no queued package
+        starts) or back on one (what is queued may start at once)."""
+        now = self.advance()
+        sim = self._sim(iccid)
+        self._touch(sim, now)
+        if sim.detached != detached:
+            sim.detached = detached
+            self._settle(sim, now)
+        return sim
+
     # -- reads ----------------------------------------------------------------------
 
     def sim(self, iccid: str) -> SimCard:

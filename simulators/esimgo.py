@@ -65,8 +65,10 @@ The simulator's choices where the record is silent [NOT PUBLIC]:
   any state but ended: an active or depleted one ends at once (``revoked``) and the next
   queued starts. Revoking what already ended is 400. The returns process is immediate:
   a revoke that leaves an eSIM with no bundle, if it was never installed (marked through
-  ``/_sim/esimgo/installed``, or having carried data), removes it from the organisation
-  (403 on it from then on, for good).
+  ``/_sim/esimgo/installed``, or a bundle of it started or carried data: it attached to a
+  network, as only an eSIM on a device does), removes it from the organisation (403 on
+  it from then on, for good). An eSIM marked not installed is on no device: it never
+  attaches, and its bundles stay queued until it is marked installed.
 
 Control: the shared ``/_sim`` API (``webhook_url`` in ``/_sim/config`` is the callback
 URL) plus ``/_sim/esimgo`` (``simulators.esimgo_control``).

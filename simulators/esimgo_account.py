@@ -88,19 +88,26 @@ class Account:
         return gone
 
     def set_installed(self, iccids: list[str], installed: bool) -> None:
+        """Marks eSIMs installed on a device, or on none: an eSIM on no device never
+        attaches, so its queued bundles do not start until it is installed."""
         marked: list[str] = self.engine.extra["installed"]
         for iccid in iccids:
             if installed and iccid not in marked:
                 marked.append(iccid)
             elif not installed and iccid in marked:
                 marked.remove(iccid)
+            if self.engine.has_esim(iccid):
+                self.engine.set_detached(iccid, not installed)
         self.engine.revision += 1
 
     def installed(self, iccid: str) -> bool:
-        """Marked installed, or it has carried data (a device used it)."""
+        """Marked installed, or a bundle of it has started or carried data: it attached to
+        a network, so a device holds it."""
         if iccid in self.engine.extra["installed"]:
             return True
-        return any(p.used_bytes > 0 for p in self.engine.packages(iccid))
+        return any(
+            p.used_bytes > 0 or p.activated_at is not None for p in self.engine.packages(iccid)
+        )
 
     def accessible(self, iccid: str) -> None:
         """Raises 403 unless the ICCID is the organisation's."""

@@ -4,7 +4,8 @@
 balance?}`` (the fields given change; ``rate_limit_tokens`` null turns the limit off;
 ``balance`` in the account's currency) answers the knobs with the balance, inventory and
 the ICCIDs removed by the returns process. ``POST /_sim/esimgo/installed``
-``{iccids, installed}`` marks eSIMs installed on a device (or not).
+``{iccids, installed}`` marks eSIMs installed on a device (or on none: such an eSIM never
+attaches, and its bundles stay queued).
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ class SimCard:
     added_at: float | None = None
     suspended: bool = False
     status_changed_at: float | None = None
+    # On no device (eSIM Go: marked not installed): it never attaches, so no queued
+    # package starts.
+    detached: bool = False
 
     def open_packages(self) -> list[Package]:
         return [p for p in self.packages if p.status != "TERMINATED"]
@@ -100,7 +103,13 @@ class SimCard:
             ready = p.available_at
             # A queued package's processing ending is an event only if it will start then:
             # with a package serving, it starts when that one ends (an event of its own).
-            if p.queued and p.status == "NOT_ACTIVE" and consumer is None and ready is not None:
+            if (
+                p.queued
+                and p.status == "NOT_ACTIVE"
+                and consumer is None
+                and ready is not None
+                and not self.detached
+            ):
                 if t < ready < until:
                     until = ready
         if consumer is not None and rate > 0:
@@ -193,7 +202,9 @@ class SimCard:
                 )
                 journal.record(t, "activate", p)
                 fired = True
-        if not any(p.status == "ACTIVE" and not p.exhausted for p in packages):
+        if not self.detached and not any(
+            p.status == "ACTIVE" and not p.exhausted for p in packages
+        ):
             ready = [
                 p
                 for p in packages
@@ -227,6 +238,7 @@ class SimCard:
             "added_at": self.added_at,
             "suspended": self.suspended,
             "status_changed_at": self.status_changed_at,
+            "detached": self.detached,
         }
 
     @classmethod
@@ -240,6 +252,7 @@ class SimCard:
             added_at=data.get("added_at"),
             suspended=bool(data.get("suspended", False)),
             status_changed_at=data.get("status_changed_at"),
+            detached=bool(data.get("detached", False)),
         )
 
 

@@ -47,6 +47,7 @@ HAND_OVER_AT_ORDER = "hand-over-at-order"
 HAND_OVER_WHEN_LONG = "hand-over-when-long"
 ROTATE_WITHIN_CAP = "rotate-within-cap"
 QUEUED_BY_CARRIER = "queued-by-carrier"
+ACTIVATION_YIELDS = "activation-yields"
 
 
 @workflow.defn
@@ -124,6 +125,8 @@ class BalanceWorkflow(CarrierSteps):
             s.rotate_within_cap = workflow.patched(ROTATE_WITHIN_CAP)
         if not s.queued_by_carrier:
             s.queued_by_carrier = workflow.patched(QUEUED_BY_CARRIER)
+        if not s.activation_yields:
+            s.activation_yields = workflow.patched(ACTIVATION_YIELDS)
 
     async def _sleep(self, step: rotation.Step) -> None:
         """Until the step's moment, a message, or messages piling up (``_piled_up``)."""
@@ -180,6 +183,7 @@ class BalanceWorkflow(CarrierSteps):
             setattr(new, f"hand_over_{patch}", getattr(s, f"hand_over_{patch}"))
         new.rotate_within_cap = s.rotate_within_cap
         new.queued_by_carrier = s.queued_by_carrier
+        new.activation_yields = s.activation_yields
         self.s = new
         held, self._held = self._held, []
         for message in held:

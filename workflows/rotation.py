@@ -601,24 +601,51 @@ def switched(s: BalanceState, active: Line, ended: Line, reason: str, now: datet
         [ended, active],
         [
             event(s, "activated", now, active, reason=reason),
-            event(s, ended.state.value, now, ended, reason=reason),
+            event(s, ended.state.value, now, ended, reason=reason, **ending(ended)),
         ],
     )
+
+
+REFUNDS = {
+    "balance": "refunded to balance",
+    "inventory": "returned to inventory",
+    "none": "not refunded",
+}
+
+
+def ending(line: Line) -> dict[str, Any]:
+    """What the carrier said it refunded when it ended ``line``, for the ledger event (none
+    where it said nothing)."""
+    if line.refund is None:
+        return {}
+    return {"refund": line.refund, "refunded": REFUNDS.get(line.refund, line.refund)}
 
 
 def lines_ended(
     s: BalanceState, ended: list[tuple[Line, bool]], reason: str, now: datetime
 ) -> Changes:
-    """The scheduled and active lines (``(line, was active)``) have ended at the carrier."""
+    """The scheduled and active lines (``(line, was active)``) have ended at the carrier —
+    but a line the carrier must not end (``left_on_esim``), which stays on the eSIM: a
+    pause keeps it where it was, to be brought up on resume rather than bought again;
+    otherwise it is archived as it stands. Either way the ledger says so."""
     events: list[EventRecord] = []
+    keep = s.paused and not s.cancel_requested
+    kept: dict[bool, Line] = {}
     for line, was_active in ended:
+        if line.left_on_esim is not None:
+            events.append(event(s, "left_on_esim", now, line, reason=reason, why=line.left_on_esim))
+            if keep:
+                kept[was_active] = line.model_copy(update={"left_on_esim": None})
+            else:
+                archive(s, line)
+            continue
         if not was_active and line.activated_at is not None:
             # The carrier's safety net started it as the line before ended, perhaps
             # before our order's answer came back: its state may read either way.
             events.append(carrier_started(s, line))
-        events.append(event(s, line.state.value, now, line, reason=reason))
+        events.append(event(s, line.state.value, now, line, reason=reason, **ending(line)))
         archive(s, line)
-    s.active = s.scheduled = None
+    s.active, s.scheduled = kept.get(True), kept.get(False)
     s.usage_check_at = None
     return Changes([line for line, _ in ended], events)
 

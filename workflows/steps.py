@@ -53,6 +53,10 @@ HISTORY_EVENTS_MAX = 8_000
 HISTORY_BYTES_MAX = 8 * 1024 * 1024
 
 
+class Yielded(Exception):
+    """A wait for a carrier step gave way to a pause or a cancel (``CarrierSteps._watch``)."""
+
+
 class CarrierSteps:
     """Order, activate, switch, end and read lines; the shell's waits and hand-over."""
 
@@ -153,7 +157,12 @@ class CarrierSteps:
                     retry_policy=activation_retry(s),
                     summary=f"activate line {line.seq} at {s.carrier}, wait for confirmation",
                 )
-                active = await self._watch(handle, deadline, what)
+                # A line the carrier never starts (an eSIM never installed) must not hold
+                # a pause or a cancel back for ever.
+                yields = (lambda: s.paused or s.cancel_requested) if s.activation_yields else None
+                active = await self._watch(handle, deadline, what, yields)
+        except Yielded:
+            return None
         except ActivityError as error:
             # Only non-retryable errors end the activity: the carrier will never activate
             # this package. Drop it and order afresh.
@@ -195,9 +204,17 @@ class CarrierSteps:
             # ActivityError.
             return None
 
-    async def _watch(self, handle: ActivityHandle[Line], deadline: datetime, what: str) -> Line:
+    async def _watch(
+        self,
+        handle: ActivityHandle[Line],
+        deadline: datetime,
+        what: str,
+        yields: Callable[[], bool] | None = None,
+    ) -> Line:
         """Await a carrier activity that retries until the carrier answers; should it still
-        be retrying at ``deadline``, show the balance as Failing meanwhile.
+        be retrying at ``deadline``, show the balance as Failing meanwhile. Once
+        ``yields()`` holds (a pause or cancel came) the activity is cancelled and
+        ``Yielded`` raised.
 
         The activity is not abandoned and restarted for being slow: a carrier that fails
         for hours is retried by the same activity. Only a run whose history has grown
@@ -209,12 +226,21 @@ class CarrierSteps:
         failing = False
 
         def moved() -> bool:
-            return handle.done() or (timer.done() and not failing) or self._piled_up()
+            return (
+                handle.done()
+                or (timer.done() and not failing)
+                or self._piled_up()
+                or (yields is not None and yields())
+            )
 
         while True:
             await workflow.wait_condition(moved)
             if handle.done():
                 break
+            if yields is not None and yields():
+                handle.cancel()
+                self.clock.drop(deadline)
+                raise Yielded(what)
             if timer.done() and not failing:
                 await self._set_failing(f"{what} still failing at {deadline:%H:%M:%SZ}")
                 failing = True

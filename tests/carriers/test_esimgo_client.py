@@ -11,8 +11,8 @@ import pytest
 from pydantic import SecretStr
 
 from carriers import build_carriers
-from carriers.errors import CarrierOutcomeUnknown, CarrierRejected
-from carriers.esimgo import LAST_BUNDLE, EsimGoCarrier, strands_esim
+from carriers.errors import LAST_BUNDLE, CarrierOutcomeUnknown, CarrierRejected
+from carriers.esimgo import EsimGoCarrier, strands_esim
 from carriers.esimgo_records import LineName, line, parse_time, product
 from config import EsimGoSettings, Settings
 from tests.carriers.esimgo_fake import BASE, KEY, FakeEsimGo, Reply
@@ -292,6 +292,26 @@ async def test_a_revoke_the_list_does_not_show_yet_is_still_an_ended_line(
     ended = await esimgo.deactivate(f"{ICCID}:{DAY}:{a.id}")
     assert ended.status == "ended" and ended.ended_at is not None
     assert a.state == "queued"  # the fake took nothing: only the answer said revoked
+    assert ended.refund == "none"
+
+
+@pytest.mark.parametrize(
+    ("status", "refund"),
+    [
+        ("Revoked and refunded to balance", "balance"),
+        ("Revoked and returned to inventory", "inventory"),
+        ("Revoked", "none"),
+        (None, "none"),
+    ],
+)
+async def test_a_revoke_says_what_it_refunded(
+    esimgo: EsimGoCarrier, fake: FakeEsimGo, status: str | None, refund: str
+) -> None:
+    fake.start(fake.assign(ICCID, "esim_3GB_1D_GB_V2", "active"))
+    a = fake.assign(ICCID, DAY)
+    fake.replies.append(Reply(200, {"status": status}, method="DELETE"))
+    ended = await esimgo.deactivate(f"{ICCID}:{DAY}:{a.id}")
+    assert ended.refund == refund
 
 
 async def test_the_last_bundle_of_an_esim_never_installed_is_not_revoked(

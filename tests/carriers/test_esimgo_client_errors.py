@@ -33,7 +33,8 @@ def fake() -> FakeEsimGo:
 
 @pytest.fixture
 async def esimgo(fake: FakeEsimGo) -> AsyncIterator[EsimGoCarrier]:
-    carrier = EsimGoCarrier(BASE, KEY, transport=fake.transport)
+    # Each answer on its own: no request sent again by the client itself.
+    carrier = EsimGoCarrier(BASE, KEY, transport=fake.transport, retries=0)
     yield carrier
     await carrier.aclose()
 
@@ -188,7 +189,7 @@ async def test_a_429_holds_the_clients_next_request_for_its_retry_after(
 
     now = fake.now
     carrier = EsimGoCarrier(
-        BASE, KEY, transport=fake.transport, pacer=WindowPacer(lambda: now, sleep)
+        BASE, KEY, transport=fake.transport, pacer=WindowPacer(lambda: now, sleep), retries=0
     )
     fake.replies.append(Reply(429, {"message": "Rate limit exceeded"}, {"Retry-After": "1"}))
     try:
@@ -198,3 +199,48 @@ async def test_a_429_holds_the_clients_next_request_for_its_retry_after(
     finally:
         await carrier.aclose()
     assert slept == [pytest.approx(1.0)]
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "sent"),
+    [("GET", 429, 2), ("POST", 429, 2), ("GET", 503, 2), ("POST", 503, 1)],
+)
+async def test_the_client_sends_a_429_and_a_read_answered_503_again_after_retry_after(
+    fake: FakeEsimGo, method: str, status: int, sent: int
+) -> None:
+    """As the record asks (retry 429 and 503 by Retry-After): a 429 took nothing, a read
+    is safe to repeat; an order answered 503 may have been taken, and is not sent again."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    now = fake.now
+    pacer = WindowPacer(lambda: now, sleep)
+    carrier = EsimGoCarrier(BASE, KEY, transport=fake.transport, pacer=pacer)
+    fake.replies.append(Reply(status, {"message": "busy"}, {"Retry-After": "1"}, method))
+    try:
+        if sent == 1:
+            with pytest.raises(CarrierOutcomeUnknown):
+                await call(carrier, fake, method)
+        else:
+            await call(carrier, fake, method)
+    finally:
+        await carrier.aclose()
+    assert sum(r.method == method for r in fake.requests) >= sent
+    if status == 429:
+        # Held for the Retry-After (the test's clock stands still: every later one too).
+        assert slept and slept[0] == pytest.approx(1.0)
+
+
+async def test_a_retry_after_longer_than_the_client_waits_is_the_callers(
+    fake: FakeEsimGo,
+) -> None:
+    carrier = EsimGoCarrier(BASE, KEY, transport=fake.transport)
+    fake.replies.append(Reply(503, {"message": "Processing"}, {"Retry-After": "30"}, "GET"))
+    try:
+        with pytest.raises(CarrierUnavailable) as caught:
+            await carrier.list_products()
+    finally:
+        await carrier.aclose()
+    assert caught.value.retry_after == 30.0

@@ -1,6 +1,7 @@
-"""An end-to-end rig: dev server, Telna-like simulator and API over real HTTP, a worker.
+"""An end-to-end rig: dev server, the Telna-, Webbing- and eSIM Go-like simulators and the
+API over real HTTP, a worker.
 
-Each test gets a fresh SQLite database and task queue; the simulator and the API run
+Each test gets a fresh SQLite database and task queue; the simulators and the API run
 under uvicorn in background threads; the worker runs in the test's event loop, and the
 usage poller's Schedule (rig-prefixed id, every 2 s) is created for it and deleted after.
 """
@@ -29,10 +30,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app as create_api
 from bench.purchases import made_twice, package_lines
+from carriers.esimgo import EsimGoCarrier
 from carriers.metered import metered
 from carriers.telna import TelnaCarrier
 from carriers.webbing import WebbingCarrier
-from config import Settings, TelnaSettings, WebbingSettings
+from config import EsimGoSettings, Settings, TelnaSettings, WebbingSettings
 from models.audit import AuditInput, AuditReport
 from models.db import init_db, session_scope
 from models.identifiers import make_iccid
@@ -40,6 +42,7 @@ from models.payloads import ActionRequest, BalanceStatusView, Policy
 from models.tables import BalanceLine, LineEvent
 from services.catalog import sync_catalogue
 from services.enrolment import EnrolRequest, enrol, workflow_id
+from simulators.esimgo import create_app as create_esimgo
 from simulators.telna import create_app as create_telna
 from simulators.webbing import create_app as create_webbing
 from tests.replay import replay_failures
@@ -54,10 +57,11 @@ WEBHOOK_SECRET = "telna-test-webhook-secret"
 OPERATOR_KEY = "operator-test-key"
 SERVICE_KEY = "service-test-key"
 WEBBING = ("rig-user", "rig-password", "rig-wskey")
+ESIMGO_KEY = "esimgo-test-key"
 ENDED = {"expired", "exhausted", "cancelled"}
 # The rig's usage poller runs this often (production: 60 s).
 USAGE_POLL_SECONDS = 2.0
-# The same compressed passes at both carriers, by their own ids.
+# The same compressed passes at every carrier, by their own ids.
 PRODUCTS = {
     "telna": {
         name: f"telna-{name}"
@@ -79,7 +83,12 @@ PRODUCTS = {
         "compressed-600s": "webbing-9600",
         "compressed-10s-utc": "webbing-9110",
     },
+    # eSIM Go's compressed bundles: 100 kB a second of validity.
+    "esimgo": {f"compressed-{s}s": f"esimgo-esim_{s // 10}MB_{s}S_SIM" for s in (10, 30, 60, 600)},
 }
+# What a ``mixed`` fleet alternates over, unless the rig is given its own.
+MIXED = ("telna", "webbing")
+ALL_CARRIERS = ("telna", "webbing", "esimgo")
 
 
 def iccids(n: int, start: int = 0) -> list[str]:
@@ -89,7 +98,8 @@ def iccids(n: int, start: int = 0) -> list[str]:
 
 @dataclass
 class Rig:
-    """``carrier`` is where new eSIMs go: ``telna``, ``webbing``, or ``mixed`` (alternating)."""
+    """``carrier`` is where new eSIMs go: ``telna``, ``webbing``, ``esimgo``, or ``mixed``
+    (alternating over ``mixed``'s carriers)."""
 
     client: Client
     settings: Settings
@@ -99,6 +109,7 @@ class Rig:
     carrier: str = "telna"
     carrier_of: dict[str, str] = field(default_factory=dict)
     usage_poll_schedules: list[str] = field(default_factory=list)
+    mixed: tuple[str, ...] = MIXED
 
     @property
     def sim_url(self) -> str:
@@ -110,13 +121,30 @@ class Rig:
 
     async def add_esims(self, *iccid: str) -> None:
         for n, one in enumerate(iccid):
-            mixed = ("telna", "webbing")[n % 2]
+            mixed = self.mixed[n % len(self.mixed)]
             self.carrier_of[one] = mixed if self.carrier == "mixed" else self.carrier
         for carrier, url in self.sims.items():
             mine = [one for one in iccid if self.carrier_of[one] == carrier]
             if mine:
                 r = await self.http.post(f"{url}/_sim/esims", json={"iccids": mine})
                 r.raise_for_status()
+            if mine and carrier == "esimgo":
+                # On a device: eSIM Go may take back an eSIM never installed once its
+                # last bundle is revoked (tests mark one not installed to see that rule).
+                await self.esimgo_installed(*mine)
+
+    async def esimgo_installed(self, *iccid: str, installed: bool = True) -> None:
+        """Mark eSIM Go eSIMs installed on a device, or on none (``/_sim/esimgo/installed``)."""
+        body = {"iccids": list(iccid), "installed": installed}
+        r = await self.http.post(f"{self.sims['esimgo']}/_sim/esimgo/installed", json=body)
+        r.raise_for_status()
+
+    async def esimgo_account(self, **knobs: Any) -> dict[str, Any]:
+        """Set eSIM Go's account knobs (``/_sim/esimgo``); returns the account as it stands."""
+        r = await self.http.post(f"{self.sims['esimgo']}/_sim/esimgo", json=knobs)
+        r.raise_for_status()
+        account: dict[str, Any] = r.json()
+        return account
 
     async def faults(self, **faults: Any) -> dict[str, int]:
         """The same faults at every carrier; returns the faults injected so far, summed."""
@@ -354,11 +382,14 @@ async def rig(
     carrier: str = "telna",
     carrier_timeout: float = 5.0,
     in_doubt_seconds: float = 60.0,
+    mixed: tuple[str, ...] = MIXED,
+    esimgo_refund_to_balance: bool = False,
 ) -> AsyncIterator[Rig]:
     """The rig on ``database_url`` (the ``database_url`` fixture), else a SQLite file in tmp;
-    both carriers' simulators run, new eSIMs go to ``carrier``, and the worker's carrier
-    clients give up after ``carrier_timeout`` and hold an unanswered order
-    ``in_doubt_seconds``."""
+    every carrier's simulator runs, new eSIMs go to ``carrier`` (a ``mixed`` fleet
+    alternates over ``mixed``), and the worker's carrier clients give up after
+    ``carrier_timeout`` and hold an unanswered order ``in_doubt_seconds``; eSIM Go's
+    client asks revokes to refund to the balance with ``esimgo_refund_to_balance``."""
     target = env.client.service_client.config.target_host
     username, password, wskey = WEBBING
     settings = Settings(
@@ -379,6 +410,11 @@ async def rig(
             password=SecretStr(password),
             wskey=SecretStr(wskey),
         ),
+        esimgo=EsimGoSettings(
+            base_url="http://unused",
+            api_key=SecretStr(ESIMGO_KEY),
+            refund_to_balance=esimgo_refund_to_balance,
+        ),
     )
     init_db(settings.database_url)
     with ExitStack() as stack:
@@ -396,20 +432,37 @@ async def rig(
         webbing_url = stack.enter_context(
             serve(create_webbing(username, password, wskey, seed=seed))
         )
+        esimgo_url = stack.enter_context(
+            serve(
+                create_esimgo(
+                    ESIMGO_KEY,
+                    callback_url=f"{api_url}/v1/carriers/esimgo/events",
+                    seed=seed,
+                )
+            )
+        )
         settings.telna.base_url = telna_url
         # The simulator is the rig's SNS: the API (reading settings per request) takes
         # its certificate and visits its SubscribeURL.
         settings.telna.sns_hosts += f",{telna_url}"
         settings.webbing.base_url = webbing_url
+        settings.esimgo.base_url = f"{esimgo_url}/v2.4"
         timing: dict[str, Any] = {"timeout": carrier_timeout, "in_doubt_seconds": in_doubt_seconds}
         carriers = metered(
             {
                 "telna": TelnaCarrier(telna_url, API_KEY, **timing),
                 "webbing": WebbingCarrier(webbing_url, username, password, wskey, **timing),
+                "esimgo": EsimGoCarrier(
+                    settings.esimgo.base_url,
+                    ESIMGO_KEY,
+                    rate_limit_per_second=settings.esimgo.rate_limit_per_second,
+                    refund_to_balance=esimgo_refund_to_balance,
+                    **timing,
+                ),
             }
         )
         await sync_catalogue(carriers, settings.database_url)
-        sims = {"telna": telna_url, "webbing": webbing_url}
+        sims = {"telna": telna_url, "webbing": webbing_url, "esimgo": esimgo_url}
         with ThreadPoolExecutor(max_workers=settings.worker_activity_threads) as executor:
             worker = build_worker(env.client, settings, carriers, executor)
             async with worker, httpx.AsyncClient(timeout=10) as http:
@@ -417,7 +470,7 @@ async def rig(
                 polls = await ensure_usage_poll_schedules(
                     env.client, settings, prefix=f"usage-poll-{settings.task_queue}"
                 )
-                r = Rig(env.client, settings, sims, api_url, http, carrier)
+                r = Rig(env.client, settings, sims, api_url, http, carrier, mixed=mixed)
                 r.usage_poll_schedules = polls
                 try:
                     yield r

@@ -15,7 +15,7 @@ from models.db import session_scope
 from models.payloads import BalanceStatus, ChangeProduct, Policy, ProductSpec
 from models.tables import Balance, BalanceLine, LineEvent, Product
 from services.enrolment import product_spec, workflow_id
-from tests.e2e.harness import OPERATOR_KEY, iccids, rig
+from tests.e2e.harness import ALL_CARRIERS, OPERATOR_KEY, iccids, rig
 from workflows.balance import BalanceWorkflow
 
 
@@ -26,7 +26,7 @@ def _product(url: str, product_id: str) -> ProductSpec:
         return product_spec(row)
 
 
-@pytest.mark.parametrize("carrier", ["telna", "webbing"])
+@pytest.mark.parametrize("carrier", ALL_CARRIERS)
 async def test_each_operator_action_changes_what_the_carrier_sees(
     dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str, carrier: str
 ) -> None:
@@ -67,8 +67,13 @@ async def test_each_operator_action_changes_what_the_carrier_sees(
         await r.signal(iccid, "rotate_now")
         rotated = await r.wait_for(iccid, lambda s: s.rotations == 1, 30, "rotation")
         assert rotated.active is not None and rotated.active.seq == 3
-        assert ("deactivate", resumed.active.line_id, c60) in await actions()
-        assert ("activate", rotated.active.line_id, c60) in await actions()
+        seen = await actions()
+        ended_old = seen.index(("deactivate", resumed.active.line_id, c60))
+        started_new = seen.index(("activate", rotated.active.line_id, c60))
+        if carrier == "esimgo":
+            # Queued, with no start call: the old bundle is revoked first, and eSIM Go
+            # starts the next one as the eSIM has no other.
+            assert ended_old < started_new, seen
 
         handle = r.client.get_workflow_handle_for(BalanceWorkflow.run, workflow_id(iccid))
         new = _product(r.settings.database_url, p30)
@@ -170,3 +175,102 @@ async def test_rotate_keeps_within_the_cost_cap_unless_forced_and_buying_is_rate
         await r.cancel_and_wait(iccid)
         orders = [e for e in await r.ledger(iccid) if e["action"] == "order"]
         assert len(orders) == 2, orders
+
+
+def _events(url: str, balance_id: str) -> list[tuple[str, int | None, dict[str, object]]]:
+    with session_scope(url) as session:
+        rows = session.exec(
+            select(LineEvent).where(LineEvent.balance_id == balance_id).order_by(LineEvent.id)  # type: ignore[arg-type]
+        ).all()
+        return [(e.kind, e.seq, dict(e.detail)) for e in rows]
+
+
+async def test_at_esimgo_a_pause_revokes_what_is_queued_and_active_saying_what_was_refunded(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Refunds enabled on the account, revokes asking for the balance: the bundle queued
+    (never started) is credited to the balance, the active one is not; the ledger says
+    so on each line's event."""
+    async with rig(dev_env, tmp_path, carrier="esimgo", esimgo_refund_to_balance=True) as r:
+        (iccid,) = iccids(1)
+        await r.add_esims(iccid)
+        await r.esimgo_account(refunds_enabled=True)
+        # The 60 s bundle's successor is bought 10 s into it.
+        await r.enrol(iccid, "compressed-60s", policy=Policy(lead_seconds=50, margin_seconds=3))
+        ahead = await r.wait_for(
+            iccid, lambda s: s.active is not None and s.scheduled is not None, 30, "bought ahead"
+        )
+        assert ahead.active is not None and ahead.scheduled is not None
+        before = (await r.esimgo_account())["balance"]
+        await r.signal(iccid, "pause")
+        await r.wait_for(iccid, lambda s: s.status == BalanceStatus.Paused, 30, "Paused")
+        after = (await r.esimgo_account())["balance"]
+        price = 0.01  # the compressed bundle's price
+        assert after == pytest.approx(before + price), (before, after)
+        queued, active = ahead.scheduled.line_id, ahead.active.line_id
+        assert queued is not None and active is not None
+        ends = {e["package_id"]: e["action"] for e in await r.ledger(iccid)}
+        assert ends[queued.rsplit(":", 1)[1]] == "cancel"  # revoked unused
+        assert ends[active.rsplit(":", 1)[1]] == "deactivate"  # revoked started
+        said = {
+            seq: detail.get("refunded")
+            for kind, seq, detail in _events(r.settings.database_url, ahead.balance_id)
+            if kind == "cancelled"
+        }
+        assert said == {2: "refunded to balance", 1: "not refunded"}, said
+        await r.cancel_and_wait(iccid)
+        assert (await r.timeline(iccid))[-1]["state"] == "none"
+        await r.assert_database_matches_carrier(iccid)
+
+
+async def test_at_esimgo_the_last_bundle_of_an_esim_never_installed_is_left_on_it(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """An eSIM on no device never attaches: its first bundle stays queued, the balance
+    waits for it (Failing). A pause must not revoke that bundle (eSIM Go would take the
+    eSIM back): it is left on the eSIM, and the ledger says so and why. Installed, the
+    eSIM starts it; resumed, the balance brings that same bundle up (nothing bought
+    again). A cancel before any start leaves it too, and the workflow completes."""
+    async with rig(dev_env, tmp_path, carrier="esimgo") as r:
+        first, second = iccids(2)
+        await r.add_esims(first, second)
+        await r.esimgo_installed(first, second, installed=False)
+        policy = Policy(lead_seconds=10, margin_seconds=3)
+        for iccid in (first, second):
+            await r.enrol(iccid, "compressed-60s", policy=policy)
+        waiting = await r.wait_for(
+            first,
+            lambda s: s.scheduled is not None and s.scheduled.line_id is not None,
+            30,
+            "line 1 bought",
+        )
+        assert waiting.active is None and waiting.scheduled is not None
+        line_1 = waiting.scheduled.line_id
+        await r.signal(first, "pause")
+        paused = await r.wait_for(first, lambda s: s.status == BalanceStatus.Paused, 30, "Paused")
+        assert paused.scheduled is not None and paused.scheduled.line_id == line_1
+        events = _events(r.settings.database_url, paused.balance_id)
+        left = [detail for kind, seq, detail in events if kind == "left_on_esim" and seq == 1]
+        assert left and "last bundle" in str(left[0]["why"]), events
+        assert [e["action"] for e in await r.ledger(first)] == ["order"]  # not revoked
+
+        await r.esimgo_installed(first)  # on a device now: line 1 starts
+        await r.signal(first, "resume")
+        resumed = await r.wait_for(
+            first, lambda s: s.active is not None, 30, "line 1 brought up on resume"
+        )
+        assert resumed.active is not None and resumed.active.line_id == line_1
+        assert resumed.status == BalanceStatus.Active and resumed.failing_reason is None
+
+        # The other never starts: a cancel completes the balance, its bundle left on it.
+        await r.wait_for(second, lambda s: s.scheduled is not None, 30, "line 1 bought")
+        await r.cancel_and_wait(second, first)
+        account = await r.esimgo_account()
+        assert account["removed"] == [], account  # no eSIM taken back
+        assert [e["action"] for e in await r.ledger(second)] == ["order"]
+        second_view = await r.status(second)
+        assert second_view.status == BalanceStatus.Cancelled
+        kinds = [k for k, _, _ in _events(r.settings.database_url, second_view.balance_id)]
+        assert "left_on_esim" in kinds and "cancelled" in kinds, kinds
+        assert await r.purchases_made_twice(first, second) == []
+        await r.assert_database_matches_carrier(first, second)

@@ -3,6 +3,7 @@ when enabled, an active assignment ended at once, and the returns process."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -149,3 +150,27 @@ async def test_an_esim_that_carried_data_or_is_marked_installed_stays(
     await wait_for(active)
     await sim.delete(f"{V}/esims/{used}/bundles/{DAILY}/assignments/{pid}")
     assert (await sim.get(f"{V}/esims/{used}/bundles")).status_code == 200
+
+
+async def test_an_esim_on_no_device_keeps_its_bundles_queued_until_installed(
+    sim: httpx.AsyncClient,
+) -> None:
+    """Marked not installed, an eSIM never attaches: its bundle stays queued, and its last
+    bundle's revoke would take the eSIM away. Installed, the bundle starts, and an eSIM
+    that has started a bundle counts as installed from then on."""
+    iccid = await enrolled(sim)
+    await sim.post("/_sim/esimgo/installed", json={"iccids": [iccid], "installed": False})
+    await assign(sim, iccid, DAILY)
+    [pid] = [p for action, p in await ledger(sim, iccid) if action == "order"]
+    await wait_for(lambda: _state_is(sim, iccid, pid, "queued"))
+    await asyncio.sleep(0.5)  # processing (0.1 s) long over
+    assert (await states(sim, iccid)) == {pid: "queued"}
+    await sim.post("/_sim/esimgo/installed", json={"iccids": [iccid], "installed": True})
+    await wait_for(lambda: _state_is(sim, iccid, pid, "active"))
+    await sim.post("/_sim/esimgo/installed", json={"iccids": [iccid], "installed": False})
+    await sim.delete(f"{V}/esims/{iccid}/bundles/{DAILY}/assignments/{pid}")
+    assert (await sim.get(f"{V}/esims/{iccid}/bundles")).status_code == 200
+
+
+async def _state_is(sim: httpx.AsyncClient, iccid: str, pid: str, state: str) -> bool:
+    return (await states(sim, iccid)).get(pid) == state

@@ -11,9 +11,18 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from models.payloads import ActionRequest, BalanceStatus, Line, LineState, OrderLineInput
+from activities.carrier import ACTIVATION_PENDING
+from models.payloads import (
+    ActionRequest,
+    BalanceStatus,
+    Line,
+    LineCommand,
+    LineState,
+    OrderLineInput,
+)
 from tests.fakes import FakeCarrier, running_balance
 from tests.workflows.test_balance_long_term import _state
 from workflows.balance import BalanceWorkflow
@@ -53,3 +62,36 @@ async def test_cancel_records_the_carriers_start_of_a_line_read_back_as_active(
         if event.seq == 2
     ]
     assert line_2 == [("ordered", "workflow"), ("activated", "carrier"), ("cancelled", "workflow")]
+
+
+class NeverStarted(FakeCarrier):
+    """An eSIM on no device: its line never starts, and ending it is refused (the last
+    pass of an eSIM never installed), so the line is left on the eSIM."""
+
+    @activity.defn(name="activate_line")
+    async def activate_line(self, cmd: LineCommand) -> Line:
+        raise ApplicationError("not yet active", type=ACTIVATION_PENDING)
+
+    @activity.defn(name="deactivate_line")
+    async def deactivate_line(self, cmd: LineCommand) -> Line:
+        return cmd.line.model_copy(update={"left_on_esim": "the last pass of an eSIM"})
+
+
+async def test_a_cancel_does_not_wait_for_a_line_that_never_starts(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    env = time_skipping_env
+    fake = NeverStarted()
+    async with running_balance(env, fake, _state()) as handle:
+        for _ in range(20):
+            if fake.orders:
+                break
+            await env.sleep(timedelta(seconds=1))
+        await env.sleep(timedelta(minutes=10))  # still waiting for the start: Failing
+        await handle.signal(BalanceWorkflow.cancel, ActionRequest(actor="test"))
+        result = await handle.result()
+    assert result.status == BalanceStatus.Cancelled
+    assert fake.orders == [f"{result.balance_id}:1"]
+    kinds = [event.kind for record in fake.records for event in record.events]
+    assert "left_on_esim" in kinds and kinds[-1] == "cancelled", kinds
+    assert [(line.seq, line.state) for line in result.archived] == [(1, LineState.scheduled)]

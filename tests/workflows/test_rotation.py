@@ -482,6 +482,44 @@ def test_in_place_a_used_up_line_stays_throttled_and_a_termination_rotates_away(
     assert s.rotate_requested
 
 
+def test_a_line_the_carrier_must_not_end_is_left_on_the_esim_and_said_so() -> None:
+    """Paused, a line the carrier refused to end (the last bundle of an eSIM never
+    installed) stays where it was, to be brought up on resume and not bought again; the
+    ledger says it was left and why. A refund the carrier reported rides on the event."""
+    last = "the last bundle of an eSIM never installed"
+    s = _state(active=False, paused=True)
+    s.scheduled, s.last_seq = _line(1, state=LineState.scheduled), 1
+    left = s.scheduled.model_copy(update={"left_on_esim": last})
+    changes = rotation.lines_ended(s, [(left, False)], "paused", T0)
+    assert s.scheduled is not None and s.scheduled.seq == 1 and s.scheduled.left_on_esim is None
+    assert s.archived == []
+    [event] = changes.events
+    assert (event.kind, event.seq, event.detail["why"]) == ("left_on_esim", 1, last)
+    assert rotation.next_step(s, T0, Run()).do == Do.pause
+    rotation.resumed(s)
+    s.paused = False
+    assert rotation.next_step(s, T0, Run()).do == Do.bring_up  # with line 1, not a new one
+
+    # Cancelled, it is archived as it stands (on the eSIM, never ended); an active line
+    # revoked with a refund says what was refunded.
+    s = _state(cancel_requested=True)
+    s.scheduled, s.last_seq = _line(2, state=LineState.scheduled), 2
+    left = s.scheduled.model_copy(update={"left_on_esim": last})
+    revoked = s.active.model_copy(update={"state": LineState.cancelled, "refund": "balance"})
+    changes = rotation.lines_ended(s, [(left, False), (revoked, True)], "cancelled", T0)
+    assert s.active is None and s.scheduled is None
+    assert [(line.seq, line.state) for line in s.archived] == [
+        (2, LineState.scheduled),
+        (1, LineState.cancelled),
+    ]
+    kinds = [(e.kind, e.detail.get("refunded")) for e in changes.events]
+    assert kinds == [("left_on_esim", None), ("cancelled", "refunded to balance")]
+    assert rotation.ending(revoked.model_copy(update={"refund": "none"}))["refunded"] == (
+        "not refunded"
+    )
+    assert rotation.ending(_line(3)) == {}
+
+
 def test_messages_note_a_change_once() -> None:
     s = _state()
     for _ in range(3):

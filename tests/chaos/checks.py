@@ -107,6 +107,13 @@ def overlaps(
     return problems, longest
 
 
+def _span(interval: Mapping[str, Any], open_until: datetime) -> tuple[datetime, datetime]:
+    """A timeline interval's start and end, the open last one (and any later) cut at
+    ``open_until``."""
+    end = _t(interval["end"]) if interval["end"] else open_until
+    return _t(interval["start"]), min(end, open_until)
+
+
 def coverage(
     intervals: Sequence[Mapping[str, Any]], open_until: datetime
 ) -> tuple[float, float, float]:
@@ -114,8 +121,7 @@ def coverage(
     activation until ``open_until``; gaps within a boundary's rounding are not counted."""
     gap = throttled = high = 0.0
     for interval in intervals:
-        start = _t(interval["start"])
-        end = min(_t(interval["end"]) if interval["end"] else open_until, open_until)
+        start, end = _span(interval, open_until)
         seconds = max(0.0, (end - start).total_seconds())
         if interval["state"] == "none" and seconds > TICK:
             gap += seconds
@@ -138,8 +144,7 @@ def outside(
     for interval in intervals:
         if interval["state"] != state:
             continue
-        start = _t(interval["start"])
-        end = min(_t(interval["end"]) if interval["end"] else open_until, open_until)
+        start, end = _span(interval, open_until)
         seconds += max(0.0, (end - start).total_seconds())
         for w_start, w_end in windows:
             seconds -= max(0.0, (min(end, w_end) - max(start, w_start)).total_seconds())

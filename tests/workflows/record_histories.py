@@ -165,6 +165,37 @@ async def outage(r: Rig, iccid: str) -> None:
     )
 
 
+async def used_up_at_esimgo(r: Rig, iccid: str) -> None:
+    """A heavy user uses an eSIM Go bundle up while the next waits queued: the carrier
+    starts that one, and the workflow confirms it (``QUEUED_BY_CARRIER``)."""
+    await r.enrol(iccid, "compressed-60s", policy=Policy(lead_seconds=50, margin_seconds=3))
+    await r.wait_for(
+        iccid, lambda s: s.active is not None and s.scheduled is not None, TIMEOUT, "bought ahead"
+    )
+    await r.traffic(iccid, 3_000_000)
+    await r.wait_for(iccid, lambda s: s.early_rotations >= 1, TIMEOUT, "used up, handed over")
+    await r.traffic(iccid, 0)
+
+
+async def never_installed_at_esimgo(r: Rig, iccid: str) -> None:
+    """An eSIM on no device never starts its first bundle: the wait for it stops for a
+    pause (``ACTIVATION_YIELDS``), the bundle is left on the eSIM, and once the eSIM is
+    installed a resume brings it up."""
+    await r.esimgo_installed(iccid, installed=False)
+    await r.enrol(iccid, "compressed-60s", policy=SLOW)
+    await r.wait_for(
+        iccid,
+        lambda s: s.scheduled is not None and s.scheduled.line_id is not None,
+        TIMEOUT,
+        "line 1 bought",
+    )
+    await r.signal(iccid, "pause")
+    await r.wait_for(iccid, lambda s: s.status == BalanceStatus.Paused, TIMEOUT, "Paused")
+    await r.esimgo_installed(iccid)
+    await r.signal(iccid, "resume")
+    await r.wait_for(iccid, lambda s: s.active is not None, TIMEOUT, "line 1 brought up")
+
+
 # name -> (carrier, scenario); every one ends with a cancel, so its last run completes.
 SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "rotation-telna": ("telna", rotation),
@@ -177,6 +208,9 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "cancel": ("telna", cancel),
     "cost-cap": ("telna", cost_cap),
     "outage": ("telna", outage),
+    "rotation-esimgo": ("esimgo", rotation),
+    "used-up-esimgo": ("esimgo", used_up_at_esimgo),
+    "never-installed-esimgo": ("esimgo", never_installed_at_esimgo),
 }
 # Scenarios that inject faults, run one after another once the others are done.
 ALONE = {"outage"}

@@ -6,11 +6,13 @@ the history has the old one, the run stops with a non-determinism error. These t
 replay real runs (tests/workflows/record_histories.py; how and when to re-record is in
 its docstring) with the worker's own sandbox runner and data converter.
 
-Three generations are kept: ``histories/`` from today's code;
+Four generations are kept: ``histories/`` from today's code, with eSIM Go's own
+scenarios; ``histories/recorded-2026-11-28/``, recorded before ``HAND_OVER_WHEN_LONG``,
+``ROTATE_WITHIN_CAP``, ``QUEUED_BY_CARRIER`` and ``ACTIVATION_YIELDS``;
 ``histories/handed-over-at-switch/``, recorded when a run handed over at its switch
 rather than when its next order fell due (``HAND_OVER_AT_ORDER``); and
 ``histories/bring-up-kept-its-run/``, recorded before a run handed over once its
-bring-up was done (``HAND_OVER_AFTER_BRING_UP``). A run of either kind in flight at the
+bring-up was done (``HAND_OVER_AFTER_BRING_UP``). A run of any kind in flight at the
 upgrade still replays.
 """
 
@@ -29,13 +31,18 @@ from temporalio.client import WorkflowHistory
 
 from tests.replay import replayer
 from tests.workflows.record_histories import HISTORIES, SCENARIOS
-from workflows.balance import BalanceWorkflow
+from workflows.balance import ACTIVATION_YIELDS, QUEUED_BY_CARRIER, BalanceWorkflow
 
-GENERATIONS = [
-    HISTORIES,
-    HISTORIES / "handed-over-at-switch",
-    HISTORIES / "bring-up-kept-its-run",
-]
+# Scenarios recorded before eSIM Go was a carrier.
+BEFORE_ESIMGO = set(SCENARIOS) - {"rotation-esimgo", "used-up-esimgo", "never-installed-esimgo"}
+# folder -> the scenarios recorded in it
+RECORDED = {
+    HISTORIES: set(SCENARIOS),
+    HISTORIES / "recorded-2026-11-28": BEFORE_ESIMGO,
+    HISTORIES / "handed-over-at-switch": BEFORE_ESIMGO,
+    HISTORIES / "bring-up-kept-its-run": BEFORE_ESIMGO,
+}
+GENERATIONS = list(RECORDED)
 FILES = [path for folder in GENERATIONS for path in sorted(folder.glob("*.json"))]
 
 
@@ -85,7 +92,7 @@ def test_every_scenario_is_recorded_with_what_it_shows(folder: Path) -> None:
     continue-as-new is noticed."""
     files = sorted(folder.glob("*.json"))
     recorded = {_scenario(path) for path in files}
-    assert recorded == set(SCENARIOS), recorded ^ set(SCENARIOS)
+    assert recorded == RECORDED[folder], recorded ^ RECORDED[folder]
     signals: dict[str, set[str]] = {}
     updates: dict[str, set[str]] = {}
     states: dict[str, set[str]] = {}
@@ -104,7 +111,15 @@ def test_every_scenario_is_recorded_with_what_it_shows(folder: Path) -> None:
                 if "BalanceState" in fields:
                     value = json.loads(base64.b64decode(fields["BalanceState"]["data"]))
                     states.setdefault(name, set()).add(value)
-    for name in SCENARIOS:
+    markers: dict[str, set[str]] = {}
+    for path in files:
+        for kind, attributes in _events(path):
+            if kind == "MARKER_RECORDED" and attributes.get("markerName") == "core_patch":
+                patch = json.loads(
+                    base64.b64decode(attributes["details"]["patch-data"]["payloads"][0]["data"])
+                )
+                markers.setdefault(_scenario(path), set()).add(patch["id"])
+    for name in recorded:
         assert "cancel" in signals.get(name, set()), name
     assert {"pause", "resume"} <= signals["pause-resume"]
     assert "rotate_now" in signals["rotate-now"]
@@ -115,6 +130,12 @@ def test_every_scenario_is_recorded_with_what_it_shows(folder: Path) -> None:
     assert "Throttled" in states["cost-cap"]
     # Two rotations by time: the first run and two continue-as-new runs.
     assert runs["rotation-telna"] >= 3 and runs["rotation-webbing"] >= 3
+    if folder == HISTORIES:
+        assert runs["rotation-esimgo"] >= 3
+        assert {"pause", "resume"} <= signals["never-installed-esimgo"]
+        # Today's runs take the patched branches of eSIM Go's changes.
+        for name in ("rotation-esimgo", "used-up-esimgo", "never-installed-esimgo"):
+            assert {QUEUED_BY_CARRIER, ACTIVATION_YIELDS} <= markers.get(name, set()), name
     for name, n in runs.items():
         _assert_whole_chain([folder / f"{name}-{i}.json" for i in range(1, n + 1)])
 

@@ -264,6 +264,10 @@ async def test_at_esimgo_the_last_bundle_of_an_esim_never_installed_is_left_on_i
 
         # The other never starts: a cancel completes the balance, its bundle left on it.
         await r.wait_for(second, lambda s: s.scheduled is not None, 30, "line 1 bought")
+        # The audit reads both eSIMs' bundles: a bundle waiting on an eSIM on no device
+        # is our scheduled line (the balance shows Failing for it), not a finding.
+        report = await r.audit(settle_seconds=0, switch_allowance_seconds=0)
+        assert report.balances == 2 and report.findings == {}, report
         await r.cancel_and_wait(second, first)
         account = await r.esimgo_account()
         assert account["removed"] == [], account  # no eSIM taken back
@@ -273,4 +277,5 @@ async def test_at_esimgo_the_last_bundle_of_an_esim_never_installed_is_left_on_i
         kinds = [k for k, _, _ in _events(r.settings.database_url, second_view.balance_id)]
         assert "left_on_esim" in kinds and "cancelled" in kinds, kinds
         assert await r.purchases_made_twice(first, second) == []
+
         await r.assert_database_matches_carrier(first, second)

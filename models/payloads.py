@@ -6,6 +6,7 @@ Every field added later needs a default, so histories of running workflows still
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -63,7 +64,9 @@ class ProductSpec(BaseModel):
     allowance_bytes: int
     validity_seconds: int
     reset: str = "rolling"
+    # The catalogue's price of one pass, in minor units (cents) of ``currency`` (ISO 4217).
     price_cents: int = Field(default=0, ge=0)
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     # How its carrier moves to the next pass (carriers.base.Rotation): ``queued``, the
     # carrier starts the next line as this one ends; ``activated``, we start it.
     rotation: Literal["queued", "activated", "in_place"] = "activated"
@@ -88,6 +91,11 @@ class Policy(BaseModel):
     preorder_fraction: float = Field(default=0.80, gt=0, le=1)
     switch_fraction: float = Field(default=0.95, gt=0, le=1)
     max_lines_per_day: int | None = Field(default=None, ge=1, le=1000)
+    # A UTC day's spend, in the currency of the balance's product (major units, two
+    # decimals: "12.50"); at the cap nothing more is bought that day for usage.
+    max_spend_per_day: Decimal | None = Field(
+        default=None, strict=False, ge=0, le=1_000_000, decimal_places=2
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Policy:
@@ -156,6 +164,10 @@ class Line(BaseModel):
     prev_observed_at: datetime | None = None
     # What ending it refunded, where the carrier says (carriers.base.Refund).
     refund: str | None = None
+    # What buying it cost, recorded when it was ordered (the catalogue's price then, or
+    # the carrier's own where its answer says): minor units of ``currency``.
+    price_cents: int | None = None
+    currency: str | None = None
     # Why the carrier must not end it, so it was left on the eSIM (carriers.errors.
     # LAST_BUNDLE: the last pass of an eSIM never installed); None once ended or kept.
     left_on_esim: str | None = None

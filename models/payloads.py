@@ -207,6 +207,11 @@ class BalanceState(BaseModel):
     failing_reason: str | None = None
     day: date | None = None
     lines_today: int = 0
+    # What the balance's lines cost as ordered, in minor units by currency; and what was
+    # bought on ``spend_day`` (UTC), for ``max_spend_per_day``.
+    spend_cents: dict[str, int] = {}
+    spend_day: date | None = None
+    spend_today_cents: dict[str, int] = {}
     rotations: int = 0
     early_rotations: int = 0
     event_counter: int = 0
@@ -238,6 +243,9 @@ class BalanceState(BaseModel):
     # Whether pause and cancel stop a wait for the carrier to start a line (one on an eSIM
     # never installed may never start): asked as above.
     activation_yields: bool | None = None
+    # Whether a cost cap lifts at 00:00 UTC by itself, the workflow waking for it (until
+    # then a capped eSIM waited for its line's end): asked as above.
+    cap_lifts_at_midnight: bool | None = None
     # Started again for a balance with a history (enrolled again once its workflow was
     # gone): the run first rebuilds its state from the database and the carrier.
     restore: bool = False
@@ -330,6 +338,9 @@ class BalanceStatusView(BaseModel):
     early_rotations: int
     lines_today: int
     cap_reached: bool = False  # the cost cap of today (UTC) is spent
+    # What the balance's lines cost as ordered, by currency ("12.50"), and today's (UTC).
+    spend: dict[str, str] = {}
+    spend_today: dict[str, str] = {}
     # What the eSIM has on its active line: once used up, a line in place serves at the
     # throttled speed, and a pass that ends when used up (Telna) leaves no service.
     service: Literal["high_speed", "throttled", "none"] = "high_speed"

@@ -57,6 +57,8 @@ class FakeCarrier:
             validity_seconds=req.product.validity_seconds,
             line_id=f"pkg-{len(self.lines) + 1}",
             ordered_at=self._now(),
+            price_cents=req.product.price_cents,
+            currency=req.product.currency,
         )
         self.lines[line.line_id or ""] = line
         return line

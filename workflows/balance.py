@@ -48,6 +48,7 @@ HAND_OVER_WHEN_LONG = "hand-over-when-long"
 ROTATE_WITHIN_CAP = "rotate-within-cap"
 QUEUED_BY_CARRIER = "queued-by-carrier"
 ACTIVATION_YIELDS = "activation-yields"
+CAP_LIFTS_AT_MIDNIGHT = "cap-lifts-at-midnight"
 
 
 @workflow.defn
@@ -76,6 +77,9 @@ class BalanceWorkflow(CarrierSteps):
             s, run = self.s, self.this_run
             run.history_long = history_is_long()
             run.suggested = workflow.info().is_continue_as_new_suggested()
+            if rotation.cap_lifts(s, self.clock.now()):
+                rotation.lift_cap(s, self.clock.now())
+                self.ledger.publish(s)
             step = rotation.next_step(s, self.clock.now(), run)
             if step.cap_reached:
                 rotation.throttle(s, self.clock.now())
@@ -127,6 +131,8 @@ class BalanceWorkflow(CarrierSteps):
             s.queued_by_carrier = workflow.patched(QUEUED_BY_CARRIER)
         if not s.activation_yields:
             s.activation_yields = workflow.patched(ACTIVATION_YIELDS)
+        if not s.cap_lifts_at_midnight:
+            s.cap_lifts_at_midnight = workflow.patched(CAP_LIFTS_AT_MIDNIGHT)
 
     async def _sleep(self, step: rotation.Step) -> None:
         """Until the step's moment, a message, or messages piling up (``_piled_up``)."""

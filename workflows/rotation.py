@@ -18,7 +18,7 @@ import enum
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from models import payloads
+from models import money, payloads
 from models.payloads import (
     ARCHIVE_DEPTH,
     CLOSED_STATUSES,
@@ -117,7 +117,7 @@ def next_step(s: BalanceState, now: datetime, run: Run) -> Step:
         return Step(Do.check_usage, cap_reached=capped)
     if hands_over(s, run, "asleep"):
         return Step(Do.hand_over, "Temporal suggests it", cap_reached=capped)
-    until, what = wake_at(s)
+    until, what = wake_at(s, now, capped)
     return Step(Do.sleep, what, until=until, cap_reached=capped)
 
 
@@ -158,10 +158,14 @@ def piled_up(s: BalanceState, history_long: bool) -> bool:
     )
 
 
-def wake_at(s: BalanceState) -> tuple[datetime, str]:
-    """The next moment the workflow has something to do, and what."""
+def wake_at(s: BalanceState, now: datetime, capping: bool = False) -> tuple[datetime, str]:
+    """The next moment the workflow has something to do, and what (``capping``: the cap
+    is reached as it goes to sleep)."""
     assert s.active is not None
     deadlines: list[tuple[datetime, str]] = []
+    lifts = timing.cap_lifts_at(s, now, capping)
+    if lifts is not None:
+        deadlines.append((lifts, "the day's cost cap lifts"))
     if timing.is_last_line(s):
         deadlines.append((timing.ends_at(s.active), f"line {s.active.seq} ends (last line)"))
     elif s.scheduled is None:
@@ -261,6 +265,12 @@ def view(s: BalanceState, now: datetime) -> BalanceStatusView:
         lines_today=s.lines_today,
         cap_reached=timing.cap_reached(s, now),
         service=service(s),
+        spend={c: money.amount(v) for c, v in sorted(s.spend_cents.items())},
+        spend_today={
+            c: money.amount(v)
+            for c, v in sorted(s.spend_today_cents.items())
+            if s.spend_day == now.date()
+        },
     )
 
 
@@ -351,6 +361,7 @@ def rotate_now(s: BalanceState, req: ActionRequest, now: datetime) -> None:
             reason=req.reason,
             why="cost cap reached",
             max_lines_per_day=s.policy.max_lines_per_day,
+            **_spend_cap(s, now),
         )
     else:
         s.rotate_requested = True
@@ -498,18 +509,56 @@ def _cap_newly_reached(s: BalanceState, now: datetime) -> bool:
 def throttle(s: BalanceState, now: datetime) -> None:
     """At the switch threshold with the day's cap spent: stay on the line and say so.
     Once it is used up the eSIM is throttled, or has no service where the carrier ends a
-    used-up pass (``when_used_up``)."""
+    used-up pass (``when_used_up``). Which cap, and when it lifts where it does."""
     assert s.active is not None
     s.capped = True
     s.status = BalanceStatus.Throttled
+    lifts = timing.cap_lifts_at(s, now)
     note(
         s,
         "cap_reached",
         now,
         seq=s.active.seq,
+        cap="lines" if timing.lines_cap_reached(s, now) else "spend",
         max_lines_per_day=s.policy.max_lines_per_day,
+        **_spend_cap(s, now),
         when_used_up="no service" if timing.used_up_ends(s) else "throttled",
+        **({"lifts_at": lifts.isoformat()} if lifts else {}),
     )
+
+
+def cap_lifts(s: BalanceState, now: datetime) -> bool:
+    """The day has rolled over a capped balance's cap (it wakes at 00:00 UTC for it)."""
+    return (
+        s.capped
+        and bool(s.cap_lifts_at_midnight)
+        and s.active is not None
+        and not timing.cap_reached(s, now)
+    )
+
+
+def lift_cap(s: BalanceState, now: datetime) -> None:
+    """A new day: the cap no longer holds the eSIM back, and the next step (a switch by
+    usage where the line is spent) brings it back to high speed."""
+    s.capped = False
+    if s.status == BalanceStatus.Throttled:
+        s.status = BalanceStatus.Active
+    assert s.active is not None
+    note(s, "cap_lifted", now, seq=s.active.seq)
+
+
+def _spend_cap(s: BalanceState, now: datetime) -> dict[str, Any]:
+    """The spend cap's figures for an event, where the policy sets one."""
+    cap = s.policy.max_spend_per_day
+    if cap is None:
+        return {}
+    currency = (s.next_product or s.product).currency
+    spent = timing.spent_today(s, now, currency)
+    return {
+        "max_spend_per_day": money.amount(money.cents(cap)),
+        "spent_today": money.amount(spent),
+        "currency": currency,
+    }
 
 
 # --- outcomes of the steps ------------------------------------------------------------
@@ -519,11 +568,26 @@ def ordered(s: BalanceState, seq: int, line: Line, now: datetime) -> Changes:
     """Line ``seq`` is bought: it is the scheduled line. A package someone had already
     ended at the carrier (adopted by the order) is passed over: the next order is due."""
     s.last_seq = seq
+    spent(s, line, now)
     if line.state not in (LineState.scheduled, LineState.active):
         return Changes([line], [event(s, "order_failed", now, line)])
     s.scheduled = line
     recovered(s, now)
     return Changes([line], [event(s, "ordered", now, line)])
+
+
+def spent(s: BalanceState, line: Line, now: datetime) -> None:
+    """Line bought: its price counts in the balance's spend, and in that of the UTC day it
+    was ordered on (for ``max_spend_per_day``). A line without a price (ordered by a worker
+    from before prices were recorded) counts in neither."""
+    if line.price_cents is None:
+        return
+    currency = line.currency or (s.next_product or s.product).currency
+    day = (line.ordered_at or now).date()
+    if s.spend_day != day:
+        s.spend_day, s.spend_today_cents = day, {}
+    money.add(s.spend_cents, currency, line.price_cents)
+    money.add(s.spend_today_cents, currency, line.price_cents)
 
 
 def activation_refused(s: BalanceState, line: Line, now: datetime) -> Changes:

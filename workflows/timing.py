@@ -11,8 +11,9 @@ replay computes the same moments.
 from __future__ import annotations
 
 import zlib
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
+from models import money
 from models.payloads import BalanceState, Line
 from workflows import usage
 
@@ -113,8 +114,9 @@ def order_due(s: BalanceState, now: datetime) -> bool:
 def holds_back(s: BalanceState, now: datetime) -> bool:
     """At the day's cost cap, nothing is bought ahead by usage for a carrier that starts
     the next line on its own the moment the active one is used up (a queued carrier whose
-    used-up passes end): it would start past the cap. The next line comes by time."""
-    return cap_reached(s, now) and queued_next(s)
+    used-up passes end): it would start past the cap. Nor is anything bought by usage
+    that would take the day's spend past its cap. The next line comes by time."""
+    return (cap_reached(s, now) and queued_next(s)) or spend_cap_reached(s, now)
 
 
 def carrier_switches_by_usage(s: BalanceState) -> bool:
@@ -149,8 +151,39 @@ def switch_reason(s: BalanceState, now: datetime) -> str:
 
 
 def cap_reached(s: BalanceState, now: datetime) -> bool:
+    """The day's (UTC) cost cap is spent: in lines, or in money."""
+    return lines_cap_reached(s, now) or spend_cap_reached(s, now)
+
+
+def lines_cap_reached(s: BalanceState, now: datetime) -> bool:
+    """``max_lines_per_day`` lines were confirmed active today."""
     cap = s.policy.max_lines_per_day
     return cap is not None and s.day == now.date() and s.lines_today >= cap
+
+
+def spend_cap_reached(s: BalanceState, now: datetime) -> bool:
+    """Buying the next line would take today's spend past ``max_spend_per_day``. Spend
+    is what was bought today, in the currency of the product to buy; a next line
+    already bought costs nothing more to switch to."""
+    cap = s.policy.max_spend_per_day
+    if cap is None or s.scheduled is not None:
+        return False
+    product = s.next_product or s.product
+    return spent_today(s, now, product.currency) + product.price_cents > money.cents(cap)
+
+
+def spent_today(s: BalanceState, now: datetime, currency: str) -> int:
+    """Minor units of ``currency`` the balance's lines ordered today (UTC) cost."""
+    return s.spend_today_cents.get(currency, 0) if s.spend_day == now.date() else 0
+
+
+def cap_lifts_at(s: BalanceState, now: datetime, capping: bool = False) -> datetime | None:
+    """When a capped balance's cap (or one ``capping`` now) lifts by itself: the next
+    00:00 UTC. None if it is not capped, or ran before the workflow woke for it (its cap
+    lifted as its line ended)."""
+    if not ((s.capped or capping) and s.cap_lifts_at_midnight):
+        return None
+    return datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=UTC)
 
 
 def term_done(s: BalanceState) -> bool:

@@ -76,6 +76,7 @@ def _state(product: ProductSpec = HOUR, active: bool = True, **fields: Any) -> B
         hand_over_when_long=True,
         rotate_within_cap=True,
         queued_by_carrier=True,
+        cap_lifts_at_midnight=True,
     )
     if active:
         ends = T0 + timedelta(seconds=product.validity_seconds)

@@ -99,7 +99,7 @@ RULES: dict[str, Callable[[BalanceState, datetime], Any]] = {
     "steps.activation_retry": lambda s, now: steps.activation_retry(s),
     "steps.confirm_retry": lambda s, now: steps.confirm_retry(s),
     "rotation.next_step": lambda s, now: rotation.next_step(s, now, rotation.Run()),
-    "rotation.wake_at": lambda s, now: rotation.wake_at(s),
+    "rotation.wake_at": rotation.wake_at,
     "timing.policy_problem": lambda s, now: policy_problem(s.policy, s.active.validity_seconds),
 }
 CASES = list(itertools.product(ALLOWANCES, VALIDITIES, USAGE, POLICIES, RESETS))

@@ -41,6 +41,20 @@ TYPES = {
     "failing": "balance.failing",
     "usage_threshold": "usage.threshold",
     "cap_reached": "balance.cap_reached",
+    "cap_lifted": "balance.cap_lifted",
+    "recovered": "balance.recovered",
+    # What the audit found (services.audit_rules.Kind), one event per finding first seen.
+    **{
+        f"audit_{kind}": "audit.finding"
+        for kind in (
+            "missing_workflow",
+            "ghost_line",
+            "orphan_purchase",
+            "two_active_lines",
+            "missing_scheduled_line",
+            "stuck_scheduled",
+        )
+    },
 }
 LINE_ENDED = frozenset({"expired", "exhausted", "cancelled"})
 CURSOR = "webhook"

@@ -10,7 +10,8 @@ worker process (``worker.py``), reads the notifiable events after the cursor
     Esim-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "{t}.{raw body}">
 
 Types: ``line.activated``, ``line.ended`` (``detail.state``: expired, exhausted,
-cancelled), ``balance.failing``, ``usage.threshold``, ``balance.cap_reached``.
+cancelled), ``balance.failing``, ``balance.recovered``, ``usage.threshold``,
+``balance.cap_reached``, ``balance.cap_lifted``, ``audit.finding``.
 A non-2xx answer or no answer is retried with exponential backoff (1 s doubling to
 5 min) up to ``NOTIFY_MAX_ATTEMPTS`` deliveries; then the notification is dropped
 (``esim_notifications_total{outcome="dropped"}`` and one log line) and the next one goes.

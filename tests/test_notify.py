@@ -15,6 +15,7 @@ from models.db import migrate, session_scope
 from models.outbox import Cursor, Notification, notification_type
 from models.signature import SignatureError, verify
 from models.tables import Balance, Esim, LineEvent, NotificationCursor
+from services.audit_rules import Kind
 from services.metrics import notifications
 from services.notify import Dispatcher, backoff, signed
 from tests.receiver import Received, Receiver
@@ -100,7 +101,11 @@ def test_only_the_notifiable_kinds_are_notified() -> None:
     assert notification_type("failing", None) == "balance.failing"
     assert notification_type("usage_threshold", 3) == "usage.threshold"
     assert notification_type("cap_reached", 3) == "balance.cap_reached"
-    for kind in ("ordered", "paused", "recovered", "audit_ghost_line", "completed"):
+    assert notification_type("cap_lifted", 3) == "balance.cap_lifted"
+    assert notification_type("recovered", None) == "balance.recovered"
+    for finding in Kind:  # every kind of finding the audit records is notified
+        assert notification_type(f"audit_{finding.value}", None) == "audit.finding"
+    for kind in ("ordered", "paused", "completed", "rotate_requested"):
         assert notification_type(kind, 1) is None
 
 

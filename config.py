@@ -187,7 +187,9 @@ class Settings(BaseSettings):
     worker_sticky_timeout_seconds: float = Field(default=5.0, gt=0)
     """Seconds a balance's task waits for the worker caching it; then any worker takes it."""
     worker_metrics_port: int = 9464
-    """Port on 127.0.0.1 where the worker serves Prometheus metrics; 0 turns it off."""
+    """Port where the worker serves Prometheus metrics; 0 turns it off."""
+    worker_metrics_host: str = "127.0.0.1"
+    """Address the worker's metrics listen on (`0.0.0.0` for a Prometheus in another container)."""
     worker_log_level: str = "INFO"
     """Level of the worker's log (`make run` sets WARNING unless `--verbose`)."""
 

@@ -126,7 +126,7 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    stop_metrics = serve_metrics(settings.worker_metrics_port)
+    stop_metrics = serve_metrics(settings.worker_metrics_port, settings.worker_metrics_host)
     # Beside the worker, never in a rotation's path: gauges and outbound notifications.
     background = [asyncio.create_task(watch_balances(settings.database_url, stop))]
     if dispatcher := Dispatcher.from_settings(settings):

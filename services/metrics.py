@@ -124,8 +124,8 @@ def _ended(line: Line) -> bool:
     return line.state in (LineState.expired, LineState.exhausted, LineState.cancelled)
 
 
-def serve(port: int) -> Callable[[], None] | None:
-    """Serve ``REGISTRY`` on 127.0.0.1:``port`` in a thread; returns what stops it.
+def serve(port: int, host: str = "127.0.0.1") -> Callable[[], None] | None:
+    """Serve ``REGISTRY`` on ``host``:``port`` in a thread; returns what stops it.
 
     Port 0 turns it off. A port in use is one error line and no metrics from this
     process, not a crash: rotations matter more than their metrics, and a supervisor
@@ -135,16 +135,17 @@ def serve(port: int) -> Callable[[], None] | None:
     if port == 0:
         return None
     try:
-        server, thread = start_http_server(port, addr="127.0.0.1", registry=REGISTRY)
+        server, thread = start_http_server(port, addr=host, registry=REGISTRY)
     except OSError as error:
         log.error(
-            "worker metrics not served: 127.0.0.1:%d: %s (set WORKER_METRICS_PORT to a free "
+            "worker metrics not served: %s:%d: %s (set WORKER_METRICS_PORT to a free "
             "port, or 0 to turn them off)",
+            host,
             port,
             error.strerror or error,
         )
         return None
-    log.info("worker metrics on http://127.0.0.1:%d/metrics", port)
+    log.info("worker metrics on http://%s:%d/metrics", host, port)
 
     def stop() -> None:
         server.shutdown()

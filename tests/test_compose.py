@@ -1,12 +1,14 @@
 """docker-compose.yml without a Docker engine: it follows the Compose specification, runs
 every part of production, waits on health or completion, pins its third-party images,
 every command it gives our image exists in that image and takes the flags it is given,
-and the simulators' control API is not reachable from outside."""
+the simulators' control API is not reachable from outside, and Prometheus scrapes the API
+and every worker with the alerts loaded."""
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import posixpath
 import re
 import subprocess
 import sys
@@ -20,7 +22,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 import stack
-from config import env_table, get_settings
+from config import Settings, env_table, get_settings
 from simulators import esimgo, telna, webbing
 from simulators.control import CONTROL_TOKEN_ENV
 from tests.servers import serve
@@ -40,7 +42,10 @@ SIMULATORS = {
 # The simulators' own settings, beside the product's they read.
 SIMULATOR_ENV = {CONTROL_TOKEN_ENV}
 ONE_SHOT_RESTARTS = re.compile(r"^(no|on-failure(:\d+)?)$")
-PINNED_IMAGE = re.compile(r"^[a-z0-9./_-]+:\d[\w.-]*$")
+# A version tag, not `latest` (Prometheus's tags begin with `v`).
+PINNED_IMAGE = re.compile(r"^[a-z0-9./_-]+:v?\d[\w.-]*$")
+# The spend alerts forecast from the 8 days before now (deploy/prometheus/alerts.yml).
+ALERT_HISTORY_DAYS = 8
 
 
 def _dockerignored(path: str) -> bool:
@@ -96,6 +101,7 @@ def test_it_runs_every_part_of_production() -> None:
         "telna-sim",
         "webbing-sim",
         "esimgo-sim",
+        "prometheus",
     }
     assert SERVICES["worker"]["deploy"]["replicas"] == 2
     assert SERVICES["temporal"]["environment"]["DB"] == "postgres12"
@@ -192,6 +198,33 @@ def test_the_esimgo_simulator_calls_back_the_api_with_the_key_the_worker_sends()
     assert sim["environment"]["ESIMGO__API_KEY"] == worker["environment"]["ESIMGO__API_KEY"]
     assert SERVICES["api"]["environment"]["ESIMGO__API_KEY"].startswith("${ESIMGO__API_KEY:?")
     assert worker["depends_on"]["esimgo-sim"] == {"condition": "service_healthy"}
+
+
+def test_prometheus_scrapes_the_api_and_every_worker_with_the_alerts_loaded() -> None:
+    prometheus = SERVICES["prometheus"]
+    mounted = {
+        target: ROOT / source
+        for source, target, *_ in (v.split(":") for v in prometheus["volumes"])
+        if source.startswith("./")
+    }
+    flags = dict(a.removeprefix("--").split("=", 1) for a in prometheus["command"])
+    config_file = flags["config.file"]
+    config = yaml.safe_load(mounted[config_file].read_text())
+    rules = [posixpath.join(posixpath.dirname(config_file), f) for f in config["rule_files"]]
+    assert [mounted[path] for path in rules] == [ROOT / "deploy" / "prometheus" / "alerts.yml"]
+    retention = re.fullmatch(r"(\d+)d", flags["storage.tsdb.retention.time"])
+    assert retention is not None and int(retention.group(1)) > ALERT_HISTORY_DAYS
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    api_port = next(a.split("=")[1] for a in SERVICES["api"]["command"] if a.startswith("--port="))
+    assert jobs["esim-api"]["static_configs"] == [{"targets": [f"api:{api_port}"]}]
+    # Every replica, each found by the service's name, on the port its worker serves.
+    worker = SERVICES["worker"]["environment"]
+    port = worker.get("WORKER_METRICS_PORT", Settings.model_fields["worker_metrics_port"].default)
+    (found,) = jobs["esim-worker"]["dns_sd_configs"]
+    assert (found["names"], found["type"], found["port"]) == (["worker"], "A", int(port))
+    assert worker["WORKER_METRICS_HOST"] == "0.0.0.0"  # not loopback: scraped from outside
+    for job in jobs.values():
+        assert job.get("metrics_path", "/metrics") == "/metrics"
 
 
 def test_readme_env_table_is_generated_from_settings() -> None:

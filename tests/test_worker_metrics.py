@@ -7,6 +7,7 @@ import logging
 import socket
 from datetime import timedelta
 
+import httpx
 import pytest
 from temporalio.testing import ActivityEnvironment
 
@@ -16,6 +17,7 @@ from carriers.errors import CarrierOutcomeUnknown, CarrierRejected, CarrierUnava
 from carriers.metered import MeteredCarrier
 from models.db import migrate
 from models.payloads import LineState
+from ports import free_port
 from services import metrics
 from tests.store.builders import changes, event, line, new_balance
 
@@ -156,3 +158,18 @@ def test_a_metrics_port_in_use_is_one_log_line_not_a_crash(
         f"worker metrics not served: 127.0.0.1:{port}: Address already in use "
         "(set WORKER_METRICS_PORT to a free port, or 0 to turn them off)"
     ]
+
+
+def test_the_worker_serves_its_metrics_on_the_address_it_is_given() -> None:
+    """``WORKER_METRICS_HOST``: a Prometheus in another container needs more than
+    loopback; here a second loopback address stands in for it."""
+    port = free_port()
+    stop = metrics.serve(port, host="127.0.0.2")
+    assert stop is not None
+    try:
+        text = httpx.get(f"http://127.0.0.2:{port}/metrics").text
+        assert "esim_worker_balances" in text
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        stop()

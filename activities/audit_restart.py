@@ -154,7 +154,12 @@ class RestoreActivities:
             found = await read_carrier(carrier, known.balance.iccid, known)
         except CarrierError as error:
             raise carrier_failure(error) from error
-        return RestoredBalance(state=rebuild_state(known, found, datetime.now(UTC)))
+        moved, started = while_gone(known, found)
+        return RestoredBalance(
+            state=rebuild_state(known, found, datetime.now(UTC)),
+            while_gone=moved,
+            started_while_gone=started,
+        )
 
 
 def carrier_line(
@@ -181,10 +186,8 @@ def carrier_line(
     return line if state is None else line.model_copy(update={"state": state})
 
 
-def rebuild_state(known: Known, found: list[CarrierLine], now: datetime) -> BalanceState:
-    """The state a restarted workflow starts from; pure."""
-    b = known.balance
-    # Only the packages the database knows, each under its row's seq and reference.
+def _ours(known: Known, found: list[CarrierLine]) -> dict[int, Line]:
+    """Only the packages the database knows, each under its row's seq and reference."""
     rows = identify(known.lines, found)
     ours: dict[int, Line] = {}
     for package in found:
@@ -192,6 +195,29 @@ def rebuild_state(known: Known, found: list[CarrierLine], now: datetime) -> Bala
         if row is not None:
             spec = known.products.get(package.carrier_product_id, known.product)
             ours[row.seq] = carrier_line(package, row.seq, row.reference, spec)
+    return ours
+
+
+def while_gone(known: Known, found: list[CarrierLine]) -> tuple[list[Line], list[int]]:
+    """What the carrier did to the lines the database holds open while no workflow ran:
+    those whose state moved on (a scheduled one it started, one that ended by time or
+    used up), and the seqs of the scheduled ones it started; pure. The new run writes
+    them, so the database and the ledger agree with the carrier again."""
+    was = {row.seq: row.state for row in known.lines if row.state in _OPEN}
+    moved = [line for seq, line in sorted(_ours(known, found).items()) if seq in was]
+    moved = [line for line in moved if line.state != was[line.seq]]
+    started = [
+        line.seq
+        for line in moved
+        if was[line.seq] == LineState.scheduled and line.activated_at is not None
+    ]
+    return moved, started
+
+
+def rebuild_state(known: Known, found: list[CarrierLine], now: datetime) -> BalanceState:
+    """The state a restarted workflow starts from; pure."""
+    b = known.balance
+    ours = _ours(known, found)
     active_seqs = [seq for seq, line in ours.items() if line.state == LineState.active]
     # The line the database names as current, if the carrier has it active; else the
     # newest active one.

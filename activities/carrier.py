@@ -353,10 +353,16 @@ class CarrierActivities:
             try:
                 found = await carrier.deactivate(cmd.line.line_id)
             except CarrierRejected as refused:
-                if refused.code != LAST_BUNDLE:
+                if refused.code == LAST_BUNDLE:
+                    activity.logger.warning(
+                        "leaving line %s on the eSIM: %s", cmd.line.seq, refused
+                    )
+                    return cmd.line.model_copy(update={"left_on_esim": refused.message})
+                # Refused because it has ended meanwhile (by time, used up, or by our own
+                # earlier request whose answer was lost)? Then there is nothing to end.
+                found = await carrier.get_line(cmd.line.line_id)
+                if found.status != "ended":
                     raise
-                activity.logger.warning("leaving line %s on the eSIM: %s", cmd.line.seq, refused)
-                return cmd.line.model_copy(update={"left_on_esim": refused.message})
             except CarrierOutcomeUnknown as unknown:
                 found = await carrier.get_line(cmd.line.line_id)  # as in activate_line
                 if found.status != "ended":

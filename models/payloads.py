@@ -258,9 +258,14 @@ class RestoreBalance(BaseModel):
 
 
 class RestoredBalance(BaseModel):
-    """Result of the ``restore_balance`` activity: None if the balance has closed."""
+    """Result of the ``restore_balance`` activity: None if the balance has closed.
+    ``while_gone``: the lines the database held open that the carrier moved on meanwhile
+    (as the carrier has them now); ``started_while_gone``: the seqs of those the carrier
+    started."""
 
     state: BalanceState | None
+    while_gone: list[Line] = []
+    started_while_gone: list[int] = []
 
 
 class ActionRequest(BaseModel):

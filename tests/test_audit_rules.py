@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from activities.audit_restart import Known, read_carrier, rebuild_state
+from activities.audit_restart import Known, read_carrier, rebuild_state, while_gone
 from carriers.base import CarrierLine
 from carriers.errors import CarrierRejected
 from models.payloads import LineState, Policy, ProductSpec
@@ -27,6 +27,7 @@ from services.audit_rules import (
     identify,
     record_as,
 )
+from workflows import rotation
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 BID = "bal_000000000001"
@@ -466,3 +467,36 @@ def test_a_restart_takes_a_row_without_package_id_by_the_reference_a_package_car
     assert state.scheduled.reference == f"{BID}:3"
     bare = rebuild_state(known, listed(False, current, ordered), NOW)
     assert bare.active is not None and bare.scheduled is None and bare.last_seq == 3
+
+
+@BOTH
+def test_a_restart_writes_what_the_carrier_did_while_no_workflow_ran(carried: bool) -> None:
+    """Terminated holding line 2 active and line 3 ordered: meanwhile line 2 ended by time
+    and the carrier started line 3 on its own. The new run adopts line 3 and writes both
+    moves, with their events, so the database and the ledger agree with the carrier."""
+    product, balance = DAILY, open_balance()
+    lines = rows((1, "expired", "p1"), (2, "active", "p2"), (3, "scheduled", "p3"))
+    known = Known(balance, product, None, {"daily-1gb": product}, 3, 5, ["p2", "p3"], lines)
+    found = listed(
+        carried,
+        package("p1", 1, "ended", activated=2 * DAY, ended=DAY),
+        package("p2", 2, "ended", activated=DAY + 60, ended=60),
+        package("p3", 3, "active", activated=60),
+    )
+    moved, started = while_gone(known, found)
+    assert [(line.seq, line.state) for line in moved] == [
+        (2, LineState.expired),
+        (3, LineState.active),
+    ]
+    assert started == [3]
+    state = rebuild_state(known, found, NOW)
+    changes = rotation.restored(state, NOW, moved, started)
+    assert [line.seq for line in changes.lines] == [2, 3]
+    assert [(e.kind, e.seq, e.actor) for e in changes.events] == [
+        ("expired", 2, "workflow"),
+        ("activated", 3, "carrier"),
+    ]
+    assert [e.kind for e in state.pending_events] == ["restored"]
+    # Nothing moved: nothing more than the adopted lines is written.
+    still = listed(carried, package("p2", 2, "active", activated=DAY - 700))
+    assert while_gone(known, still) == ([], [])

@@ -9,11 +9,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities import carrier as carrier_activities
 from activities.carrier import CarrierActivities
 from carriers.base import CarrierLine
+from carriers.errors import CarrierRejected
 from models.payloads import Line, LineCommand, LineState, OrderLineInput
 from tests.workflows.test_balance_long_term import DAILY
 
@@ -146,3 +148,32 @@ async def test_an_order_outlives_its_cancelled_attempt_and_the_retry_gets_it() -
     # Done, nothing is held: the retry looks, finds the package and adopts it.
     line = await ActivityEnvironment().run(activities.order_line, order_input())
     assert line.line_id == "pkg-1" and len(carrier.placed) == 1
+
+
+class EndedMeanwhileCarrier(SlowCarrier):
+    """Refuses the end of a line that has ended by itself meanwhile (eSIM Go: 400 "this
+    assignment has already ended"); a read shows it ended, or still ``status``."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(0)
+        self.status = status
+
+    async def deactivate(self, line_id: str) -> CarrierLine:
+        raise CarrierRejected("esimgo", "this assignment has already ended", code="400")
+
+    async def get_line(self, line_id: str) -> CarrierLine:
+        ended = await SlowCarrier.deactivate(self, line_id)
+        return ended.model_copy(update={"status": self.status})
+
+
+async def test_ending_a_line_that_ended_meanwhile_is_done_and_a_real_refusal_is_not() -> None:
+    """A line that ended by itself between our read and our revoke (or by our own earlier
+    revoke whose answer was lost) needs nothing more: it is not a failure that would fail
+    the balance's cancel. A refusal of a line still open is one."""
+    env = ActivityEnvironment()
+    done = CarrierActivities({"telna": EndedMeanwhileCarrier("ended")})  # type: ignore[dict-item]
+    ended = await env.run(done.deactivate_line, command())
+    assert ended.state == LineState.cancelled and ended.ended_at is not None
+    still = CarrierActivities({"telna": EndedMeanwhileCarrier("active")})  # type: ignore[dict-item]
+    with pytest.raises(ApplicationError, match="already ended"):
+        await env.run(still.deactivate_line, command())

@@ -194,7 +194,10 @@ class BalanceWorkflow(CarrierSteps):
         held, self._held = self._held, []
         for message in held:
             message()
-        await self.ledger.record(new, rotation.restored(new, self.clock.now()))
+        changes = rotation.restored(
+            new, self.clock.now(), restored.while_gone, restored.started_while_gone
+        )
+        await self.ledger.record(new, changes)
         return True
 
     def _hear(self, message: Callable[[], object]) -> None:

@@ -749,8 +749,15 @@ def closed_meanwhile(s: BalanceState) -> None:
     s.status = BalanceStatus.Cancelled
 
 
-def restored(s: BalanceState, now: datetime) -> Changes:
-    """The state rebuilt from the database and the carrier: say so; the lines adopted."""
+def restored(
+    s: BalanceState,
+    now: datetime,
+    moved: list[Line] | None = None,
+    started: list[int] | None = None,
+) -> Changes:
+    """The state rebuilt from the database and the carrier: say so; the lines adopted, and
+    what the carrier did while no workflow ran (``moved``: lines the database held open
+    that it started or ended; ``started``: the seqs it started), with their events."""
     note(
         s,
         "restored",
@@ -759,7 +766,16 @@ def restored(s: BalanceState, now: datetime) -> Changes:
         active_seq=s.active.seq if s.active else None,
         scheduled_seq=s.scheduled.seq if s.scheduled else None,
     )
-    return Changes([line for line in (s.active, s.scheduled) if line is not None])
+    events: list[EventRecord] = []
+    for line in moved or []:
+        if line.seq in (started or []) and line.activated_at is not None:
+            events.append(carrier_started(s, line))
+        if line.state not in (LineState.active, LineState.scheduled):
+            why = "while no workflow ran"
+            events.append(event(s, line.state.value, now, line, reason=why, **ending(line)))
+    adopted = {line.seq: line for line in (s.active, s.scheduled) if line is not None}
+    lines = [line for line in moved or [] if line.seq not in adopted]
+    return Changes([*lines, *adopted.values()], events)
 
 
 def archive(s: BalanceState, line: Line) -> None:

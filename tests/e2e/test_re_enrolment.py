@@ -5,6 +5,7 @@ packages. Through the API and the command line, with ``temporal workflow termina
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -90,6 +91,15 @@ async def test_a_balance_enrolled_again_after_terminate_continues_and_buys_nothi
         for iccid, moment in moments.items():
             before[iccid] = await r.wait_for(iccid, moment, 90, "the moment to terminate")
             terminate(r, iccid)
+            if iccid == by_cli:
+                # Enrolled again only once the active line has ended: the carrier ends it
+                # and starts the one queued while no workflow runs, and the new run must
+                # write both (the database and the ledger agree with the carrier).
+                active = before[iccid].active
+                assert active is not None and active.ends_at is not None
+                await asyncio.sleep(
+                    max(0.0, (active.ends_at - datetime.now(UTC)).total_seconds() + 1)
+                )
             if iccid == by_api:
                 again = await r.http.post(f"{r.api_url}/v1/balances", json=body, headers=headers)
                 assert again.status_code == 200, again.text

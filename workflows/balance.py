@@ -190,6 +190,7 @@ class BalanceWorkflow(CarrierSteps):
         new.rotate_within_cap = s.rotate_within_cap
         new.queued_by_carrier = s.queued_by_carrier
         new.activation_yields = s.activation_yields
+        new.cap_lifts_at_midnight = s.cap_lifts_at_midnight
         self.s = new
         held, self._held = self._held, []
         for message in held:

@@ -93,6 +93,7 @@ def product_spec(product: Product) -> ProductSpec:
         validity_seconds=product.validity_seconds,
         reset=product.reset,
         price_cents=product.price_cents,
+        currency=product.currency,
         rotation=product.rotation,
     )
 

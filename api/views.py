@@ -7,8 +7,10 @@ from datetime import datetime
 from api.schemas.balances import BalanceDetail, BalancePublic, LinePublic
 from api.schemas.esims import EsimPublic
 from api.schemas.products import ProductPublic
+from api.schemas.spend import CurrencySpend, SpendGroup
 from models.continuity import Continuity
 from models.payloads import BalanceStatus, LineState, Policy
+from models.spend import Tally
 from models.tables import Balance, BalanceLine, Esim, Product
 
 
@@ -81,3 +83,17 @@ def esim_public(row: Esim, open_balance: Balance | None) -> EsimPublic:
 
 def product_public(row: Product) -> ProductPublic:
     return ProductPublic.model_validate(row, from_attributes=True)
+
+
+def currency_spend(t: Tally) -> CurrencySpend:
+    return CurrencySpend(
+        currency=t.currency,
+        amount=t.amount,
+        amount_cents=t.cents,
+        lines=t.lines,
+        unpriced_lines=t.unpriced,
+    )
+
+
+def spend_group(t: Tally) -> SpendGroup:
+    return SpendGroup(key=t.key, **currency_spend(t).model_dump())

@@ -10,7 +10,7 @@ from api.schemas.products import ProductPublic
 from api.schemas.spend import CurrencySpend, SpendGroup
 from models.continuity import Continuity
 from models.payloads import BalanceStatus, LineState, Policy
-from models.spend import Tally
+from models.spend import Tally, spent
 from models.tables import Balance, BalanceLine, Esim, Product
 
 
@@ -31,6 +31,7 @@ def balance_public(row: Balance) -> BalancePublic:
         paused=row.paused,
         capped=row.capped,
         failing_reason=row.failing_reason,
+        customer_ref=row.customer_ref,
         created_at=row.created_at,
         updated_at=row.updated_at,
         closed_at=row.closed_at,
@@ -60,6 +61,7 @@ def balance_detail(
     next_cursor: str | None,
     since: datetime,
     continuity: Continuity | None,
+    spend: list[Tally],
 ) -> BalanceDetail:
     return BalanceDetail(
         **balance_public(row).model_dump(),
@@ -67,6 +69,7 @@ def balance_detail(
         next_cursor=next_cursor,
         continuity_since=since,
         continuity=continuity,
+        spend=[currency_spend(t) for t in spend],
     )
 
 
@@ -76,6 +79,7 @@ def esim_public(row: Esim, open_balance: Balance | None) -> EsimPublic:
         iccid=row.iccid,
         carrier=row.carrier,
         eid=row.eid,
+        customer_ref=row.customer_ref,
         created_at=row.created_at,
         open_balance=balance_public(open_balance) if open_balance else None,
     )
@@ -86,14 +90,8 @@ def product_public(row: Product) -> ProductPublic:
 
 
 def currency_spend(t: Tally) -> CurrencySpend:
-    return CurrencySpend(
-        currency=t.currency,
-        amount=t.amount,
-        amount_cents=t.cents,
-        lines=t.lines,
-        unpriced_lines=t.unpriced,
-    )
+    return CurrencySpend(**spent(t))
 
 
 def spend_group(t: Tally) -> SpendGroup:
-    return SpendGroup(key=t.key, **currency_spend(t).model_dump())
+    return SpendGroup(key=t.key, **spent(t))

@@ -60,6 +60,17 @@ class Tally:
         return None if self.cents is None else amount(self.cents)
 
 
+def spent(t: Tally) -> dict[str, Any]:
+    """A tally's figures as reports show them (API, CSV, ``starter.py status``)."""
+    return {
+        "currency": t.currency,
+        "amount": t.amount,
+        "amount_cents": t.cents,
+        "lines": t.lines,
+        "unpriced_lines": t.unpriced,
+    }
+
+
 def amount(cents: int) -> str:
     """Minor units as a decimal string of major units: 1250 → ``"12.50"``."""
     return str((Decimal(cents) / 100).quantize(Decimal("0.01")))

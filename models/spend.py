@@ -1,7 +1,8 @@
 """The spend ledger: what the passes bought cost, summed per group and currency.
 
 A purchase is a line the carrier holds a package for (``carrier_line_id`` set), dated by
-when the carrier made it (``ordered_at``). Its price is what buying it cost
+when the carrier made it (``ordered_at``); a product change in place (Webbing) withdrawn
+before it took effect is none (:func:`_purchase`). Its price is what buying it cost
 (``models/prices.py``), in minor units; a line bought before prices were recorded has
 none: it is counted among ``unpriced_lines`` of its product's currency, never as 0, and a
 group of only such lines has no amount. Amounts are minor units / 100 (two decimals),
@@ -30,6 +31,8 @@ GROUP_BYS: tuple[GroupBy, ...] = ("carrier", "product", "day", "customer")
 LINES: sa.Table = BalanceLine.__table__  # type: ignore[attr-defined]
 BALANCES: sa.Table = Balance.__table__  # type: ignore[attr-defined]
 PRODUCTS: sa.Table = Product.__table__  # type: ignore[attr-defined]
+# A line ended without ever serving (models.payloads.LineState).
+WITHDRAWN_STATES = ("cancelled", "failed", "expired")
 
 
 @dataclass(frozen=True)
@@ -162,14 +165,26 @@ def load_balance_spend(session: Session, balance_id: str) -> list[Tally]:
             (sa.func.count() - sa.func.count(LINES.c.price_cents)).label("unpriced"),
         )
         .select_from(LINES.outerjoin(PRODUCTS, PRODUCTS.c.id == LINES.c.product_id))
-        .where(LINES.c.balance_id == balance_id, LINES.c.carrier_line_id.is_not(None))
+        .where(LINES.c.balance_id == balance_id, _purchase())
         .group_by(currency)
     )
     return tally(_sums(session.execute(query)))
 
 
+def _purchase() -> Any:
+    """A line the carrier bills: one it holds a package for, except a product change in
+    place withdrawn before it took effect (Webbing suspends the device, and bills none:
+    the change is the purchase, made when it takes effect)."""
+    withdrawn = sa.and_(
+        sa.func.coalesce(PRODUCTS.c.rotation, "") == "in_place",
+        LINES.c.activated_at.is_(None),
+        LINES.c.state.in_(WITHDRAWN_STATES),
+    )
+    return sa.and_(LINES.c.carrier_line_id.is_not(None), sa.not_(withdrawn))
+
+
 def _bought(filters: Filters) -> list[Any]:
-    where: list[Any] = [LINES.c.carrier_line_id.is_not(None), LINES.c.ordered_at.is_not(None)]
+    where: list[Any] = [_purchase(), LINES.c.ordered_at.is_not(None)]
     if filters.since is not None:
         where.append(LINES.c.ordered_at >= filters.since)
     if filters.until is not None:

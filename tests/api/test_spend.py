@@ -40,7 +40,12 @@ def _balance(session: Any, carrier: str, product_id: str, customer: str | None) 
 
 
 def _line(
-    row: Balance, seq: int, ordered: str | None, cents: int | None, currency: str | None = "USD"
+    row: Balance,
+    seq: int,
+    ordered: str | None,
+    cents: int | None,
+    currency: str | None = "USD",
+    state: str | None = None,
 ) -> BalanceLine:
     return BalanceLine(
         balance_id=row.id,
@@ -50,9 +55,13 @@ def _line(
         carrier_line_id=f"pkg-{row.id}-{seq}" if ordered else None,
         reference=f"{row.id}:{seq}",
         product_id=row.product_id,
-        state="expired" if ordered else "scheduled",
+        state=state or ("expired" if ordered else "scheduled"),
         allowance_bytes=1_000_000,
         ordered_at=datetime.fromisoformat(ordered).replace(tzinfo=UTC) if ordered else None,
+        # Served (expired): it took effect; withdrawn (cancelled): never did.
+        activated_at=datetime.fromisoformat(ordered).replace(tzinfo=UTC)
+        if ordered and state is None
+        else None,
         price_cents=cents,
         currency=currency if cents is not None else None,
     )
@@ -60,12 +69,14 @@ def _line(
 
 def seed(url: str) -> None:
     """Telna (customer acme): two priced days, one line bought before prices were
-    recorded, one not bought yet; Webbing (no customer): one line; eSIM Go (globex): one
-    line in EUR."""
+    recorded, one not bought yet; Webbing (no customer): one line, and a change withdrawn
+    before it took effect; eSIM Go (globex): one line in EUR."""
     init_db(url)
     with session_scope(url) as session:
         for carrier, pid in (("telna", "daily-1gb"), ("webbing", "1042"), ("esimgo", "day")):
-            session.add(product(carrier, pid, 86_400))
+            row = product(carrier, pid, 86_400)
+            row.rotation = "in_place" if carrier == "webbing" else "queued"
+            session.add(row)
         session.flush()
         telna = _balance(session, "telna", "telna-daily-1gb", "acme")
         webbing = _balance(session, "webbing", "webbing-1042", None)
@@ -77,6 +88,8 @@ def seed(url: str) -> None:
                 _line(telna, 3, "2026-01-02T10:00:00", 175),
                 _line(telna, 4, None, None),
                 _line(webbing, 1, "2026-01-01T12:00:00", 200),
+                # A change in place withdrawn before it took effect: Webbing bills none.
+                _line(webbing, 2, "2026-01-01T13:00:00", 200, state="cancelled"),
                 _line(esimgo, 1, "2026-01-02T23:59:59", 120, "EUR"),
             ]
         )

@@ -52,6 +52,8 @@ def line_public(row: BalanceLine) -> LinePublic:
         ends_at=row.ends_at,
         ended_at=row.ended_at,
         exhausted_at=row.exhausted_at,
+        price_cents=row.price_cents,
+        currency=row.currency,
     )
 
 

@@ -155,6 +155,11 @@ def test_a_balance_shows_its_customer_and_what_its_passes_cost(tmp_path: Path) -
     assert got.status_code == 200, got.text
     body = got.json()
     assert body["customer_ref"] == "ACME-1"
+    assert [(line["seq"], line["price_cents"], line["currency"]) for line in body["lines"]] == [
+        (3, 150, "USD"),
+        (2, 150, "USD"),
+        (1, None, None),
+    ]
     # The unpriced line (bought before prices were recorded) is counted, never as 0.
     assert body["spend"] == [
         {

@@ -131,6 +131,12 @@ class LinePublic(BaseModel):
             " ended then (Telna)"
         ),
     )
+    price_cents: int | None = Field(
+        default=None,
+        description="What buying it cost, in minor units of `currency` (null: bought before "
+        "prices were recorded, or not bought yet)",
+    )
+    currency: str | None = Field(default=None, examples=["USD"])
 
 
 class BalanceDetail(BalancePublic):

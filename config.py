@@ -40,6 +40,8 @@ class TelnaSettings(BaseModel):
     """Requests/s one worker process sends to Telna at most (0: none); N workers: limit/N."""
     in_doubt_seconds: float = Field(default=60.0, gt=0)
     """Seconds Telna may take to commit a request: an unanswered order is held so long."""
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    """ISO 4217 code of the template prices (the record names none: the account's word)."""
 
 
 class WebbingSettings(BaseModel):
@@ -59,6 +61,8 @@ class WebbingSettings(BaseModel):
     """Requests/s one worker process sends to Webbing at most (0: none); N workers: limit/N."""
     in_doubt_seconds: float = Field(default=60.0, gt=0)
     """Seconds Webbing may take to commit a request: an unanswered order is held so long."""
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    """ISO 4217 code of the product prices (the record names none: the account's word)."""
 
 
 class EsimGoSettings(BaseModel):
@@ -76,6 +80,8 @@ class EsimGoSettings(BaseModel):
     """Requests/s one worker process sends to eSIM Go at most (0: none); N workers: limit/N."""
     in_doubt_seconds: float = Field(default=60.0, gt=0)
     """Seconds eSIM Go may take to commit a request: an unanswered order is held so long."""
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    """ISO 4217 code of catalogue prices (orders say theirs; the doctor compares the two)."""
 
 
 class TemporalTLSSettings(BaseModel):

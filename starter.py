@@ -1,7 +1,8 @@
 """Command line: enrol eSIMs (one, or many from a CSV) and read a balance's status.
 
     python starter.py enroll --carrier telna --iccid ICCID --product telna-daily-1gb [--lines N]
-    python starter.py enroll --csv FILE          # rows: iccid,carrier,product_id[,lines]
+        [--customer-ref REF]
+    python starter.py enroll --csv FILE          # iccid,carrier,product_id[,lines[,customer_ref]]
     python starter.py status ICCID
     python starter.py products [--sync]
 
@@ -25,6 +26,7 @@ from temporalio.service import RPCError
 
 from config import get_settings
 from models.db import init_db, session_scope
+from models.spend import load_balance_spend, spent
 from models.tables import Product
 from services.enrolment import (
     EnrolmentError,
@@ -49,26 +51,33 @@ async def _client() -> Client:
         fail(str(error))
 
 
+CSV_COLUMNS = ("iccid", "carrier", "product_id", "lines", "customer_ref")
+CSV_REQUIRED = 3  # the first three; the others may be left out, or empty
+
+
 def read_csv(path: Path) -> list[tuple[int, EnrolRequest | str]]:
-    """Rows of the CSV as requests, or as the reason the row is bad, by line number."""
+    """Rows of the CSV as requests, or as the reason the row is bad, by line number.
+
+    Columns in the order of ``CSV_COLUMNS``, or in the order a header row names them."""
     rows: list[tuple[int, EnrolRequest | str]] = []
+    columns: tuple[str, ...] = CSV_COLUMNS
+    shape = "iccid,carrier,product_id[,lines[,customer_ref]]"
     with path.open(newline="", encoding="utf-8") as handle:
         for number, row in enumerate(csv.reader(handle), start=1):
             cells = [cell.strip() for cell in row]
             if not any(cells) or cells[0].startswith("#"):
                 continue
             if number == 1 and cells[0].lower() == "iccid":
+                named = tuple(cell.lower() for cell in cells)
+                if set(named) <= set(CSV_COLUMNS) and len(set(named)) == len(named):
+                    columns, shape = named, ",".join(named)  # else read by position
                 continue  # header
-            if len(cells) not in (3, 4):
-                rows.append((number, f"expected iccid,carrier,product_id[,lines], got {row}"))
+            if not CSV_REQUIRED <= len(cells) <= len(columns):
+                rows.append((number, f"expected {shape}, got {row}"))
                 continue
             data: dict[str, object] = {
-                "iccid": cells[0],
-                "carrier": cells[1],
-                "product_id": cells[2],
+                name: cell for name, cell in zip(columns, cells, strict=False) if cell
             }
-            if len(cells) == 4 and cells[3]:
-                data["lines"] = cells[3]
             try:
                 rows.append((number, parse_request(data)))
             except EnrolmentError as error:
@@ -89,6 +98,8 @@ async def cmd_enroll(args: argparse.Namespace) -> int:
         data = {"iccid": args.iccid, "carrier": args.carrier, "product_id": args.product}
         if args.lines is not None:
             data["lines"] = args.lines
+        if args.customer_ref is not None:
+            data["customer_ref"] = args.customer_ref
         try:
             rows = [(0, parse_request(data))]
         except EnrolmentError as error:
@@ -124,8 +135,16 @@ async def cmd_status(args: argparse.Namespace) -> int:
         status = await handle.query("status")
     except RPCError as error:
         fail(f"no balance for eSIM {args.iccid}: {error.message}")
+    # Beside the workflow's view, what every pass the balance bought cost (the ledger's).
+    status["ledger_spend"] = _ledger_spend(str(status.get("balance_id", "")))
     print(json.dumps(status, indent=2, default=str))
     return 0
+
+
+def _ledger_spend(balance_id: str) -> list[dict[str, object]]:
+    """The balance's spend per currency, as ``GET /v1/balances/{id}`` shows it."""
+    with session_scope(get_settings().database_url) as session:
+        return [spent(t) for t in load_balance_spend(session, balance_id)]
 
 
 async def cmd_products(args: argparse.Namespace) -> int:
@@ -157,6 +176,7 @@ def parser() -> argparse.ArgumentParser:
     enroll.add_argument("--iccid")
     enroll.add_argument("--product")
     enroll.add_argument("--lines", type=int)
+    enroll.add_argument("--customer-ref", help="the operator's own customer of the eSIM")
     enroll.add_argument("--csv", type=Path)
     enroll.set_defaults(run=cmd_enroll)
     status = sub.add_parser("status", help="show a balance's stack of lines")

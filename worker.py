@@ -31,6 +31,7 @@ from carriers.base import Carrier
 from config import Settings, get_settings
 from models.claims import OrderClaims
 from models.db import SchemaOutOfDate, init_db
+from models.prices import CataloguePrices
 from services.catalog import sync_catalogue
 from services.metrics import serve as serve_metrics
 from services.metrics import watch_balances
@@ -67,7 +68,8 @@ def build_worker(
 ) -> Worker:
     """The worker with every workflow and activity of the product registered."""
     claims = OrderClaims(settings.database_url, settings.carrier_timeout_seconds)
-    carrier_activities = CarrierActivities(carriers, claims)
+    prices = CataloguePrices(settings.database_url)
+    carrier_activities = CarrierActivities(carriers, claims, prices)
     store = StoreActivities(settings.database_url)
     usage_poll = UsagePollActivities(carriers, client, settings.database_url)
     audit = AuditActivities(

@@ -35,6 +35,7 @@ from carriers.errors import (
 from carriers.ratelimit import SEND_BY
 from models.claims import Claim, ClaimHeld, OrderClaims
 from models.payloads import Line, LineCommand, LineState, OrderLineInput, UsageReport
+from models.prices import CataloguePrices, line_price
 
 ACTIVATION_PENDING = "ActivationPending"
 ORDER_IN_FLIGHT = "OrderInFlight"
@@ -157,6 +158,9 @@ def merged(line: Line, found: CarrierLine) -> Line:
             "ended_at": found.ended_at,
             "allowance_bytes": found.allowance_bytes,
             "used_bytes": max(line.used_bytes, found.used_bytes),
+            # What the order cost, where the carrier's answer to it says (else as it was).
+            "price_cents": line.price_cents if found.price_cents is None else found.price_cents,
+            "currency": line.currency if found.currency is None else found.currency,
         }
     )
 
@@ -180,11 +184,18 @@ class CarrierLinesResult(BaseModel):
 class CarrierActivities:
     """Activities against the carriers; one long-lived client per carrier, injected."""
 
-    def __init__(self, carriers: Mapping[str, Carrier], claims: OrderClaims | None = None) -> None:
+    def __init__(
+        self,
+        carriers: Mapping[str, Carrier],
+        claims: OrderClaims | None = None,
+        prices: CataloguePrices | None = None,
+    ) -> None:
         self._carriers = carriers
         # Orders running in this worker, by reference (see order_line).
         self._ordering: dict[str, asyncio.Future[Line]] = {}
         self._claims = claims  # orders running in other workers (None: this one only)
+        # The catalogue's prices now (None: the product spec's price is the catalogue's).
+        self._prices = prices
 
     def _carrier(self, name: str) -> Carrier:
         try:
@@ -215,6 +226,10 @@ class CarrierActivities:
         received but not yet committed: after an order whose outcome is unknown, a look
         that finds nothing fails with ``OrderInDoubt`` until the carrier's in-doubt
         window has passed since that order was sent, in whatever worker it is retried.
+
+        The line comes back priced (``models/prices.py``): what the carrier's answer says
+        it cost, else the catalogue's price of the product at this moment. A line adopted
+        or read back is priced the same way.
         """
         ordering = self._ordering.get(req.reference)
         if ordering is None:
@@ -224,6 +239,17 @@ class CarrierActivities:
         return await asyncio.shield(ordering)
 
     async def _claimed_order(self, req: OrderLineInput) -> Line:
+        return await self._priced(req, await self._settled_order(req))
+
+    async def _priced(self, req: OrderLineInput, line: Line) -> Line:
+        """The line with what buying it cost (models.prices.line_price)."""
+        if line.price_cents is not None and line.currency is not None:
+            return line
+        prices = self._prices
+        catalogue = await asyncio.to_thread(prices.of, req.product.id) if prices else None
+        return line_price(line, catalogue, req.product)
+
+    async def _settled_order(self, req: OrderLineInput) -> Line:
         carrier = self._carrier(req.carrier)
         claims = self._claims
         if claims is None:

@@ -29,7 +29,7 @@ from models.db import dialect_insert, dialect_insert_for, session_scope
 from models.outbox import hold_ledger_writes
 from models.payloads import BalanceRecord, BalanceStatus, EventRecord, Line, RecordChanges
 from models.tables import Balance, BalanceLine, Esim, LineEvent, UTCDateTime
-from services.metrics import observe_rotations
+from services.metrics import observe_rotations, observe_spend
 
 # Written as Core statements on the tables, not through the ORM: the rotation's one write
 # is on every balance's path at a boundary, and the ORM's bulk paths cost the worker
@@ -59,6 +59,16 @@ def line_row(changes: RecordChanges, line: Line, now: datetime) -> dict[str, Any
         "exhausted_at": line.exhausted_at,
         "revision": changes.balance.revision if changes.balance else 0,
         "updated_at": now,
+    }
+
+
+def price_row(changes: RecordChanges, line: Line) -> dict[str, Any]:
+    """What buying a line cost, as the bind parameters of its one write (_SET_PRICE)."""
+    return {
+        "p_balance_id": changes.balance_id,
+        "p_seq": line.seq,
+        "p_price_cents": line.price_cents,
+        "p_currency": line.currency,
     }
 
 
@@ -107,9 +117,11 @@ class StoreActivities:
         """Upsert the balance and its lines and append the ledger events, in one transaction.
 
         Rotation metrics count the events this attempt wrote first, after the commit, so
-        a retried attempt (or one racing its first attempt) does not count them twice.
+        a retried attempt (or one racing its first attempt) does not count them twice; so
+        does the spend counter, the lines whose price this attempt wrote first.
         """
         fresh: list[EventRecord] = []
+        bought: list[Line] = []
         with session_scope(self._url) as session:
             if changes.events:
                 # First, before any row lock: see hold_ledger_writes.
@@ -120,9 +132,11 @@ class StoreActivities:
                 _adopt_balance(session, changes)
             if changes.lines:
                 _upsert_lines(session, changes)
+                bought = _record_prices(session, changes)
             if changes.events:
                 fresh = _append_events(session, changes.events)
         observe_rotations(changes.carrier, fresh, changes.lines)
+        observe_spend(changes.carrier, bought)
         activity.logger.debug(
             "recorded %d lines, %d events for %s",
             len(changes.lines),
@@ -244,6 +258,48 @@ def _adopt_balance(session: Session, changes: RecordChanges) -> None:
     )
     if record is not None:
         _update_balance(session, changes.balance_id, record)
+
+
+# A line's price is written once, by the first write that carries it, and never changed:
+# the row lock this takes (PostgreSQL) or the database's write lock (SQLite) makes a
+# racing attempt find it set, so exactly one write counts the purchase.
+_SET_PRICE = (
+    sa.update(LINES)
+    .where(
+        LINES.c.balance_id == sa.bindparam("p_balance_id", type_=LINES.c.balance_id.type),
+        LINES.c.seq == sa.bindparam("p_seq", type_=LINES.c.seq.type),
+        LINES.c.price_cents.is_(None),
+    )
+    .values(
+        price_cents=sa.bindparam("p_price_cents", type_=LINES.c.price_cents.type),
+        currency=sa.bindparam("p_currency", type_=LINES.c.currency.type),
+    )
+    .returning(LINES.c.seq)
+)
+# Which of a write's lines have no price yet: one read per write, so the usual write (its
+# lines priced long ago) writes no price at all.
+_UNPRICED = sa.select(LINES.c.seq).where(
+    LINES.c.balance_id == sa.bindparam("balance_id", type_=LINES.c.balance_id.type),
+    LINES.c.seq.in_(sa.bindparam("seqs", expanding=True)),
+    LINES.c.price_cents.is_(None),
+)
+
+
+def _record_prices(session: Session, changes: RecordChanges) -> list[Line]:
+    """Write the price of each line that carries one and whose row has none; return the
+    lines this call priced (purchases recorded for the first time)."""
+    priced = [line for line in changes.lines if line.price_cents is not None and line.currency]
+    if not priced:
+        return []
+    seqs = [line.seq for line in priced]
+    unpriced = set(
+        session.execute(_UNPRICED, {"balance_id": changes.balance_id, "seqs": seqs}).scalars()
+    )
+    bought = []
+    for line in priced:
+        if line.seq in unpriced and session.execute(_SET_PRICE, price_row(changes, line)).first():
+            bought.append(line)
+    return bought
 
 
 def _upsert_lines(session: Session, changes: RecordChanges) -> None:

@@ -25,6 +25,7 @@ from api.routes import (
     health,
     metrics,
     products,
+    spend,
     webhooks,
 )
 from api.sns import SnsClient
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         balances,
         balance_actions,
         continuity,
+        spend,
         webhooks,
         esimgo_events,
     )

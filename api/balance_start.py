@@ -61,6 +61,7 @@ def _register(url: str, body: BalanceCreate, actor: str) -> tuple[BalanceState, 
         product_id=body.product_id,
         lines=body.lines,
         policy=body.policy,
+        customer_ref=body.customer_ref,
     )
     try:
         return register(url, req, actor)

@@ -1,5 +1,5 @@
 """Opaque cursors for keyset pagination, newest first: balances over (created_at, id), a
-balance's lines over their seq.
+balance's lines over their seq; and spend groups in their order, over (key, currency).
 
 A cursor is the URL-safe base64 of the last row's key as JSON; it stays valid however
 many rows are added meanwhile (new rows sort before it).
@@ -64,3 +64,21 @@ def _unpack(cursor: str) -> Any:
 
 def _not_ours() -> ApiError:
     return ApiError(422, "invalid_cursor", "cursor is not one this API returned")
+
+
+def encode_group(group_by: str, key: str | None, currency: str | None) -> str:
+    return _pack(["group", group_by, key, currency])
+
+
+def decode_group(cursor: str, group_by: str) -> tuple[str | None, str | None]:
+    """(key, currency) of the spend group the cursor points after, for the same
+    ``group_by``; 422 if it is not ours."""
+    try:
+        tag, by, key, currency = _unpack(cursor)
+        if tag != "group" or by != group_by:
+            raise ValueError(cursor)
+        if not all(v is None or isinstance(v, str) for v in (key, currency)):
+            raise ValueError(cursor)
+    except (ValueError, TypeError):
+        raise _not_ours() from None
+    return key, currency

@@ -7,8 +7,10 @@ from datetime import datetime
 from api.schemas.balances import BalanceDetail, BalancePublic, LinePublic
 from api.schemas.esims import EsimPublic
 from api.schemas.products import ProductPublic
+from api.schemas.spend import CurrencySpend, SpendGroup
 from models.continuity import Continuity
 from models.payloads import BalanceStatus, LineState, Policy
+from models.spend import Tally, spent
 from models.tables import Balance, BalanceLine, Esim, Product
 
 
@@ -29,6 +31,7 @@ def balance_public(row: Balance) -> BalancePublic:
         paused=row.paused,
         capped=row.capped,
         failing_reason=row.failing_reason,
+        customer_ref=row.customer_ref,
         created_at=row.created_at,
         updated_at=row.updated_at,
         closed_at=row.closed_at,
@@ -49,6 +52,8 @@ def line_public(row: BalanceLine) -> LinePublic:
         ends_at=row.ends_at,
         ended_at=row.ended_at,
         exhausted_at=row.exhausted_at,
+        price_cents=row.price_cents,
+        currency=row.currency,
     )
 
 
@@ -58,6 +63,7 @@ def balance_detail(
     next_cursor: str | None,
     since: datetime,
     continuity: Continuity | None,
+    spend: list[Tally],
 ) -> BalanceDetail:
     return BalanceDetail(
         **balance_public(row).model_dump(),
@@ -65,6 +71,7 @@ def balance_detail(
         next_cursor=next_cursor,
         continuity_since=since,
         continuity=continuity,
+        spend=[currency_spend(t) for t in spend],
     )
 
 
@@ -74,6 +81,7 @@ def esim_public(row: Esim, open_balance: Balance | None) -> EsimPublic:
         iccid=row.iccid,
         carrier=row.carrier,
         eid=row.eid,
+        customer_ref=row.customer_ref,
         created_at=row.created_at,
         open_balance=balance_public(open_balance) if open_balance else None,
     )
@@ -81,3 +89,11 @@ def esim_public(row: Esim, open_balance: Balance | None) -> EsimPublic:
 
 def product_public(row: Product) -> ProductPublic:
     return ProductPublic.model_validate(row, from_attributes=True)
+
+
+def currency_spend(t: Tally) -> CurrencySpend:
+    return CurrencySpend(**spent(t))
+
+
+def spend_group(t: Tally) -> SpendGroup:
+    return SpendGroup(key=t.key, **spent(t))

@@ -34,6 +34,9 @@ class CarrierProduct(BaseModel):
     reset_utc_offset_minutes: int = 0
     throttle_kbps: int
     price_cents: int
+    # ISO 4217 code of ``price_cents`` (minor units): where the catalogue names none, the
+    # client's named choice (its setting ``{CARRIER}__CURRENCY``).
+    currency: str = "USD"
     rotation: Rotation = "activated"
 
 
@@ -57,6 +60,10 @@ class CarrierLine(BaseModel):
     used_bytes: int = 0
     # Set by a deactivation whose answer says what it refunded (None: the carrier did not).
     refund: Refund | None = None
+    # What the order cost, where the carrier's answer to it says (eSIM Go's ``total`` and
+    # ``currency``): minor units. None elsewhere: the catalogue's price is taken instead.
+    price_cents: int | None = None
+    currency: str | None = None
 
 
 class LineUsage(BaseModel):

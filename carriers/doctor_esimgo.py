@@ -77,6 +77,8 @@ class EsimGoAccount:
         paced = PacedTransport(limited(transport, esimgo.rate_limit_per_second), WindowPacer())
         self._client = http_client(esimgo.base_url, key, settings.carrier_timeout_seconds, paced)
         self._reads: dict[str, Any] = {}
+        self._validated: tuple[httpx.Response, str] | None = None
+        self.currency = esimgo.currency
         self.windows: list[tuple[str, RateWindow]] = []
 
     async def aclose(self) -> None:
@@ -132,6 +134,30 @@ class EsimGoAccount:
             return {str(b.get("name")): b for b in await self.catalogue()}
         except NotChecked:
             return {}
+
+    async def validated_order(self) -> tuple[httpx.Response, str]:
+        """An order of ``type: validate`` (checked, never charged) in the client's shape,
+        of a bundle on the eSIM (else the catalogue's first), made once per run; its
+        answer and what was sent, said in a few words."""
+        if self.iccid is None:
+            raise NotChecked("needs --iccid")
+        if self._validated is None:
+            try:
+                bundle = (await self.assignments())[0][0]
+            except NotChecked:
+                bundle = str((await self.catalogue())[0]["name"])
+            item = {
+                "type": "bundle",
+                "quantity": 1,
+                "item": bundle,
+                "iccids": [self.iccid],
+                "allowReassign": False,
+            }
+            body = {"type": "validate", "assign": True, "order": [item]}
+            response = await self.request("POST", "/orders", json=body)
+            seen = f"POST /orders of type validate for {bundle}: HTTP {response.status_code}"
+            self._validated = (response, seen)
+        return self._validated
 
     async def assignments(self) -> list[tuple[str, dict[str, Any]]]:
         """The eSIM's assignments, the used ones too."""
@@ -287,22 +313,7 @@ async def price(account: EsimGoAccount) -> Verdict:
 
 async def order_body(account: EsimGoAccount) -> Verdict:
     """An order of ``type: validate`` (checked, never charged) in the client's shape."""
-    if account.iccid is None:
-        raise NotChecked("needs --iccid")
-    try:
-        bundle = (await account.assignments())[0][0]
-    except NotChecked:
-        bundle = str((await account.catalogue())[0]["name"])
-    item = {
-        "type": "bundle",
-        "quantity": 1,
-        "item": bundle,
-        "iccids": [account.iccid],
-        "allowReassign": False,
-    }
-    body = {"type": "validate", "assign": True, "order": [item]}
-    response = await account.request("POST", "/orders", json=body)
-    seen = f"POST /orders of type validate for {bundle}: HTTP {response.status_code}"
+    response, seen = await account.validated_order()
     answer = _json(response)
     if response.is_success and isinstance(answer, dict):
         valid = answer.get("valid")
@@ -310,6 +321,24 @@ async def order_body(account: EsimGoAccount) -> Verdict:
     if response.status_code in (400, 422):
         return contradicted(f"{seen} {error_message(response)!r}: the body was refused")
     return not_checked(f"{seen} {error_message(response)!r} does not tell")
+
+
+async def currency(account: EsimGoAccount) -> Verdict:
+    """A ``validate`` order's ``currency`` (the catalogue names none) is the one the
+    catalogue's prices are read in, ``ESIMGO__CURRENCY``."""
+    response, seen = await account.validated_order()
+    answer = _json(response)
+    if not response.is_success or not isinstance(answer, dict):
+        raise NotChecked(f"{seen} {error_message(response)!r}: no answer to read")
+    said = answer.get("currency")
+    if not isinstance(said, str) or not said:
+        raise NotChecked(f"{seen}: the answer names no currency")
+    if said.upper() != account.currency:
+        return contradicted(
+            f"{seen}: currency {said!r}, but ESIMGO__CURRENCY={account.currency} reads the"
+            " catalogue's prices"
+        )
+    return confirmed(f"{seen}: currency {said!r}, total {answer.get('total')!r}")
 
 
 async def assignment_list(account: EsimGoAccount) -> Verdict:
@@ -523,6 +552,7 @@ CHECKS = (
     bundle_duration,
     price,
     order_body,
+    currency,
     assignment_list,
     quantities,
     time_format,

@@ -65,6 +65,7 @@ class TelnaAccount:
     ) -> None:
         telna = settings.telna
         self.base_url, self.scheme, self.iccid = telna.base_url, telna.auth_scheme, iccid
+        self.currency = telna.currency
         self.first_page: Any = None
         self._key = telna.api_key.get_secret_value()
         if not self._key:
@@ -270,6 +271,20 @@ async def package_usage_bytes(account: TelnaAccount) -> Verdict:
     )
 
 
+async def currency(account: TelnaAccount) -> Verdict:
+    """The record shows no price nor currency on a template: the configured currency is
+    the operator's word, unless a template names one (then the two must agree)."""
+    named = {str(t["currency"]) for t in await _templates(account) if t.get("currency")}
+    if not named:
+        raise NotChecked(
+            f"no template names a currency: TELNA__CURRENCY={account.currency} is taken on"
+            " the operator's word"
+        )
+    if named != {account.currency}:
+        return contradicted(f"templates name {sorted(named)}, TELNA__CURRENCY={account.currency}")
+    return confirmed(f"templates name {account.currency}")
+
+
 CHECKS = (
     auth_scheme,
     paging,
@@ -278,6 +293,7 @@ CHECKS = (
     template_activation_type,
     activate,
     terminate,
+    currency,
     package_times,
     package_status,
     package_usage_bytes,

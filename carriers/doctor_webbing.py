@@ -196,7 +196,7 @@ async def products(account: WebbingAccount) -> Verdict:
     record = found[0]
     absent = [f for f in named_fields(account.wire.products) if f not in record]
     try:
-        offer = product(record)
+        offer = product(record, account.currency)
     except _READ_ERRORS as exc:
         return contradicted(f"ProductRecord {record.get('ProductID')} unreadable: {exc!r}")
     if offer.validity_seconds <= 0:
@@ -263,6 +263,23 @@ async def suspend(account: WebbingAccount) -> Verdict:
     return confirmed(f"{len(suspended)} suspended device(s) read, none on a product")
 
 
+async def currency(account: WebbingAccount) -> Verdict:
+    """No record names the currency of a ``Price``: the configured one is the operator's
+    word, unless the account's product records name one (then the two must agree)."""
+    found = (await account.products()).rows("Products", "ProductRecord")
+    named = {r["Currency"] for r in found if r.get("Currency")}
+    if not named:
+        raise NotChecked(
+            f"no ProductRecord names a currency: WEBBING__CURRENCY={account.currency} is taken"
+            " on the operator's word"
+        )
+    if named != {account.currency}:
+        return contradicted(
+            f"ProductRecords name {sorted(named)}, WEBBING__CURRENCY={account.currency}"
+        )
+    return confirmed(f"ProductRecords name {account.currency}")
+
+
 CHECKS: tuple[Callable[[WebbingAccount], Awaitable[Verdict]], ...] = (
     endpoints,
     soap_version,
@@ -276,6 +293,7 @@ CHECKS: tuple[Callable[[WebbingAccount], Awaitable[Verdict]], ...] = (
     device_product,
     change,
     suspend,
+    currency,
 )
 
 

@@ -99,6 +99,7 @@ class WebbingAccount:
         if missing:
             raise CannotCheck(" and ".join(missing) + " not set")
         self.base_url, self.iccid, self.wire = webbing.base_url, iccid, wire
+        self.currency = webbing.currency
         self._credentials = credentials
         self._client = http_client(webbing.base_url, settings.carrier_timeout_seconds, transport)
         self._answers: dict[str, Answer] = {}

@@ -95,6 +95,11 @@ class Wire:
     """An order buys one bundle onto the eSIM, never onto a new one; ``profileID`` is not
     sent ([NOT PUBLIC] where it sits). Our reference has no place: an order is recognised
     by its eSIM, bundle and ``assignmentDateTime`` (activities/carrier.py, ``ours``)."""
+    currency: str = "USD"
+    """[NOT PUBLIC] The currency of the catalogue's ``price``: the catalogue names none, an
+    order's answer does (``currency``, with its ``total``, CARRIERS.md 3.3). A line's price
+    is the order's own; the catalogue's is read in ``ESIMGO__CURRENCY``, which the doctor
+    holds against a ``validate`` order's ``currency``."""
     assignment_list: str = (
         "GET /esims/{iccid}/bundles?includeUsed&limit=200 -> {bundles: [{name, assignments:"
         " [{id, initialQuantity, remainingQuantity, assignmentDateTime, bundleState}]}]}"
@@ -205,8 +210,10 @@ class EsimGoCarrier:
         refund_to_balance: bool = False,
         pacer: WindowPacer | None = None,
         retries: int = 2,
+        currency: str = WIRE.currency,
     ) -> None:
         self.page_size = page_size
+        self.currency = currency
         self.retries = retries
         self.in_doubt_seconds = in_doubt_seconds
         self.refund_to_balance = refund_to_balance
@@ -224,6 +231,7 @@ class EsimGoCarrier:
             rate_limit_per_second=esimgo.rate_limit_per_second,
             in_doubt_seconds=esimgo.in_doubt_seconds,
             refund_to_balance=esimgo.refund_to_balance,
+            currency=esimgo.currency,
         )
 
     async def aclose(self) -> None:
@@ -235,7 +243,7 @@ class EsimGoCarrier:
         products = []
         for b in await self._catalogue():
             try:
-                products.append(product(b))
+                products.append(product(b, self.currency))
             except (KeyError, TypeError, ValueError) as exc:
                 logger.warning("eSIM Go bundle %r is no pass we can rotate: %r", b.get("name"), exc)
         return products
@@ -259,7 +267,7 @@ class EsimGoCarrier:
         }
         body = {"type": "transaction", "assign": True, "order": [item]}
         asked = datetime.now(UTC)
-        await self._request("POST", "/orders", json=body)
+        cost = order_cost(await self._request("POST", "/orders", json=body))
         try:
             answer = await self._request("GET", _bundle_path(iccid, carrier_product_id))
         except (CarrierUnavailable, CarrierRejected) as exc:
@@ -271,7 +279,8 @@ class EsimGoCarrier:
             raise CarrierOutcomeUnknown(
                 self.name, f"ordered {carrier_product_id} on {iccid}; its assignment not yet shown"
             )
-        return self._read(lambda a: line(iccid, carrier_product_id, a), made, True)
+        bought = self._read(lambda a: line(iccid, carrier_product_id, a), made, True)
+        return bought.model_copy(update=cost)
 
     async def activate(self, line_id: str) -> CarrierLine:
         """The line as it stands: eSIM Go has no start call, a queued bundle starts by
@@ -477,6 +486,19 @@ class EsimGoCarrier:
         if changes_state:
             return CarrierOutcomeUnknown(self.name, message)
         return CarrierUnavailable(self.name, message)
+
+
+def order_cost(answer: dict[str, Any]) -> dict[str, Any]:
+    """What an order of one bundle cost, from its answer's ``total`` (the currency's major
+    unit, as ``price`` is) and ``currency``: the line's ``price_cents`` and ``currency``.
+    Nothing where the answer does not say both readably: the bundle is bought all the
+    same, and the catalogue's price stands in (activities/carrier.py)."""
+    total, currency = answer.get("total"), answer.get("currency")
+    if isinstance(total, bool) or not isinstance(total, int | float) or total < 0:
+        return {}
+    if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
+        return {}
+    return {"price_cents": round(total * 100), "currency": currency.upper()}
 
 
 def _is(name: LineName, bundle: str, a: dict[str, Any]) -> bool:

@@ -146,9 +146,10 @@ def line(iccid: str, bundle: str, a: dict[str, Any], now: datetime | None = None
     )
 
 
-def product(b: dict[str, Any]) -> CarrierProduct:
-    """A catalogue bundle. One without data (``unlimited``, or no ``dataAmount``) is read
-    as 0 bytes: the catalogue sync leaves such a product out, and counts it."""
+def product(b: dict[str, Any], currency: str) -> CarrierProduct:
+    """A catalogue bundle, its ``price`` in ``currency``. One without data (``unlimited``,
+    or no ``dataAmount``) is read as 0 bytes: the catalogue sync leaves such a product
+    out, and counts it."""
     name = b["name"]
     if not isinstance(name, str) or not name:
         raise ValueError(f"bundle without a name: {b!r}")
@@ -165,6 +166,7 @@ def product(b: dict[str, Any]) -> CarrierProduct:
         reset="rolling",
         throttle_kbps=whole(b.get("throttleKbps") or 0),
         price_cents=round(_amount(b.get("price") or 0) * 100),
+        currency=currency,
         # eSIM Go starts the next queued bundle by itself when the current one ends.
         rotation="queued",
     )

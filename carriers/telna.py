@@ -66,6 +66,10 @@ class NotPublic:
     auth_scheme: AuthScheme = "raw"
     """``Authorization`` holds the raw key, or ``Bearer <key>``: third parties disagree
     (``TELNA__AUTH_SCHEME``)."""
+    currency: str = "USD"
+    """The currency of a template's price: the record shows no price or currency on a
+    template, so the account's is the operator's word (``TELNA__CURRENCY``), stored on
+    every product and on every line bought."""
 
 
 NOT_PUBLIC = NotPublic()
@@ -123,10 +127,11 @@ class TelnaCarrier:
         rate_limit_per_second: float = 0.0,
         in_doubt_seconds: float = 60.0,
         auth_scheme: AuthScheme = NOT_PUBLIC.auth_scheme,
+        currency: str = NOT_PUBLIC.currency,
     ) -> None:
         self.page_size = page_size
         self.in_doubt_seconds = in_doubt_seconds
-        self.choices = NotPublic(auth_scheme=auth_scheme)
+        self.choices = NotPublic(auth_scheme=auth_scheme, currency=currency)
         # Templates by id: a package's allowance is its template's (read once each).
         self._templates: dict[str, dict[str, Any]] = {}
         transport = limited(transport, rate_limit_per_second)
@@ -141,6 +146,7 @@ class TelnaCarrier:
             rate_limit_per_second=settings.telna.rate_limit_per_second,
             in_doubt_seconds=settings.telna.in_doubt_seconds,
             auth_scheme=settings.telna.auth_scheme,
+            currency=settings.telna.currency,
         )
 
     async def aclose(self) -> None:
@@ -153,7 +159,7 @@ class TelnaCarrier:
         for t in templates:
             self._templates[str(t.get("id"))] = t
             try:
-                products.append(_product(t))
+                products.append(_product(t, self.choices.currency))
             except (KeyError, TypeError, ValueError) as exc:
                 logger.warning("Telna template %s is no pass we can rotate: %r", t.get("id"), exc)
         return products
@@ -382,7 +388,7 @@ def _line(p: dict[str, Any], template_id: str, template: dict[str, Any]) -> Carr
     )
 
 
-def _product(t: dict[str, Any]) -> CarrierProduct:
+def _product(t: dict[str, Any], currency: str) -> CarrierProduct:
     # A template without a data allowance (null: unlimited, or voice/SMS only) is read as
     # 0 bytes: the catalogue sync leaves such a product out, and counts it.
     allowance = int(t.get("data_usage_allowance") or 0)
@@ -395,6 +401,7 @@ def _product(t: dict[str, Any]) -> CarrierProduct:
         reset_utc_offset_minutes=int(t.get("reset_utc_offset_minutes") or 0),
         throttle_kbps=int(t.get("throttle_kbps") or 0),
         price_cents=int(t.get("price_cents") or 0),
+        currency=currency,
         # AUTO: the package starts on attach, i.e. when the SIM has no active package.
         rotation="queued" if t.get("activation_type") == "AUTO" else "activated",
     )

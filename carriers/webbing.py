@@ -120,6 +120,10 @@ class Wire:
     pending. A change to the product on the device renews it."""
     suspend: str = "SuspendServiceDevice ends the pass on the device"
     """[NOT PUBLIC] A suspended device has no service; a pass for it is bought anew."""
+    currency: str = "USD"
+    """[NOT PUBLIC] The currency of a product's ``Price``: no record names it, so the
+    account's is the operator's word (``WEBBING__CURRENCY``), stored on every product and
+    on every line bought."""
 
 
 WIRE = Wire()
@@ -150,9 +154,11 @@ class WebbingCarrier:
         page_size: int = 100,
         rate_limit_per_second: float = 0.0,
         in_doubt_seconds: float = 60.0,
+        currency: str = WIRE.currency,
     ) -> None:
         self.page_size = page_size
         self.in_doubt_seconds = in_doubt_seconds
+        self.currency = currency
         transport = limited(transport, rate_limit_per_second)
         self._credentials = {"Username": username, "Password": password, "WSKey": wskey}
         self._client = http_client(base_url, timeout, transport)
@@ -169,6 +175,7 @@ class WebbingCarrier:
             timeout=settings.carrier_timeout_seconds,
             rate_limit_per_second=settings.webbing.rate_limit_per_second,
             in_doubt_seconds=webbing.in_doubt_seconds,
+            currency=webbing.currency,
         )
 
     async def aclose(self) -> None:
@@ -176,7 +183,7 @@ class WebbingCarrier:
 
     async def list_products(self) -> list[CarrierProduct]:
         records = await self._all("GetProductsList", "Products", "ProductRecord", {})
-        products = [self._read(product, p, False) for p in records]
+        products = [self._read(lambda r: product(r, self.currency), p, False) for p in records]
         self._products.update((p.carrier_product_id, p) for p in products)
         return products
 

@@ -67,8 +67,8 @@ def megabytes(text: str) -> int:
     return round(_decimal(text) * 1_000_000)
 
 
-def product(p: dict[str, str]) -> CarrierProduct:
-    """A ``ProductRecord`` of ``GetProductsList``."""
+def product(p: dict[str, str], currency: str) -> CarrierProduct:
+    """A ``ProductRecord`` of ``GetProductsList``; its ``Price`` in ``currency``."""
     return CarrierProduct(
         carrier_product_id=p["ProductID"],
         name=p.get("ProductName") or p["ProductID"],
@@ -78,6 +78,7 @@ def product(p: dict[str, str]) -> CarrierProduct:
         reset_utc_offset_minutes=int(p.get("ResetUtcOffsetMinutes") or 0),
         throttle_kbps=int(p.get("ThrottleKbps") or 0),
         price_cents=round(_decimal(p.get("Price") or "0") * 100),
+        currency=currency,
         rotation="in_place",
     )
 

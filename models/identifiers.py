@@ -6,6 +6,8 @@ Luhn check digit. EID: 32 digits whose whole number is 1 modulo 97 (ISO 7064 MOD
 
 from __future__ import annotations
 
+import re
+
 
 class InvalidIdentifier(ValueError):
     """An ICCID or EID that fails its format or check digit."""
@@ -55,3 +57,18 @@ def make_eid(body: str) -> str:
     """A valid EID from 30 digits: appends the two ISO 7064 check digits."""
     check = 98 - (int(body) * 100) % 97
     return f"{body}{check:02d}"
+
+
+# The operator's own name of a customer: letters, digits and a few separators, starting
+# with a letter or digit (so a CSV export's cell is never read as a spreadsheet formula).
+CUSTOMER_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._:@/+-]{0,63}$"
+
+
+def validate_customer_ref(value: str) -> str:
+    """Return the customer_ref if valid, else raise ``InvalidIdentifier`` saying why."""
+    if not isinstance(value, str) or re.fullmatch(CUSTOMER_REF_PATTERN, value) is None:
+        raise InvalidIdentifier(
+            "customer_ref must be 1 to 64 of letters, digits, space and ._:@/+-, starting"
+            " with a letter or digit"
+        )
+    return value

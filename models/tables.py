@@ -53,6 +53,8 @@ class Esim(SQLModel, table=True):
     iccid: str = Field(primary_key=True, max_length=20)
     carrier: str = Field(index=True, max_length=32)
     eid: str | None = Field(default=None, max_length=32)
+    # The operator's own name for whom the eSIM serves (its balances inherit it).
+    customer_ref: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
 
 
@@ -69,6 +71,9 @@ class Product(SQLModel, table=True):
     reset_utc_offset_minutes: int = 0
     throttle_kbps: int
     price_cents: int
+    # ISO 4217 code of ``price_cents`` (minor units): the carrier client's named choice
+    # where the catalogue says none (carriers.base.CarrierProduct.currency).
+    currency: str = Field(default="USD", max_length=3, sa_column_kwargs={"server_default": "USD"})
     # How its carrier moves to the next pass: carriers.base.Rotation.
     rotation: str = Field(
         default="activated", max_length=16, sa_column_kwargs={"server_default": "activated"}
@@ -99,6 +104,8 @@ class Balance(SQLModel, table=True):
     paused: bool = False
     capped: bool = False
     failing_reason: str | None = Field(default=None, max_length=500)
+    # The operator's own customer, for spend per customer (GET /v1/spend).
+    customer_ref: str | None = Field(default=None, index=True, max_length=64)
     revision: int = _revision()
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
@@ -127,12 +134,17 @@ class BalanceLine(SQLModel, table=True):
     state: str = Field(index=True, max_length=16)
     allowance_bytes: int = Field(sa_column=Column(sa.BigInteger(), nullable=False))
     used_bytes: int = Field(default=0, sa_column=Column(sa.BigInteger(), nullable=False))
-    ordered_at: datetime | None = _ts()
+    # Spend reports select lines by when they were ordered.
+    ordered_at: datetime | None = _ts(index=True)
     activated_at: datetime | None = _ts()
     ends_at: datetime | None = _ts(index=True)
     ended_at: datetime | None = _ts()
     # Carrier time the allowance was used up (throttled from then on), if it was.
     exhausted_at: datetime | None = _ts()
+    # What buying it cost, in minor units of ``currency``: set once, when its purchase is
+    # first recorded, and never changed after. NULL: bought before prices were recorded.
+    price_cents: int | None = Field(default=None, sa_column=Column(sa.BigInteger(), nullable=True))
+    currency: str | None = Field(default=None, max_length=3)
     revision: int = _revision()
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
 

@@ -71,6 +71,7 @@ def _store(carrier: str, products: list[CarrierProduct], database_url: str) -> N
             "reset_utc_offset_minutes": item.reset_utc_offset_minutes,
             "throttle_kbps": item.throttle_kbps,
             "price_cents": item.price_cents,
+            "currency": item.currency,
             "rotation": item.rotation,
             "synced_at": now,
         }

@@ -27,7 +27,7 @@ from temporalio.common import (
 
 from models import search
 from models.db import session_scope
-from models.identifiers import validate_eid, validate_iccid
+from models.identifiers import validate_customer_ref, validate_eid, validate_iccid
 from models.payloads import BalanceState, Policy, ProductSpec, pass_problem
 from models.tables import Balance, Esim, LineEvent, Product
 
@@ -50,6 +50,14 @@ class EnrolRequest(BaseModel):
     lines: int | None = Field(default=None, ge=1, le=MAX_LINES)
     eid: str | None = None
     policy: Policy | None = None
+    # The operator's own customer of the balance; omitted: the eSIM's. An eSIM without one
+    # takes it (an eSIM keeps the first it is given; a later balance may name another).
+    customer_ref: str | None = None
+
+    @field_validator("customer_ref")
+    @classmethod
+    def _customer_ref(cls, value: str | None) -> str | None:
+        return None if value is None else validate_customer_ref(value)
 
     @field_validator("iccid")
     @classmethod
@@ -93,6 +101,7 @@ def product_spec(product: Product) -> ProductSpec:
         validity_seconds=product.validity_seconds,
         reset=product.reset,
         price_cents=product.price_cents,
+        currency=product.currency,
         rotation=product.rotation,
     )
 
@@ -152,10 +161,20 @@ def register(database_url: str, req: EnrolRequest, actor: str) -> tuple[BalanceS
                     state = balance_state(balance, product)
                     state.restore = True
                     return state, False
-                if session.get(Esim, req.iccid) is None:
-                    session.add(Esim(iccid=req.iccid, carrier=req.carrier, eid=req.eid))
+                esim = session.get(Esim, req.iccid)
+                if esim is None:
+                    esim = Esim(
+                        iccid=req.iccid,
+                        carrier=req.carrier,
+                        eid=req.eid,
+                        customer_ref=req.customer_ref,
+                    )
+                    session.add(esim)
                     session.flush()  # no ORM relationship orders the inserts for us
-                balance = _new_balance(req)
+                elif esim.customer_ref is None and req.customer_ref is not None:
+                    esim.customer_ref = req.customer_ref
+                    session.add(esim)
+                balance = _new_balance(req, esim.customer_ref)
                 session.add(balance)
                 session.flush()
                 session.add(
@@ -174,7 +193,7 @@ def register(database_url: str, req: EnrolRequest, actor: str) -> tuple[BalanceS
     raise EnrolmentError(f"eSIM {req.iccid} could not be enrolled; try again")
 
 
-def _new_balance(req: EnrolRequest) -> Balance:
+def _new_balance(req: EnrolRequest, esim_customer_ref: str | None) -> Balance:
     return Balance(
         id=f"bal_{uuid.uuid4().hex[:12]}",
         iccid=req.iccid,
@@ -184,6 +203,7 @@ def _new_balance(req: EnrolRequest) -> Balance:
         lines_total=req.lines,
         policy=req.policy.model_dump(exclude_none=True) if req.policy else {},
         workflow_id=workflow_id(req.iccid),
+        customer_ref=req.customer_ref or esim_customer_ref,
     )
 
 

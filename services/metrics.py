@@ -85,6 +85,13 @@ catalogue_skipped = Counter(
     ["carrier"],
     registry=REGISTRY,
 )
+spend = Counter(
+    "esim_spend",
+    "What the passes bought cost, in major units of their currency (cents / 100), by "
+    "carrier and currency: counted once per line, when its purchase is first recorded.",
+    ["carrier", "currency"],
+    registry=REGISTRY,
+)
 notifications = Counter(
     "esim_notifications",
     "Outbound notification deliveries by outcome (delivered, retried, dropped).",
@@ -118,6 +125,13 @@ def observe_rotations(carrier: str, events: Sequence[EventRecord], lines: Sequen
         overlap.labels(carrier).observe(max(0.0, switch))
         if reason == "time" and old.ends_at is not None:
             rotation_lead.labels(carrier).observe((old.ends_at - new.activated_at).total_seconds())
+
+
+def observe_spend(carrier: str, bought: Sequence[Line]) -> None:
+    """Count what the lines whose purchase was just recorded cost."""
+    for line in bought:
+        if line.price_cents is not None and line.currency is not None:
+            spend.labels(carrier, line.currency).inc(line.price_cents / 100)
 
 
 def _ended(line: Line) -> bool:

@@ -210,7 +210,8 @@ def create_control_router(
 
     @router.get("/ledger")
     async def ledger(iccid: str | None = None) -> dict[str, Any]:
-        """Every order, activation, deactivation, expiry, exhaustion and cancellation."""
+        """Every order (with the price billed for it), activation, deactivation, expiry,
+        exhaustion and cancellation."""
         entries = [
             {
                 "at": iso(e.at),
@@ -219,6 +220,9 @@ def create_control_router(
                 "package_id": e.package_id,
                 "reference": e.reference,
                 "product_id": e.product_id,
+                # An order's price, what the carrier bills for it; null on other actions.
+                "price_cents": e.price_cents,
+                "currency": e.currency,
             }
             for e in engine.ledger(iccid)
         ]

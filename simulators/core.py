@@ -89,6 +89,9 @@ class CarrierEngine:
         self.list_limit: int | None = None
         # Bytes of a queued package's first use, alerted as FIRST_USE (None: no such alert).
         self.first_use_bytes: int | None = None
+        # The currency of the catalogue's prices, what every order is billed in (the front
+        # end's choice: none of the carriers' catalogues says one).
+        self.currency = "USD"
         # A front end's own account state (JSON-ready), kept in the snapshot with the rest;
         # whoever changes it bumps ``revision``.
         self.extra: dict[str, Any] = {}
@@ -198,6 +201,8 @@ class CarrierEngine:
             ordered_at=now,
             reset=product.reset,
             reset_utc_offset_minutes=product.reset_utc_offset_minutes,
+            price_cents=product.price_cents,
+            currency=self.currency,
             auto=auto,
             in_place=in_place,
             queued=queued,
@@ -414,7 +419,16 @@ class CarrierEngine:
             "default_traffic": self._default_traffic,
             "sims": [sim.to_dict() for sim in self._sims.values()],
             "ledger": [
-                [e.at, e.action, e.iccid, e.package_id, e.reference, e.product_id]
+                [
+                    e.at,
+                    e.action,
+                    e.iccid,
+                    e.package_id,
+                    e.reference,
+                    e.product_id,
+                    e.price_cents,
+                    e.currency,
+                ]
                 for e in self._journal.ledger
             ],
             "extra": copy.deepcopy(self.extra),

@@ -29,7 +29,9 @@ nothing queued the eSIM is throttled until the bundle's end, then has no service
 onto an ICCID (an order with ``assign`` and ``iccids``, or an apply; buying into the
 inventory is not an entry), with reference null (the API has no place for ours) and
 ``package_id`` the assignment id; ``activate`` at its start, ``exhaust`` at depletion,
-``expire`` at its end, ``cancel``/``deactivate`` when revoked unused/started.
+``expire`` at its end, ``cancel``/``deactivate`` when revoked unused/started. An
+``order`` entry says what was billed: the bundle's ``price_cents`` and the account's
+``currency`` (an applied bundle's, as bought into the inventory).
 
 The simulator's choices where the record is silent [NOT PUBLIC]:
 - A bundle's duration is rolling from its start (``endTime`` = start + duration), not a
@@ -104,6 +106,7 @@ from simulators.esimgo_api import VERSIONS, create_esimgo_router
 from simulators.esimgo_callback import FIRST_USE_BYTES, Callbacks
 from simulators.esimgo_control import create_esimgo_control_router
 from simulators.esimgo_ratelimit import RateLimitMiddleware
+from simulators.esimgo_views import CURRENCY
 from simulators.faults import Refused
 from simulators.records import Product
 from simulators.runtime import engine_running, load_snapshot
@@ -171,6 +174,7 @@ def create_app(
     callbacks = Callbacks(dispatcher, api_key)
     path = Path(state_file) if state_file is not None else None
     engine = _load_engine(path, products, clock, seed, callbacks)
+    engine.currency = CURRENCY  # the account's: orders answer it, and bill in it
     engine.first_use_bytes = FIRST_USE_BYTES
     if activation_latency is not None:
         engine.set_activation_latency(*activation_latency)

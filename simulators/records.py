@@ -90,6 +90,10 @@ class Package:
     available_at: float | None = None
     # With a value, a FIRST_USE alert goes out when this much of the allowance is used.
     first_use_bytes: int | None = None
+    # What the carrier bills for it (its product's price when ordered), in minor units of
+    # ``currency``: the ledger's ``order`` entry says so.
+    price_cents: int = 0
+    currency: str = "USD"
 
     @property
     def remaining_bytes(self) -> int:
@@ -122,6 +126,9 @@ class LedgerEntry:
     package_id: str
     reference: str | None
     product_id: str
+    # An ``order``'s price, what the carrier bills (minor units); None on other actions.
+    price_cents: int | None = None
+    currency: str | None = None
 
 
 @dataclass
@@ -160,7 +167,10 @@ class Journal:
     outbox: list[Alert] = field(default_factory=list)
 
     def record(self, at: float, action: LedgerAction, p: Package) -> None:
-        self.ledger.append(LedgerEntry(at, action, p.iccid, p.id, p.reference, p.product_id))
+        price, currency = (p.price_cents, p.currency) if action == "order" else (None, None)
+        self.ledger.append(
+            LedgerEntry(at, action, p.iccid, p.id, p.reference, p.product_id, price, currency)
+        )
 
     def alert(
         self,

@@ -32,6 +32,8 @@ bought ahead hands over with no gap; with nothing waiting the SIM has no service
 is shown but never applied.
 
 The simulator's choices where the record is silent [NOT PUBLIC]:
+- A template's ``price_cents`` (a field of the simulator's: the record shows no price) is
+  in USD; the ledger's ``order`` entry says what was billed, price and currency.
 - The ledger records a package used up as ``exhaust`` and, at the same instant,
   ``expire``: the carrier itself ended it (as at its window's end), and its
   ``terminated_date`` is that moment; its ``PACKAGE_STATUS_CHANGE`` goes out then. A

@@ -48,7 +48,8 @@ choices, named in one place):
 - ``/_sim/ledger``: a change is recorded as ``order`` then ``activate`` at the moment it takes
   effect, with reference null (the API has no place for one), and the pass it replaced ends
   there with ``deactivate``; a pass used up or past its window ``exhaust``s, a suspension
-  ``deactivate``s.
+  ``deactivate``s. An ``order`` says what was billed: the product's ``Price`` (in USD; no
+  record names a currency) as ``price_cents`` and ``currency``.
   ``package_id`` is the simulator's own id for a pass, never on the wire.
 
 The ``/_sim`` control API is the shared one (behind a bearer token with

@@ -45,6 +45,7 @@ from models.db import session_scope
 from models.identifiers import InvalidIdentifier, validate_iccid
 from models.ledger_window import figure_rows
 from models.payloads import ActionRequest, BalanceStatus
+from models.spend import Tally, load_balance_spend
 from models.tables import Balance, BalanceLine, Esim, utcnow
 
 router = APIRouter(include_in_schema=False)
@@ -224,6 +225,7 @@ async def esim_page(
         context["timeline"] = await run_in_threadpool(
             _timeline, settings.database_url, chosen, page, theirs, now
         )
+        context["spend"] = await run_in_threadpool(_spend, settings.database_url, chosen.id)
         context["older_lines"] = page.next_cursor
         context["window_hours"] = WINDOW_HOURS
         context["temporal_url"] = temporal_link(settings, chosen.workflow_id)
@@ -260,6 +262,12 @@ def _esim_rows(
         listed, next_cursor = line_page(db, chosen.id, esim_view.LINES_LISTED, cursor)
         newest = listed if cursor is None else line_page(db, chosen.id, MAX_LINES_DRAWN)[0]
         return esim, balances, chosen, _LinePage(newest[:MAX_LINES_DRAWN], listed, next_cursor)
+
+
+def _spend(url: str, balance_id: str) -> list[Tally]:
+    """What every pass the balance bought cost, per currency (as its API view says)."""
+    with session_scope(url) as db:
+        return load_balance_spend(db, balance_id)
 
 
 def _timeline(

@@ -37,6 +37,7 @@ from api.window import SinceQuery, window_start
 from models.continuity import load_balance_continuity
 from models.db import session_scope
 from models.payloads import BalanceStatus, ChangePolicy, ChangeProduct
+from models.spend import load_balance_spend
 from models.tables import Balance, Product
 from services.enrolment import product_spec
 
@@ -126,14 +127,15 @@ def get_balance(
     limit: Annotated[int, Query(ge=1, le=200, description="Lines per page")] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> BalanceDetail:
-    """The balance with a page of its lines, newest first (follow `next_cursor`), and its
-    continuity figures since `since`."""
+    """The balance with a page of its lines, newest first (follow `next_cursor`), its
+    continuity figures since `since`, and what every pass it bought cost."""
     balance = balance_or_404(session, balance_id)
     lines, next_cursor = line_page(session, balance_id, limit, cursor)
     now = datetime.now(UTC)
     start = window_start(since, now)
     figures = load_balance_continuity(session, balance, now, start)
-    return balance_detail(balance, lines, next_cursor, start, figures)
+    spend = load_balance_spend(session, balance_id)
+    return balance_detail(balance, lines, next_cursor, start, figures, spend)
 
 
 @router.patch("/{balance_id}", responses=documented(400, 401, 403, 404, 409, 413, 422, 503, 504))

@@ -35,13 +35,24 @@ def register_esim(
         esim = session.get(Esim, body.iccid)
         if esim is not None:
             _check_same(esim, body)
+            filled = False
             if body.eid is not None and esim.eid is None:
-                esim.eid = body.eid
+                esim.eid, filled = body.eid, True
+            if body.customer_ref is not None and esim.customer_ref is None:
+                esim.customer_ref, filled = body.customer_ref, True
+            if filled:
                 session.add(esim)
                 session.commit()
             response.status_code = 200
             return esim_public(esim, open_balance(session, esim.iccid))
-        session.add(Esim(iccid=body.iccid, carrier=body.carrier, eid=body.eid))
+        session.add(
+            Esim(
+                iccid=body.iccid,
+                carrier=body.carrier,
+                eid=body.eid,
+                customer_ref=body.customer_ref,
+            )
+        )
         try:
             session.commit()
         except IntegrityError:
@@ -58,6 +69,10 @@ def _check_same(esim: Esim, body: EsimCreate) -> None:
         raise ApiError(409, "esim_conflict", f"eSIM {esim.iccid} is registered with {esim.carrier}")
     if body.eid is not None and esim.eid not in (None, body.eid):
         raise ApiError(409, "esim_conflict", f"eSIM {esim.iccid} is registered with another EID")
+    if body.customer_ref is not None and esim.customer_ref not in (None, body.customer_ref):
+        raise ApiError(
+            409, "esim_conflict", f"eSIM {esim.iccid} is registered for another customer_ref"
+        )
 
 
 @router.get("/{iccid}", responses=documented(401, 403, 404, 422))

@@ -6,9 +6,17 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from api.schemas.common import PRINTABLE_PATTERN, STRICT_INPUT, CarrierName, Iccid, ProductId
+from api.schemas.common import (
+    PRINTABLE_PATTERN,
+    STRICT_INPUT,
+    CarrierName,
+    CustomerRef,
+    Iccid,
+    ProductId,
+)
+from api.schemas.spend import CurrencySpend
 from models.continuity import Continuity
-from models.identifiers import validate_iccid
+from models.identifiers import validate_customer_ref, validate_iccid
 from models.payloads import BalanceStatus, LineState, Policy
 from services.enrolment import MAX_LINES
 
@@ -27,11 +35,17 @@ class BalanceCreate(BalanceBase):
         default=None, ge=1, le=MAX_LINES, description="Term in lines; omitted: until cancelled"
     )
     policy: Policy | None = Field(default=None, description="Omitted: the defaults")
+    customer_ref: CustomerRef | None = Field(default=None, description="Omitted: the eSIM's")
 
     @field_validator("iccid")
     @classmethod
     def _iccid(cls, value: str) -> str:
         return validate_iccid(value)
+
+    @field_validator("customer_ref")
+    @classmethod
+    def _customer_ref(cls, value: str | None) -> str | None:
+        return None if value is None else validate_customer_ref(value)
 
 
 class BalanceUpdate(BaseModel):
@@ -90,6 +104,7 @@ class BalancePublic(BalanceBase):
     paused: bool
     capped: bool
     failing_reason: str | None
+    customer_ref: CustomerRef | None = None
     created_at: datetime
     updated_at: datetime
     closed_at: datetime | None
@@ -116,6 +131,12 @@ class LinePublic(BaseModel):
             " ended then (Telna)"
         ),
     )
+    price_cents: int | None = Field(
+        default=None,
+        description="What buying it cost, in minor units of `currency` (null: bought before "
+        "prices were recorded, or not bought yet)",
+    )
+    currency: str | None = Field(default=None, examples=["USD"])
 
 
 class BalanceDetail(BalancePublic):
@@ -126,6 +147,10 @@ class BalanceDetail(BalancePublic):
     continuity_since: datetime = Field(description="The figures measure only time after it")
     continuity: Continuity | None = Field(
         default=None, description="Figures from carrier-confirmed times (null: no line yet)"
+    )
+    spend: list[CurrencySpend] = Field(
+        default=[],
+        description="What every pass it bought cost, per currency (GET /v1/spend's figures)",
     )
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import Path
 from pydantic import ConfigDict, Field
 
-from models.identifiers import make_eid, make_iccid
+from models.identifiers import CUSTOMER_REF_PATTERN, make_eid, make_iccid
 
 CarrierName = Literal["telna", "webbing", "esimgo"]
 
@@ -36,6 +36,14 @@ Eid = Annotated[
         description="32 digits whose number is 1 modulo 97 (ISO 7064 MOD 97-10)",
         json_schema_extra={"pattern": EID_PATTERN},
         examples=[EXAMPLE_EID],
+    ),
+]
+CustomerRef = Annotated[
+    str,
+    Field(
+        description="The operator's own customer reference (spend is reported per customer)",
+        json_schema_extra={"pattern": CUSTOMER_REF_PATTERN, "maxLength": 64},
+        examples=["ACME-0042"],
     ),
 ]
 ProductId = Annotated[

@@ -7,14 +7,15 @@ from datetime import datetime
 from pydantic import BaseModel, field_validator
 
 from api.schemas.balances import BalancePublic
-from api.schemas.common import STRICT_INPUT, CarrierName, Eid, Iccid
-from models.identifiers import validate_eid, validate_iccid
+from api.schemas.common import STRICT_INPUT, CarrierName, CustomerRef, Eid, Iccid
+from models.identifiers import validate_customer_ref, validate_eid, validate_iccid
 
 
 class EsimBase(BaseModel):
     iccid: Iccid
     carrier: CarrierName
     eid: Eid | None = None
+    customer_ref: CustomerRef | None = None
 
 
 class EsimCreate(EsimBase):
@@ -31,6 +32,11 @@ class EsimCreate(EsimBase):
     @classmethod
     def _eid(cls, value: str | None) -> str | None:
         return None if value is None else validate_eid(value)
+
+    @field_validator("customer_ref")
+    @classmethod
+    def _customer_ref(cls, value: str | None) -> str | None:
+        return None if value is None else validate_customer_ref(value)
 
 
 class EsimPublic(EsimBase):

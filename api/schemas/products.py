@@ -22,7 +22,8 @@ class ProductPublic(BaseModel):
     reset: str
     reset_utc_offset_minutes: int
     throttle_kbps: int
-    price_cents: int
+    price_cents: int = Field(description="One pass's price, in minor units of `currency`")
+    currency: str = Field(description="ISO 4217 code of `price_cents`", examples=["USD"])
     rotation: Literal["queued", "activated", "in_place"] = Field(
         description="how its carrier moves to the next pass: queued (the carrier starts the "
         "next one as this one ends), activated (we start it), in_place (a product change)"

@@ -19,6 +19,8 @@ AUTHENTICATED = [
     ("GET", "/v1/balances"),
     ("GET", "/v1/balances/bal_x"),
     ("GET", "/v1/esims/8944000000000000019"),
+    ("GET", "/v1/continuity"),
+    ("GET", "/v1/spend"),
     ("POST", "/v1/esims"),
     ("POST", "/v1/balances"),
     ("PATCH", "/v1/balances/bal_x"),

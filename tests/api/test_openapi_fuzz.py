@@ -49,7 +49,8 @@ def _fuzz(url: str, fixed: dict[str, str]) -> list[str]:
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
     failures: list[str] = []
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 14, [op.label for op in operations]
+    assert len(operations) >= 15, [op.label for op in operations]
+    assert "GET /v1/spend" in {op.label for op in operations}
     for operation in operations:
         names = {p.name for p in operation.path_parameters}
         pinned = {name: value for name, value in fixed.items() if name in names}

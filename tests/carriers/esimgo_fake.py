@@ -125,6 +125,7 @@ class FakeEsimGo:
         self.latest_shape = "bundle"  # or "assignment"
         self.latest_is_oldest = False  # True: GET .../bundles/{name} answers the oldest
         self.check_key = True  # False: any key is let in
+        self.order_answer: dict[str, Any] = {}  # fields an order's answer says otherwise
         self._ids = itertools.count(215009266)
 
     @property
@@ -238,6 +239,7 @@ class FakeEsimGo:
             "orderReference": "ord-1",
             "runningBalance": 100.0,
         }
+        answer.update(self.order_answer)
         return self._response(200, answer, {})
 
     def _listed(self, iccid: str, include_used: bool) -> list[Assignment]:

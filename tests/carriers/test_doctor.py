@@ -159,10 +159,16 @@ def test_telna_as_shipped_confirms_every_assumption_without_changing_anything(
     out = capsys.readouterr().out
     found = lines(out)
     assert set(found) == {c.__name__ for c in doctor_telna.CHECKS}
-    assert all(v.startswith("confirmed") for v in found.values()), out
+    unchecked = {name for name, v in found.items() if not v.startswith("confirmed")}
+    assert unchecked == {"currency"}, out
     assert found["auth_scheme"].startswith("confirmed: raw key accepted")
     assert "the route looked the package up" in found["activate"]
-    assert out.splitlines()[-1] == "telna: 10 confirmed, 0 contradicted, 0 not checked"
+    # The record shows no currency on a template: the setting is the operator's word.
+    assert found["currency"] == (
+        "not checked: no template names a currency: TELNA__CURRENCY=USD is taken on the"
+        " operator's word"
+    )
+    assert out.splitlines()[-1] == "telna: 10 confirmed, 0 contradicted, 1 not checked"
     assert ledger(telna_url) == before  # nothing ordered, activated or terminated
 
 
@@ -187,12 +193,13 @@ def test_webbing_as_shipped_confirms_all_it_can_read_without_changing_anything(
     found = lines(out)
     assert list(found) == [c.__name__ for c in doctor_webbing.CHECKS]
     unchecked = {name for name, v in found.items() if not v.startswith("confirmed")}
-    assert unchecked == {"change"}, out
+    assert unchecked == {"change", "currency"}, out
     assert found["change"].startswith("not checked: only a purchase would show it")
+    assert found["currency"].startswith("not checked: no ProductRecord names a currency")
     assert "(never sent)" in found["endpoints"]
     assert found["device_product"].startswith(f"confirmed: {ICCID}: ProductID 1042 'Daily 1 GB'")
     assert found["suspend"] == "confirmed: 1 suspended device(s) read, none on a product"
-    assert out.splitlines()[-1] == "webbing: 11 confirmed, 0 contradicted, 1 not checked"
+    assert out.splitlines()[-1] == "webbing: 11 confirmed, 0 contradicted, 2 not checked"
     assert ledger(webbing_url) == before  # nothing bought, suspended or resumed
 
 
@@ -207,7 +214,7 @@ def test_webbing_without_an_iccid_leaves_the_device_product_unchecked(
     found = lines(out)
     assert found["device_product"] == "not checked: needs --iccid"
     assert found["date_format"].startswith("confirmed: StartDate ")  # the account's first device
-    assert out.splitlines()[-1] == "webbing: 10 confirmed, 0 contradicted, 2 not checked"
+    assert out.splitlines()[-1] == "webbing: 10 confirmed, 0 contradicted, 3 not checked"
     assert ledger(webbing_url) == before
 
 
@@ -225,7 +232,8 @@ def test_esimgo_as_shipped_confirms_all_it_can_read_without_changing_anything(
     assert unchecked == {"revoke_status", "webhook_digest"}, done.stdout
     assert "the route looked the assignment up" in found["revoke"]
     assert found["bundle_states"] == f"confirmed: active ×1, queued ×1 on {ICCID}"
-    assert done.stdout.splitlines()[-1] == "esimgo: 15 confirmed, 0 contradicted, 2 not checked"
+    assert found["currency"].endswith(": HTTP 200: currency 'USD', total 1.5")
+    assert done.stdout.splitlines()[-1] == "esimgo: 16 confirmed, 0 contradicted, 2 not checked"
     assert ledger(esimgo_url) == before  # nothing bought, assigned or revoked
 
 
@@ -262,7 +270,7 @@ def test_products_on_accounts_asmx_contradict_the_endpoints(
     assert [n for n, v in found.items() if v.startswith("contradicted")] == ["endpoints"]
     assert found["credentials_header"].startswith("confirmed")  # read off GetServiceDevices
     assert found["paging"].startswith("not checked: GetProductsList: Fault")
-    assert out.splitlines()[-1] == "webbing: 5 confirmed, 1 contradicted, 6 not checked"
+    assert out.splitlines()[-1] == "webbing: 5 confirmed, 1 contradicted, 7 not checked"
 
 
 def test_a_webbing_reading_dates_as_dd_mm_contradicts_the_date_format() -> None:
@@ -331,7 +339,7 @@ def test_a_telna_without_the_activate_route_contradicts_activate(
     assert found["activate"].startswith("contradicted: POST /pcr/packages/{id}/activate")
     assert "no such route" in found["activate"]
     assert found["terminate"].startswith("confirmed")
-    assert out.splitlines()[-1] == "telna: 6 confirmed, 1 contradicted, 3 not checked"
+    assert out.splitlines()[-1] == "telna: 6 confirmed, 1 contradicted, 4 not checked"
 
 
 def test_route_probe_tells_no_route_from_no_package_and_says_when_it_cannot() -> None:

@@ -20,8 +20,10 @@ ICCID = "8944538532008160222"
 DAY = "esim_1GB_1D_GB_V2"
 
 
-def settings(key: str = KEY) -> Settings:
-    esimgo = EsimGoSettings(base_url=BASE, api_key=SecretStr(key), rate_limit_per_second=0)
+def settings(key: str = KEY, currency: str = "USD") -> Settings:
+    esimgo = EsimGoSettings(
+        base_url=BASE, api_key=SecretStr(key), rate_limit_per_second=0, currency=currency
+    )
     return Settings(esimgo=esimgo)
 
 
@@ -65,13 +67,24 @@ def test_an_esimgo_that_agrees_confirms_every_choice_without_changing_anything(
     assert "MB of 10^6 bytes, as 3 bundle names and 3 assignments" in found["data_amount_units"]
     assert "the route looked the assignment up" in found["revoke"]
     assert "costs: GET /catalogue 1" in found["rate_limit_headers"]
-    assert out.splitlines()[-1] == "esimgo: 15 confirmed, 0 contradicted, 2 not checked"
+    assert found["currency"].startswith("confirmed: POST /orders of type validate for ")
+    assert out.splitlines()[-1] == "esimgo: 16 confirmed, 0 contradicted, 2 not checked"
     # Nothing bought, assigned or revoked: the order and the revoke were of type validate.
     assert [(a.id, a.state) for a in fake.esims[ICCID]] == before
     changes = [r for r in fake.requests if r.method != "GET"]
     assert [r.method for r in changes] == ["POST", "DELETE"]
     assert b'"type":"validate"' in changes[0].content.replace(b" ", b"")
     assert changes[1].url.params["type"] == "validate"
+
+
+def test_an_order_in_another_currency_than_the_catalogue_is_read_in_contradicts_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status = main(["esimgo", "--iccid", ICCID], settings(currency="EUR"), account().transport)
+    found = lines(capsys.readouterr().out)
+    assert status == 1
+    assert [n for n, v in found.items() if v.startswith("contradicted")] == ["currency"]
+    assert "currency 'USD', but ESIMGO__CURRENCY=EUR" in found["currency"]
 
 
 def test_without_an_iccid_the_esims_readings_are_not_checked(

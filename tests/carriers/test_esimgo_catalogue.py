@@ -34,7 +34,7 @@ async def test_the_sync_stores_every_bundle_as_a_queued_product(
     url = f"sqlite:///{tmp_path / 'catalogue.db'}"
     migrate(url)
     settings = Settings(
-        esimgo=EsimGoSettings(base_url=f"{sim_url}/v2.4", api_key=SecretStr(KEY)),
+        esimgo=EsimGoSettings(base_url=f"{sim_url}/v2.4", api_key=SecretStr(KEY), currency="GBP"),
         database_url=url,
     )
     carrier = build_carriers(settings)["esimgo"]  # as the worker builds it
@@ -61,6 +61,7 @@ async def test_the_sync_stores_every_bundle_as_a_queued_product(
         )
         assert (stored.reset, stored.reset_utc_offset_minutes) == ("rolling", 0)
         assert stored.throttle_kbps == bundle.throttle_kbps
+        assert stored.currency == "GBP"  # ESIMGO__CURRENCY: the catalogue names none
     day = products["esimgo-esim_1GB_1D_GB_V2"]
     assert (day.allowance_bytes, day.validity_seconds, day.price_cents) == (
         1_000_000_000,

@@ -96,6 +96,25 @@ async def test_an_order_buys_one_bundle_onto_the_esim_and_names_its_assignment(
         "/v2.4/orders",
         f"/v2.4/esims/{ICCID}/bundles/{DAY}",
     ]
+    # What it cost is the order's own answer: its total, in its currency.
+    assert (line.price_cents, line.currency) == (125, "USD")
+
+
+async def test_an_order_answer_without_a_readable_total_leaves_the_price_to_the_catalogue(
+    esimgo: EsimGoCarrier, fake: FakeEsimGo
+) -> None:
+    for total, currency in ((None, "USD"), (1.25, None), ("1.25", "USD"), (-1, "USD")):
+        fake.order_answer = {"total": total, "currency": currency}
+        line = await esimgo.order(ICCID, DAY, "bal-1:1")
+        assert (line.price_cents, line.currency) == (None, None), (total, currency)
+
+
+async def test_the_catalogue_is_read_in_the_configured_currency(fake: FakeEsimGo) -> None:
+    carrier = EsimGoCarrier(BASE, KEY, transport=fake.transport, currency="EUR")
+    try:
+        assert {p.currency for p in await carrier.list_products()} == {"EUR"}
+    finally:
+        await carrier.aclose()
 
 
 async def test_an_order_still_processing_is_a_scheduled_line(
@@ -401,5 +420,5 @@ def test_a_revoked_line_ended_at_its_end_once_that_has_passed() -> None:
 
 def test_a_simulators_speed_after_depletion_is_read_where_given() -> None:
     offer = {"name": DAY, "dataAmount": 1000, "duration": 1, "price": 1.5, "throttleKbps": 128}
-    assert product(offer).throttle_kbps == 128
-    assert product({**offer, "throttleKbps": None}).throttle_kbps == 0
+    assert product(offer, "USD").throttle_kbps == 128
+    assert product({**offer, "throttleKbps": None}, "USD").throttle_kbps == 0

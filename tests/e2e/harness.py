@@ -201,6 +201,7 @@ class Rig:
         product_id: str,
         lines: int | None = None,
         policy: Policy | None = None,
+        customer_ref: str | None = None,
     ) -> WorkflowHandle[Any, Any]:
         """Enrol on ``product_id``: a compressed pass's name, or our full product id."""
         carrier = self.carrier_of.get(iccid, "telna")
@@ -212,6 +213,7 @@ class Rig:
             product_id=self.product(iccid, product_id),
             lines=lines,
             policy=policy,
+            customer_ref=customer_ref,
         )
         await enrol(self.client, self.settings.database_url, self.settings.task_queue, req, "test")
         return self.client.get_workflow_handle(workflow_id(iccid))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -129,3 +130,39 @@ async def test_bad_input_is_one_clear_line_and_changes_nothing(
         await r.wait_for(good, lambda s: s.active is not None, 30, "first line")
         await r.cancel_and_wait(good)
         await r.assert_database_matches_carrier(good)
+
+
+async def test_the_command_line_names_a_customer_and_status_says_what_the_balance_cost(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    async with rig(dev_env, tmp_path) as r:
+        one, two = iccids(2)
+        await r.add_esims(one, two)
+        flagged = _starter(
+            r,
+            "enroll",
+            *("--carrier", "telna", "--iccid", one, "--product", "telna-compressed-10s"),
+            *("--customer-ref", "ACME-1"),
+        )
+        assert flagged.returncode == 0, flagged.stderr
+        sheet = tmp_path / "customers.csv"
+        sheet.write_text(
+            f"iccid,carrier,product_id,customer_ref\n{two},telna,telna-compressed-10s,GLOBEX\n"
+        )
+        listed = _starter(r, "enroll", "--csv", str(sheet))
+        assert listed.returncode == 0, listed.stderr
+        with session_scope(r.settings.database_url) as session:
+            refs = {b.iccid: b.customer_ref for b in session.exec(select(Balance))}
+            esims = {e.iccid: e.customer_ref for e in session.exec(select(Esim))}
+        assert refs == esims == {one: "ACME-1", two: "GLOBEX"}
+        await r.wait_for(one, lambda s: s.rotations >= 1, 30, "a rotation")
+        # In a thread: the worker answering the query runs in this event loop.
+        status = await asyncio.to_thread(_starter, r, "status", one)
+        assert status.returncode == 0, status.stderr
+        [usd] = json.loads(status.stdout)["ledger_spend"]
+        orders = [e for e in await r.ledger(one) if e["action"] == "order"]
+        assert usd["currency"] == "USD" and usd["unpriced_lines"] == 0
+        # Every line bought by the time of the status read; one more may have been since.
+        assert usd["lines"] in (len(orders), len(orders) - 1)
+        assert usd["amount_cents"] == sum(e["price_cents"] for e in orders[: usd["lines"]])
+        await r.cancel_and_wait(one, two)

@@ -218,6 +218,26 @@ def test_snapshot_round_trip_applies_the_time_spent_stopped(
     assert restored.packages(ICCID)[0].used_bytes == pytest.approx(500)
 
 
+def test_an_order_is_billed_at_its_products_price_and_a_snapshot_keeps_it(
+    engine: CarrierEngine, clock: FakeClock
+) -> None:
+    engine.currency = "EUR"
+    engine.order(ICCID, "daily", None)
+    [entry] = engine.ledger(ICCID)
+    assert (entry.action, entry.price_cents, entry.currency) == ("order", 150, "EUR")
+    saved = json.loads(json.dumps(engine.to_snapshot()))
+    restored = CarrierEngine.from_snapshot(saved, [SHORT, DAILY], clock=clock)
+    assert restored.ledger(ICCID) == [entry]
+    # A snapshot from before prices were billed still loads: its orders bill nothing known.
+    for row in saved["ledger"]:
+        del row[6:]
+    for sim in saved["sims"]:
+        for package in sim["packages"]:
+            del package["price_cents"], package["currency"]
+    older = CarrierEngine.from_snapshot(saved, [SHORT, DAILY], clock=clock)
+    assert [(e.action, e.price_cents) for e in older.ledger(ICCID)] == [("order", None)]
+
+
 def test_iccids_replayed_separately_still_give_one_ledger_in_time_order(
     engine: CarrierEngine, clock: FakeClock, alerts: list[Alert]
 ) -> None:

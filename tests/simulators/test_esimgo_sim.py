@@ -128,6 +128,10 @@ async def test_an_order_onto_an_iccid_is_processed_then_starts_as_the_ledger_sho
     assert await ledger(sim, iccid) == [("order", assignment_id), ("activate", assignment_id)]
     entries = (await sim.get("/_sim/ledger", params={"iccid": iccid})).json()["entries"]
     assert all(e["reference"] is None and e["product_id"] == DAILY for e in entries)
+    # The order is billed as its answer said: its total, in the account's currency.
+    assert (entries[0]["price_cents"], entries[0]["currency"]) == (150, "USD")
+    assert bought["total"] == 1.5 and bought["currency"] == "USD"
+    assert (entries[1]["price_cents"], entries[1]["currency"]) == (None, None)
 
 
 async def test_orders_are_refused_by_the_records_rules_and_change_nothing(

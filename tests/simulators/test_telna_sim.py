@@ -194,6 +194,12 @@ async def test_order_activate_terminate_round_trip_and_ledger(sim: httpx.AsyncCl
         (package_id, None, "compressed-30s-manual")
     }
     assert entries[1]["at"].endswith("Z")
+    # The order says what Telna bills for it; the other entries bill nothing.
+    assert [(e["price_cents"], e["currency"]) for e in entries] == [
+        (1, "USD"),
+        (None, None),
+        (None, None),
+    ]
     # Usage is the package's data_usage_remaining: no usage route of its own.
     assert (await sim.get(f"/v2.1/usage/packages/{package_id}")).status_code == 404
 

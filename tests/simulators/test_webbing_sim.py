@@ -199,6 +199,10 @@ async def test_a_change_takes_effect_after_the_latency_with_the_old_product_serv
         ("deactivate", "1042"),
     ]
     assert {e["reference"] for e in entries} == {None}
+    # Each change is a purchase, billed at its product's price.
+    billed = [(e["price_cents"], e["currency"]) for e in entries if e["action"] == "order"]
+    assert billed == [(150, "USD"), (350, "USD")]
+    assert {e["price_cents"] for e in entries if e["action"] != "order"} == {None}
     assert at(entries[0]) == at(entries[1]) and to_ms(at(entries[1])) == took_effect
     assert at(entries[2]) == at(entries[3]) == at(entries[4])
     assert to_ms(at(entries[4])) == moment(second["UpdatedAtUtc"])

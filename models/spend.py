@@ -1,0 +1,228 @@
+"""The spend ledger: what the passes bought cost, summed per group and currency.
+
+A purchase is a line the carrier holds a package for (``carrier_line_id`` set), dated by
+when the carrier made it (``ordered_at``); a product change in place (Webbing) withdrawn
+before it took effect is none (:func:`_purchase`). Its price is what buying it cost
+(``models/prices.py``), in minor units; a line bought before prices were recorded has
+none: it is counted among ``unpriced_lines`` of its product's currency, never as 0, and a
+group of only such lines has no amount. Amounts are minor units / 100 (two decimals),
+whatever the currency.
+
+The database sums (one ``GROUP BY`` over the window's lines, on the ``ordered_at``
+index); :func:`tally` orders and shapes the sums, and is what the tests hold to account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from models.tables import Balance, BalanceLine, Product
+
+GroupBy = Literal["carrier", "product", "day", "customer"]
+GROUP_BYS: tuple[GroupBy, ...] = ("carrier", "product", "day", "customer")
+
+LINES: sa.Table = BalanceLine.__table__  # type: ignore[attr-defined]
+BALANCES: sa.Table = Balance.__table__  # type: ignore[attr-defined]
+PRODUCTS: sa.Table = Product.__table__  # type: ignore[attr-defined]
+# A line ended without ever serving (models.payloads.LineState).
+WITHDRAWN_STATES = ("cancelled", "failed", "expired")
+
+
+@dataclass(frozen=True)
+class Sum:
+    """The database's sum over one group's lines of one currency."""
+
+    key: str | None
+    currency: str | None
+    cents: int | None  # None: no line of it has a price
+    lines: int
+    unpriced: int
+
+
+@dataclass(frozen=True)
+class Tally:
+    """One group's spend in one currency: ``cents`` what its priced lines cost (None if
+    none is priced), ``lines`` bought, ``unpriced`` of them without a known price."""
+
+    key: str | None
+    currency: str | None
+    cents: int | None
+    lines: int
+    unpriced: int
+
+    @property
+    def amount(self) -> str | None:
+        """``cents`` in major units, two decimals: ``"12.50"``."""
+        return None if self.cents is None else amount(self.cents)
+
+
+def spent(t: Tally) -> dict[str, Any]:
+    """A tally's figures as reports show them (API, CSV, ``starter.py status``)."""
+    return {
+        "currency": t.currency,
+        "amount": t.amount,
+        "amount_cents": t.cents,
+        "lines": t.lines,
+        "unpriced_lines": t.unpriced,
+    }
+
+
+def amount(cents: int) -> str:
+    """Minor units as a decimal string of major units: 1250 → ``"12.50"``."""
+    return str((Decimal(cents) / 100).quantize(Decimal("0.01")))
+
+
+def order_key(tally: Tally) -> tuple[bool, str, bool, str]:
+    """Groups by key, then currency; no key (an eSIM of no customer) and no currency
+    last."""
+    return (tally.key is None, tally.key or "", tally.currency is None, tally.currency or "")
+
+
+def tally(sums: Iterable[Sum]) -> list[Tally]:
+    """The groups, one per key and currency, in order (``order_key``); sums of one key
+    and currency (the database may split them) are added up."""
+    merged: dict[tuple[str | None, str | None], Tally] = {}
+    for s in sums:
+        if s.lines <= 0:
+            continue
+        before = merged.get((s.key, s.currency))
+        if before is None:
+            merged[(s.key, s.currency)] = Tally(s.key, s.currency, s.cents, s.lines, s.unpriced)
+            continue
+        merged[(s.key, s.currency)] = Tally(
+            s.key,
+            s.currency,
+            _plus(before.cents, s.cents),
+            before.lines + s.lines,
+            before.unpriced + s.unpriced,
+        )
+    return sorted(merged.values(), key=order_key)
+
+
+def _plus(a: int | None, b: int | None) -> int | None:
+    """Two sums of prices, None standing for "no price known" (not for 0)."""
+    if a is None or b is None:
+        return b if a is None else a
+    return a + b
+
+
+def after(tallies: Sequence[Tally], key: str | None, currency: str | None) -> list[Tally]:
+    """The groups that come after (``key``, ``currency``) in order: a page's start."""
+    mark = order_key(Tally(key, currency, None, 0, 0))
+    return [t for t in tallies if order_key(t) > mark]
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which purchases a report counts: ordered on or after ``since`` and before
+    ``until`` (UTC), of one carrier, of one customer's balances."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    carrier: str | None = None
+    customer_ref: str | None = None
+
+
+def load_spend(session: Session, group_by: GroupBy, filters: Filters) -> list[Tally]:
+    """The spend of the purchases ``filters`` selects, grouped by ``group_by``."""
+    key = _key(session, group_by).label("key")
+    currency = sa.func.coalesce(LINES.c.currency, PRODUCTS.c.currency).label("currency")
+    query = (
+        sa.select(
+            key,
+            currency,
+            sa.func.sum(LINES.c.price_cents).label("cents"),
+            sa.func.count().label("lines"),
+            (sa.func.count() - sa.func.count(LINES.c.price_cents)).label("unpriced"),
+        )
+        .select_from(
+            LINES.join(BALANCES, BALANCES.c.id == LINES.c.balance_id).outerjoin(
+                PRODUCTS, PRODUCTS.c.id == LINES.c.product_id
+            )
+        )
+        .where(*_bought(filters))
+        .group_by(key, currency)
+    )
+    return tally(_sums(session.execute(query)))
+
+
+def load_balance_spend(session: Session, balance_id: str) -> list[Tally]:
+    """One balance's spend per currency (``key`` None): every purchase it made."""
+    currency = sa.func.coalesce(LINES.c.currency, PRODUCTS.c.currency).label("currency")
+    query = (
+        sa.select(
+            sa.null().label("key"),
+            currency,
+            sa.func.sum(LINES.c.price_cents).label("cents"),
+            sa.func.count().label("lines"),
+            (sa.func.count() - sa.func.count(LINES.c.price_cents)).label("unpriced"),
+        )
+        .select_from(LINES.outerjoin(PRODUCTS, PRODUCTS.c.id == LINES.c.product_id))
+        .where(LINES.c.balance_id == balance_id, _purchase())
+        .group_by(currency)
+    )
+    return tally(_sums(session.execute(query)))
+
+
+def _purchase() -> Any:
+    """A line the carrier bills: one it holds a package for, except a product change in
+    place withdrawn before it took effect (Webbing suspends the device, and bills none:
+    the change is the purchase, made when it takes effect)."""
+    withdrawn = sa.and_(
+        sa.func.coalesce(PRODUCTS.c.rotation, "") == "in_place",
+        LINES.c.activated_at.is_(None),
+        LINES.c.state.in_(WITHDRAWN_STATES),
+    )
+    return sa.and_(LINES.c.carrier_line_id.is_not(None), sa.not_(withdrawn))
+
+
+def _bought(filters: Filters) -> list[Any]:
+    where: list[Any] = [_purchase(), LINES.c.ordered_at.is_not(None)]
+    if filters.since is not None:
+        where.append(LINES.c.ordered_at >= filters.since)
+    if filters.until is not None:
+        where.append(LINES.c.ordered_at < filters.until)
+    if filters.carrier is not None:
+        where.append(LINES.c.carrier == filters.carrier)
+    if filters.customer_ref is not None:
+        where.append(BALANCES.c.customer_ref == filters.customer_ref)
+    return where
+
+
+def _key(session: Session, group_by: GroupBy) -> Any:
+    if group_by == "carrier":
+        return LINES.c.carrier
+    if group_by == "product":
+        return LINES.c.product_id
+    if group_by == "customer":
+        return BALANCES.c.customer_ref
+    # The UTC day: times are stored in UTC (models.tables.UTCDateTime).
+    if session.get_bind().dialect.name == "postgresql":
+        return sa.func.date(sa.func.timezone("UTC", LINES.c.ordered_at))
+    return sa.func.date(LINES.c.ordered_at)
+
+
+def _sums(rows: Iterable[Any]) -> list[Sum]:
+    return [
+        Sum(
+            key=_text(row.key),
+            currency=row.currency,
+            cents=None if row.cents is None else int(row.cents),
+            lines=int(row.lines),
+            unpriced=int(row.unpriced),
+        )
+        for row in rows
+    ]
+
+
+def _text(key: Any) -> str | None:
+    if key is None:
+        return None
+    return key.isoformat() if isinstance(key, date) else str(key)

@@ -42,6 +42,7 @@ from temporalio import activity
 from activities.carrier import carrier_failure, merged
 from carriers.base import Carrier, CarrierLine
 from carriers.errors import CarrierError, CarrierRejected
+from models import money
 from models.db import session_scope
 from models.payloads import (
     ARCHIVE_DEPTH,
@@ -72,6 +73,8 @@ class Known:
     event_counter: int
     open_line_ids: list[str] = field(default_factory=list)  # the lines the database holds open
     lines: list[DbLine] = field(default_factory=list)  # every line of the balance
+    # What each priced line cost: (ordered at, minor units, currency).
+    prices: list[tuple[datetime | None, int, str]] = field(default_factory=list)
 
 
 def read_known(database_url: str, balance_id: str) -> Known | None:
@@ -95,6 +98,11 @@ def read_known(database_url: str, balance_id: str) -> Known | None:
                 BalanceLine.carrier_line_id,
             ).where(BalanceLine.balance_id == balance_id)
         ).all()
+        price_rows = session.exec(
+            select(BalanceLine.ordered_at, BalanceLine.price_cents, BalanceLine.currency).where(
+                BalanceLine.balance_id == balance_id, col(BalanceLine.price_cents).is_not(None)
+            )
+        ).all()
         keys = session.exec(
             select(LineEvent.key).where(
                 col(LineEvent.key).startswith(f"{balance_id}:", autoescape=True)
@@ -117,6 +125,11 @@ def read_known(database_url: str, balance_id: str) -> Known | None:
             line.carrier_line_id
             for line in lines
             if line.carrier_line_id and line.state in (LineState.active, LineState.scheduled)
+        ],
+        prices=[
+            (at, cents, currency or product.currency)
+            for at, cents, currency in price_rows
+            if cents is not None
         ],
         lines=lines,
     )
@@ -232,6 +245,12 @@ def rebuild_state(known: Known, found: list[CarrierLine], now: datetime) -> Bala
         for line in ours.values()
         if line.activated_at and line.activated_at.date() == now.date()
     ]
+    spend: dict[str, int] = {}
+    spend_today: dict[str, int] = {}
+    for at, cents, currency in known.prices:
+        money.add(spend, currency, cents)
+        if at is not None and at.date() == now.date():
+            money.add(spend_today, currency, cents)
     return BalanceState(
         balance_id=b.id,
         iccid=b.iccid,
@@ -248,6 +267,9 @@ def rebuild_state(known: Known, found: list[CarrierLine], now: datetime) -> Bala
         paused=b.paused,
         day=now.date(),
         lines_today=len(today),
+        spend_cents=spend,
+        spend_day=now.date(),
+        spend_today_cents=spend_today,
         rotations=b.rotations,
         event_counter=known.event_counter,
         revision=resumed_revision(b),

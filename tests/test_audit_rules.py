@@ -385,6 +385,22 @@ def test_a_restart_adopts_the_current_and_scheduled_lines_and_numbers_after_all_
     assert state.revision == 42
 
 
+def test_a_restart_keeps_what_the_balances_lines_cost() -> None:
+    """The spend the gone run counted, read back from the lines' prices: all of it, and
+    today's (UTC) for the day's cap; a line bought before prices were kept counts in
+    neither."""
+    product, balance = DAILY, open_balance()
+    lines = rows((1, "expired", "p1"), (2, "active", "p2"))
+    prices = [(ago(DAY + 60), 150, "USD"), (ago(600), 175, "USD"), (ago(60), 90, "EUR")]
+    known = Known(
+        balance, product, None, {"daily-1gb": product}, 2, 5, ["p2"], lines, prices=prices
+    )
+    found = [package("p2", 2, "active", activated=DAY - 700)]
+    state = rebuild_state(known, found, NOW)
+    assert state.spend_cents == {"USD": 325, "EUR": 90}
+    assert (state.spend_day, state.spend_today_cents) == (NOW.date(), {"USD": 175, "EUR": 90})
+
+
 class RecentOnly:
     """A carrier whose list shows an eSIM's newest package only; a package is read by id."""
 

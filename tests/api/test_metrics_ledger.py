@@ -66,7 +66,8 @@ def test_metrics_count_audit_findings_by_kind_and_undelivered_notifications(
                  _event(7, "failing", None), _event(8, "audit_ghost_line")]
             )  # fmt: skip
         samples = _scrape(url)
-        assert samples[("esim_notifications_pending", ())] == 2
+        # activated, failing and the audit's finding; not an order or the balance's end.
+        assert samples[("esim_notifications_pending", ())] == 3
         assert samples[("esim_audit_findings_recorded", (("kind", "ghost_line"),))] == 3
 
 

@@ -251,7 +251,9 @@ def render(c: Chart) -> Markup:
                 f'<text class="tick" x="{col.x + BAR_WIDTH / 2}" y="{height - 8}" '
                 f'text-anchor="middle">{col.day.strftime("%m-%d")}</text>'
             )
-    parts.append(_legend(c.carriers))
+    shown = {s.carrier for col in c.days for s in col.segments}
+    parts.append(_legend([name for name in c.carriers if name in shown], c.carriers))
+    parts.append(f'<text class="tick" x="{LEFT - 6}" y="17" text-anchor="end">{currency}</text>')
     return Markup(
         f'<svg class="spend-plot" id="spend-plot-{name}" data-currency="{currency}" '
         f'viewBox="0 0 {width} {height}" width="100%" role="img" '
@@ -285,10 +287,11 @@ def _column(col: Column, carriers: Sequence[str]) -> str:
     return f'<g class="day" data-day="{day}">{"".join(parts)}</g>'
 
 
-def _legend(carriers: Sequence[str]) -> str:
+def _legend(shown: Sequence[str], carriers: Sequence[str]) -> str:
+    """The colours of the carriers ``shown`` (each as in every plot: by ``carriers``)."""
     parts = []
     x = LEFT
-    for carrier in carriers:
+    for carrier in shown:
         parts.append(
             f'<rect x="{x}" y="8" width="12" height="10" rx="2" '
             f'fill="{colour(carrier, carriers)}"/><text x="{x + 16}" y="17">'

@@ -62,7 +62,7 @@ def test_bars_are_as_high_as_their_days_totals_and_stack_by_carrier() -> None:
             Tally("esimgo", "EUR", 900, 1, 0),
         ],
     }
-    plot = chart(days, daily, "USD", ["telna", "webbing"])
+    plot = chart(days, daily, "USD", ["esimgo", "telna", "webbing"])
     assert plot.scale_cents == 250
     svg = str(plot.svg)
     bars = [
@@ -80,7 +80,13 @@ def test_bars_are_as_high_as_their_days_totals_and_stack_by_carrier() -> None:
     # nothing has neither; another currency's passes are another plot's.
     assert re.search(rf'data-day="{days[3].isoformat()}" data-unpriced="2">\?', svg)
     assert f'<g class="day" data-day="{days[2].isoformat()}"></g>' in svg
+    # esimgo bought in EUR only: not on the USD plot, nor in its legend; the colours are
+    # the carriers' in every plot.
     assert "EUR" not in svg and "esimgo" not in svg
+    assert {r["data-carrier"]: r["fill"] for r in _rects(svg) if "data-day" in r} == {
+        "telna": spend.PALETTE[1],
+        "webbing": spend.PALETTE[2],
+    }
     assert (plot.total.amount, plot.total.passes) == ("3.50", "6 passes, 2 unpriced")
 
 

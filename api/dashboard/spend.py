@@ -178,11 +178,12 @@ def chart(
     order of ``carriers``), its height the day's priced spend against a round top."""
     groups = {d: [t for t in daily.get(d.isoformat(), []) if t.currency == currency] for d in days}
     top = nice_ceiling(max((sum(t.cents or 0 for t in g) for g in groups.values()), default=0))
+    rank = {name: n for n, name in enumerate(carriers)}
     columns: list[Column] = []
     for n, day in enumerate(days):
         y = float(TOP + PLOT_HEIGHT)
         segments: list[Segment] = []
-        for t in sorted(groups[day], key=lambda t: carriers.index(t.key or "")):
+        for t in sorted(groups[day], key=lambda t: rank.get(t.key or "", len(rank))):
             if not t.cents:
                 continue
             height = max(round(PLOT_HEIGHT * t.cents / top, 1), 1.0)

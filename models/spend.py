@@ -133,10 +133,33 @@ class Filters:
 def load_spend(session: Session, group_by: GroupBy, filters: Filters) -> list[Tally]:
     """The spend of the purchases ``filters`` selects, grouped by ``group_by``."""
     key = _key(session, group_by).label("key")
+    return tally(_sums(session.execute(_grouped([key], filters))))
+
+
+def load_daily_spend(session: Session, filters: Filters) -> dict[str, list[Tally]]:
+    """The spend of the purchases ``filters`` selects per UTC day (``YYYY-MM-DD``, oldest
+    first), each day's grouped by carrier: one ``GROUP BY`` over the window's lines, as
+    :func:`load_spend`'s, keyed by day and carrier."""
+    day = _key(session, "day").label("day")
+    carrier = _key(session, "carrier").label("key")
+    by_day: dict[str, list[Sum]] = {}
+    for row in session.execute(_grouped([day, carrier], filters)):
+        by_day.setdefault(_text(row.day) or "", []).extend(_sums([row]))
+    return {d: tally(sums) for d, sums in sorted(by_day.items())}
+
+
+def per_currency(tallies: Iterable[Tally]) -> list[Tally]:
+    """Groups added up per currency, whatever their key (``key`` None): a fleet's total."""
+    return tally(Sum(None, t.currency, t.cents, t.lines, t.unpriced) for t in tallies)
+
+
+def _grouped(keys: Sequence[Any], filters: Filters) -> sa.Select[Any]:
+    """The sums of the purchases ``filters`` selects, per ``keys`` and currency (a line's
+    own, else its product's)."""
     currency = sa.func.coalesce(LINES.c.currency, PRODUCTS.c.currency).label("currency")
-    query = (
+    return (
         sa.select(
-            key,
+            *keys,
             currency,
             sa.func.sum(LINES.c.price_cents).label("cents"),
             sa.func.count().label("lines"),
@@ -148,9 +171,8 @@ def load_spend(session: Session, group_by: GroupBy, filters: Filters) -> list[Ta
             )
         )
         .where(*_bought(filters))
-        .group_by(key, currency)
+        .group_by(*keys, currency)
     )
-    return tally(_sums(session.execute(query)))
 
 
 def load_balance_spend(session: Session, balance_id: str) -> list[Tally]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.spend import Sum, Tally, after, amount, tally
+from models.spend import Sum, Tally, after, amount, per_currency, tally
 
 
 @pytest.mark.parametrize(
@@ -57,3 +57,20 @@ def test_a_page_starts_after_the_group_its_cursor_names() -> None:
     assert after(groups, "b", "USD") == groups[3:]
     assert after(groups, None, "USD") == []
     assert after(groups, "0", None) == groups  # before the first
+
+
+def test_per_currency_adds_up_every_key_and_keeps_unpriced_apart() -> None:
+    totals = per_currency(
+        [
+            Tally("telna", "USD", 150, 2, 1),
+            Tally("webbing", "USD", None, 1, 1),
+            Tally("esimgo", "EUR", 300, 1, 0),
+            Tally("webbing", "EUR", None, 2, 2),
+        ]
+    )
+    assert [(t.key, t.currency, t.cents, t.lines, t.unpriced) for t in totals] == [
+        (None, "EUR", 300, 3, 2),
+        (None, "USD", 150, 3, 2),
+    ]
+    (unknown,) = per_currency([Tally("webbing", "USD", None, 1, 1)])
+    assert unknown.cents is None

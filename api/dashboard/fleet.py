@@ -14,7 +14,9 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, func, select
 
+from api.dashboard import spend as spend_view
 from models.payloads import BalanceStatus
+from models.spend import Filters, load_daily_spend
 from models.tables import Balance, LineEvent, Product, utcnow
 
 HEALTH_WINDOW = timedelta(hours=1)
@@ -72,6 +74,14 @@ def load(session: Session, state: BalanceStatus | None) -> Fleet:
     )
     rows = list(session.exec(query.limit(MAX_ROWS)).all())
     return Fleet(by_state, int(rotations), rows, sum(by_state.values()), _health(session))
+
+
+def load_spend(session: Session, now: datetime) -> spend_view.FleetSpend:
+    """What the fleet's passes cost today, this month and on each of the last days: one
+    grouped read of the lines bought since then (on the ``ordered_at`` index)."""
+    since, until = spend_view.window(now)
+    daily = load_daily_spend(session, Filters(since=since, until=until))
+    return spend_view.summarize(daily, now)
 
 
 def _health(session: Session) -> list[CarrierHealth]:

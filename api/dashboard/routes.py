@@ -165,7 +165,8 @@ async def signout(request: Request) -> Response:
 
 @router.get("/")
 def fleet_page(request: Request, state: str | None = None) -> Response:
-    """The fleet at a glance: balances by state, rotations, carriers' health, the balances."""
+    """The fleet at a glance: balances by state, rotations, spend, carriers' health, the
+    balances."""
     session = auth.from_request(request)
     if session is None:
         return _to_signin()
@@ -180,6 +181,7 @@ def fleet_page(request: Request, state: str | None = None) -> Response:
     with session_scope(settings.database_url) as db:
         fleet = fleet_view.load(db, chosen)
         continuity = load_fleet_continuity(db, now, default_start(now))
+        spend = fleet_view.load_spend(db, now)
     return _page(
         request,
         "fleet.html",
@@ -187,6 +189,7 @@ def fleet_page(request: Request, state: str | None = None) -> Response:
         fleet=fleet,
         continuity=continuity.total,
         per_carrier=continuity.carriers,
+        spend=spend,
         window_hours=WINDOW_HOURS,
         state=chosen.value if chosen else None,
         states=[s.value for s in BalanceStatus],

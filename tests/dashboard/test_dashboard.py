@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +184,41 @@ async def test_dashboard_shows_fleet_and_timeline_as_the_api_and_pauses_a_balanc
             for carrier in ("telna", "webbing"):
                 row = page.locator(f'#carriers tr[data-carrier="{carrier}"]')
                 assert await row.get_attribute("data-health") == "ok"
+
+            # The spend card and plot: what the passes cost today and this month per
+            # carrier, as GET /v1/spend says, and today's bar on the plot.
+            async def api_spend() -> dict[str, tuple[str, str]]:
+                """(carrier, currency) -> (today, this month), as the cells say them."""
+                today = datetime.now(UTC).date()
+                said: dict[str, dict[str, str]] = {"today": {}, "month": {}}
+                for name, since in (("today", today), ("month", today.replace(day=1))):
+                    report = await _api(r, f"/v1/spend?group_by=carrier&since={since}")
+                    for g in report["groups"]:
+                        amount = g["amount"] if g["amount"] is not None else "unpriced"
+                        said[name][f"{g['key']} {g['currency']}"] = amount
+                return {k: (said["today"].get(k, "0.00"), m) for k, m in said["month"].items()}
+
+            async def page_spend() -> dict[str, tuple[str, str]]:
+                await page.reload()
+                shown: dict[str, tuple[str, str]] = {}
+                for row in await page.locator("#spend-carriers tr[data-carrier]").all():
+                    key = f"{await row.get_attribute('data-carrier')} "
+                    key += str(await row.get_attribute("data-currency"))
+                    cells = [
+                        (await row.locator(f'td[data-figure="{name}"]').inner_text()).strip()
+                        for name in ("today", "month")
+                    ]
+                    shown[key] = (cells[0], cells[1])
+                return shown
+
+            await _agrees(page_spend, api_spend, "spend per carrier")
+            spent = await api_spend()
+            assert {k.split()[0] for k in spent} == {"telna", "webbing"}, spent
+            plot = page.get_by_role("img", name=re.compile("^Spend per UTC day in "))
+            await expect(plot.first).to_be_visible()
+            today = datetime.now(UTC).date().isoformat()
+            assert await page.locator(f'svg.spend-plot rect.spend[data-day="{today}"]').count()
+            await expect(page.locator('#spend [data-figure="spend_today"]').first).to_be_visible()
 
             # A service key may look but not act; a forged form is refused.
             await page.click("header button[type=submit]")

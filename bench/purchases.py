@@ -91,9 +91,14 @@ def made_twice(
     lines_of = Counter(line.balance_id for line in held.values())
     for balance_id, bought in sorted(explained.items()):
         if len(bought) > lines_of[balance_id]:
+            # Which purchases, and which line each is taken for: what to look for.
+            each = ", ".join(
+                f"{e['package_id']} at {e['at']} for line {holding[e['package_id']].seq}"
+                for e in bought
+            )
             problems.append(
                 f"balance {balance_id}: {len(bought)} purchases for its "
-                f"{lines_of[balance_id]} lines"
+                f"{lines_of[balance_id]} lines ({each})"
             )
     return problems
 

@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import json
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -766,6 +767,12 @@ async def soak(seed: int, size: int = 50, days: float = 10, data: Path | None = 
             code = run.stack.stop()
         if code != 0:
             summary.problems.append(f"stack.py exited with {code} on Ctrl-C")
+        if summary.problems and data is None:
+            # The stack's database, logs and the simulators' state: what a failure needs.
+            kept = Path(tempfile.gettempdir()) / f"soak-failed-{seed}-{int(time.time())}"
+            with contextlib.suppress(OSError):  # what could be copied is there
+                shutil.copytree(tmp, kept, ignore_dangling_symlinks=True)
+            summary.problems.append(f"its files are kept in {kept}")
         for line in summary.lines():
             print(line, flush=True)
         return summary

@@ -111,7 +111,10 @@ PURCHASES: dict[str, tuple[list[dict[str, Any]], list[DbLine], list[str]]] = {
     "one package id named by two purchases": (
         without_references([*chain(), entry("order", 11, "p2", None)]),
         db(),
-        ["balance b: 3 purchases for its 2 lines"],
+        [
+            f"balance b: 3 purchases for its 2 lines (p1 at {at(0)} for line 1,"
+            f" p2 at {at(10)} for line 2, p2 at {at(11)} for line 2)"
+        ],
     ),
     "purchases on eSIMs not ours": (
         [{**e, "iccid": "8944000000000000099"} for e in chain()],

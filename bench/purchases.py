@@ -77,7 +77,13 @@ def made_twice(
             problems.append(f"reference {reference} bought {n} times")
     lines = list(lines)
     holding = package_lines(orders, lines)
-    held = {package_id(line.carrier_line_id): line for line in lines if line.carrier_line_id}
+    # One line per package on an eSIM: a Webbing line's "package" is the moment its
+    # product took effect, which two devices can share to the millisecond.
+    held = {
+        (line.iccid, package_id(line.carrier_line_id)): line
+        for line in lines
+        if line.carrier_line_id
+    }
     explained: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for e in orders:
         line = holding.get(e["package_id"])

@@ -77,7 +77,13 @@ def made_twice(
             problems.append(f"reference {reference} bought {n} times")
     lines = list(lines)
     holding = package_lines(orders, lines)
-    held = {package_id(line.carrier_line_id): line for line in lines if line.carrier_line_id}
+    # One line per package on an eSIM: a Webbing line's "package" is the moment its
+    # product took effect, which two devices can share to the millisecond.
+    held = {
+        (line.iccid, package_id(line.carrier_line_id)): line
+        for line in lines
+        if line.carrier_line_id
+    }
     explained: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for e in orders:
         line = holding.get(e["package_id"])
@@ -91,9 +97,14 @@ def made_twice(
     lines_of = Counter(line.balance_id for line in held.values())
     for balance_id, bought in sorted(explained.items()):
         if len(bought) > lines_of[balance_id]:
+            # Which purchases, and which line each is taken for: what to look for.
+            each = ", ".join(
+                f"{e['package_id']} at {e['at']} for line {holding[e['package_id']].seq}"
+                for e in bought
+            )
             problems.append(
                 f"balance {balance_id}: {len(bought)} purchases for its "
-                f"{lines_of[balance_id]} lines"
+                f"{lines_of[balance_id]} lines ({each})"
             )
     return problems
 

@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import json
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -111,6 +112,11 @@ OUTAGE_MAX, OUTAGE_AFTER_KILL, OUTAGE_BEFORE_KILL = 12.0, 35.0, 10.0
 SLOW_COMMIT_MS, SLOW_SECONDS = 3000, (25.0, 30.0)
 SLOW_AFTER_KILL, SLOW_BEFORE_KILL = 35.0, 12.0
 CARRIER_TIMEOUT_SECONDS, IN_DOUBT_SECONDS = 2, 4
+# A product change at Webbing shows only once in effect, its activation latency after the
+# commit (up to 5 % of the 60 s pass in the simulator), so its in-doubt window must cover
+# both (README, "What each carrier can do"): at 4 s a change committed 3 s late could
+# still be invisible when the window closed, and be bought again.
+WEBBING_IN_DOUBT_SECONDS = SLOW_COMMIT_MS / 1000 + 0.05 * 60 + 1
 # Terminated and enrolled again, once the orders a kill delayed are placed (about 22 s)
 # and before an outage may begin in the same gap (35 s).
 REENROLMENTS, TERMINATE_AFTER_KILL = 3, (22.0, 26.0)
@@ -128,7 +134,7 @@ STACK_SETTINGS = {
     "WORKER_LOG_LEVEL": "INFO",
     "CARRIER_TIMEOUT_SECONDS": str(CARRIER_TIMEOUT_SECONDS),
     "TELNA__IN_DOUBT_SECONDS": str(IN_DOUBT_SECONDS),
-    "WEBBING__IN_DOUBT_SECONDS": str(IN_DOUBT_SECONDS),
+    "WEBBING__IN_DOUBT_SECONDS": str(WEBBING_IN_DOUBT_SECONDS),
     "ESIMGO__IN_DOUBT_SECONDS": str(IN_DOUBT_SECONDS),
 }
 TEMPORAL_CLI = str(Path(sys.executable).parent / "temporal")
@@ -766,6 +772,12 @@ async def soak(seed: int, size: int = 50, days: float = 10, data: Path | None = 
             code = run.stack.stop()
         if code != 0:
             summary.problems.append(f"stack.py exited with {code} on Ctrl-C")
+        if summary.problems and data is None:
+            # The stack's database, logs and the simulators' state: what a failure needs.
+            kept = Path(tempfile.gettempdir()) / f"soak-failed-{seed}-{int(time.time())}"
+            with contextlib.suppress(OSError):  # what could be copied is there
+                shutil.copytree(tmp, kept, ignore_dangling_symlinks=True)
+            summary.problems.append(f"its files are kept in {kept}")
         for line in summary.lines():
             print(line, flush=True)
         return summary

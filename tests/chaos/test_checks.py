@@ -111,7 +111,10 @@ PURCHASES: dict[str, tuple[list[dict[str, Any]], list[DbLine], list[str]]] = {
     "one package id named by two purchases": (
         without_references([*chain(), entry("order", 11, "p2", None)]),
         db(),
-        ["balance b: 3 purchases for its 2 lines"],
+        [
+            f"balance b: 3 purchases for its 2 lines (p1 at {at(0)} for line 1,"
+            f" p2 at {at(10)} for line 2, p2 at {at(11)} for line 2)"
+        ],
     ),
     "purchases on eSIMs not ours": (
         [{**e, "iccid": "8944000000000000099"} for e in chain()],
@@ -305,3 +308,26 @@ def test_a_used_up_pass_has_ended_where_passes_stack_and_stays_in_place() -> Non
     in_place = [entry("order", 1, "w1", None), entry("activate", 1, "w1", None)]
     in_place.append(entry("exhaust", 31, "w1", None))
     assert checks.agreement(in_place, spent, {ICCID}) == []
+
+
+def test_two_devices_changed_in_the_same_millisecond_buy_nothing_twice() -> None:
+    """Webbing names a line by the moment its product took effect, so two devices whose
+    changes took effect together hold lines named alike but for the eSIM: each eSIM's
+    purchases are its own lines', none made twice (the soak once counted 8 purchases for
+    a balance's 7 lines, the other device's line having taken its place)."""
+
+    def device(iccid: str, balance: str) -> tuple[list[dict[str, Any]], list[DbLine]]:
+        entries = [
+            {**entry("order", seconds, f"{balance}-w{seconds}", None), "iccid": iccid}
+            for seconds in (1, 20)
+        ]
+        lines = [
+            DbLine(balance, iccid, seq, f"{balance}:{seq}", f"{iccid}:9030:e{seconds}",
+                   "active", T0 + timedelta(seconds=seconds))
+            for seq, seconds in ((1, 1), (2, 20))
+        ]  # fmt: skip
+        return entries, lines
+
+    (mine, my_lines), (theirs, their_lines) = device(ICCID, "b"), device(OTHER, "c")
+    lines = [*my_lines, *their_lines]
+    assert checks.duplicate_orders([*mine, *theirs], lines, {ICCID, OTHER}) == []

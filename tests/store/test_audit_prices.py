@@ -10,11 +10,13 @@ those packages are built here as one that did would list them.)"""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlmodel import col, select
 from temporalio.testing import ActivityEnvironment
 
+from activities.audit import AuditActivities
 from activities.store import StoreActivities
 from carriers.base import CarrierLine
 from models.db import migrate, session_scope
@@ -22,6 +24,7 @@ from models.payloads import Line, LineState
 from models.tables import BalanceLine, LineEvent, Product
 from services.audit_rules import Kind, Repair, compare
 from services.audit_store import read_view, record_finding, record_price
+from services.metrics import REGISTRY
 from tests.store.builders import PRODUCT, changes, line, new_balance
 
 # After the builders' lines (ordered from 2030-01-01): every package is old enough to judge.
@@ -175,3 +178,30 @@ def test_a_price_nulled_in_the_database_is_one_unpriced_purchase_priced_where_sh
         (2, 150, "EUR"),
     ]
     assert _audit(database_url, balance_id, _packages(lines, (150, "EUR"))) == []
+
+
+def _spent(currency: str = "EUR") -> float:
+    value = REGISTRY.get_sample_value(
+        "esim_spend_total", {"carrier": "telna", "currency": currency}
+    )
+    return value or 0.0
+
+
+async def test_the_audits_repair_of_an_unpriced_purchase_writes_and_counts_it_once(
+    database_url: str,
+) -> None:
+    """The price the package shows is written and counted in ``esim_spend`` as a purchase
+    first recorded; a second audit (or a racing write) finds it set and counts nothing."""
+    balance_id, lines = _balance(database_url)
+    _set_price(database_url, balance_id, 2, None, None)
+    view = read_view(database_url, balance_id)
+    assert view is not None
+    found = _packages(lines, (150, "EUR"))
+    [finding] = [f for f in compare(view, found, NOW, 5.0, 60) if f.kind in PRICE_KINDS]
+    # The record_price repair reaches neither a carrier nor Temporal.
+    audit = AuditActivities({}, cast(Any, None), database_url, "unused")
+    before = _spent()
+    assert await audit._repair(view, finding, found, signal=False)
+    assert _spent() - before == 1.5
+    assert not await audit._repair(view, finding, found, signal=False)  # priced already
+    assert _spent() - before == 1.5

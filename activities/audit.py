@@ -97,10 +97,12 @@ from services.audit_store import (
     OpenBalance,
     catalogue_price,
     correct_row,
+    event_key,
     read_page,
     read_view,
     record_finding,
     record_price,
+    recorded,
 )
 from services.enrolment import start_workflow, workflow_id
 
@@ -161,11 +163,17 @@ class AuditActivities:
             settle = settle_seconds(view, req.settle_seconds)
             findings = compare(view, found, now, settle, req.switch_allowance_seconds)
             report = AuditReport(balances=1)
-            for finding in findings:
-                if finding.kind in _PRICED_KINDS:
-                    await asyncio.to_thread(self._catalogue_hint, view, finding)
+            # Findings an earlier audit recorded, in one read: a finding that lasts (a
+            # line bought before prices were recorded stays unpriced) costs no write and
+            # no catalogue read at every audit. Its repairs are still made each time.
+            keys = [event_key(view.balance_id, f.kind, f.subject) for f in findings]
+            seen = await asyncio.to_thread(recorded, self._url, keys) if keys else set()
+            for finding, key in zip(findings, keys, strict=True):
                 done = await self._repair(view, finding, found, signal=running)
-                report = report.add(await self._record(view, finding, done, now))
+                if key in seen:
+                    report = report.add(AuditReport(findings={finding.kind.value: 1}))
+                else:
+                    report = report.add(await self._record(view, finding, done, now))
             if not running:
                 missing = Finding(
                     kind=Kind.missing_workflow,
@@ -324,6 +332,8 @@ class AuditActivities:
         self, view: BalanceView, finding: Finding, repaired: bool, now: datetime
     ) -> AuditReport:
         """The ledger event of a finding; counted in the metric only the first time."""
+        if finding.kind in _PRICED_KINDS:
+            await asyncio.to_thread(self._catalogue_hint, view, finding)
         new = await asyncio.to_thread(record_finding, self._url, view, finding, repaired, now)
         if new:
             metrics.audit_findings.labels(finding.kind.value, str(repaired).lower()).inc()

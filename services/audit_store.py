@@ -133,6 +133,13 @@ def event_key(balance_id: str, kind: Kind, subject: str) -> str:
     return f"audit:{balance_id}:{kind.value}:{digest}"
 
 
+def recorded(database_url: str, keys: list[str]) -> set[str]:
+    """Which of these finding keys the ledger holds already (one read on the unique key)."""
+    with session_scope(database_url) as session:
+        rows = session.execute(sa.select(col(LineEvent.key)).where(col(LineEvent.key).in_(keys)))
+        return {str(key) for key in rows.scalars()}
+
+
 def record_finding(
     database_url: str, view: BalanceView, finding: Finding, repaired: bool, now: datetime
 ) -> bool:

@@ -7,7 +7,9 @@ at once, never one workflow or activity per balance. ``services.audit_rules.comp
 says what disagrees; this module repairs what is safe and records every finding as a
 ledger event (actor ``audit``, kind ``audit_<kind>``, key
 ``audit:{balance_id}:{kind}:{subject}``, so an audit that sees the same thing again
-adds no second event) and counts it in ``esim_audit_findings`` (once, with the event).
+adds no second event; the keys an earlier audit wrote are read first, in one query per
+balance, and not written again) and counts it in ``esim_audit_findings`` (once, with
+the event).
 
 Repair rules — the carrier is the truth for what exists and what it costs; the
 workflow is the only one that buys and switches:

@@ -10,6 +10,11 @@ when the package carries one: most carriers have no field for it (DESIGN section
 their packages come back with ``reference`` None. What the audit tells the workflow
 names our reference as the database row holds it, never as the carrier echoes it.
 
+The spend ledger is compared too (``_prices``): a line the carrier holds a package for
+with no price recorded, and a recorded price a package contradicts where the package
+shows what the carrier charged (no carrier's does today: each client's
+``package_price`` declaration says so).
+
 Everything recent is left alone: a carrier change younger than ``settle`` seconds may
 be one the workflow is about to record (an order whose answer is on its way, a switch
 between the carrier's confirmation and the database write), so it is not judged yet.

@@ -7,7 +7,9 @@ at once, never one workflow or activity per balance. ``services.audit_rules.comp
 says what disagrees; this module repairs what is safe and records every finding as a
 ledger event (actor ``audit``, kind ``audit_<kind>``, key
 ``audit:{balance_id}:{kind}:{subject}``, so an audit that sees the same thing again
-adds no second event) and counts it in ``esim_audit_findings`` (once, with the event).
+adds no second event; the keys an earlier audit wrote are read first, in one query per
+balance, and not written again) and counts it in ``esim_audit_findings`` (once, with
+the event).
 
 Repair rules — the carrier is the truth for what exists and what it costs; the
 workflow is the only one that buys and switches:
@@ -45,6 +47,21 @@ workflow is the only one that buys and switches:
   would end the active line early and pay for a pass that is not needed yet.
 - ``stuck_scheduled`` (still scheduled at the carrier after its switch time): flagged
   only. The workflow is already retrying the activation; an operator looks.
+- ``unpriced_purchase`` (a package the carrier holds for one of our lines, the line's
+  price never recorded: the spend ledger under-reports it): where the package shows
+  what the carrier charged, that price is written (only while the row still has none,
+  and counted in ``esim_spend`` then); else flagged, the detail naming the catalogue's
+  price of the product now as a hint. No carrier's package shows a price today
+  (CARRIERS.md; each client's ``package_price`` declaration), so it is flagged.
+- ``price_mismatch`` (the package shows what the carrier charged, and the line's
+  recorded price or currency differs): flagged with both figures, never rewritten.
+  Keyed by the line and both figures: the same disagreement is one finding.
+- An ``orphan_purchase``'s detail names the price its package shows (``carrier_price_
+  cents``, ``carrier_currency``), else the catalogue's price of its product now
+  (``catalogue_price_cents``, ``catalogue_currency``): the money at stake.
+
+A purchase the audit writes down (an orphan carrying our reference) is priced as an
+order's line is (``models/prices.py``), so it is no ``unpriced_purchase`` afterwards.
 
 The metric's ``repaired`` label is ``true`` when the audit acted (row corrected,
 package ended, workflow signalled or restarted) and ``false`` when it only reported or
@@ -67,6 +84,7 @@ from carriers.base import Carrier, CarrierLine
 from carriers.errors import CarrierError
 from models.audit import AuditPage, AuditPageResult, AuditReport
 from models.payloads import AuditNotice, LineState, RecordChanges
+from models.prices import line_price
 from services import metrics
 from services.audit_rules import (
     BalanceView,
@@ -79,12 +97,19 @@ from services.audit_rules import (
 )
 from services.audit_store import (
     OpenBalance,
+    catalogue_price,
     correct_row,
+    event_key,
     read_page,
     read_view,
     record_finding,
+    record_price,
+    recorded,
 )
 from services.enrolment import start_workflow, workflow_id
+
+# Findings about a purchase's money: their detail names what is at stake.
+_PRICED_KINDS = frozenset({Kind.orphan_purchase, Kind.unpriced_purchase})
 
 
 class AuditActivities:
@@ -140,9 +165,17 @@ class AuditActivities:
             settle = settle_seconds(view, req.settle_seconds)
             findings = compare(view, found, now, settle, req.switch_allowance_seconds)
             report = AuditReport(balances=1)
-            for finding in findings:
+            # Findings an earlier audit recorded, in one read: a finding that lasts (a
+            # line bought before prices were recorded stays unpriced) costs no write and
+            # no catalogue read at every audit. Its repairs are still made each time.
+            keys = [event_key(view.balance_id, f.kind, f.subject) for f in findings]
+            seen = await asyncio.to_thread(recorded, self._url, keys) if keys else set()
+            for finding, key in zip(findings, keys, strict=True):
                 done = await self._repair(view, finding, found, signal=running)
-                report = report.add(await self._record(view, finding, done, now))
+                if key in seen:
+                    report = report.add(AuditReport(findings={finding.kind.value: 1}))
+                else:
+                    report = report.add(await self._record(view, finding, done, now))
             if not running:
                 missing = Finding(
                     kind=Kind.missing_workflow,
@@ -189,6 +222,14 @@ class AuditActivities:
                         await self._write_line(view, ended, LineState.cancelled, listed)
                 elif repair is Repair.notify and signal:
                     await self._notify(view, finding)
+                elif repair is Repair.record_price:
+                    if not await asyncio.to_thread(record_price, self._url, view, finding):
+                        continue  # priced meanwhile: nothing written, nothing counted
+                    cents, currency = (
+                        finding.detail["carrier_price_cents"],
+                        finding.detail["carrier_currency"],
+                    )
+                    metrics.spend.labels(view.carrier, currency).inc(cents / 100)
                 else:
                     continue
                 acted = True
@@ -199,6 +240,19 @@ class AuditActivities:
             finding.detail["repair_error"] = str(error)
             return False
         return acted
+
+    def _catalogue_hint(self, view: BalanceView, finding: Finding) -> None:
+        """Where the carrier shows no price for a purchase the ledger does not hold (an
+        orphan, an unpriced line), the detail names the catalogue's price of its product
+        now, so the money at stake is visible; a hint for an operator, never recorded as
+        what the purchase cost (the catalogue may have changed since)."""
+        detail = finding.detail
+        product_id = detail.get("carrier_product_id")
+        if detail.get("carrier_price_cents") is not None or not product_id:
+            return
+        price = catalogue_price(self._url, view.carrier, product_id)
+        detail["catalogue_price_cents"] = price.cents if price else None
+        detail["catalogue_currency"] = price.currency if price else None
 
     async def _write_line(
         self,
@@ -217,11 +271,20 @@ class AuditActivities:
             return
         seq, reference = line
         spec = known.products.get(found.carrier_product_id, known.product)
+        written = carrier_line(found, seq, reference, spec, state)
+        if all(row.seq != seq for row in view.lines):
+            # A purchase the database learns now is priced as an order's line is
+            # (models/prices.py): the carrier's own price, else the catalogue's now, else
+            # the spec's. A row it holds keeps what it has (an unpriced one is a finding).
+            catalogue = await asyncio.to_thread(
+                catalogue_price, self._url, view.carrier, found.carrier_product_id
+            )
+            written = line_price(written, catalogue, spec)
         changes = RecordChanges(
             balance_id=view.balance_id,
             iccid=view.iccid,
             carrier=view.carrier,
-            lines=[carrier_line(found, seq, reference, spec, state)],
+            lines=[written],
         )
         await asyncio.to_thread(self._store.record_changes, changes)
 
@@ -271,6 +334,8 @@ class AuditActivities:
         self, view: BalanceView, finding: Finding, repaired: bool, now: datetime
     ) -> AuditReport:
         """The ledger event of a finding; counted in the metric only the first time."""
+        if finding.kind in _PRICED_KINDS:
+            await asyncio.to_thread(self._catalogue_hint, view, finding)
         new = await asyncio.to_thread(record_finding, self._url, view, finding, repaired, now)
         if new:
             metrics.audit_findings.labels(finding.kind.value, str(repaired).lower()).inc()

@@ -41,6 +41,7 @@ from carriers.verdicts import (
     confirmed,
     contradicted,
     not_checked,
+    price_fields,
     run_checks,
 )
 from config import Settings
@@ -341,6 +342,18 @@ async def currency(account: EsimGoAccount) -> Verdict:
     return confirmed(f"{seen}: currency {said!r}, total {answer.get('total')!r}")
 
 
+async def package_price(account: EsimGoAccount) -> Verdict:
+    """The eSIM's assignments show no price (the audit reads no orders for one)."""
+    found = await account.assignments()
+    shown = [f"{name} {a.get('id')}: {price_fields(a)}" for name, a in found if price_fields(a)]
+    if shown:
+        return contradicted(
+            f"assignments show what may be a price, unread by the audit: {shown[0]}"
+            f" (and {len(shown) - 1} more)"
+        )
+    return confirmed(f"{len(found)} assignments on {account.iccid}, none showing a price")
+
+
 async def assignment_list(account: EsimGoAccount) -> Verdict:
     if account.iccid is None:
         raise NotChecked("needs --iccid")
@@ -553,6 +566,7 @@ CHECKS = (
     price,
     order_body,
     currency,
+    package_price,
     assignment_list,
     quantities,
     time_format,

@@ -38,6 +38,7 @@ from carriers.verdicts import (
     confirmed,
     contradicted,
     not_checked,
+    price_fields,
     run_checks,
 )
 from config import Settings
@@ -285,6 +286,15 @@ async def currency(account: TelnaAccount) -> Verdict:
     return confirmed(f"templates name {account.currency}")
 
 
+async def package_price(account: TelnaAccount) -> Verdict:
+    """The eSIM's packages show no price (a line's is the catalogue's when ordered)."""
+    packages = await _packages(account)
+    shown = [f"package {p.get('id')}: {price_fields(p)}" for p in packages if price_fields(p)]
+    if shown:
+        return contradicted(f"packages show what may be a price, unread by the audit: {shown[0]}")
+    return confirmed(f"{_of(account, packages)}, none showing a price")
+
+
 CHECKS = (
     auth_scheme,
     paging,
@@ -297,6 +307,7 @@ CHECKS = (
     package_times,
     package_status,
     package_usage_bytes,
+    package_price,
 )
 
 

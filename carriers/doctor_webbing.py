@@ -30,6 +30,7 @@ from carriers.verdicts import (
     confirmed,
     contradicted,
     not_checked,
+    price_fields,
     run_checks,
 )
 from carriers.webbing import GENERAL_ERROR, WIRE
@@ -280,6 +281,18 @@ async def currency(account: WebbingAccount) -> Verdict:
     return confirmed(f"ProductRecords name {account.currency}")
 
 
+async def package_price(account: WebbingAccount) -> Verdict:
+    """The device record shows no price of the product on it."""
+    record = await account.device()
+    shown = price_fields(record)
+    if shown:
+        return contradicted(
+            f"ServiceDeviceRecord of {account.iccid} shows what may be a price, unread by the"
+            f" audit: {shown}"
+        )
+    return confirmed(f"ServiceDeviceRecord of {account.iccid} shows no price")
+
+
 CHECKS: tuple[Callable[[WebbingAccount], Awaitable[Verdict]], ...] = (
     endpoints,
     soap_version,
@@ -294,6 +307,7 @@ CHECKS: tuple[Callable[[WebbingAccount], Awaitable[Verdict]], ...] = (
     change,
     suspend,
     currency,
+    package_price,
 )
 
 

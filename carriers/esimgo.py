@@ -100,6 +100,17 @@ class Wire:
     order's answer does (``currency``, with its ``total``, CARRIERS.md 3.3). A line's price
     is the order's own; the catalogue's is read in ``ESIMGO__CURRENCY``, which the doctor
     holds against a ``validate`` order's ``currency``."""
+    package_price: str = "an assignment shows no price; the audit reads no orders"
+    """[NOT PUBLIC] What eSIM Go charged for an assignment. The bundle listing shows no
+    price (CARRIERS.md 3.5); an order's answer does (``total``, ``currency``, each line's
+    ``pricePerUnit``, 3.3), and the line records it when it is bought. ``GET /orders``
+    and ``GET /orders/{orderReference}`` are on the record by name only: no filter by
+    eSIM or bundle, no paging, no order naming the assignment it made. Read by the audit,
+    their cost would grow with the account's history (or with every line's order read
+    again), and matching an order to an assignment would be a guess. So ``find_lines``
+    carries no price: the audit finds an eSIM Go line with no recorded price
+    (``unpriced_purchase``, flagged) but compares no amount (``price_mismatch`` needs a
+    price the package shows). The doctor confirms the assignments show none."""
     assignment_list: str = (
         "GET /esims/{iccid}/bundles?includeUsed&limit=200 -> {bundles: [{name, assignments:"
         " [{id, initialQuantity, remainingQuantity, assignmentDateTime, bundleState}]}]}"

@@ -70,6 +70,12 @@ class NotPublic:
     """The currency of a template's price: the record shows no price or currency on a
     template, so the account's is the operator's word (``TELNA__CURRENCY``), stored on
     every product and on every line bought."""
+    package_price: str = "a package shows no price"
+    """What Telna charged for a package: the record's package fields (CARRIERS.md 2.3)
+    show no price or currency, nor does any other read of it. A line's price is the
+    catalogue's when it was ordered; the audit finds a Telna line with no recorded price
+    (``unpriced_purchase``, flagged) but compares no amount (``price_mismatch`` needs a
+    price the package shows). The doctor confirms the packages show none."""
 
 
 NOT_PUBLIC = NotPublic()

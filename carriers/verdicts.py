@@ -8,9 +8,9 @@ all (carrier unreachable, credentials refused, settings missing).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 Outcome = Literal["confirmed", "contradicted", "not checked"]
 A = TypeVar("A")
@@ -54,3 +54,14 @@ async def run_checks(
             verdict = not_checked(str(exc))
         verdicts.append((check.__name__, verdict))
     return verdicts
+
+
+# Words in a field's name that say money: a record showing one may say what was charged.
+_MONEY_WORDS = ("price", "cost", "charge", "amount", "total", "currency")
+
+
+def price_fields(record: Mapping[str, Any]) -> list[str]:
+    """The fields of a carrier's record whose names say money (``price``, ``pricePerUnit``,
+    ``Currency``, ``total`` ...): where a client reads none on a package, any is a price the
+    carrier shows that the audit does not compare (a ``package_price`` contradiction)."""
+    return sorted(k for k in record if any(w in str(k).lower() for w in _MONEY_WORDS))

@@ -124,6 +124,13 @@ class Wire:
     """[NOT PUBLIC] The currency of a product's ``Price``: no record names it, so the
     account's is the operator's word (``WEBBING__CURRENCY``), stored on every product and
     on every line bought."""
+    package_price: str = "a device record shows no price of the product change"
+    """[NOT PUBLIC] What Webbing charged for a product change: ``ChangeServiceDeviceProduct``'s
+    answer beyond its status is not public, and a ``ServiceDeviceRecord`` shows no price.
+    A line's price is the catalogue's ``Price`` when it was ordered; the audit finds a
+    Webbing line with no recorded price (``unpriced_purchase``, flagged) but compares no
+    amount (``price_mismatch`` needs a price the package shows). The doctor confirms the
+    device record shows none."""
 
 
 WIRE = Wire()

@@ -53,6 +53,8 @@ TYPES = {
             "two_active_lines",
             "missing_scheduled_line",
             "stuck_scheduled",
+            "unpriced_purchase",
+            "price_mismatch",
         )
     },
 }

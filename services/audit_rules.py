@@ -10,6 +10,11 @@ when the package carries one: most carriers have no field for it (DESIGN section
 their packages come back with ``reference`` None. What the audit tells the workflow
 names our reference as the database row holds it, never as the carrier echoes it.
 
+The spend ledger is compared too (``_prices``): a line the carrier holds a package for
+with no price recorded, and a recorded price a package contradicts where the package
+shows what the carrier charged (no carrier's does today: each client's
+``package_price`` declaration says so).
+
 Everything recent is left alone: a carrier change younger than ``settle`` seconds may
 be one the workflow is about to record (an order whose answer is on its way, a switch
 between the carrier's confirmation and the database write), so it is not judged yet.
@@ -24,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from carriers.base import CarrierLine
+from models import money
 from models.payloads import Policy
 
 OPEN_STATES = frozenset({"active", "scheduled"})
@@ -38,6 +44,8 @@ class Kind(StrEnum):
     two_active_lines = "two_active_lines"
     missing_scheduled_line = "missing_scheduled_line"
     stuck_scheduled = "stuck_scheduled"
+    unpriced_purchase = "unpriced_purchase"
+    price_mismatch = "price_mismatch"
 
 
 class Repair(StrEnum):
@@ -47,6 +55,7 @@ class Repair(StrEnum):
     record_row = "record_row"  # the database learns a line it did not know
     deactivate = "deactivate"  # end the line at the carrier, then record it
     notify = "notify"  # tell the balance's workflow (``audit`` signal)
+    record_price = "record_price"  # write the price the carrier shows on an unpriced row
     flag = "flag"  # recorded only: an operator looks
 
 
@@ -58,6 +67,9 @@ class DbLine(BaseModel):
     state: str
     carrier_line_id: str | None = None
     ordered_at: datetime | None = None
+    # What the purchase cost as the spend ledger recorded it (None: never recorded).
+    price_cents: int | None = None
+    currency: str | None = None
 
 
 class BalanceView(BaseModel):
@@ -181,6 +193,7 @@ def compare(
         *_ghosts(view, known, found, old),
         *_orphans(view, found, known, ours, old),
         *_two_active(view, found, known, ours, now, switch_allowance),
+        *_prices(found, known, old),
     ]
     if not view.paused:
         findings += _missing_scheduled(view, known, ours, old)
@@ -268,7 +281,7 @@ def _orphans(
     for line in _by_age(found):
         if line.line_id in known or line.ordered_at > old:
             continue
-        detail: dict[str, Any] = {"carrier_status": line.status}
+        detail: dict[str, Any] = {"carrier_status": line.status, **carrier_price(line)}
         if line.reference is None:
             if view.opened_at is not None and line.ordered_at < view.opened_at:
                 continue
@@ -315,6 +328,80 @@ def _orphans(
             )
         )
     return out
+
+
+def carrier_price(line: CarrierLine) -> dict[str, Any]:
+    """What a package shows of its purchase for a finding's detail: its product, and the
+    price the carrier shows it charged where it shows one (``carrier_price_cents`` and
+    ``carrier_currency``; most carriers show none on a package, CARRIERS.md)."""
+    shown = line.price_cents is not None and line.currency is not None
+    return {
+        "carrier_product_id": line.carrier_product_id,
+        "carrier_price_cents": line.price_cents if shown else None,
+        "carrier_currency": line.currency.upper() if shown and line.currency else None,
+    }
+
+
+def _prices(found: list[CarrierLine], known: dict[str, DbLine], old: datetime) -> list[Finding]:
+    """The spend ledger against what the carrier shows it sold, package by package.
+
+    Only a row holding the package's id is a purchase the ledger records (a row matched
+    by reference alone is being written by its workflow). Such a row with no price is an
+    ``unpriced_purchase``: the spend ledger under-reports it. The price is written only
+    where the package shows what the carrier charged (certain); else an operator looks.
+    Where the package shows a price and the row's (amount or currency) differs, it is a
+    ``price_mismatch``: flagged with both figures, never rewritten (money is not
+    changed silently). A package shows no price at most carriers (its ``price_cents``
+    None): nothing is compared there. Packages younger than ``settle`` wait."""
+    out: list[Finding] = []
+    for line in _by_age(found):
+        row = known.get(line.line_id)
+        if row is None or row.carrier_line_id != line.line_id or line.ordered_at > old:
+            continue
+        shown = carrier_price(line)
+        charged = shown["carrier_price_cents"], shown["carrier_currency"]
+        base = {"carrier_status": line.status, **shown}
+        if row.price_cents is None or row.currency is None:
+            out.append(
+                Finding(
+                    kind=Kind.unpriced_purchase,
+                    subject=row.reference,
+                    seq=row.seq,
+                    line_id=line.line_id,
+                    reference=row.reference,
+                    repairs=[Repair.flag if charged[0] is None else Repair.record_price],
+                    detail=base,
+                )
+            )
+            continue
+        recorded = row.price_cents, row.currency.upper()
+        if charged[0] is None or charged == recorded:
+            continue
+        out.append(
+            Finding(
+                kind=Kind.price_mismatch,
+                # Keyed by both figures: the same disagreement is one finding, another
+                # (the row or the carrier changed again) is a new one.
+                subject=f"{row.reference}:{recorded[0]}{recorded[1]}:{charged[0]}{charged[1]}",
+                seq=row.seq,
+                line_id=line.line_id,
+                reference=row.reference,
+                repairs=[Repair.flag],
+                detail={
+                    **base,
+                    "recorded_price_cents": recorded[0],
+                    "recorded_currency": recorded[1],
+                    "recorded": money_text(*recorded),
+                    "carrier": money_text(charged[0], str(charged[1])),
+                },
+            )
+        )
+    return out
+
+
+def money_text(cents: int, currency: str) -> str:
+    """``1250, "EUR"`` as ``12.50 EUR``, as the spend ledger says an amount."""
+    return f"{money.amount(cents)} {currency}"
 
 
 def _two_active(

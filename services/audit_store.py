@@ -1,6 +1,7 @@
 """The audit's reads and writes of the database: open balances by page, one balance as
-the database says now, a ghost line's correction, and a finding's ledger event (keyed so
-that an audit seeing the same thing again adds no second event)."""
+the database says now (its lines with what they cost), a ghost line's correction, an
+unpriced purchase's price, the catalogue's price of a product, and a finding's ledger
+event (keyed so that an audit seeing the same thing again adds no second event)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlmodel import col, select
 from carriers.base import CarrierLine
 from models.db import dialect_insert, session_scope
 from models.payloads import Policy
+from models.prices import Price
 from models.tables import Balance, BalanceLine, LineEvent, Product
 from services.audit_rules import BalanceView, DbLine, Finding, Kind
 
@@ -67,6 +69,8 @@ def read_view(database_url: str, balance_id: str) -> BalanceView | None:
                     state=line.state,
                     carrier_line_id=line.carrier_line_id,
                     ordered_at=line.ordered_at,
+                    price_cents=line.price_cents,
+                    currency=line.currency,
                 )
                 for line in lines
             ],
@@ -90,12 +94,50 @@ def correct_row(
         )
 
 
+def record_price(database_url: str, view: BalanceView, finding: Finding) -> bool:
+    """An unpriced purchase takes the price its package shows (the finding's detail), only
+    while the row still has none (the spend ledger's rule: written once, never changed);
+    True if this call wrote it."""
+    cents, currency = finding.detail["carrier_price_cents"], finding.detail["carrier_currency"]
+    with session_scope(database_url) as session:
+        written = session.execute(
+            sa.update(BalanceLine)
+            .where(col(BalanceLine.balance_id) == view.balance_id)
+            .where(col(BalanceLine.seq) == finding.seq)
+            .where(col(BalanceLine.carrier_line_id) == finding.line_id)
+            .where(col(BalanceLine.price_cents).is_(None))
+            .values(price_cents=cents, currency=currency)
+            .returning(col(BalanceLine.seq))
+        )
+        return written.first() is not None
+
+
+def catalogue_price(database_url: str, carrier: str, carrier_product_id: str) -> Price | None:
+    """The catalogue's price now of a carrier's product (its row as the last sync wrote
+    it), or None if the catalogue does not hold it."""
+    with session_scope(database_url) as session:
+        row = session.execute(
+            sa.select(col(Product.price_cents), col(Product.currency))
+            .where(col(Product.carrier) == carrier)
+            .where(col(Product.carrier_product_id) == carrier_product_id)
+            .limit(1)
+        ).first()
+    return None if row is None else Price(int(row[0]), str(row[1]))
+
+
 def event_key(balance_id: str, kind: Kind, subject: str) -> str:
     key = f"audit:{balance_id}:{kind.value}:{subject}"
     if len(key) <= KEY_LIMIT:
         return key
     digest = hashlib.sha256(subject.encode()).hexdigest()[:32]
     return f"audit:{balance_id}:{kind.value}:{digest}"
+
+
+def recorded(database_url: str, keys: list[str]) -> set[str]:
+    """Which of these finding keys the ledger holds already (one read on the unique key)."""
+    with session_scope(database_url) as session:
+        rows = session.execute(sa.select(col(LineEvent.key)).where(col(LineEvent.key).in_(keys)))
+        return {str(key) for key in rows.scalars()}
 
 
 def record_finding(

@@ -68,7 +68,8 @@ balances = Gauge(
 audit_findings = Counter(
     "esim_audit_findings",
     "Disagreements the audit found, by kind (missing_workflow, ghost_line, orphan_purchase, "
-    "two_active_lines, missing_scheduled_line, stuck_scheduled) and whether it repaired them.",
+    "two_active_lines, missing_scheduled_line, stuck_scheduled, unpriced_purchase, "
+    "price_mismatch) and whether it repaired them.",
     ["kind", "repaired"],
     registry=REGISTRY,
 )

@@ -80,12 +80,15 @@ def listed(carried: bool, *found: CarrierLine) -> list[CarrierLine]:
 
 
 def row(seq: int, state: str, line_id: str | None) -> DbLine:
+    """A database line; one the carrier holds a package for was priced when ordered."""
     return DbLine(
         seq=seq,
         reference=f"{BID}:{seq}",
         state=state,
         carrier_line_id=line_id,
         ordered_at=ago(3600) if line_id else None,
+        price_cents=150 if line_id else None,
+        currency="USD" if line_id else None,
     )
 
 
@@ -202,8 +205,121 @@ def test_a_package_no_line_knows_and_carrying_no_reference_is_flagged_never_gues
     [orphan] = [f for f in found if f.kind is Kind.orphan_purchase]
     assert (orphan.subject, orphan.seq, orphan.line_id) == ("p9", None, "p9")
     assert orphan.repairs == [Repair.flag] and orphan.reference is None
-    assert orphan.detail == {"carrier_status": status, "unmatched": "no reference"}
+    assert orphan.detail == {
+        "carrier_status": status,
+        "unmatched": "no reference",
+        "carrier_product_id": "daily-1gb",
+        "carrier_price_cents": None,  # Telna shows no price on a package
+        "carrier_currency": None,
+    }
     assert record_as(v, stray) is None  # never written under a guessed seq
+
+
+def charged(line: CarrierLine, cents: int | None, currency: str | None = "USD") -> CarrierLine:
+    """The package as a carrier that shows what it charged for it would list it."""
+    return line.model_copy(update={"price_cents": cents, "currency": currency})
+
+
+def priced(line: DbLine, cents: int | None, currency: str | None = "USD") -> DbLine:
+    """The row with the price the spend ledger holds for it (None: never recorded)."""
+    return line.model_copy(update={"price_cents": cents, "currency": currency})
+
+
+@BOTH
+def test_a_line_the_carrier_holds_without_a_recorded_price_is_an_unpriced_purchase(
+    carried: bool,
+) -> None:
+    """The spend ledger under-reports it; no carrier shows a price on a package, so the
+    audit cannot know what it cost for certain: flagged, naming its product."""
+    current = package("p1", 1, "active", activated=600)
+    nxt = package("p2", 2, "scheduled", ordered=1200)
+    v = view(row(1, "active", "p1"), priced(row(2, "scheduled", "p2"), None, None))
+    [finding] = compare(v, listed(carried, current, nxt), NOW, SETTLE, 60)
+    assert finding.kind is Kind.unpriced_purchase
+    assert (finding.subject, finding.seq, finding.line_id) == (f"{BID}:2", 2, "p2")
+    assert finding.reference == f"{BID}:2" and finding.repairs == [Repair.flag]
+    assert finding.detail == {
+        "carrier_status": "scheduled",
+        "carrier_product_id": "daily-1gb",
+        "carrier_price_cents": None,
+        "carrier_currency": None,
+    }
+    # A price without its currency is no price either.
+    half = view(row(1, "active", "p1"), priced(row(2, "scheduled", "p2"), 150, None))
+    assert kinds(compare(half, [current, nxt], NOW, SETTLE, 60)) == [Kind.unpriced_purchase]
+
+
+def test_an_unpriced_purchase_takes_the_price_its_package_shows() -> None:
+    """Where the carrier shows what it charged, that price is certain: recorded."""
+    current = charged(package("p1", 1, "active", activated=600), 275, "eur")
+    v = view(priced(row(1, "active", "p1"), None, None))
+    [finding] = compare(v, [current], NOW, SETTLE, 60)
+    assert finding.kind is Kind.unpriced_purchase and finding.repairs == [Repair.record_price]
+    assert (finding.detail["carrier_price_cents"], finding.detail["carrier_currency"]) == (
+        275,
+        "EUR",
+    )
+
+
+def test_unpriced_and_mismatched_wait_for_a_line_the_workflow_is_still_recording() -> None:
+    """A package younger than settle, or a row holding no package id yet (matched by our
+    reference alone), is being written by its workflow: not judged."""
+    fresh = charged(package("p2", 2, "scheduled", ordered=1), 999)
+    v = view(row(1, "active", "p1"), priced(row(2, "scheduled", "p2"), None, None))
+    current = package("p1", 1, "active", activated=600)
+    assert compare(v, [current, fresh], NOW, SETTLE, 60) == []
+    pending = view(row(1, "active", "p1"), priced(row(2, "scheduled", None), None, None))
+    nxt = package("p2", 2, "scheduled", ordered=1200)
+    assert compare(pending, [current, nxt], NOW, SETTLE, 60) == []
+
+
+@pytest.mark.parametrize(
+    ("shown", "recorded"),
+    [((150, "USD"), (120, "USD")), ((150, "EUR"), (150, "USD")), ((150, "usd"), (999, "USD"))],
+    ids=["amount", "currency", "both"],
+)
+def test_a_recorded_price_the_carrier_contradicts_is_a_mismatch_flagged_with_both_figures(
+    shown: tuple[int, str], recorded: tuple[int, str]
+) -> None:
+    """Money is never rewritten silently: an operator looks."""
+    current = charged(package("p1", 1, "active", activated=600), *shown)
+    v = view(priced(row(1, "active", "p1"), *recorded))
+    [finding] = compare(v, [current], NOW, SETTLE, 60)
+    assert finding.kind is Kind.price_mismatch and finding.repairs == [Repair.flag]
+    assert (finding.seq, finding.line_id, finding.reference) == (1, "p1", f"{BID}:1")
+    detail = finding.detail
+    assert (detail["recorded_price_cents"], detail["recorded_currency"]) == recorded
+    assert (detail["carrier_price_cents"], detail["carrier_currency"]) == (
+        shown[0],
+        shown[1].upper(),
+    )
+    assert detail["recorded"] == f"{recorded[0] / 100:.2f} {recorded[1]}"
+    assert detail["carrier"] == f"{shown[0] / 100:.2f} {shown[1].upper()}"
+    # The same disagreement is one finding; another is a new one.
+    [again] = compare(v, [current], NOW + timedelta(hours=1), SETTLE, 60)
+    assert again.subject == finding.subject
+    other = view(priced(row(1, "active", "p1"), recorded[0] + 1, recorded[1]))
+    assert compare(other, [current], NOW, SETTLE, 60)[0].subject != finding.subject
+
+
+def test_a_price_the_carrier_agrees_with_or_does_not_show_is_no_finding() -> None:
+    agreed = charged(package("p1", 1, "active", activated=600), 150, "usd")
+    silent = package("p2", 2, "scheduled", ordered=1200)  # most carriers: no price shown
+    v = view(row(1, "active", "p1"), priced(row(2, "scheduled", "p2"), 1, "JPY"))
+    assert compare(v, [agreed, silent], NOW, SETTLE, 60) == []
+
+
+def test_an_orphan_names_the_price_its_package_shows() -> None:
+    """The money at stake in a purchase no line of ours holds is visible."""
+    current = package("p1", 1, "active", activated=600)
+    stray = charged(package("p9", None, "scheduled"), 199, "GBP")
+    [orphan] = compare(view(row(1, "active", "p1")), [current, stray], NOW, SETTLE, 60)
+    assert orphan.kind is Kind.orphan_purchase
+    assert (orphan.detail["carrier_price_cents"], orphan.detail["carrier_currency"]) == (
+        199,
+        "GBP",
+    )
+    assert orphan.detail["carrier_product_id"] == "daily-1gb"
 
 
 def test_a_package_without_reference_ordered_before_the_balance_opened_is_not_its_own() -> None:

@@ -76,6 +76,8 @@ class Assignment:
     remaining: int | None = None
     start: datetime | None = None
     end: datetime | None = None
+    # Fields an account shows beyond the record's (e.g. a price), merged into the answer.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def wire(self) -> dict[str, Any]:
         shown: dict[str, Any] = {
@@ -92,7 +94,7 @@ class Assignment:
             shown["startTime"] = rfc3339(self.start)
         if self.end is not None:
             shown["endTime"] = rfc3339(self.end)
-        return shown
+        return {**shown, **self.extra}
 
 
 @dataclass

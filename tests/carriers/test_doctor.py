@@ -26,6 +26,7 @@ from carriers.webbing_soap import SOAP_NS, WWS_NS
 from config import Settings, TelnaSettings, WebbingSettings
 from models.identifiers import make_iccid
 from ports import free_port
+from simulators import telna_api
 from simulators.esimgo import create_app as create_esimgo
 from simulators.telna import create_app as create_telna
 from simulators.webbing import create_app as create_webbing
@@ -168,8 +169,23 @@ def test_telna_as_shipped_confirms_every_assumption_without_changing_anything(
         "not checked: no template names a currency: TELNA__CURRENCY=USD is taken on the"
         " operator's word"
     )
-    assert out.splitlines()[-1] == "telna: 10 confirmed, 0 contradicted, 1 not checked"
+    assert found["package_price"] == f"confirmed: 1 package of {ICCID}, none showing a price"
+    assert out.splitlines()[-1] == "telna: 11 confirmed, 0 contradicted, 1 not checked"
     assert ledger(telna_url) == before  # nothing ordered, activated or terminated
+
+
+def test_a_telna_package_showing_a_price_contradicts_the_audits_reading_of_none(
+    telna_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit compares no Telna price because packages show none (NOT_PUBLIC)."""
+    shown = telna_api.package_json
+    monkeypatch.setattr(
+        telna_api, "package_json", lambda p: {**shown(p), "price": 1.5, "currency": "USD"}
+    )
+    assert main(["telna", "--iccid", ICCID], telna_settings(telna_url)) == 1
+    found = lines(capsys.readouterr().out)
+    assert [n for n, v in found.items() if v.startswith("contradicted")] == ["package_price"]
+    assert "['currency', 'price']" in found["package_price"]
 
 
 def test_telna_without_an_iccid_leaves_the_package_readings_unchecked(
@@ -199,7 +215,7 @@ def test_webbing_as_shipped_confirms_all_it_can_read_without_changing_anything(
     assert "(never sent)" in found["endpoints"]
     assert found["device_product"].startswith(f"confirmed: {ICCID}: ProductID 1042 'Daily 1 GB'")
     assert found["suspend"] == "confirmed: 1 suspended device(s) read, none on a product"
-    assert out.splitlines()[-1] == "webbing: 11 confirmed, 0 contradicted, 2 not checked"
+    assert out.splitlines()[-1] == "webbing: 12 confirmed, 0 contradicted, 2 not checked"
     assert ledger(webbing_url) == before  # nothing bought, suspended or resumed
 
 
@@ -214,7 +230,7 @@ def test_webbing_without_an_iccid_leaves_the_device_product_unchecked(
     found = lines(out)
     assert found["device_product"] == "not checked: needs --iccid"
     assert found["date_format"].startswith("confirmed: StartDate ")  # the account's first device
-    assert out.splitlines()[-1] == "webbing: 10 confirmed, 0 contradicted, 3 not checked"
+    assert out.splitlines()[-1] == "webbing: 10 confirmed, 0 contradicted, 4 not checked"
     assert ledger(webbing_url) == before
 
 
@@ -233,7 +249,7 @@ def test_esimgo_as_shipped_confirms_all_it_can_read_without_changing_anything(
     assert "the route looked the assignment up" in found["revoke"]
     assert found["bundle_states"] == f"confirmed: active ×1, queued ×1 on {ICCID}"
     assert found["currency"].endswith(": HTTP 200: currency 'USD', total 1.5")
-    assert done.stdout.splitlines()[-1] == "esimgo: 16 confirmed, 0 contradicted, 2 not checked"
+    assert done.stdout.splitlines()[-1] == "esimgo: 17 confirmed, 0 contradicted, 2 not checked"
     assert ledger(esimgo_url) == before  # nothing bought, assigned or revoked
 
 
@@ -270,7 +286,7 @@ def test_products_on_accounts_asmx_contradict_the_endpoints(
     assert [n for n, v in found.items() if v.startswith("contradicted")] == ["endpoints"]
     assert found["credentials_header"].startswith("confirmed")  # read off GetServiceDevices
     assert found["paging"].startswith("not checked: GetProductsList: Fault")
-    assert out.splitlines()[-1] == "webbing: 5 confirmed, 1 contradicted, 7 not checked"
+    assert out.splitlines()[-1] == "webbing: 6 confirmed, 1 contradicted, 7 not checked"
 
 
 def test_a_webbing_reading_dates_as_dd_mm_contradicts_the_date_format() -> None:
@@ -339,7 +355,7 @@ def test_a_telna_without_the_activate_route_contradicts_activate(
     assert found["activate"].startswith("contradicted: POST /pcr/packages/{id}/activate")
     assert "no such route" in found["activate"]
     assert found["terminate"].startswith("confirmed")
-    assert out.splitlines()[-1] == "telna: 6 confirmed, 1 contradicted, 4 not checked"
+    assert out.splitlines()[-1] == "telna: 6 confirmed, 1 contradicted, 5 not checked"
 
 
 def test_route_probe_tells_no_route_from_no_package_and_says_when_it_cannot() -> None:

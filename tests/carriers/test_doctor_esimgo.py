@@ -68,7 +68,8 @@ def test_an_esimgo_that_agrees_confirms_every_choice_without_changing_anything(
     assert "the route looked the assignment up" in found["revoke"]
     assert "costs: GET /catalogue 1" in found["rate_limit_headers"]
     assert found["currency"].startswith("confirmed: POST /orders of type validate for ")
-    assert out.splitlines()[-1] == "esimgo: 16 confirmed, 0 contradicted, 2 not checked"
+    assert found["package_price"] == f"confirmed: 3 assignments on {ICCID}, none showing a price"
+    assert out.splitlines()[-1] == "esimgo: 17 confirmed, 0 contradicted, 2 not checked"
     # Nothing bought, assigned or revoked: the order and the revoke were of type validate.
     assert [(a.id, a.state) for a in fake.esims[ICCID]] == before
     changes = [r for r in fake.requests if r.method != "GET"]
@@ -113,6 +114,18 @@ def test_answers_without_rate_limit_headers_contradict_them(
     assert status == 1
     assert found["rate_limit_headers"].startswith("contradicted: ")
     assert "without readable X-Ratelimit-*" in found["rate_limit_headers"]
+
+
+def test_assignments_showing_a_price_contradict_the_audits_reading_of_none(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The audit compares no eSIM Go price because assignments show none (WIRE)."""
+    fake = account()
+    fake.esims[ICCID][0].extra = {"pricePerUnit": 1.5, "currency": "USD"}
+    status, found, _ = run(fake, capsys, "--iccid", ICCID)
+    assert status == 1
+    assert [n for n, v in found.items() if v.startswith("contradicted")] == ["package_price"]
+    assert "['currency', 'pricePerUnit']" in found["package_price"]
 
 
 def test_quantities_in_mb_contradict_bytes(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,5 @@
-"""The audit on the real dev server: a lost workflow restarted, each disagreement found.
+"""The audit on the real dev server: a lost workflow restarted, each disagreement found,
+the spend ledger held against the carrier.
 
 Disagreements are planted at the Telna-like simulator through its own API, as a person
 at the carrier's portal would: a package ended, a package bought with our reference.
@@ -10,6 +11,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import sqlalchemy as sa
 from sqlmodel import col, select
 from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy
 from temporalio.testing import WorkflowEnvironment
@@ -217,6 +219,60 @@ async def test_each_disagreement_is_found_recorded_counted_and_repaired_where_sa
         finally:
             await telna.aclose()
         await r.cancel_and_wait(*fleet)
+
+
+def set_price(r: Rig, balance_id: str, seq: int, cents: int | None, currency: str | None) -> None:
+    """The line's recorded price changed behind the product's back (a bad migration, a
+    hand edit): what the audit's price rules are to find."""
+    with session_scope(r.settings.database_url) as session:
+        session.execute(
+            sa.update(BalanceLine)
+            .where(col(BalanceLine.balance_id) == balance_id, col(BalanceLine.seq) == seq)
+            .values(price_cents=cents, currency=currency)
+        )
+
+
+async def test_a_line_whose_price_was_lost_is_one_unpriced_purchase_and_a_clean_one_none(
+    dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str
+) -> None:
+    """The spend ledger against the carrier. A clean balance: no finding. Its line's
+    price nulled in the database: one ``unpriced_purchase``, flagged (Telna shows no price
+    on a package to take), naming the catalogue's price at stake; not recorded again. Its
+    price altered: no ``price_mismatch``, Telna shows nothing to compare it with
+    (``carriers.telna.NOT_PUBLIC.package_price``)."""
+    async with rig(dev_env, tmp_path, database_url=database_url) as r:
+        (iccid,) = iccids(1)
+        await r.add_esims(iccid)
+        # Line 2 is ordered 40 s after line 1 starts: the audits below come before.
+        await r.enrol(iccid, "compressed-60s-manual", policy=Policy(lead_seconds=20))
+        up = await r.wait_for(iccid, lambda s: s.active is not None, 30, "line 1")
+        await asyncio.sleep(SETTLE + 0.5)
+        clean = await r.audit(settle_seconds=SETTLE)
+        assert clean.new_findings == {}, clean
+        row = line_row(r, up.balance_id, 1)
+        assert row is not None and row.price_cents is not None and row.currency is not None
+
+        unpriced = findings_metric("unpriced_purchase", "false")
+        set_price(r, up.balance_id, 1, None, None)
+        report = await r.audit(settle_seconds=SETTLE)
+        assert report.new_findings == {"unpriced_purchase": 1}, report
+        assert findings_metric("unpriced_purchase", "false") == unpriced + 1
+        [event] = audit_events(r, up.balance_id)
+        assert (event.kind, event.seq, event.detail["repaired"]) == (
+            "audit_unpriced_purchase",
+            1,
+            False,
+        )
+        assert event.detail["carrier_price_cents"] is None
+        catalogue = event.detail["catalogue_price_cents"], event.detail["catalogue_currency"]
+        assert catalogue == (row.price_cents, row.currency)
+        again = await r.audit(settle_seconds=SETTLE)
+        assert again.new_findings == {}, again
+
+        set_price(r, up.balance_id, 1, row.price_cents + 100, row.currency)
+        altered = await r.audit(settle_seconds=SETTLE)
+        assert altered.new_findings == {}, altered
+        await r.cancel_and_wait(iccid)
 
 
 async def test_the_audit_schedule_is_created_once_and_follows_the_settings(

@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from models.money import amount
 from models.tables import Balance, BalanceLine, Product
 
 GroupBy = Literal["carrier", "product", "day", "customer"]
@@ -72,11 +72,6 @@ def spent(t: Tally) -> dict[str, Any]:
         "lines": t.lines,
         "unpriced_lines": t.unpriced,
     }
-
-
-def amount(cents: int) -> str:
-    """Minor units as a decimal string of major units: 1250 → ``"12.50"``."""
-    return str((Decimal(cents) / 100).quantize(Decimal("0.01")))
 
 
 def order_key(tally: Tally) -> tuple[bool, str, bool, str]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.spend import Sum, Tally, after, amount, per_currency, tally
+from models.money import amount
+from models.spend import Sum, Tally, after, per_currency, tally
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,8 @@ from decimal import Decimal
 
 from markupsafe import Markup, escape
 
-from models.spend import Sum, Tally, amount, per_currency, tally
+from models.money import amount
+from models.spend import Sum, Tally, per_currency, tally
 
 PLOT_DAYS = 30
 PLOT_HEIGHT = 150

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from api.app import create_app
 from api.dashboard import fleet as fleet_view
 from models.db import get_engine, init_db, migrate, session_scope
-from models.spend import amount
+from models.money import amount
 from models.tables import Balance, BalanceLine, Esim
 from tests.api.conftest import new_iccid, product
 from tests.api.helpers import NoTemporal, offline_api, offline_settings

@@ -28,9 +28,10 @@ from api.schemas.balances import ActionBody, BalancePublic, RotateBody
 from api.schemas.common import BalanceIdPath
 from api.views import balance_public
 from config import Settings
+from models import money
 from models.db import session_scope
-from models.payloads import ActionRequest, Policy
-from models.tables import Balance, BalanceLine
+from models.payloads import ActionRequest, LineState, Policy
+from models.tables import Balance, BalanceLine, Product
 
 router = APIRouter(prefix="/v1/balances", tags=["balance actions"])
 
@@ -119,13 +120,12 @@ async def send_action(
     unless forced, an action that buys a line within its rate limits."""
     url, limits = settings.database_url, settings.action_limits
     if signal == "rotate_now" and not request.force:
-        cap = Policy.model_validate(balance.policy or {}).max_lines_per_day
-        if cap is not None and await run_in_threadpool(_lines_today, url, balance.id) >= cap:
+        refusal = await run_in_threadpool(cap_refusal, url, balance)
+        if refusal is not None:
             raise ApiError(
                 409,
                 "cap_reached",
-                f"balance {balance.id} has had its {cap} lines of today (its cost cap): "
-                "send force: true to rotate anyway",
+                f"balance {balance.id} {refusal} (its cost cap): send force: true to rotate anyway",
             )
     if signal not in BUYING:
         await temporal.signal(client, balance.workflow_id, balance.id, signal, request)
@@ -136,6 +136,44 @@ async def send_action(
     except BaseException:
         await run_in_threadpool(give_back, url, limits, balance.id, identity, window)
         raise
+
+
+def cap_refusal(url: str, balance: Balance) -> str | None:
+    """Why a rotation now would pass the balance's cost cap of today (UTC), as the
+    workflow counts it (and enforces itself too), or None: its lines started today, or
+    what buying the next line would bring today's spend to. A next line bought already
+    costs nothing more to switch to."""
+    policy = Policy.model_validate(balance.policy or {})
+    lines_cap, spend_cap = policy.max_lines_per_day, policy.max_spend_per_day
+    if lines_cap is not None and _lines_today(url, balance.id) >= lines_cap:
+        return f"has had its {lines_cap} lines of today"
+    if spend_cap is None:
+        return None
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    with session_scope(url) as session:
+        product = session.get(Product, balance.next_product_id or balance.product_id)
+        waiting = session.exec(
+            select(func.count())
+            .select_from(BalanceLine)
+            .where(BalanceLine.balance_id == balance.id)
+            .where(BalanceLine.state == LineState.scheduled.value)
+            .where(col(BalanceLine.carrier_line_id).is_not(None))
+        ).one()
+        if product is None or waiting:
+            return None
+        spent: int = session.exec(
+            select(func.coalesce(func.sum(BalanceLine.price_cents), 0))
+            .where(BalanceLine.balance_id == balance.id)
+            .where(col(BalanceLine.ordered_at) >= midnight)
+            .where(BalanceLine.currency == product.currency)
+        ).one() or 0
+    if spent + product.price_cents <= money.cents(spend_cap):
+        return None
+    after = money.amount(spent + product.price_cents)
+    return (
+        f"would spend {after} {product.currency} today with its next line, past its "
+        f"{money.amount(money.cents(spend_cap))}"
+    )
 
 
 def _lines_today(url: str, balance_id: str) -> int:

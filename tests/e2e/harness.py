@@ -39,7 +39,7 @@ from models.audit import AuditInput, AuditReport
 from models.db import init_db, session_scope
 from models.identifiers import make_iccid
 from models.payloads import ActionRequest, BalanceStatusView, Policy
-from models.tables import BalanceLine, LineEvent
+from models.tables import BalanceLine, LineEvent, Product
 from services.catalog import sync_catalogue
 from services.enrolment import EnrolRequest, enrol, workflow_id
 from simulators.esimgo import create_app as create_esimgo
@@ -297,6 +297,9 @@ class Rig:
             entries = await self.ledger(one)
             with session_scope(self.settings.database_url) as session:
                 lines = session.exec(select(BalanceLine).where(BalanceLine.iccid == one)).all()
+                in_place = set(
+                    session.exec(select(Product.id).where(Product.rotation == "in_place")).all()
+                )
                 events = session.exec(
                     select(LineEvent).where(
                         LineEvent.balance_id.in_({line.balance_id for line in lines})  # type: ignore[attr-defined]
@@ -306,7 +309,13 @@ class Rig:
             by_package = package_lines(entries, lines)
             orders = [e for e in entries if e["action"] == "order"]
             ordered = sorted(by_package[e["package_id"]].seq for e in orders)
-            held = sorted(line.seq for line in lines if line.activated_at or line.carrier_line_id)
+            # In place, a change is bought only when it takes effect: one withdrawn by a
+            # suspension before then (a cancel within Webbing's latency) was never bought.
+            held = sorted(
+                line.seq
+                for line in lines
+                if line.activated_at or (line.carrier_line_id and line.product_id not in in_place)
+            )
             assert ordered == held, (one, ordered, held)
             for entry in orders:  # the reference, where the carrier kept it
                 line = by_package[entry["package_id"]]

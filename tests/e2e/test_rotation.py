@@ -156,7 +156,7 @@ async def held_at_the_cap(r: Rig, product: str, used_up: str, poll: bool = False
     await asyncio.sleep(3 if poll else 1)
     still = await r.status(iccid)
     assert still.rotations == 0 and still.status == BalanceStatus.Throttled
-    for _ in range(40):  # the workflow's store write follows its state (an activity)
+    for _ in range(120):  # the workflow's store write follows its state (an activity)
         with session_scope(r.settings.database_url) as session:
             balance = session.exec(select(Balance).where(Balance.iccid == iccid)).one()
         if balance.state == "Throttled":

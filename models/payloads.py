@@ -226,6 +226,9 @@ class BalanceState(BaseModel):
     # Whether pause and cancel stop a wait for the carrier to start a line (one on an eSIM
     # never installed may never start): asked as above.
     activation_yields: bool | None = None
+    # Whether the cost cap's state and event are written as it is reached, before the
+    # balance sleeps (else they waited for the next wake): asked as above.
+    cap_recorded_at_once: bool | None = None
     # Started again for a balance with a history (enrolled again once its workflow was
     # gone): the run first rebuilds its state from the database and the carrier.
     restore: bool = False

@@ -246,6 +246,9 @@ class BalanceState(BaseModel):
     # Whether a cost cap lifts at 00:00 UTC by itself, the workflow waking for it (until
     # then a capped eSIM waited for its line's end): asked as above.
     cap_lifts_at_midnight: bool | None = None
+    # Whether the cost cap's state and event are written as it is reached, before the
+    # balance sleeps (else they waited for the next wake): asked as above.
+    cap_recorded_at_once: bool | None = None
     # Started again for a balance with a history (enrolled again once its workflow was
     # gone): the run first rebuilds its state from the database and the carrier.
     restore: bool = False

@@ -49,6 +49,7 @@ ROTATE_WITHIN_CAP = "rotate-within-cap"
 QUEUED_BY_CARRIER = "queued-by-carrier"
 ACTIVATION_YIELDS = "activation-yields"
 CAP_LIFTS_AT_MIDNIGHT = "cap-lifts-at-midnight"
+CAP_RECORDED_AT_ONCE = "cap-recorded-at-once"
 
 
 @workflow.defn
@@ -84,6 +85,10 @@ class BalanceWorkflow(CarrierSteps):
             if step.cap_reached:
                 rotation.throttle(s, self.clock.now())
                 self.ledger.publish(s)
+                if s.cap_recorded_at_once and step.do == Do.sleep:
+                    # Written before the sleep: nothing may wake it before the switch (a
+                    # usage poller's reads of a spent line are no news).
+                    continue
             match step.do:
                 case Do.hand_over:
                     await self._continue_as_new()
@@ -133,6 +138,8 @@ class BalanceWorkflow(CarrierSteps):
             s.activation_yields = workflow.patched(ACTIVATION_YIELDS)
         if not s.cap_lifts_at_midnight:
             s.cap_lifts_at_midnight = workflow.patched(CAP_LIFTS_AT_MIDNIGHT)
+        if not s.cap_recorded_at_once:
+            s.cap_recorded_at_once = workflow.patched(CAP_RECORDED_AT_ONCE)
 
     async def _sleep(self, step: rotation.Step) -> None:
         """Until the step's moment, a message, or messages piling up (``_piled_up``)."""
@@ -191,6 +198,7 @@ class BalanceWorkflow(CarrierSteps):
         new.queued_by_carrier = s.queued_by_carrier
         new.activation_yields = s.activation_yields
         new.cap_lifts_at_midnight = s.cap_lifts_at_midnight
+        new.cap_recorded_at_once = s.cap_recorded_at_once
         self.s = new
         held, self._held = self._held, []
         for message in held:

@@ -10,7 +10,15 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from models.payloads import ActionRequest, BalanceState, BalanceStatus, LineState, ProductSpec
+from models.payloads import (
+    ActionRequest,
+    BalanceState,
+    BalanceStatus,
+    LineState,
+    Policy,
+    ProductSpec,
+    UsageReport,
+)
 from tests.fakes import FakeCarrier, running_balance
 from tests.workflows.record_histories import chain
 from workflows.balance import BalanceWorkflow
@@ -112,3 +120,34 @@ async def test_term_of_three_lines_ends_after_the_third_in_small_runs(
     ended = ["order_line", "activate_line", "deactivate_line", "deactivate_line"]
     assert scheduled(last) == ended
     assert last[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
+
+
+async def test_the_cost_cap_is_written_as_it_is_reached_not_at_the_next_wake(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """One report of a spent line at the cap, then nothing more (a poller's reads of a
+    spent line are no news): the balance's Throttled state and its ``cap_reached`` event
+    reach the database at once, not when the line's switch hours later wakes it."""
+    env = time_skipping_env
+    fake = FakeCarrier()
+    # In place (Webbing), as in the e2e test that showed it: at the cap nothing is bought
+    # ahead either, so the balance goes straight to sleep.
+    in_place = DAILY.model_copy(update={"rotation": "in_place"})
+    state = _state(in_place, policy=Policy(max_lines_per_day=1))
+    async with running_balance(env, fake, state) as handle:
+        await env.sleep(timedelta(seconds=5))
+        status = await handle.query(BalanceWorkflow.status)
+        assert status.active is not None
+        # Used up at once: with nothing left to project, no usage check wakes it either.
+        used = DAILY.allowance_bytes
+        report = UsageReport(seq=1, used_bytes=used, observed_at=await env.get_current_time())
+        await handle.signal(BalanceWorkflow.usage_reported, report)
+        await env.sleep(timedelta(seconds=5))
+        assert (await handle.query(BalanceWorkflow.status)).status == BalanceStatus.Throttled
+        written = [
+            (record.balance.status if record.balance else None, [e.kind for e in record.events])
+            for record in fake.records
+        ]
+        assert any("cap_reached" in kinds for _, kinds in written), written
+        await handle.signal(BalanceWorkflow.cancel, ActionRequest(actor="test"))
+        assert (await handle.result()).status == BalanceStatus.Cancelled

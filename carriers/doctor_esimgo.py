@@ -285,8 +285,9 @@ async def price(account: EsimGoAccount) -> Verdict:
     )
 
 
-async def order_body(account: EsimGoAccount) -> Verdict:
-    """An order of ``type: validate`` (checked, never charged) in the client's shape."""
+async def _validated_order(account: EsimGoAccount) -> tuple[str, httpx.Response]:
+    """An order of ``type: validate`` (checked, never charged) in the client's shape, of
+    one bundle the eSIM holds or else the catalogue's first; what was seen, and the answer."""
     if account.iccid is None:
         raise NotChecked("needs --iccid")
     try:
@@ -302,13 +303,32 @@ async def order_body(account: EsimGoAccount) -> Verdict:
     }
     body = {"type": "validate", "assign": True, "order": [item]}
     response = await account.request("POST", "/orders", json=body)
-    seen = f"POST /orders of type validate for {bundle}: HTTP {response.status_code}"
+    return f"POST /orders of type validate for {bundle}: HTTP {response.status_code}", response
+
+
+async def order_body(account: EsimGoAccount) -> Verdict:
+    seen, response = await _validated_order(account)
     answer = _json(response)
     if response.is_success and isinstance(answer, dict):
         valid = answer.get("valid")
         return confirmed(f"{seen}, valid: {valid!r} {answer.get('statusMessage') or ''}".strip())
     if response.status_code in (400, 422):
         return contradicted(f"{seen} {error_message(response)!r}: the body was refused")
+    return not_checked(f"{seen} {error_message(response)!r} does not tell")
+
+
+async def order_refused_by_503(account: EsimGoAccount) -> Verdict:
+    """An order of one bundle is answered at once, not with the 503 of an order eSIM Go
+    processes meanwhile: then a 503 to one is a refusal. Asked by validating one (a
+    ``validate`` is checked as a ``transaction`` is, and never charged)."""
+    seen, response = await _validated_order(account)
+    if response.status_code == 503:
+        return contradicted(
+            f"{seen} {error_message(response)!r}: an order of one bundle is processed"
+            " meanwhile, so a 503 to one may be an order taken"
+        )
+    if response.is_success:
+        return confirmed(f"{seen}: an order of one bundle is answered at once")
     return not_checked(f"{seen} {error_message(response)!r} does not tell")
 
 
@@ -523,6 +543,7 @@ CHECKS = (
     bundle_duration,
     price,
     order_body,
+    order_refused_by_503,
     assignment_list,
     quantities,
     time_format,

@@ -225,7 +225,7 @@ def test_esimgo_as_shipped_confirms_all_it_can_read_without_changing_anything(
     assert unchecked == {"revoke_status", "webhook_digest"}, done.stdout
     assert "the route looked the assignment up" in found["revoke"]
     assert found["bundle_states"] == f"confirmed: active ×1, queued ×1 on {ICCID}"
-    assert done.stdout.splitlines()[-1] == "esimgo: 15 confirmed, 0 contradicted, 2 not checked"
+    assert done.stdout.splitlines()[-1] == "esimgo: 16 confirmed, 0 contradicted, 2 not checked"
     assert ledger(esimgo_url) == before  # nothing bought, assigned or revoked
 
 

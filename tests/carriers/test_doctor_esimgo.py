@@ -65,13 +65,14 @@ def test_an_esimgo_that_agrees_confirms_every_choice_without_changing_anything(
     assert "MB of 10^6 bytes, as 3 bundle names and 3 assignments" in found["data_amount_units"]
     assert "the route looked the assignment up" in found["revoke"]
     assert "costs: GET /catalogue 1" in found["rate_limit_headers"]
-    assert out.splitlines()[-1] == "esimgo: 15 confirmed, 0 contradicted, 2 not checked"
+    assert out.splitlines()[-1] == "esimgo: 16 confirmed, 0 contradicted, 2 not checked"
     # Nothing bought, assigned or revoked: the order and the revoke were of type validate.
     assert [(a.id, a.state) for a in fake.esims[ICCID]] == before
     changes = [r for r in fake.requests if r.method != "GET"]
-    assert [r.method for r in changes] == ["POST", "DELETE"]
-    assert b'"type":"validate"' in changes[0].content.replace(b" ", b"")
-    assert changes[1].url.params["type"] == "validate"
+    assert [r.method for r in changes] == ["POST", "POST", "DELETE"]
+    for validated in changes[:2]:
+        assert b'"type":"validate"' in validated.content.replace(b" ", b"")
+    assert changes[2].url.params["type"] == "validate"
 
 
 def test_without_an_iccid_the_esims_readings_are_not_checked(
@@ -100,6 +101,20 @@ def test_answers_without_rate_limit_headers_contradict_them(
     assert status == 1
     assert found["rate_limit_headers"].startswith("contradicted: ")
     assert "without readable X-Ratelimit-*" in found["rate_limit_headers"]
+
+
+def test_an_order_of_one_bundle_answered_503_contradicts_that_503_is_a_refusal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An account that processes even an order of one bundle meanwhile (503, Retry-After):
+    a 503 to an order could then be one taken, and the client's reading is wrong."""
+    fake = account()
+    busy = Reply(503, {"message": "Processing"}, {"Retry-After": "1"}, "POST")
+    fake.replies += [busy, busy]  # the order_body check's order, then this check's
+    status, found, _ = run(fake, capsys, "--iccid", ICCID)
+    assert status == 1
+    assert found["order_refused_by_503"].startswith("contradicted: ")
+    assert "HTTP 503 'Processing'" in found["order_refused_by_503"]
 
 
 def test_quantities_in_mb_contradict_bytes(capsys: pytest.CaptureFixture[str]) -> None:

@@ -354,6 +354,21 @@ async def package_price(account: EsimGoAccount) -> Verdict:
     return confirmed(f"{len(found)} assignments on {account.iccid}, none showing a price")
 
 
+async def order_refused_by_503(account: EsimGoAccount) -> Verdict:
+    """An order of one bundle is answered at once, not with the 503 of an order eSIM Go
+    processes meanwhile: then a 503 to one is a refusal. Asked by validating one (a
+    ``validate`` is checked as a ``transaction`` is, and never charged)."""
+    response, seen = await account.validated_order()
+    if response.status_code == 503:
+        return contradicted(
+            f"{seen} {error_message(response)!r}: an order of one bundle is processed"
+            " meanwhile, so a 503 to one may be an order taken"
+        )
+    if response.is_success:
+        return confirmed(f"{seen}: an order of one bundle is answered at once")
+    return not_checked(f"{seen} {error_message(response)!r} does not tell")
+
+
 async def assignment_list(account: EsimGoAccount) -> Verdict:
     if account.iccid is None:
         raise NotChecked("needs --iccid")
@@ -565,6 +580,7 @@ CHECKS = (
     bundle_duration,
     price,
     order_body,
+    order_refused_by_503,
     currency,
     package_price,
     assignment_list,

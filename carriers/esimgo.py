@@ -18,12 +18,13 @@ Error mapping (reads are GETs and safe to repeat; POST and DELETE change state):
   with eSIM Go's ``message`` and the status as code
 - 429 → ``CarrierUnavailable`` with ``retry_after`` from ``Retry-After``
 - 503 ("Processing – come back later") → ``CarrierUnavailable`` with ``retry_after`` on a
-  read; on a state change ``CarrierOutcomeUnknown``, since eSIM Go answers 503 while it
-  processes a request it has taken: the order may show later, and is looked for first
+  read and on an order of one bundle (eSIM Go answers 503 while it processes only orders
+  of more than 5 bundles, ``WIRE.order_refused_by_503``); on a revoke
+  ``CarrierOutcomeUnknown``, since it may have been taken
 - before either becomes an error, the client sends the request again itself, as the
   record asks (CARRIERS.md 4.3: retry 429 and 503 using ``Retry-After``), up to
   ``retries`` times where ``Retry-After`` is short (``INLINE_WAIT_MAX``): a 429 in any
-  case (the request was refused, nothing taken), a 503 only on a read
+  case (the request was refused, nothing taken), a 503 where it is a refusal
 - read/write timeout, dropped connection, 500, 502, 504 → ``CarrierOutcomeUnknown`` on a
   state change, ``CarrierUnavailable`` on a read
 - a 2xx body that is not the expected JSON, or an assignment that cannot be a line
@@ -95,6 +96,12 @@ class Wire:
     """An order buys one bundle onto the eSIM, never onto a new one; ``profileID`` is not
     sent ([NOT PUBLIC] where it sits). Our reference has no place: an order is recognised
     by its eSIM, bundle and ``assignmentDateTime`` (activities/carrier.py, ``ours``)."""
+    order_refused_by_503: str = "an order of one bundle answered 503 was not taken"
+    """eSIM Go processes asynchronously, answering 503 with ``Retry-After`` meanwhile, the
+    orders of more than 5 bundles (CARRIERS.md 3.1, release notes 2.2.0); ours are of one,
+    answered at once. [INFERRED] So a 503 to one of ours is a refusal (the service
+    unavailable), sent again after ``Retry-After`` like a 429, not an order in doubt held
+    for ``in_doubt_seconds``. A timeout, a dropped answer, a 500 or a 504 stays in doubt."""
     currency: str = "USD"
     """[NOT PUBLIC] The currency of the catalogue's ``price``: the catalogue names none, an
     order's answer does (``currency``, with its ``total``, CARRIERS.md 3.3). A line's price
@@ -278,7 +285,8 @@ class EsimGoCarrier:
         }
         body = {"type": "transaction", "assign": True, "order": [item]}
         asked = datetime.now(UTC)
-        cost = order_cost(await self._request("POST", "/orders", json=body))
+        answer = await self._request("POST", "/orders", json=body, refused_by_503=True)
+        cost = order_cost(answer)
         try:
             answer = await self._request("GET", _bundle_path(iccid, carrier_product_id))
         except (CarrierUnavailable, CarrierRejected) as exc:
@@ -437,13 +445,15 @@ class EsimGoCarrier:
         *,
         json: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
+        refused_by_503: bool = False,
     ) -> dict[str, Any]:
-        """The JSON object answered."""
-        changes_state = method in _STATE_CHANGES
+        """The JSON object answered. A 503 is a refusal on a read, and on a state change
+        that says so (``refused_by_503``); on any other it is an outcome unknown."""
+        refused_by_503 = refused_by_503 or method not in _STATE_CHANGES
         for _ in range(self.retries):
             response = await self._send(method, path, json, params)
             status = response.status_code
-            if status == 429 or (status == 503 and not changes_state):
+            if status == 429 or (status == 503 and refused_by_503):
                 wait = retry_after_seconds(response.headers.get("Retry-After"))
                 if wait is None or wait <= INLINE_WAIT_MAX:
                     # A 429 holds every request of this client meanwhile (the pacer).
@@ -452,7 +462,7 @@ class EsimGoCarrier:
             break
         else:
             response = await self._send(method, path, json, params)
-        return self._answer(method, path, response)
+        return self._answer(method, path, response, refused_by_503)
 
     async def _send(
         self,
@@ -468,12 +478,14 @@ class EsimGoCarrier:
         except httpx.TransportError as exc:
             raise self._lost(method in _STATE_CHANGES, f"{method} {path}: {exc!r}") from exc
 
-    def _answer(self, method: str, path: str, response: httpx.Response) -> dict[str, Any]:
+    def _answer(
+        self, method: str, path: str, response: httpx.Response, refused_by_503: bool
+    ) -> dict[str, Any]:
         """The JSON object answered, or the error it says."""
         changes_state = method in _STATE_CHANGES
         status = response.status_code
         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-        if status == 429 or (status == 503 and not changes_state):
+        if status == 429 or (status == 503 and refused_by_503):
             raise CarrierUnavailable(self.name, f"{method} {path}: HTTP {status}", retry_after)
         if status >= 500:
             raise self._lost(changes_state, f"{method} {path}: HTTP {status}")

@@ -249,7 +249,7 @@ def test_esimgo_as_shipped_confirms_all_it_can_read_without_changing_anything(
     assert "the route looked the assignment up" in found["revoke"]
     assert found["bundle_states"] == f"confirmed: active ×1, queued ×1 on {ICCID}"
     assert found["currency"].endswith(": HTTP 200: currency 'USD', total 1.5")
-    assert done.stdout.splitlines()[-1] == "esimgo: 17 confirmed, 0 contradicted, 2 not checked"
+    assert done.stdout.splitlines()[-1] == "esimgo: 18 confirmed, 0 contradicted, 2 not checked"
     assert ledger(esimgo_url) == before  # nothing bought, assigned or revoked
 
 

@@ -69,7 +69,7 @@ def test_an_esimgo_that_agrees_confirms_every_choice_without_changing_anything(
     assert "costs: GET /catalogue 1" in found["rate_limit_headers"]
     assert found["currency"].startswith("confirmed: POST /orders of type validate for ")
     assert found["package_price"] == f"confirmed: 3 assignments on {ICCID}, none showing a price"
-    assert out.splitlines()[-1] == "esimgo: 17 confirmed, 0 contradicted, 2 not checked"
+    assert out.splitlines()[-1] == "esimgo: 18 confirmed, 0 contradicted, 2 not checked"
     # Nothing bought, assigned or revoked: the order and the revoke were of type validate.
     assert [(a.id, a.state) for a in fake.esims[ICCID]] == before
     changes = [r for r in fake.requests if r.method != "GET"]
@@ -126,6 +126,20 @@ def test_assignments_showing_a_price_contradict_the_audits_reading_of_none(
     assert status == 1
     assert [n for n, v in found.items() if v.startswith("contradicted")] == ["package_price"]
     assert "['currency', 'pricePerUnit']" in found["package_price"]
+
+
+def test_an_order_of_one_bundle_answered_503_contradicts_that_503_is_a_refusal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An account that processes even an order of one bundle meanwhile (503, Retry-After):
+    a 503 to an order could then be one taken, and the client's reading is wrong."""
+    fake = account()
+    busy = Reply(503, {"message": "Processing"}, {"Retry-After": "1"}, "POST")
+    fake.replies.append(busy)  # the one order the checks validate
+    status, found, _ = run(fake, capsys, "--iccid", ICCID)
+    assert status == 1
+    assert found["order_refused_by_503"].startswith("contradicted: ")
+    assert "HTTP 503 'Processing'" in found["order_refused_by_503"]
 
 
 def test_quantities_in_mb_contradict_bytes(capsys: pytest.CaptureFixture[str]) -> None:

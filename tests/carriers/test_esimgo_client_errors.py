@@ -72,7 +72,7 @@ async def call(carrier: EsimGoCarrier, fake: FakeEsimGo, kind: str) -> Any:
         ("GET", 429, {"message": "Rate limit exceeded"}, CarrierUnavailable),
         ("POST", 429, {"message": "Rate limit exceeded"}, CarrierUnavailable),
         ("GET", 503, {"message": "Processing"}, CarrierUnavailable),
-        ("POST", 503, {"message": "Processing"}, CarrierOutcomeUnknown),
+        ("POST", 503, {"message": "Processing"}, CarrierUnavailable),
         ("DELETE", 503, {"message": "Processing"}, CarrierOutcomeUnknown),
         ("GET", 500, {"message": "Internal Server Error"}, CarrierUnavailable),
         ("POST", 500, {"message": "Internal Server Error"}, CarrierOutcomeUnknown),
@@ -203,13 +203,21 @@ async def test_a_429_holds_the_clients_next_request_for_its_retry_after(
 
 @pytest.mark.parametrize(
     ("method", "status", "sent"),
-    [("GET", 429, 2), ("POST", 429, 2), ("GET", 503, 2), ("POST", 503, 1)],
+    [
+        ("GET", 429, 2),
+        ("POST", 429, 2),
+        ("GET", 503, 2),
+        ("POST", 503, 2),
+        ("DELETE", 503, 1),
+    ],
 )
-async def test_the_client_sends_a_429_and_a_read_answered_503_again_after_retry_after(
+async def test_the_client_sends_a_429_and_a_503_it_may_again_after_retry_after(
     fake: FakeEsimGo, method: str, status: int, sent: int
 ) -> None:
     """As the record asks (retry 429 and 503 by Retry-After): a 429 took nothing, a read
-    is safe to repeat; an order answered 503 may have been taken, and is not sent again."""
+    is safe to repeat, an order of one bundle answered 503 was not taken (eSIM Go answers
+    503 while it processes only orders of more than 5 bundles); a revoke answered 503 may
+    have been taken, and is not sent again."""
     slept: list[float] = []
 
     async def sleep(seconds: float) -> None:
@@ -227,7 +235,9 @@ async def test_the_client_sends_a_429_and_a_read_answered_503_again_after_retry_
             await call(carrier, fake, method)
     finally:
         await carrier.aclose()
-    assert sum(r.method == method for r in fake.requests) >= sent
+    times = sum(r.method == method for r in fake.requests)
+    # A read of a line may be two (the open bundles, then the used); a write is exact.
+    assert times >= sent if method == "GET" else times == sent
     if status == 429:
         # Held for the Retry-After (the test's clock stands still: every later one too).
         assert slept and slept[0] == pytest.approx(1.0)

@@ -11,6 +11,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from sqlmodel import col, select
 from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy
@@ -60,6 +61,11 @@ async def sleep_until(at: datetime) -> None:
     await asyncio.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()))
 
 
+# On PostgreSQL only: the other e2e tests are on SQLite, tests/e2e/test_re_enrolment.py
+# restores a balance there.
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgresql)], indirect=True
+)
 async def test_a_terminated_workflow_is_restarted_and_rotates_on_without_a_gap_or_second_buy(
     dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str
 ) -> None:

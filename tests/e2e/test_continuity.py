@@ -120,6 +120,11 @@ def _assert_threshold_events(r: Rig, balance_id: str) -> None:
 
 
 @pytest.mark.timeout(150)
+# On PostgreSQL only: the other e2e tests are on SQLite, tests/api/test_continuity.py
+# reads the report there.
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgresql)], indirect=True
+)
 async def test_api_continuity_equals_the_carriers_timelines(
     dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str
 ) -> None:

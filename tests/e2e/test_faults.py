@@ -41,7 +41,7 @@ async def test_lost_responses_never_buy_twice(dev_env: WorkflowEnvironment, tmp_
 async def test_a_carrier_committing_after_our_timeout_never_sells_a_line_twice(
     dev_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
-    """For two minutes every order, activation and deactivation at every carrier takes
+    """For a minute and a half every order, activation and deactivation at every carrier takes
     effect after the client gave up on it: each order is held in doubt until it shows,
     and adopted; nothing is bought twice and the lines still hand over without a gap."""
     # The in-doubt window covers the slow commit and, where a change of product shows
@@ -60,7 +60,7 @@ async def test_a_carrier_committing_after_our_timeout_never_sells_a_line_twice(
         policy = Policy(lead_seconds=12, margin_seconds=6)
         for iccid in fleet:
             await r.enrol(iccid, "compressed-30s", policy=policy)
-        await asyncio.sleep(120)
+        await asyncio.sleep(90)
         stopped_at = datetime.now(UTC)
         injected = await r.faults()
         await r.faults()  # cleared: the cancellations below answer at once
@@ -68,7 +68,7 @@ async def test_a_carrier_committing_after_our_timeout_never_sells_a_line_twice(
         orders = [e for e in await r.ledger() if e["action"] == "order"]
         print(f"slow commits {injected['commit_delay']}, orders {len(orders)}")
         assert injected["commit_delay"] >= len(orders), injected  # every purchase was slow
-        assert len(orders) >= 4 * len(fleet), len(orders)
+        assert len(orders) >= 3 * len(fleet), len(orders)
         assert await r.purchases_made_twice(*fleet) == []
         await r.assert_database_matches_carrier(*fleet)
         for iccid in fleet:
@@ -79,11 +79,12 @@ async def test_a_carrier_committing_after_our_timeout_never_sells_a_line_twice(
 async def test_errors_and_outages_shorter_than_the_lead_leave_no_gap(
     dev_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
-    # An eSIM Go order answered 503 or 500 may still have been taken, so it is held in
-    # doubt before it is sent again (carriers/esimgo.py): until the moment it had to leave
-    # by (5 s, models/claims.py) and the in-doubt window after it, what the simulator may
-    # take to commit (at once here: 3 s, not a production minute). A lead of 20 s has
-    # room for two such orders in a row.
+    # The simulators' errors and outages are 503s, refused and sent again at every
+    # carrier (at eSIM Go too: an order of one bundle answered 503 was not taken,
+    # carriers/esimgo.py WIRE.order_refused_by_503). An eSIM Go order whose answer is lost
+    # or a 500 would be held in doubt: until the moment it had to leave by (5 s,
+    # models/claims.py) and the window after it, what the simulator may take to commit
+    # (at once here: 3 s, not a production minute).
     async with rig(
         dev_env, tmp_path, carrier="mixed", mixed=ALL_CARRIERS, in_doubt_seconds=3.0
     ) as r:
@@ -218,7 +219,7 @@ async def test_esimgo_answering_429_is_waited_out_and_nothing_is_lost_or_bought_
         orders = [e for e in await r.ledger() if e["action"] == "order"]
         print(f"429s met {met}, orders {len(orders)}")
         assert met >= 5, met
-        assert len(orders) >= 4 * len(fleet), len(orders)
+        assert len(orders) >= 3 * len(fleet), len(orders)
         for iccid in fleet:
             assert none_seconds(await r.timeline(iccid), until=stopped_at) == 0, iccid
         assert await r.purchases_made_twice(*fleet) == []

@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         RestoredBalance,
         UsageReport,
     )
-    from workflows import rotation
+    from workflows import caps, messages, rotation
     from workflows.clock import Clock
     from workflows.ledger import Ledger, describe
     from workflows.rotation import Do
@@ -78,12 +78,12 @@ class BalanceWorkflow(CarrierSteps):
             s, run = self.s, self.this_run
             run.history_long = history_is_long()
             run.suggested = workflow.info().is_continue_as_new_suggested()
-            if rotation.cap_lifts(s, self.clock.now()):
-                rotation.lift_cap(s, self.clock.now())
+            if caps.cap_lifts(s, self.clock.now()):
+                caps.lift_cap(s, self.clock.now())
                 self.ledger.publish(s)
             step = rotation.next_step(s, self.clock.now(), run)
             if step.cap_reached:
-                rotation.throttle(s, self.clock.now())
+                caps.throttle(s, self.clock.now())
                 self.ledger.publish(s)
                 if s.cap_recorded_at_once and step.do == Do.sleep:
                     # Written before the sleep: nothing may wake it before the switch (a
@@ -227,39 +227,39 @@ class BalanceWorkflow(CarrierSteps):
     @workflow.signal
     def pause(self, req: ActionRequest) -> None:
         """Suspend the eSIM: end its lines at the carrier until ``resume``."""
-        self._hear(lambda: rotation.pause(self.s, req, self.clock.now()))
+        self._hear(lambda: messages.pause(self.s, req, self.clock.now()))
 
     @workflow.signal
     def resume(self, req: ActionRequest) -> None:
         """Bring a paused eSIM back on a fresh line."""
-        self._hear(lambda: rotation.resume(self.s, req, self.clock.now()))
+        self._hear(lambda: messages.resume(self.s, req, self.clock.now()))
 
     @workflow.signal
     def cancel(self, req: ActionRequest) -> None:
         """End the balance: every line is ended at the carrier, the workflow completes."""
-        self._hear(lambda: rotation.cancel(self.s, req, self.clock.now()))
+        self._hear(lambda: messages.cancel(self.s, req, self.clock.now()))
 
     @workflow.signal
     def rotate_now(self, req: ActionRequest) -> None:
         """Switch to a fresh line now, within the day's cost cap unless ``force``d."""
-        self._hear(lambda: rotation.rotate_now(self.s, req, self.clock.now()))
+        self._hear(lambda: messages.rotate_now(self.s, req, self.clock.now()))
 
     @workflow.signal
     def audit(self, notice: AuditNotice) -> None:
         """The audit saw the carrier disagree with the workflow's lines."""
-        self._hear(lambda: rotation.audit(self.s, notice, self.clock.now()))
+        self._hear(lambda: messages.audit(self.s, notice, self.clock.now()))
 
     # --- updates ----------------------------------------------------------------------
 
     @workflow.update
     def change_product(self, req: ChangeProduct) -> BalanceStatusView:
         """Use another product of the same carrier from the next line ordered on."""
-        self._hear(lambda: rotation.change_product(self.s, req, self.clock.now()))
+        self._hear(lambda: messages.change_product(self.s, req, self.clock.now()))
         return self.status()
 
     @change_product.validator
     def _validate_change_product(self, req: ChangeProduct) -> None:
-        problem = rotation.change_problem(self.s, self._restoring) or rotation.product_problem(
+        problem = messages.change_problem(self.s, self._restoring) or messages.product_problem(
             self.s, req
         )
         if problem is not None:
@@ -268,12 +268,12 @@ class BalanceWorkflow(CarrierSteps):
     @workflow.update
     def change_policy(self, req: ChangePolicy) -> BalanceStatusView:
         """Rotate by another policy from now on; the next order and switch times follow it."""
-        self._hear(lambda: rotation.change_policy(self.s, req, self.clock.now()))
+        self._hear(lambda: messages.change_policy(self.s, req, self.clock.now()))
         return self.status()
 
     @change_policy.validator
     def _validate_change_policy(self, req: ChangePolicy) -> None:
-        problem = rotation.change_problem(self.s, self._restoring) or rotation.policy_problem(
+        problem = messages.change_problem(self.s, self._restoring) or messages.policy_problem(
             self.s, req
         )
         if problem is not None:

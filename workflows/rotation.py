@@ -18,23 +18,19 @@ import enum
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from models import money, payloads
+from models import money
 from models.payloads import (
     ARCHIVE_DEPTH,
-    CLOSED_STATUSES,
-    ActionRequest,
-    AuditNotice,
     BalanceState,
     BalanceStatus,
     BalanceStatusView,
-    ChangePolicy,
-    ChangeProduct,
     EventRecord,
     Line,
     LineState,
     UsageReport,
 )
-from workflows import timing, usage
+from workflows import caps, timing, usage
+from workflows.events import carrier_started, event, note
 
 # Shortest wait between two attempts once a step has failed for good.
 FAILING_BACKOFF = timedelta(seconds=30)
@@ -103,7 +99,7 @@ def next_step(s: BalanceState, now: datetime, run: Run) -> Step:
         if timing.term_done(s):
             return Step(Do.complete)
         return Step(Do.bring_up, "no line is active")
-    capped = _cap_newly_reached(s, now)
+    capped = caps.newly_reached(s, now)
     if timing.is_last_line(s):
         if now >= timing.ends_at(s.active):
             return Step(Do.end_term, "term complete", cap_reached=capped)
@@ -284,164 +280,6 @@ def service(s: BalanceState) -> Literal["high_speed", "throttled", "none"]:
     return "none" if timing.used_up_ends(s) else "throttled"
 
 
-# --- events ---------------------------------------------------------------------------
-
-
-def event(
-    s: BalanceState,
-    kind: str,
-    at: datetime,
-    line: Line | None = None,
-    *,
-    actor: str = "workflow",
-    seq: int | None = None,
-    **detail: Any,
-) -> EventRecord:
-    """A ledger event, keyed by the balance's own count so that writing it is idempotent."""
-    s.event_counter += 1
-    if line is not None:
-        detail = {"line_id": line.line_id, "reference": line.reference, **detail}
-        seq = line.seq
-    return EventRecord(
-        key=f"{s.balance_id}:{s.event_counter}",
-        balance_id=s.balance_id,
-        seq=seq,
-        kind=kind,
-        actor=actor,
-        at=at,
-        detail=detail,
-    )
-
-
-def note(s: BalanceState, kind: str, at: datetime, **kwargs: Any) -> None:
-    """An event written with the next store call (from a message, or noticed in passing)."""
-    s.pending_events.append(event(s, kind, at, **kwargs))
-
-
-def carrier_started(s: BalanceState, line: Line) -> EventRecord:
-    """The carrier activated ``line`` on its own, at the time it says."""
-    assert line.activated_at is not None
-    return event(
-        s, "activated", line.activated_at, line, actor="carrier", reason="started by the carrier"
-    )
-
-
-# --- messages -------------------------------------------------------------------------
-
-
-def pause(s: BalanceState, req: ActionRequest, now: datetime) -> None:
-    if not s.paused:
-        s.paused = True
-        note(s, "paused", now, actor=req.actor, reason=req.reason)
-
-
-def resume(s: BalanceState, req: ActionRequest, now: datetime) -> None:
-    if s.paused:
-        s.paused = False
-        note(s, "resumed", now, actor=req.actor, reason=req.reason)
-
-
-def cancel(s: BalanceState, req: ActionRequest, now: datetime) -> None:
-    if not s.cancel_requested:
-        s.cancel_requested = True
-        note(s, "cancel_requested", now, actor=req.actor, reason=req.reason)
-
-
-def rotate_now(s: BalanceState, req: ActionRequest, now: datetime) -> None:
-    """Switch to a fresh line now, whatever the active one's time or usage; within the
-    day's cost cap unless ``force``d (a line bought past it is refused, and said so)."""
-    if s.active is None or s.paused or timing.is_last_line(s):
-        return
-    if s.rotate_within_cap and not req.force and timing.cap_reached(s, now):
-        note(
-            s,
-            "rotate_refused",
-            now,
-            actor=req.actor,
-            reason=req.reason,
-            why="cost cap reached",
-            max_lines_per_day=s.policy.max_lines_per_day,
-            **_spend_cap(s, now),
-        )
-    else:
-        s.rotate_requested = True
-        note(s, "rotate_requested", now, actor=req.actor, reason=req.reason)
-
-
-def audit(s: BalanceState, notice: AuditNotice, now: datetime) -> None:
-    """The audit saw the carrier disagree: a scheduled line that has ended there is
-    dropped (the next one is ordered when due, at once past the order time); an active
-    one that has ended is rotated away from now, whatever the cap (the eSIM has no
-    service) — unless its data ran out (``used_up``): that is a switch by usage, within
-    the cap. Anything else only has the workflow look at its deadlines again."""
-    if notice.kind != "ghost_line":
-        return
-    ref = notice.reference
-    if s.scheduled is not None and s.scheduled.reference == ref:
-        gone = s.scheduled.model_copy(update={"state": LineState.failed})
-        s.scheduled = None
-        archive(s, gone)
-        note(s, "scheduled_dropped", now, actor=notice.actor, seq=gone.seq, reason=notice.reason)
-    elif s.active is not None and s.active.reference == ref:
-        if notice.used_up_at is not None and timing.used_up_ends(s):
-            used_up(s, notice.used_up_at, now)
-        if not timing.ended_used_up(s):
-            request = ActionRequest(actor=notice.actor, reason=notice.reason, force=True)
-            rotate_now(s, request, now)
-
-
-def used_up(s: BalanceState, at: datetime, now: datetime) -> None:
-    """The carrier ended the active line at ``at`` as its data ran out: its usage is the
-    whole allowance from then on, and a switch by usage is due (``timing.ended_used_up``).
-    It has nothing left to read."""
-    line = s.active
-    assert line is not None
-    report = UsageReport(
-        seq=line.seq, used_bytes=line.allowance_bytes, observed_at=at, reference=line.reference
-    )
-    take_usage(s, report, now)
-    s.usage_check_at = None
-
-
-def change_problem(s: BalanceState, restoring: bool) -> str | None:
-    """Why an update cannot change this balance now, or None."""
-    if restoring:
-        return f"balance {s.balance_id} is being restored; try again shortly"
-    if s.status in CLOSED_STATUSES or s.cancel_requested:
-        return f"balance {s.balance_id} is closed"
-    return None
-
-
-def product_problem(s: BalanceState, req: ChangeProduct) -> str | None:
-    if req.product.carrier != s.carrier:
-        return (
-            f"product {req.product.id} is sold by {req.product.carrier}, "
-            f"but this eSIM is on {s.carrier}"
-        )
-    return None
-
-
-def policy_problem(s: BalanceState, req: ChangePolicy) -> str | None:
-    for product in filter(None, (s.product, s.next_product)):
-        problem = payloads.policy_problem(req.policy, product.validity_seconds)
-        if problem is not None:
-            return problem
-    return None
-
-
-def change_product(s: BalanceState, req: ChangeProduct, now: datetime) -> None:
-    """Use another product of the same carrier from the next line ordered on."""
-    s.next_product = None if req.product.id == s.product.id else req.product
-    note(s, "product_changed", now, actor=req.actor, product_id=req.product.id)
-
-
-def change_policy(s: BalanceState, req: ChangePolicy, now: datetime) -> None:
-    """Rotate by another policy from now on; the next order and switch times follow it."""
-    s.policy = req.policy
-    detail = req.policy.model_dump(mode="json", exclude_none=True)
-    note(s, "policy_changed", now, actor=req.actor, policy=detail)
-
-
 # --- usage ----------------------------------------------------------------------------
 
 
@@ -496,71 +334,6 @@ def usage_unread(s: BalanceState, now: datetime) -> None:
     s.usage_check_at = now + timedelta(seconds=max(1.0, s.active.validity_seconds / 20))
 
 
-def _cap_newly_reached(s: BalanceState, now: datetime) -> bool:
-    return (
-        not s.capped
-        and s.active is not None
-        and usage.switch_due(s.active, s.policy, now)
-        and timing.cap_reached(s, now)
-        and not timing.next_starts_on_its_own(s)
-    )
-
-
-def throttle(s: BalanceState, now: datetime) -> None:
-    """At the switch threshold with the day's cap spent: stay on the line and say so.
-    Once it is used up the eSIM is throttled, or has no service where the carrier ends a
-    used-up pass (``when_used_up``). Which cap, and when it lifts where it does."""
-    assert s.active is not None
-    s.capped = True
-    s.status = BalanceStatus.Throttled
-    lifts = timing.cap_lifts_at(s, now)
-    note(
-        s,
-        "cap_reached",
-        now,
-        seq=s.active.seq,
-        cap="lines" if timing.lines_cap_reached(s, now) else "spend",
-        max_lines_per_day=s.policy.max_lines_per_day,
-        **_spend_cap(s, now),
-        when_used_up="no service" if timing.used_up_ends(s) else "throttled",
-        **({"lifts_at": lifts.isoformat()} if lifts else {}),
-    )
-
-
-def cap_lifts(s: BalanceState, now: datetime) -> bool:
-    """The day has rolled over a capped balance's cap (it wakes at 00:00 UTC for it)."""
-    return (
-        s.capped
-        and bool(s.cap_lifts_at_midnight)
-        and s.active is not None
-        and not timing.cap_reached(s, now)
-    )
-
-
-def lift_cap(s: BalanceState, now: datetime) -> None:
-    """A new day: the cap no longer holds the eSIM back, and the next step (a switch by
-    usage where the line is spent) brings it back to high speed."""
-    s.capped = False
-    if s.status == BalanceStatus.Throttled:
-        s.status = BalanceStatus.Active
-    assert s.active is not None
-    note(s, "cap_lifted", now, seq=s.active.seq)
-
-
-def _spend_cap(s: BalanceState, now: datetime) -> dict[str, Any]:
-    """The spend cap's figures for an event, where the policy sets one."""
-    cap = s.policy.max_spend_per_day
-    if cap is None:
-        return {}
-    currency = (s.next_product or s.product).currency
-    spent = timing.spent_today(s, now, currency)
-    return {
-        "max_spend_per_day": money.amount(money.cents(cap)),
-        "spent_today": money.amount(spent),
-        "currency": currency,
-    }
-
-
 # --- outcomes of the steps ------------------------------------------------------------
 
 
@@ -568,26 +341,12 @@ def ordered(s: BalanceState, seq: int, line: Line, now: datetime) -> Changes:
     """Line ``seq`` is bought: it is the scheduled line. A package someone had already
     ended at the carrier (adopted by the order) is passed over: the next order is due."""
     s.last_seq = seq
-    spent(s, line, now)
+    caps.spent(s, line, now)
     if line.state not in (LineState.scheduled, LineState.active):
         return Changes([line], [event(s, "order_failed", now, line)])
     s.scheduled = line
     recovered(s, now)
     return Changes([line], [event(s, "ordered", now, line)])
-
-
-def spent(s: BalanceState, line: Line, now: datetime) -> None:
-    """Line bought: its price counts in the balance's spend, and in that of the UTC day it
-    was ordered on (for ``max_spend_per_day``). A line without a price (ordered by a worker
-    from before prices were recorded) counts in neither."""
-    if line.price_cents is None:
-        return
-    currency = line.currency or (s.next_product or s.product).currency
-    day = (line.ordered_at or now).date()
-    if s.spend_day != day:
-        s.spend_day, s.spend_today_cents = day, {}
-    money.add(s.spend_cents, currency, line.price_cents)
-    money.add(s.spend_today_cents, currency, line.price_cents)
 
 
 def activation_refused(s: BalanceState, line: Line, now: datetime) -> Changes:

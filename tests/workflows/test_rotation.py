@@ -28,7 +28,7 @@ from models.payloads import (
     UsageReport,
     policy_problem,
 )
-from workflows import rotation, timing
+from workflows import caps, events, messages, rotation, timing
 from workflows.rotation import Do, Run
 
 T0 = datetime(2030, 1, 1, 12, tzinfo=UTC)
@@ -170,7 +170,7 @@ CASES: list[tuple[str, BalanceState, datetime, Run, Do, str | datetime | None]] 
     ),
     (
         "events noted by messages",
-        _state(pending_events=[rotation.event(_state(), "x", T0)]),
+        _state(pending_events=[events.event(_state(), "x", T0)]),
         T0,
         Run(),
         Do.record,
@@ -355,7 +355,7 @@ def test_at_the_cap_usage_does_not_switch_and_the_balance_says_so() -> None:
     at = T0 + 10 * MINUTE
     step = rotation.next_step(s, at, Run())
     assert step.do == Do.sleep and step.until == SWITCH_AT and step.cap_reached
-    rotation.throttle(s, at)
+    caps.throttle(s, at)
     assert s.status == BalanceStatus.Throttled and s.capped
     assert [e.kind for e in s.pending_events] == ["cap_reached"]
     # Said once: the next look sees it noted.
@@ -367,23 +367,23 @@ def test_at_the_cap_usage_does_not_switch_and_the_balance_says_so() -> None:
 
 def test_an_operator_rotation_respects_the_cap_unless_forced() -> None:
     s = _state(policy=Policy(max_lines_per_day=1))
-    rotation.rotate_now(s, ActionRequest(reason="try"), T0)
+    messages.rotate_now(s, ActionRequest(reason="try"), T0)
     assert not s.rotate_requested
     assert [e.kind for e in s.pending_events] == ["rotate_refused"]
-    rotation.rotate_now(s, ActionRequest(reason="now", force=True), T0)
+    messages.rotate_now(s, ActionRequest(reason="now", force=True), T0)
     assert s.rotate_requested
     # A balance recorded before the cap applied to operators rotates as it did.
     old = _state(policy=Policy(max_lines_per_day=1), rotate_within_cap=False)
-    rotation.rotate_now(old, ActionRequest(), T0)
+    messages.rotate_now(old, ActionRequest(), T0)
     assert old.rotate_requested
 
 
 def test_the_audit_drops_a_scheduled_line_the_carrier_ended_and_rotates_an_active_one() -> None:
     s = _with_scheduled(policy=Policy(max_lines_per_day=1))
     notice = AuditNotice(kind="ghost_line", reference=f"{BALANCE}:2", reason="gone")
-    rotation.audit(s, notice, T0)
+    messages.audit(s, notice, T0)
     assert s.scheduled is None and s.archived[-1].state == LineState.failed
-    rotation.audit(s, notice.model_copy(update={"reference": f"{BALANCE}:1"}), T0)
+    messages.audit(s, notice.model_copy(update={"reference": f"{BALANCE}:1"}), T0)
     assert s.rotate_requested  # whatever the cap: the eSIM has no service
     assert [e.kind for e in s.pending_events] == ["scheduled_dropped", "rotate_requested"]
 
@@ -406,7 +406,7 @@ def test_a_line_used_up_at_the_carrier_hands_over_to_the_queued_one_it_started()
     s = _with_scheduled(product=QUEUED_HOUR, policy=Policy(max_lines_per_day=1))
     s.lines_today, s.day = 1, T0.date()
     now = USED_UP_AT + MINUTE  # the termination came late
-    rotation.audit(s, _used_up_notice(), now)
+    messages.audit(s, _used_up_notice(), now)
     assert s.active is not None and s.active.exhausted_at == USED_UP_AT
     assert [e.detail["percent"] for e in s.pending_events] == [50, 80, 95, 100]
     s.pending_events = []  # written (Do.record)
@@ -428,18 +428,18 @@ def test_a_line_used_up_at_the_carrier_hands_over_to_the_queued_one_it_started()
 
 def test_a_used_up_line_with_a_manual_next_one_is_left_by_usage_within_the_cap() -> None:
     s = _with_scheduled()
-    rotation.audit(s, _used_up_notice(), USED_UP_AT)
+    messages.audit(s, _used_up_notice(), USED_UP_AT)
     s.pending_events = []
     assert rotation.next_step(s, USED_UP_AT, Run()) == rotation.Step(Do.switch, "usage")
     # We start the next line; the old one has ended at the carrier already.
     assert rotation.switch_plan(s, "usage") == rotation.SwitchPlan(False, "used_up")
     capped = _with_scheduled(policy=Policy(max_lines_per_day=1))
     capped.lines_today, capped.day = 1, T0.date()
-    rotation.audit(capped, _used_up_notice(), USED_UP_AT)
+    messages.audit(capped, _used_up_notice(), USED_UP_AT)
     capped.pending_events = []
     step = rotation.next_step(capped, USED_UP_AT, Run())
     assert step.do == Do.sleep and step.until == SWITCH_AT and step.cap_reached
-    rotation.throttle(capped, USED_UP_AT)
+    caps.throttle(capped, USED_UP_AT)
     assert capped.pending_events[-1].detail["when_used_up"] == "no service"
     # By time, the switch records the line as used up, not expired.
     assert rotation.switch_plan(capped, "time") == rotation.SwitchPlan(False, "used_up")
@@ -453,7 +453,7 @@ def test_at_the_cap_a_queued_line_is_not_bought_ahead_by_usage() -> None:
     assert s.active is not None
     s.active = s.active.model_copy(update=_used(0.85))
     assert rotation.next_step(s, T0 + 10 * MINUTE, Run()).do == Do.sleep
-    rotation.audit(s, _used_up_notice(), USED_UP_AT)
+    messages.audit(s, _used_up_notice(), USED_UP_AT)
     s.pending_events = []
     assert not s.rotate_requested and rotation.view(s, USED_UP_AT).service == "none"
     step = rotation.next_step(s, USED_UP_AT, Run())
@@ -476,10 +476,10 @@ def test_in_place_a_used_up_line_stays_throttled_and_a_termination_rotates_away(
     assert s.active is not None
     s.active = s.active.model_copy(update={"exhausted_at": USED_UP_AT})
     assert rotation.view(s, USED_UP_AT).service == "throttled"
-    rotation.throttle(s, USED_UP_AT)
+    caps.throttle(s, USED_UP_AT)
     assert s.pending_events[-1].detail["when_used_up"] == "throttled"
     # Only a carrier whose used-up passes end is told so; anything else ended is gone.
-    rotation.audit(s, _used_up_notice(), USED_UP_AT)
+    messages.audit(s, _used_up_notice(), USED_UP_AT)
     assert s.rotate_requested
 
 
@@ -524,9 +524,9 @@ def test_a_line_the_carrier_must_not_end_is_left_on_the_esim_and_said_so() -> No
 def test_messages_note_a_change_once() -> None:
     s = _state()
     for _ in range(3):
-        rotation.pause(s, ActionRequest(), T0)
-    rotation.resume(s, ActionRequest(), T0)
-    rotation.resume(s, ActionRequest(), T0)
+        messages.pause(s, ActionRequest(), T0)
+    messages.resume(s, ActionRequest(), T0)
+    messages.resume(s, ActionRequest(), T0)
     assert [e.kind for e in s.pending_events] == ["paused", "resumed"]
     assert [e.key for e in s.pending_events] == [f"{BALANCE}:1", f"{BALANCE}:2"]
 
@@ -635,7 +635,7 @@ def run_balance(
         trace.steps.append(step)
         trace.runs[-1].append(step.do)
         if step.cap_reached:
-            rotation.throttle(s, now)
+            caps.throttle(s, now)
         match step.do:
             case Do.hand_over:
                 run = Run()
@@ -697,7 +697,7 @@ def run_balance(
                 now = wake
                 if pending and pending[0] <= now:
                     pending.pop(0)
-                    rotation.rotate_now(s, ActionRequest(), now)
+                    messages.rotate_now(s, ActionRequest(), now)
                 if s.active is not None and carrier.rate:
                     used = carrier.used(s.active, now)
                     rotation.take_usage(

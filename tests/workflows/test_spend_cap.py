@@ -17,7 +17,7 @@ from tests.workflows.test_rotation import (
     _state,
     _used,
 )
-from workflows import rotation, timing
+from workflows import caps, rotation, timing
 from workflows.rotation import Do, Run
 
 PRICED = HOUR.model_copy(update={"price_cents": 150, "currency": "USD"})
@@ -84,7 +84,7 @@ def test_at_the_spend_cap_the_balance_stays_on_its_line_and_says_which_cap() -> 
     s.active = s.active.model_copy(update=_used(0.96))
     step = rotation.next_step(s, at, Run())
     assert step.do == Do.sleep and step.cap_reached
-    rotation.throttle(s, at)
+    caps.throttle(s, at)
     assert s.status == BalanceStatus.Throttled
     detail = s.pending_events[-1].detail
     assert detail["cap"] == "spend"
@@ -109,7 +109,7 @@ def _capped(policy: Policy) -> BalanceState:
     s.active = s.active.model_copy(update=_used(0.96, T0 + timedelta(hours=2)))
     at = T0 + timedelta(hours=2)
     assert rotation.next_step(s, at, Run()).cap_reached
-    rotation.throttle(s, at)
+    caps.throttle(s, at)
     s.pending_events = []
     return s
 
@@ -128,9 +128,9 @@ def test_the_cap_lifts_at_midnight_and_the_balance_switches_by_usage() -> None:
         # Asleep until midnight: the line would end only at noon tomorrow.
         step = rotation.next_step(s, evening, Run())
         assert step == rotation.Step(Do.sleep, "the day's cost cap lifts", until=MIDNIGHT)
-        assert not rotation.cap_lifts(s, MIDNIGHT - MINUTE)
-        assert rotation.cap_lifts(s, MIDNIGHT)
-        rotation.lift_cap(s, MIDNIGHT)
+        assert not caps.cap_lifts(s, MIDNIGHT - MINUTE)
+        assert caps.cap_lifts(s, MIDNIGHT)
+        caps.lift_cap(s, MIDNIGHT)
         assert (s.capped, s.status) == (False, BalanceStatus.Active)
         assert [e.kind for e in s.pending_events] == ["cap_lifted"]
         s.pending_events = []
@@ -143,7 +143,7 @@ def test_the_cap_lifts_at_midnight_and_the_balance_switches_by_usage() -> None:
 
 def test_a_pass_dearer_than_the_cap_never_lifts_it_and_is_said_once() -> None:
     s = _capped(Policy(max_spend_per_day=Decimal("1.00")))
-    assert not rotation.cap_lifts(s, MIDNIGHT)
+    assert not caps.cap_lifts(s, MIDNIGHT)
     step = rotation.next_step(s, MIDNIGHT, Run())
     assert step.do == Do.sleep and not step.cap_reached
     assert step.until == DAY_ORDER_AT  # the next line comes by time
@@ -154,4 +154,4 @@ def test_a_balance_from_before_the_midnight_wake_waits_for_its_line_as_it_did() 
     evening = T0 + timedelta(hours=3)
     _bought(s, 2, evening)
     assert rotation.next_step(s, evening, Run()).until == DAY_SWITCH_AT
-    assert not rotation.cap_lifts(s, MIDNIGHT)
+    assert not caps.cap_lifts(s, MIDNIGHT)

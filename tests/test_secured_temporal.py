@@ -35,11 +35,11 @@ from simulators.telna import create_app as create_telna
 from temporal_client import TemporalConnectError, connect
 from tests.api.conftest import OPERATOR_KEY, SERVICE_KEY, Api, hold_line
 from tests.api.helpers import offline_settings
-from tests.conftest import _binary
 from tests.e2e.harness import API_KEY as TELNA_KEY
 from tests.e2e.harness import WEBHOOK_SECRET as TELNA_SECRET
 from tests.e2e.harness import iccids
 from tests.servers import serve
+from tests.temporal_envs import binary
 from tests.tls import Authority, Issued, Sniffer, TLSProxy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
     env = await WorkflowEnvironment.start_local(
         namespace=NAMESPACE,
         data_converter=pydantic_data_converter,
-        dev_server_existing_path=_binary("temporal"),
+        dev_server_existing_path=binary("temporal"),
         search_attributes=search.ALL_KEYS,
         dev_server_log_level="error",
         port=free_port(),

@@ -24,6 +24,8 @@ deliberately incompatible and the deployment plan says how running workflows are
 old branch and the histories that need it may go together.
 
 A scenario can be recorded alone: ``... record_histories rotation-telna cancel``.
+``cap-lifts`` runs on the time-skipping server instead (days of virtual time) and is
+written to ``histories/virtual-clock/``.
 """
 
 from __future__ import annotations
@@ -35,18 +37,26 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
-from models import search
 from models.db import session_scope
-from models.payloads import BalanceStatus, ChangePolicy, ChangeProduct, Policy
+from models.payloads import (
+    ActionRequest,
+    BalanceState,
+    BalanceStatus,
+    ChangePolicy,
+    ChangeProduct,
+    Policy,
+)
 from models.tables import Product
 from services.enrolment import product_spec, workflow_id
 from tests.e2e.harness import Rig, iccids, rig
+from tests.fakes import FakeCarrier, running_balance
+from tests.temporal_envs import dev_server, time_skipping
+from tests.workflows.capped_days import PASS, capped_days
 from workflows.balance import BalanceWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -233,6 +243,21 @@ async def chain(client: Client, wid: str) -> list[WorkflowHistory]:
     return runs
 
 
+def write(folder: Path, name: str, runs: list[WorkflowHistory], started: float) -> list[Path]:
+    """The runs' histories as ``{folder}/{name}-{n}.json``, those of before removed."""
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob(f"{name}-*.json"):
+        old.unlink()
+    paths = []
+    for n, history in enumerate(runs, start=1):
+        path = folder / f"{name}-{n}.json"
+        path.write_text(history.to_json() + "\n")
+        paths.append(path)
+    size = sum(p.stat().st_size for p in paths)
+    print(f"{name}: {len(runs)} runs, {size / 1000:.0f} kB, {time.monotonic() - started:.0f} s")
+    return paths
+
+
 async def record(r: Rig, name: str) -> list[Path]:
     """Run scenario ``name`` on a fresh eSIM, cancel it, write its runs' histories."""
     carrier, scenario = SCENARIOS[name]
@@ -241,34 +266,50 @@ async def record(r: Rig, name: str) -> list[Path]:
     started = time.monotonic()
     await scenario(r, iccid)
     await r.cancel_and_wait(iccid)
-    runs = await chain(r.client, workflow_id(iccid))
-    for old in HISTORIES.glob(f"{name}-*.json"):
-        old.unlink()
-    paths = []
-    for n, history in enumerate(runs, start=1):
-        path = HISTORIES / f"{name}-{n}.json"
-        path.write_text(history.to_json() + "\n")
-        paths.append(path)
-    size = sum(p.stat().st_size for p in paths)
-    print(f"{name}: {len(runs)} runs, {size / 1000:.0f} kB, {time.monotonic() - started:.0f} s")
-    return paths
+    return write(HISTORIES, name, await chain(r.client, workflow_id(iccid)), started)
+
+
+async def cap_lifts() -> list[Path]:
+    """Three days under a spend cap on the time-skipping server (a dev server's clock
+    cannot reach midnight): capped each day, the cap lifted at 00:00 UTC
+    (``CAP_LIFTS_AT_MIDNIGHT``), then cancelled. Against a carrier kept in a few lines
+    (tests/fakes.py): what is replayed is the workflow's commands, not the carrier's."""
+    started = time.monotonic()
+    state = BalanceState(
+        balance_id="bal_caplifts0001",
+        iccid="8944000000000000019",
+        carrier="telna",
+        product=PASS,
+        policy=Policy(max_spend_per_day=Decimal("3.00")),
+    )
+    async with time_skipping() as env, running_balance(env, FakeCarrier(), state) as handle:
+        await capped_days(env, handle)
+        await handle.signal(BalanceWorkflow.cancel, ActionRequest(actor="recorder"))
+        await handle.result()
+        runs = await chain(env.client, handle.id)
+    return write(VIRTUAL_CLOCK, "cap-lifts", runs, started)
+
+
+# Recorded on the time-skipping server's virtual clock, into their own folder.
+VIRTUAL_CLOCK = HISTORIES / "virtual-clock"
+ON_VIRTUAL_CLOCK: dict[str, Callable[[], Awaitable[list[Path]]]] = {"cap-lifts": cap_lifts}
 
 
 async def main(names: list[str]) -> None:
-    unknown = set(names) - set(SCENARIOS)
+    unknown = set(names) - set(SCENARIOS) - set(ON_VIRTUAL_CLOCK)
     if unknown:
         raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
-    names = names or list(SCENARIOS)
+    names = names or [*SCENARIOS, *ON_VIRTUAL_CLOCK]
+    for name in names:
+        if name in ON_VIRTUAL_CLOCK:
+            await ON_VIRTUAL_CLOCK[name]()
+    names = [name for name in names if name in SCENARIOS]
+    if not names:
+        return
     HISTORIES.mkdir(exist_ok=True)
     # The outage fails carrier calls on purpose: their retries are not news here.
     logging.getLogger("temporalio.activity").setLevel(logging.ERROR)
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(BIN / "temporal"),
-        search_attributes=search.ALL_KEYS,
-        dev_server_log_level="error",
-    )
-    async with env:
+    async with dev_server() as env:
         with tempfile.TemporaryDirectory() as tmp:
             async with rig(env, Path(tmp), carrier="mixed") as r:
                 together = [name for name in names if name not in ALONE]

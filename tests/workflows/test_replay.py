@@ -6,14 +6,17 @@ the history has the old one, the run stops with a non-determinism error. These t
 replay real runs (tests/workflows/record_histories.py; how and when to re-record is in
 its docstring) with the worker's own sandbox runner and data converter.
 
-Four generations are kept: ``histories/`` from today's code, with eSIM Go's own
-scenarios; ``histories/recorded-2026-11-28/``, recorded before ``HAND_OVER_WHEN_LONG``,
+Four generations are kept: ``histories/`` recorded with eSIM Go's own scenarios, before
+``CAP_LIFTS_AT_MIDNIGHT`` and ``CAP_RECORDED_AT_ONCE``;
+``histories/recorded-2026-11-28/``, recorded before ``HAND_OVER_WHEN_LONG``,
 ``ROTATE_WITHIN_CAP``, ``QUEUED_BY_CARRIER`` and ``ACTIVATION_YIELDS``;
 ``histories/handed-over-at-switch/``, recorded when a run handed over at its switch
 rather than when its next order fell due (``HAND_OVER_AT_ORDER``); and
 ``histories/bring-up-kept-its-run/``, recorded before a run handed over once its
 bring-up was done (``HAND_OVER_AFTER_BRING_UP``). A run of any kind in flight at the
-upgrade still replays.
+upgrade still replays. Beside them, ``histories/virtual-clock/`` holds what a dev
+server's clock cannot reach, recorded on the time-skipping server: three days under a
+spend cap, each lifted at 00:00 UTC (``cap-lifts``, every patch taken).
 """
 
 from __future__ import annotations
@@ -30,8 +33,14 @@ from temporalio import workflow
 from temporalio.client import WorkflowHistory
 
 from tests.replay import replayer
-from tests.workflows.record_histories import HISTORIES, SCENARIOS
-from workflows.balance import ACTIVATION_YIELDS, QUEUED_BY_CARRIER, BalanceWorkflow
+from tests.workflows.record_histories import HISTORIES, ON_VIRTUAL_CLOCK, SCENARIOS, VIRTUAL_CLOCK
+from workflows.balance import (
+    ACTIVATION_YIELDS,
+    CAP_LIFTS_AT_MIDNIGHT,
+    CAP_RECORDED_AT_ONCE,
+    QUEUED_BY_CARRIER,
+    BalanceWorkflow,
+)
 
 # Scenarios recorded before eSIM Go was a carrier.
 BEFORE_ESIMGO = set(SCENARIOS) - {"rotation-esimgo", "used-up-esimgo", "never-installed-esimgo"}
@@ -41,6 +50,7 @@ RECORDED = {
     HISTORIES / "recorded-2026-11-28": BEFORE_ESIMGO,
     HISTORIES / "handed-over-at-switch": BEFORE_ESIMGO,
     HISTORIES / "bring-up-kept-its-run": BEFORE_ESIMGO,
+    VIRTUAL_CLOCK: set(ON_VIRTUAL_CLOCK),
 }
 GENERATIONS = list(RECORDED)
 FILES = [path for folder in GENERATIONS for path in sorted(folder.glob("*.json"))]
@@ -121,6 +131,14 @@ def test_every_scenario_is_recorded_with_what_it_shows(folder: Path) -> None:
                 markers.setdefault(_scenario(path), set()).add(patch["id"])
     for name in recorded:
         assert "cancel" in signals.get(name, set()), name
+    for name, n in runs.items():
+        _assert_whole_chain([folder / f"{name}-{i}.json" for i in range(1, n + 1)])
+    if folder == VIRTUAL_CLOCK:
+        # Capped and lifted on three days: a run for each line, the midnight's included.
+        assert {"Throttled", "Active"} <= states["cap-lifts"]
+        assert "usage_reported" in signals["cap-lifts"] and runs["cap-lifts"] >= 6
+        assert {CAP_LIFTS_AT_MIDNIGHT, CAP_RECORDED_AT_ONCE} <= markers["cap-lifts"]
+        return
     assert {"pause", "resume"} <= signals["pause-resume"]
     assert "rotate_now" in signals["rotate-now"]
     assert "usage_reported" in signals["usage-rotation"]
@@ -136,8 +154,6 @@ def test_every_scenario_is_recorded_with_what_it_shows(folder: Path) -> None:
         # Today's runs take the patched branches of eSIM Go's changes.
         for name in ("rotation-esimgo", "used-up-esimgo", "never-installed-esimgo"):
             assert {QUEUED_BY_CARRIER, ACTIVATION_YIELDS} <= markers.get(name, set()), name
-    for name, n in runs.items():
-        _assert_whole_chain([folder / f"{name}-{i}.json" for i in range(1, n + 1)])
 
 
 def _assert_whole_chain(paths: list[Path]) -> None:

@@ -29,7 +29,7 @@ from models.db import dialect_insert, dialect_insert_for, session_scope
 from models.outbox import hold_ledger_writes
 from models.payloads import BalanceRecord, BalanceStatus, EventRecord, Line, RecordChanges
 from models.tables import Balance, BalanceLine, Esim, LineEvent, UTCDateTime
-from services.metrics import observe_rotations, observe_spend
+from services.metrics import observe_refunds, observe_rotations, observe_spend
 
 # Written as Core statements on the tables, not through the ORM: the rotation's one write
 # is on every balance's path at a boundary, and the ORM's bulk paths cost the worker
@@ -122,6 +122,7 @@ class StoreActivities:
         """
         fresh: list[EventRecord] = []
         bought: list[Line] = []
+        refunded: list[tuple[int, str]] = []
         with session_scope(self._url) as session:
             if changes.events:
                 # First, before any row lock: see hold_ledger_writes.
@@ -133,10 +134,12 @@ class StoreActivities:
             if changes.lines:
                 _upsert_lines(session, changes)
                 bought = _record_prices(session, changes)
+                refunded = _record_refunds(session, changes)
             if changes.events:
                 fresh = _append_events(session, changes.events)
         observe_rotations(changes.carrier, fresh, changes.lines)
         observe_spend(changes.carrier, bought)
+        observe_refunds(changes.carrier, refunded)
         activity.logger.debug(
             "recorded %d lines, %d events for %s",
             len(changes.lines),
@@ -300,6 +303,37 @@ def _record_prices(session: Session, changes: RecordChanges) -> list[Line]:
         if line.seq in unpriced and session.execute(_SET_PRICE, price_row(changes, line)).first():
             bought.append(line)
     return bought
+
+
+# A line's refund is written once, as its price: the first write of a line the carrier
+# ended with the money credited back to the account's balance (``Line.refund``) sets it
+# to the line's price, and a racing attempt finds it set. A bundle returned to the
+# carrier's inventory is no refund: it is a bundle the account holds, not money.
+_SET_REFUND = (
+    sa.update(LINES)
+    .where(
+        LINES.c.balance_id == sa.bindparam("r_balance_id", type_=LINES.c.balance_id.type),
+        LINES.c.seq == sa.bindparam("r_seq", type_=LINES.c.seq.type),
+        LINES.c.refunded_cents.is_(None),
+        LINES.c.price_cents.is_not(None),
+    )
+    .values(refunded_cents=LINES.c.price_cents)
+    .returning(LINES.c.refunded_cents, LINES.c.currency)
+)
+
+
+def _record_refunds(session: Session, changes: RecordChanges) -> list[tuple[int, str]]:
+    """Write the refund of each line ended with its price credited back, once; return
+    the refunds this call wrote (cents, currency)."""
+    refunded = []
+    for line in changes.lines:
+        if line.refund != "balance":
+            continue
+        params = {"r_balance_id": changes.balance_id, "r_seq": line.seq}
+        row = session.execute(_SET_REFUND, params).first()
+        if row is not None and row.currency is not None:
+            refunded.append((int(row.refunded_cents), str(row.currency)))
+    return refunded
 
 
 def _upsert_lines(session: Session, changes: RecordChanges) -> None:

@@ -5,8 +5,10 @@ when the carrier made it (``ordered_at``); a product change in place (Webbing) w
 before it took effect is none (:func:`_purchase`). Its price is what buying it cost
 (``models/prices.py``), in minor units; a line bought before prices were recorded has
 none: it is counted among ``unpriced_lines`` of its product's currency, never as 0, and a
-group of only such lines has no amount. Amounts are minor units / 100 (two decimals),
-whatever the currency.
+group of only such lines has no amount. What a carrier credited back to the account when
+it ended a line unused (``refunded_cents``, eSIM Go's refund to balance) is taken off:
+the amount is what the carriers will bill, and ``refunded`` says how much came back.
+Amounts are minor units / 100 (two decimals), whatever the currency.
 
 The database sums (one ``GROUP BY`` over the window's lines, on the ``ordered_at``
 index); :func:`tally` orders and shapes the sums, and is what the tests hold to account.
@@ -44,18 +46,21 @@ class Sum:
     cents: int | None  # None: no line of it has a price
     lines: int
     unpriced: int
+    refunded: int = 0
 
 
 @dataclass(frozen=True)
 class Tally:
-    """One group's spend in one currency: ``cents`` what its priced lines cost (None if
-    none is priced), ``lines`` bought, ``unpriced`` of them without a known price."""
+    """One group's spend in one currency: ``cents`` what its priced lines cost, net of
+    what was refunded (None if none is priced), ``lines`` bought, ``unpriced`` of them
+    without a known price, ``refunded`` credited back."""
 
     key: str | None
     currency: str | None
     cents: int | None
     lines: int
     unpriced: int
+    refunded: int = 0
 
     @property
     def amount(self) -> str | None:
@@ -71,6 +76,8 @@ def spent(t: Tally) -> dict[str, Any]:
         "amount_cents": t.cents,
         "lines": t.lines,
         "unpriced_lines": t.unpriced,
+        "refunded": amount(t.refunded),
+        "refunded_cents": t.refunded,
     }
 
 
@@ -89,7 +96,9 @@ def tally(sums: Iterable[Sum]) -> list[Tally]:
             continue
         before = merged.get((s.key, s.currency))
         if before is None:
-            merged[(s.key, s.currency)] = Tally(s.key, s.currency, s.cents, s.lines, s.unpriced)
+            merged[(s.key, s.currency)] = Tally(
+                s.key, s.currency, s.cents, s.lines, s.unpriced, s.refunded
+            )
             continue
         merged[(s.key, s.currency)] = Tally(
             s.key,
@@ -97,6 +106,7 @@ def tally(sums: Iterable[Sum]) -> list[Tally]:
             _plus(before.cents, s.cents),
             before.lines + s.lines,
             before.unpriced + s.unpriced,
+            before.refunded + s.refunded,
         )
     return sorted(merged.values(), key=order_key)
 
@@ -145,7 +155,18 @@ def load_daily_spend(session: Session, filters: Filters) -> dict[str, list[Tally
 
 def per_currency(tallies: Iterable[Tally]) -> list[Tally]:
     """Groups added up per currency, whatever their key (``key`` None): a fleet's total."""
-    return tally(Sum(None, t.currency, t.cents, t.lines, t.unpriced) for t in tallies)
+    return tally(Sum(None, t.currency, t.cents, t.lines, t.unpriced, t.refunded) for t in tallies)
+
+
+# What each group's sums are: net of refunds (a line without a price adds nothing to
+# ``cents``, and counts among the unpriced), the lines, the unpriced, the refunds.
+_REFUNDED = sa.func.coalesce(LINES.c.refunded_cents, 0)
+_FIGURES = (
+    sa.func.sum(LINES.c.price_cents - _REFUNDED).label("cents"),
+    sa.func.count().label("lines"),
+    (sa.func.count() - sa.func.count(LINES.c.price_cents)).label("unpriced"),
+    sa.func.coalesce(sa.func.sum(LINES.c.refunded_cents), 0).label("refunded"),
+)
 
 
 def _grouped(keys: Sequence[Any], filters: Filters) -> sa.Select[Any]:
@@ -156,9 +177,7 @@ def _grouped(keys: Sequence[Any], filters: Filters) -> sa.Select[Any]:
         sa.select(
             *keys,
             currency,
-            sa.func.sum(LINES.c.price_cents).label("cents"),
-            sa.func.count().label("lines"),
-            (sa.func.count() - sa.func.count(LINES.c.price_cents)).label("unpriced"),
+            *_FIGURES,
         )
         .select_from(
             LINES.join(BALANCES, BALANCES.c.id == LINES.c.balance_id).outerjoin(
@@ -177,9 +196,7 @@ def load_balance_spend(session: Session, balance_id: str) -> list[Tally]:
         sa.select(
             sa.null().label("key"),
             currency,
-            sa.func.sum(LINES.c.price_cents).label("cents"),
-            sa.func.count().label("lines"),
-            (sa.func.count() - sa.func.count(LINES.c.price_cents)).label("unpriced"),
+            *_FIGURES,
         )
         .select_from(LINES.outerjoin(PRODUCTS, PRODUCTS.c.id == LINES.c.product_id))
         .where(LINES.c.balance_id == balance_id, _purchase())
@@ -234,6 +251,7 @@ def _sums(rows: Iterable[Any]) -> list[Sum]:
             cents=None if row.cents is None else int(row.cents),
             lines=int(row.lines),
             unpriced=int(row.unpriced),
+            refunded=int(row.refunded or 0),
         )
         for row in rows
     ]

@@ -145,6 +145,12 @@ class BalanceLine(SQLModel, table=True):
     # first recorded, and never changed after. NULL: bought before prices were recorded.
     price_cents: int | None = Field(default=None, sa_column=Column(sa.BigInteger(), nullable=True))
     currency: str | None = Field(default=None, max_length=3)
+    # What the carrier credited back to the account's balance when it ended the line
+    # unused (eSIM Go's refund of a revoked bundle), in minor units of ``currency``: set
+    # once, and never changed after. NULL: nothing refunded.
+    refunded_cents: int | None = Field(
+        default=None, sa_column=Column(sa.BigInteger(), nullable=True)
+    )
     revision: int = _revision()
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
 

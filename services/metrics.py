@@ -93,6 +93,14 @@ spend = Counter(
     ["carrier", "currency"],
     registry=REGISTRY,
 )
+refunds = Counter(
+    "esim_refunds",
+    "What carriers credited back to the account for lines they ended unused, in major "
+    "units of its currency, by carrier and currency: counted once per line, when its "
+    "refund is first recorded. Spend net of refunds is esim_spend_total minus this.",
+    ["carrier", "currency"],
+    registry=REGISTRY,
+)
 notifications = Counter(
     "esim_notifications",
     "Outbound notification deliveries by outcome (delivered, retried, dropped).",
@@ -133,6 +141,12 @@ def observe_spend(carrier: str, bought: Sequence[Line]) -> None:
     for line in bought:
         if line.price_cents is not None and line.currency is not None:
             spend.labels(carrier, line.currency).inc(line.price_cents / 100)
+
+
+def observe_refunds(carrier: str, refunded: Sequence[tuple[int, str]]) -> None:
+    """Count the refunds (cents, currency) just recorded for the first time."""
+    for cents, currency in refunded:
+        refunds.labels(carrier, currency).inc(cents / 100)
 
 
 def _ended(line: Line) -> bool:

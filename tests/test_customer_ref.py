@@ -168,5 +168,7 @@ def test_a_balance_shows_its_customer_and_what_its_passes_cost(tmp_path: Path) -
             "amount_cents": 300,
             "lines": 3,
             "unpriced_lines": 1,
+            "refunded": "0.00",
+            "refunded_cents": 0,
         }
     ]

@@ -129,6 +129,8 @@ def figure(t: Tally | None, currency: str | None = None) -> Figure:
         passes += ", all unpriced" if t.lines > 1 else ", unpriced"
     elif t.unpriced:
         passes += f", {t.unpriced} unpriced"
+    if t.refunded:
+        passes += f", net of {amount(t.refunded)} refunded"
     return Figure(t.currency, shown, passes, t.cents, t.lines, t.unpriced)
 
 
@@ -316,4 +318,4 @@ def _within(daily: Mapping[str, Sequence[Tally]], first: date, last: date) -> li
 
 
 def _as_sum(t: Tally) -> Sum:
-    return Sum(t.key, t.currency, t.cents, t.lines, t.unpriced)
+    return Sum(t.key, t.currency, t.cents, t.lines, t.unpriced, t.refunded)

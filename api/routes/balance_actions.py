@@ -161,12 +161,15 @@ def cap_refusal(url: str, balance: Balance) -> str | None:
         ).one()
         if product is None or waiting:
             return None
-        spent: int = session.exec(
-            select(func.coalesce(func.sum(BalanceLine.price_cents), 0))
-            .where(BalanceLine.balance_id == balance.id)
-            .where(col(BalanceLine.ordered_at) >= midnight)
-            .where(BalanceLine.currency == product.currency)
-        ).one() or 0
+        spent: int = (
+            session.exec(
+                select(func.coalesce(func.sum(BalanceLine.price_cents), 0))
+                .where(BalanceLine.balance_id == balance.id)
+                .where(col(BalanceLine.ordered_at) >= midnight)
+                .where(BalanceLine.currency == product.currency)
+            ).one()
+            or 0
+        )
     if spent + product.price_cents <= money.cents(spend_cap):
         return None
     after = money.amount(spent + product.price_cents)

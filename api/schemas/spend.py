@@ -18,8 +18,8 @@ class CurrencySpend(BaseModel):
         examples=["USD"],
     )
     amount: str | None = Field(
-        description="What the priced lines cost, in major units with two decimals (null: "
-        "none is priced)",
+        description="What the priced lines cost, net of refunds: what the carriers will "
+        "bill, in major units with two decimals (null: none is priced)",
         examples=["12.50"],
     )
     amount_cents: int | None = Field(description="The same in minor units", examples=[1250])
@@ -28,6 +28,13 @@ class CurrencySpend(BaseModel):
         description="Of them, bought before prices were recorded: their cost is unknown "
         "(not 0), so `amount` is a lower bound when this is not 0"
     )
+    refunded: str = Field(
+        description="What carriers credited back to the account for lines they ended "
+        "unused (eSIM Go's refund of a revoked bundle to balance), already taken off "
+        "`amount`; a bundle returned to inventory is no refund",
+        examples=["0.00"],
+    )
+    refunded_cents: int = Field(description="The same in minor units", examples=[0])
 
 
 class SpendGroup(CurrencySpend):
@@ -50,4 +57,12 @@ class SpendReport(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next groups")
 
 
-CSV_COLUMNS = ("currency", "amount", "amount_cents", "lines", "unpriced_lines")
+CSV_COLUMNS = (
+    "currency",
+    "amount",
+    "amount_cents",
+    "lines",
+    "unpriced_lines",
+    "refunded",
+    "refunded_cents",
+)

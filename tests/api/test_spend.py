@@ -46,6 +46,7 @@ def _line(
     cents: int | None,
     currency: str | None = "USD",
     state: str | None = None,
+    refunded: int | None = None,
 ) -> BalanceLine:
     return BalanceLine(
         balance_id=row.id,
@@ -64,13 +65,15 @@ def _line(
         else None,
         price_cents=cents,
         currency=currency if cents is not None else None,
+        refunded_cents=refunded,
     )
 
 
 def seed(url: str) -> None:
     """Telna (customer acme): two priced days, one line bought before prices were
     recorded, one not bought yet; Webbing (no customer): one line, and a change withdrawn
-    before it took effect; eSIM Go (globex): one line in EUR."""
+    before it took effect; eSIM Go (globex): one line in EUR, and one revoked unused with
+    its price refunded to the account's balance."""
     init_db(url)
     with session_scope(url) as session:
         for carrier, pid in (("telna", "daily-1gb"), ("webbing", "1042"), ("esimgo", "day")):
@@ -91,6 +94,8 @@ def seed(url: str) -> None:
                 # A change in place withdrawn before it took effect: Webbing bills none.
                 _line(webbing, 2, "2026-01-01T13:00:00", 200, state="cancelled"),
                 _line(esimgo, 1, "2026-01-02T23:59:59", 120, "EUR"),
+                # Bought, then revoked unused with its price credited back: billed 0.
+                _line(esimgo, 2, "2026-01-02T08:00:00", 120, "EUR", "cancelled", refunded=120),
             ]
         )
 
@@ -115,7 +120,7 @@ def _rows(body: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 
 BY_CARRIER = [
-    ("esimgo", "EUR", "1.20", 120, 1, 0),
+    ("esimgo", "EUR", "1.20", 120, 2, 0),
     ("telna", "USD", "3.25", 325, 3, 1),
     ("webbing", "USD", "2.00", 200, 1, 0),
 ]
@@ -133,6 +138,9 @@ def test_spend_is_grouped_by_carrier_per_currency_by_default(served: str) -> Non
     )
     # The line bought before prices were recorded counts as a line of unknown price.
     assert _rows(body) == BY_CARRIER
+    # eSIM Go's refunded bundle: bought (a line), credited back, so billed nothing.
+    refunds = [(g["key"], g["refunded"], g["refunded_cents"]) for g in body["groups"]]
+    assert refunds == [("esimgo", "1.20", 120), ("telna", "0.00", 0), ("webbing", "0.00", 0)]
 
 
 @pytest.mark.parametrize(
@@ -141,7 +149,7 @@ def test_spend_is_grouped_by_carrier_per_currency_by_default(served: str) -> Non
         (
             "product",
             [
-                ("esimgo-day", "EUR", "1.20", 120, 1, 0),
+                ("esimgo-day", "EUR", "1.20", 120, 2, 0),
                 ("telna-daily-1gb", "USD", "3.25", 325, 3, 1),
                 ("webbing-1042", "USD", "2.00", 200, 1, 0),
             ],
@@ -151,7 +159,7 @@ def test_spend_is_grouped_by_carrier_per_currency_by_default(served: str) -> Non
             [
                 ("2025-12-31", "USD", None, None, 1, 1),
                 ("2026-01-01", "USD", "3.50", 350, 2, 0),
-                ("2026-01-02", "EUR", "1.20", 120, 1, 0),
+                ("2026-01-02", "EUR", "1.20", 120, 2, 0),
                 ("2026-01-02", "USD", "1.75", 175, 1, 0),
             ],
         ),
@@ -159,7 +167,7 @@ def test_spend_is_grouped_by_carrier_per_currency_by_default(served: str) -> Non
             "customer",
             [
                 ("acme", "USD", "3.25", 325, 3, 1),
-                ("globex", "EUR", "1.20", 120, 1, 0),
+                ("globex", "EUR", "1.20", 120, 2, 0),
                 (None, "USD", "2.00", 200, 1, 0),
             ],
         ),
@@ -221,10 +229,20 @@ def test_the_csv_export_holds_the_same_rows_under_a_header(
     assert 'filename="spend-by-customer.csv"' in r.headers["content-disposition"]
     rows = list(csv.reader(io.StringIO(r.text)))
     assert rows == [
-        ["customer", "currency", "amount", "amount_cents", "lines", "unpriced_lines"],
-        ["acme", "USD", "3.25", "325", "3", "1"],
-        ["globex", "EUR", "1.20", "120", "1", "0"],
-        ["", "USD", "2.00", "200", "1", "0"],  # every group, unpaged; no customer: empty
+        [
+            "customer",
+            "currency",
+            "amount",
+            "amount_cents",
+            "lines",
+            "unpriced_lines",
+            "refunded",
+            "refunded_cents",
+        ],
+        ["acme", "USD", "3.25", "325", "3", "1", "0.00", "0"],
+        ["globex", "EUR", "1.20", "120", "2", "0", "1.20", "120"],
+        # Every group, unpaged; no customer: empty.
+        ["", "USD", "2.00", "200", "1", "0", "0.00", "0"],
     ]
     # format=json wins over the Accept header.
     r = _get(served, AUTH | {"Accept": CSV}, format="json")
@@ -295,4 +313,6 @@ def test_the_openapi_schema_documents_the_report_as_json_and_csv(served: str) ->
         "amount_cents",
         "lines",
         "unpriced_lines",
+        "refunded",
+        "refunded_cents",
     }

@@ -15,8 +15,10 @@ import sqlalchemy as sa
 
 from api.app import create_app
 from api.dashboard import fleet as fleet_view
+from api.dashboard.spend import figure
 from models.db import get_engine, init_db, migrate, session_scope
 from models.money import amount
+from models.spend import Tally
 from models.tables import Balance, BalanceLine, Esim
 from tests.api.conftest import new_iccid, product
 from tests.api.helpers import NoTemporal, offline_api, offline_settings
@@ -209,3 +211,10 @@ def test_an_empty_fleet_says_nothing_was_bought_never_a_plot_of_zeros(tmp_path: 
     assert 'id="spend-plot-empty"' in page
     assert '<svg class="spend-plot"' not in page
     assert 'data-figure="spend_today"' not in page
+
+
+def test_a_figure_says_what_was_refunded_and_shows_the_net() -> None:
+    """eSIM Go's refunded bundle: two passes bought, one credited back, 1.20 billed."""
+    shown = figure(Tally("esimgo", "EUR", 120, 2, 0, refunded=120))
+    assert (shown.amount, shown.passes) == ("1.20", "2 passes, net of 1.20 refunded")
+    assert figure(Tally("telna", "USD", 150, 1, 0)).passes == "1 pass"

@@ -190,11 +190,12 @@ async def test_at_esimgo_a_pause_revokes_what_is_queued_and_active_saying_what_w
 ) -> None:
     """Refunds enabled on the account, revokes asking for the balance: the bundle queued
     (never started) is credited to the balance, the active one is not; the ledger says
-    so on each line's event."""
+    so on each line's event, and the balance's spend is what eSIM Go's account balance
+    went down by, to the cent, the refund taken off."""
     async with rig(dev_env, tmp_path, carrier="esimgo", esimgo_refund_to_balance=True) as r:
         (iccid,) = iccids(1)
         await r.add_esims(iccid)
-        await r.esimgo_account(refunds_enabled=True)
+        start = (await r.esimgo_account(refunds_enabled=True))["balance"]
         # The 60 s bundle's successor is bought 10 s into it.
         await r.enrol(iccid, "compressed-60s", policy=Policy(lead_seconds=50, margin_seconds=3))
         ahead = await r.wait_for(
@@ -221,6 +222,17 @@ async def test_at_esimgo_a_pause_revokes_what_is_queued_and_active_saying_what_w
         await r.cancel_and_wait(iccid)
         assert (await r.timeline(iccid))[-1]["state"] == "none"
         await r.assert_database_matches_carrier(iccid)
+        billed = round((start - (await r.esimgo_account())["balance"]) * 100)
+        got = await r.http.get(
+            f"{r.api_url}/v1/balances/{ahead.balance_id}",
+            headers={"Authorization": f"Bearer {OPERATOR_KEY}"},
+        )
+        [spend] = got.json()["spend"]
+        assert (spend["amount_cents"], spend["refunded_cents"], spend["lines"]) == (
+            billed,
+            round(price * 100),
+            2,
+        ), (start, spend)
 
 
 async def test_at_esimgo_the_last_bundle_of_an_esim_never_installed_is_left_on_it(

@@ -12,6 +12,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.store import StoreActivities
 from models.db import migrate, session_scope
 from models.payloads import Line, LineState, RecordChanges
+from models.spend import load_balance_spend
 from models.tables import BalanceLine
 from services.metrics import REGISTRY
 from tests.store.builders import changes, event, line, new_balance
@@ -92,3 +93,41 @@ def test_racing_writes_of_one_purchase_count_it_once(database_url: str) -> None:
             for future in [pool.submit(attempt) for _ in range(2)]:
                 future.result(timeout=30)
     assert _spent() - before == rounds * 1.0
+
+
+def _refunded_total(currency: str = "EUR") -> float:
+    value = REGISTRY.get_sample_value(
+        "esim_refunds_total", {"carrier": "telna", "currency": currency}
+    )
+    return value or 0.0
+
+
+def _refunds(url: str, balance_id: str) -> dict[int, int | None]:
+    with session_scope(url) as session:
+        rows = session.exec(select(BalanceLine).where(BalanceLine.balance_id == balance_id))
+        return {row.seq: row.refunded_cents for row in rows}
+
+
+def test_a_refund_to_balance_is_written_and_counted_once_and_inventory_is_none(
+    database_url: str,
+) -> None:
+    """A line the carrier ended unused with its price credited back to the account's
+    balance is refunded that price, once; one returned to inventory, or not refunded, is
+    not: the inventory holds a bundle, not money."""
+    migrate(database_url)
+    store = StoreActivities(database_url)
+    balance_id, iccid = new_balance()
+    before = _refunded_total()
+    bought = [_priced(balance_id, seq, 150) for seq in (1, 2, 3)]
+    _record(store, changes(balance_id, iccid, bought, []))
+    ended = [
+        _priced(balance_id, seq, 150, LineState.cancelled).model_copy(update={"refund": refund})
+        for seq, refund in ((1, "balance"), (2, "inventory"), (3, "none"))
+    ]
+    batch = changes(balance_id, iccid, ended, [], revision=1)
+    _record(store, batch, batch)  # a retried write refunds nothing more
+    assert _refunds(database_url, balance_id) == {1: 150, 2: None, 3: None}
+    assert _refunded_total() - before == 1.5
+    with session_scope(database_url) as session:
+        spend = load_balance_spend(session, balance_id)
+    assert [(t.currency, t.cents, t.lines, t.refunded) for t in spend] == [("EUR", 300, 3, 150)]

@@ -95,6 +95,7 @@ async def test_a_route_whose_key_check_is_bypassed_is_reported(tmp_path: Path) -
         "GET /v1/balances",
         "GET /v1/balances/{balance_id}",
         "GET /v1/continuity",
+        "GET /v1/spend",
     }
     refused_not = "GET /v1/products [no credentials]: answered 200"
     assert any(line.startswith(refused_not) for line in result.problems)

@@ -121,8 +121,9 @@ async def test_errors_and_outages_shorter_than_the_lead_leave_no_gap(
         await asyncio.sleep(max(0.0, (first.order_at - datetime.now(UTC)).total_seconds() - 1))
         await r.faults(error_rate=0.2, outage_seconds=5)
 
+        # Rotation 2 switches to the line ordered after that outage: both are behind.
         for iccid in fleet:
-            await r.wait_for(iccid, lambda s: s.rotations >= 3, 120, "three rotations")
+            await r.wait_for(iccid, lambda s: s.rotations >= 2, 120, "two rotations")
         injected = await r.faults()
         assert injected["outage"] > 0 and injected["error"] > 0, injected
         stopped_at = datetime.now(UTC)

@@ -45,6 +45,8 @@ async def test_three_esims_rotate_five_times_with_no_gap(
         await r.assert_database_matches_carrier(*fleet)
 
 
+# On one database, as each e2e test here: the store is tested on both (tests/store).
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_heavy_traffic_switches_before_the_window_ends(
     dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str
 ) -> None:
@@ -68,6 +70,10 @@ async def test_heavy_traffic_switches_before_the_window_ends(
         await r.assert_database_matches_carrier(iccid)
 
 
+# On one database, as each e2e test here: the store is tested on both (tests/store).
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgresql)], indirect=True
+)
 async def test_a_telna_pass_used_up_before_the_switch_hands_over_to_the_one_waiting(
     dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str
 ) -> None:
@@ -108,6 +114,8 @@ async def test_a_telna_pass_used_up_before_the_switch_hands_over_to_the_one_wait
         await r.assert_database_matches_carrier(iccid)
 
 
+# On one database, as each e2e test here: the store is tested on both (tests/store).
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_at_the_cost_cap_a_telna_esim_used_up_has_no_service_and_says_so(
     dev_env: WorkflowEnvironment, tmp_path: Path, database_url: str
 ) -> None:

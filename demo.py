@@ -34,6 +34,9 @@ CARRIER_PRODUCTS = {
     "esimgo": "esimgo-esim_{megabytes}MB_{seconds}S_SIM",
 }
 CARRIERS = tuple(CARRIER_PRODUCTS)
+# The operator's customers the fleet is sold to (``customer_ref``), so spend is reported
+# per customer too (`GET /v1/spend?group_by=customer`): each has eSIMs at every carrier.
+CUSTOMERS = ("acme-logistics", "globex-fleet", "initech-iot")
 HEAVY_SHARE = 2.5  # a heavy user's traffic, in allowances per validity: runs out at 40 %
 LIGHT_SHARE = 0.5  # everybody else: half the allowance by the line's end
 PRINT_EVERY = 10.0  # seconds between progress lines while things change
@@ -54,6 +57,7 @@ class DemoEsim:
     carrier: str
     product_id: str
     heavy: bool  # uses its allowance up early, so its balance rotates by usage
+    customer: str  # the operator's customer it is sold to (``customer_ref``)
 
 
 def demo_fleet(size: int = FLEET_SIZE) -> list[DemoEsim]:
@@ -63,7 +67,8 @@ def demo_fleet(size: int = FLEET_SIZE) -> list[DemoEsim]:
     move the switch early at once, and one eSIM Go eSIM in twelve, whose carrier starts
     the next queued bundle itself the moment the pass is used up (the product confirms).
     None is on Webbing, polling-only: a heavy user's switch waits there for the usage
-    poller (every 5 s under `make run`), seconds a demo should not show as normal."""
+    poller (every 5 s under `make run`), seconds a demo should not show as normal.
+    Each run of three (one per carrier) is sold to the next of :data:`CUSTOMERS`."""
     fleet = []
     for n in range(size):
         carrier = CARRIERS[n % len(CARRIERS)]
@@ -71,7 +76,8 @@ def demo_fleet(size: int = FLEET_SIZE) -> list[DemoEsim]:
         product = CARRIER_PRODUCTS[carrier].format(seconds=seconds, megabytes=seconds // 10)
         iccid = make_iccid(f"{ICCID_PREFIX}{n:02d}")
         heavy = n % 6 == 0 or n % 12 == 5
-        fleet.append(DemoEsim(iccid, carrier, product, heavy=heavy))
+        customer = CUSTOMERS[(n // len(CARRIERS)) % len(CUSTOMERS)]
+        fleet.append(DemoEsim(iccid, carrier, product, heavy=heavy, customer=customer))
     return fleet
 
 
@@ -134,7 +140,9 @@ def seed(
         rate = share * product["allowance_bytes"] / product["validity_seconds"]
         traffic = {"iccid": esim.iccid, "bytes_per_second": rate}
         _checked(sims[esim.carrier].post("/_sim/traffic", json=traffic), 200)
-        body = {"iccid": esim.iccid, "carrier": esim.carrier}
+        # An eSIM of an earlier run without a customer gets it; its open balance keeps
+        # none, and the next one takes the eSIM's.
+        body = {"iccid": esim.iccid, "carrier": esim.carrier, "customer_ref": esim.customer}
         _checked(api.post("/v1/esims", json=body), 200, 201)
         ours = esim.iccid in started
         started.add(esim.iccid)  # before sending: the answer may be lost

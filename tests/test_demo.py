@@ -38,6 +38,19 @@ def test_fleet_is_two_dozen_fixed_esims_across_the_three_carriers_on_compressed_
     assert validities == {(c, 30): 6 for c in demo.CARRIERS} | {(c, 60): 2 for c in demo.CARRIERS}
 
 
+def test_the_fleet_is_sold_to_three_customers_each_at_every_carrier() -> None:
+    fleet = demo.demo_fleet()
+
+    # Eight runs of three eSIMs, dealt to the customers in turn.
+    assert Counter(e.customer for e in fleet) == {
+        "acme-logistics": 9,
+        "globex-fleet": 9,
+        "initech-iot": 6,
+    }
+    for customer in demo.CUSTOMERS:
+        assert {e.carrier for e in fleet if e.customer == customer} == set(demo.CARRIERS)
+
+
 def test_a_fleet_of_an_earlier_make_run_is_not_asked_to_change_carrier() -> None:
     # The two-carrier fleet had 8944 0000 0000 9900 nn, Telna and Webbing alternating:
     # enrolling one of those ICCIDs at eSIM Go now would be refused (esim_conflict).
@@ -151,6 +164,7 @@ class FakeEnrolment:
         ]
         self.lose = lose
         self.open: set[str] = set()
+        self.customers: dict[str, str] = {}
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/products":
@@ -162,7 +176,11 @@ class FakeEnrolment:
             if iccid == self.lose and not known:
                 raise httpx.ReadTimeout("the answer was lost", request=request)
             return httpx.Response(200 if known else 201, json={})
-        return httpx.Response(201 if request.url.path == "/v1/esims" else 200, json={})
+        if request.url.path == "/v1/esims":
+            body = json.loads(request.content)
+            self.customers[body["iccid"]] = body["customer_ref"]
+            return httpx.Response(201, json={})
+        return httpx.Response(200, json={})
 
 
 def test_seeding_again_after_a_lost_answer_counts_that_balance_as_started_not_reused() -> None:
@@ -180,6 +198,8 @@ def test_seeding_again_after_a_lost_answer_counts_that_balance_as_started_not_re
 
     assert seeded == demo.Seeded(new=len(fleet), reused=0)
     assert again == demo.Seeded(new=0, reused=len(fleet))
+    # Each eSIM is registered with its customer, so its balances report spend under it.
+    assert fake.customers == {e.iccid: e.customer for e in fleet}
 
 
 def test_seeding_starts_nothing_until_every_product_of_the_fleet_is_in_the_catalogue() -> None:

@@ -124,6 +124,12 @@ def check_each_carrier_rotates_and_shows(api: str, operator: str) -> None:
         time.sleep(2)
     print(f"rotations by carrier: {rotations}")
     assert report["carriers"]["esimgo"]["gap_seconds"] == 0, report
+    # The demo's customers: what their passes cost, per customer.
+    spend = httpx.get(
+        f"{api}/v1/spend", params={"group_by": "customer"}, headers=headers, trust_env=False
+    ).json()
+    assert {g["key"] for g in spend["groups"]} == set(demo.CUSTOMERS), spend
+    assert all(g["amount_cents"] > 0 for g in spend["groups"]), spend
     with httpx.Client(base_url=api, trust_env=False) as dashboard:
         signed_in = dashboard.post("/dashboard/signin", data={"api_key": operator})
         assert signed_in.status_code == 303

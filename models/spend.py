@@ -17,7 +17,7 @@ index); :func:`tally` orders and shapes the sums, and is what the tests hold to 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -38,22 +38,11 @@ WITHDRAWN_STATES = ("cancelled", "failed", "expired")
 
 
 @dataclass(frozen=True)
-class Sum:
-    """The database's sum over one group's lines of one currency."""
-
-    key: str | None
-    currency: str | None
-    cents: int | None  # None: no line of it has a price
-    lines: int
-    unpriced: int
-    refunded: int = 0
-
-
-@dataclass(frozen=True)
 class Tally:
     """One group's spend in one currency: ``cents`` what its priced lines cost, net of
     what was refunded (None if none is priced), ``lines`` bought, ``unpriced`` of them
-    without a known price, ``refunded`` credited back."""
+    without a known price, ``refunded`` credited back. The database's sums are tallies
+    too, which :func:`tally` adds up."""
 
     key: str | None
     currency: str | None
@@ -87,7 +76,7 @@ def order_key(tally: Tally) -> tuple[bool, str, bool, str]:
     return (tally.key is None, tally.key or "", tally.currency is None, tally.currency or "")
 
 
-def tally(sums: Iterable[Sum]) -> list[Tally]:
+def tally(sums: Iterable[Tally]) -> list[Tally]:
     """The groups, one per key and currency, in order (``order_key``); sums of one key
     and currency (the database may split them) are added up."""
     merged: dict[tuple[str | None, str | None], Tally] = {}
@@ -96,9 +85,7 @@ def tally(sums: Iterable[Sum]) -> list[Tally]:
             continue
         before = merged.get((s.key, s.currency))
         if before is None:
-            merged[(s.key, s.currency)] = Tally(
-                s.key, s.currency, s.cents, s.lines, s.unpriced, s.refunded
-            )
+            merged[(s.key, s.currency)] = s
             continue
         merged[(s.key, s.currency)] = Tally(
             s.key,
@@ -147,7 +134,7 @@ def load_daily_spend(session: Session, filters: Filters) -> dict[str, list[Tally
     :func:`load_spend`'s, keyed by day and carrier."""
     day = _key(session, "day").label("day")
     carrier = _key(session, "carrier").label("key")
-    by_day: dict[str, list[Sum]] = {}
+    by_day: dict[str, list[Tally]] = {}
     for row in session.execute(_grouped([day, carrier], filters)):
         by_day.setdefault(_text(row.day) or "", []).extend(_sums([row]))
     return {d: tally(sums) for d, sums in sorted(by_day.items())}
@@ -155,7 +142,7 @@ def load_daily_spend(session: Session, filters: Filters) -> dict[str, list[Tally
 
 def per_currency(tallies: Iterable[Tally]) -> list[Tally]:
     """Groups added up per currency, whatever their key (``key`` None): a fleet's total."""
-    return tally(Sum(None, t.currency, t.cents, t.lines, t.unpriced, t.refunded) for t in tallies)
+    return tally(replace(t, key=None) for t in tallies)
 
 
 # What each group's sums are: net of refunds (a line without a price adds nothing to
@@ -243,9 +230,9 @@ def _key(session: Session, group_by: GroupBy) -> Any:
     return sa.func.date(LINES.c.ordered_at)
 
 
-def _sums(rows: Iterable[Any]) -> list[Sum]:
+def _sums(rows: Iterable[Any]) -> list[Tally]:
     return [
-        Sum(
+        Tally(
             key=_text(row.key),
             currency=row.currency,
             cents=None if row.cents is None else int(row.cents),

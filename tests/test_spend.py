@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from models.money import amount
-from models.spend import Sum, Tally, after, per_currency, tally
+from models.spend import Tally, after, per_currency, tally
 
 
 @pytest.mark.parametrize(
@@ -20,12 +20,12 @@ def test_amounts_are_major_units_with_two_decimals(cents: int, shown: str) -> No
 def test_sums_of_one_key_and_currency_add_up_and_groups_come_in_order() -> None:
     groups = tally(
         [
-            Sum("webbing", "USD", 300, 2, 0),
-            Sum("telna", "USD", 150, 1, 0),
-            Sum("telna", "EUR", 99, 1, 0),
-            Sum("telna", "USD", 50, 2, 1),
-            Sum(None, "USD", 10, 1, 0),
-            Sum("esimgo", None, None, 3, 3),
+            Tally("webbing", "USD", 300, 2, 0),
+            Tally("telna", "USD", 150, 1, 0),
+            Tally("telna", "EUR", 99, 1, 0),
+            Tally("telna", "USD", 50, 2, 1),
+            Tally(None, "USD", 10, 1, 0),
+            Tally("esimgo", None, None, 3, 3),
         ]
     )
     assert [(g.key, g.currency, g.cents, g.lines, g.unpriced) for g in groups] == [
@@ -38,11 +38,11 @@ def test_sums_of_one_key_and_currency_add_up_and_groups_come_in_order() -> None:
 
 
 def test_unpriced_lines_are_unknown_never_zero() -> None:
-    (only_unpriced,) = tally([Sum("telna", "USD", None, 2, 2)])
+    (only_unpriced,) = tally([Tally("telna", "USD", None, 2, 2)])
     assert (only_unpriced.cents, only_unpriced.amount) == (None, None)
-    (mixed,) = tally([Sum("telna", "USD", None, 2, 2), Sum("telna", "USD", 150, 1, 0)])
+    (mixed,) = tally([Tally("telna", "USD", None, 2, 2), Tally("telna", "USD", 150, 1, 0)])
     assert (mixed.cents, mixed.amount, mixed.lines, mixed.unpriced) == (150, "1.50", 3, 2)
-    (free,) = tally([Sum("telna", "USD", 0, 1, 0)])
+    (free,) = tally([Tally("telna", "USD", 0, 1, 0)])
     assert (free.cents, free.amount) == (0, "0.00")  # a free pass is known to cost 0
 
 

@@ -18,7 +18,7 @@ from decimal import Decimal
 from markupsafe import Markup, escape
 
 from models.money import amount
-from models.spend import Sum, Tally, per_currency, tally
+from models.spend import Tally, per_currency, tally
 
 PLOT_DAYS = 30
 PLOT_HEIGHT = 150
@@ -310,12 +310,8 @@ def _within(daily: Mapping[str, Sequence[Tally]], first: date, last: date) -> li
     """The groups of the days from ``first`` to ``last``, added up per carrier and
     currency."""
     return tally(
-        _as_sum(t)
+        t
         for day, groups in daily.items()
         if first.isoformat() <= day <= last.isoformat()
         for t in groups
     )
-
-
-def _as_sum(t: Tally) -> Sum:
-    return Sum(t.key, t.currency, t.cents, t.lines, t.unpriced, t.refunded)

@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 from sqlmodel import select
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
@@ -243,12 +244,13 @@ class Rig:
 
     async def runs(self, iccid: str) -> list[str]:
         """Each run of the balance's workflow, newest first: its status, then its
-        history's event types in order (what a timed-out wait shows)."""
+        history's event types in order (what a timed-out wait shows), a failed workflow
+        task with its cause and message."""
         described = []
         async for run in self.client.list_workflows(f'WorkflowId="{workflow_id(iccid)}"'):
             handle = self.client.get_workflow_handle(run.id, run_id=run.run_id)
             history = await handle.fetch_history()
-            kinds = [EventType.Name(event.event_type)[11:] for event in history.events]
+            kinds = [event_text(event) for event in history.events]
             described.append(f"{run.run_id} {run.status and run.status.name}: {' '.join(kinds)}")
         return described
 
@@ -489,3 +491,13 @@ async def rig(
                     await _drop_schedules(env.client, polls)
         for client in carriers.values():
             await client.aclose()
+
+
+def event_text(event: HistoryEvent) -> str:
+    """An event's type; a failed workflow task's also says why (its cause and message)."""
+    kind = EventType.Name(event.event_type)[11:]
+    if not event.HasField("workflow_task_failed_event_attributes"):
+        return kind
+    failed = event.workflow_task_failed_event_attributes
+    cause = WorkflowTaskFailedCause.Name(failed.cause).removeprefix("WORKFLOW_TASK_FAILED_CAUSE_")
+    return f"{kind}({cause}: {failed.failure.message[:300]!r})"
